@@ -1,0 +1,168 @@
+// Package topology is the contract between the gateway and the workers: the
+// JetStream stream and consumer they share, the subjects lines are published
+// on and the headers every line carries. Both programs call [EnsureStream] at
+// start (and the worker [EnsureConsumer]), so either may start first.
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the JetStream objects jetline uses.
+const (
+	// StreamName is the stream that holds every received line until a
+	// worker has stored it.
+	StreamName = "INGEST"
+	// SubjectPrefix starts every ingest subject; the rest is the source name.
+	SubjectPrefix = "ingest."
+	// StreamSubjects is the subject filter of [StreamName].
+	StreamSubjects = SubjectPrefix + ">"
+	// ConsumerName is the durable pull consumer all workers share.
+	ConsumerName = "workers"
+	// DefaultSource is the source of a listener that was given no name.
+	DefaultSource = "default"
+)
+
+// Header names set by the gateway on every line. They are part of the
+// contract: the worker reads them, and operators see them in `nats`.
+const (
+	// HeaderMsgID is JetStream's de-duplication header. The gateway sets it
+	// to "<instance>.<conn>.<line>" so a publish retried after a lost PubAck
+	// is stored once.
+	HeaderMsgID = jetstream.MsgIDHeader
+	// HeaderGateway names the gateway instance that received the line.
+	HeaderGateway = "Jetline-Gateway"
+	// HeaderConn is the gateway-local connection id.
+	HeaderConn = "Jetline-Conn"
+	// HeaderLine is the 1-based line number within the connection's input,
+	// counting blank and oversize lines, so a sender can find the line.
+	HeaderLine = "Jetline-Line"
+	// HeaderReceivedAt is when the gateway read the line, RFC 3339 with
+	// nanoseconds ([time.RFC3339Nano]).
+	HeaderReceivedAt = "Jetline-Received-At"
+)
+
+// MinDuplicateWindow is the shortest de-duplication window accepted: a
+// publish retried after a lost PubAck must still fall inside it.
+const MinDuplicateWindow = 2 * time.Minute
+
+// StreamConfig holds the settings of the ingest stream that operators tune.
+// Both programs parse it from the same environment variables, so they agree.
+type StreamConfig struct {
+	// MaxBytes caps the stream's size. When it is reached, publishes are
+	// refused (DiscardNew) and the gateway pushes back on senders until
+	// workers catch up. Defaults to 10 GiB.
+	MaxBytes int64 `env:"INGEST_MAX_BYTES" envDefault:"10737418240"`
+	// DuplicateWindow is how long JetStream remembers message ids for
+	// de-duplication. Defaults to 2m, the minimum.
+	DuplicateWindow time.Duration `env:"INGEST_DUPLICATE_WINDOW" envDefault:"2m"`
+	// Replicas is the number of stream replicas (1 for a single server, 3
+	// for a cluster). Defaults to 1.
+	Replicas int `env:"INGEST_REPLICAS" envDefault:"1"`
+}
+
+// Validate reports what is wrong with c in terms an operator can act on.
+func (c StreamConfig) Validate() error {
+	var errs []error
+	if c.MaxBytes <= 0 {
+		errs = append(errs, fmt.Errorf("INGEST_MAX_BYTES must be a positive number of bytes (got %d); the stream needs a limit so a full stream pushes back instead of filling the disk", c.MaxBytes))
+	}
+	if c.DuplicateWindow < MinDuplicateWindow {
+		errs = append(errs, fmt.Errorf("INGEST_DUPLICATE_WINDOW must be at least %s (got %s) so retried publishes are de-duplicated", MinDuplicateWindow, c.DuplicateWindow))
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("INGEST_REPLICAS must be between 1 and 5 (got %d)", c.Replicas))
+	}
+	return errors.Join(errs...)
+}
+
+// Stream returns the JetStream configuration of the ingest stream.
+func (c StreamConfig) Stream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "jetline: received lines waiting to be stored",
+		Subjects:    []string{StreamSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    c.MaxBytes,
+		Duplicates:  c.DuplicateWindow,
+		Replicas:    c.Replicas,
+	}
+}
+
+// EnsureStream creates the ingest stream or updates it to cfg. It is
+// idempotent and safe to call from every process at start.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	s, err := js.CreateOrUpdateStream(ctx, cfg.Stream())
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
+	}
+	return s, nil
+}
+
+// ConsumerConfig holds the settings of the shared durable pull consumer.
+type ConsumerConfig struct {
+	// AckWait is how long a fetched line may stay unacknowledged before
+	// JetStream redelivers it.
+	AckWait time.Duration
+	// MaxAckPending caps lines fetched but not yet acknowledged across all
+	// workers; it bounds the work in flight.
+	MaxAckPending int
+	// MaxDeliver caps deliveries of one line; -1 means no limit.
+	MaxDeliver int
+}
+
+// Consumer returns the JetStream configuration of the shared consumer.
+func (c ConsumerConfig) Consumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "jetline workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxAckPending: c.MaxAckPending,
+		MaxDeliver:    c.MaxDeliver,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubject: StreamSubjects,
+	}
+}
+
+// EnsureConsumer creates the shared durable consumer or updates it to cfg.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, StreamName, cfg.Consumer())
+	if err != nil {
+		return nil, fmt.Errorf("create or update consumer %s on %s: %w", ConsumerName, StreamName, err)
+	}
+	return c, nil
+}
+
+var sourcePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidateSource reports whether name can be used as a source: letters,
+// digits, '_' and '-', at most 64 characters (it becomes a subject token).
+func ValidateSource(name string) error {
+	if !sourcePattern.MatchString(name) {
+		return fmt.Errorf("source name %q is not valid: use 1 to 64 letters, digits, '_' or '-'", name)
+	}
+	return nil
+}
+
+// Subject returns the subject lines of source are published on.
+func Subject(source string) string { return SubjectPrefix + source }
+
+// Source returns the source a subject belongs to, or "" if the subject is
+// not an ingest subject.
+func Source(subject string) string {
+	s, ok := strings.CutPrefix(subject, SubjectPrefix)
+	if !ok {
+		return ""
+	}
+	return s
+}
