@@ -49,7 +49,8 @@ type Options struct {
 	// override the defaults, which are listen_addresses=Host,
 	// unix_socket_directories='', max_connections=200 and
 	// shared_buffers=128MB. fsync stays on unless Settings turns it off;
-	// fsync=off also skips initdb's final sync.
+	// fsync=off also skips initdb's final sync. Setting "port" is an error;
+	// use Port.
 	Settings map[string]string
 }
 
@@ -75,6 +76,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.User == "" {
 		o.User = "postgres"
+	}
+	if _, ok := o.Settings["port"]; ok {
+		return o, errors.New(`options: Settings must not set "port"; use Port`)
 	}
 	o.Settings = maps.Clone(o.Settings)
 	return o, nil

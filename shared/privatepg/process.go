@@ -1,0 +1,193 @@
+package privatepg
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// logMarker starts the line written to the log before every server start,
+// so the tail shown in an error belongs to the latest attempt.
+const logMarker = "---- privatepg:"
+
+// process is a running postmaster.
+type process struct {
+	proc *os.Process
+	pid  int
+	done chan struct{} // closed once the postmaster has exited and been reaped
+	err  error         // exit status; valid after done is closed
+}
+
+// spawn starts cmd and reaps it in the background.
+//
+// The child is started and waited for on one goroutine locked to its OS
+// thread. On Linux the child gets Pdeathsig=SIGKILL, and the kernel sends
+// that signal when the *thread* that forked it exits, not the process. An
+// unlocked goroutine could fork from a thread that the Go runtime later
+// retires (which happens when some other goroutine exits while holding
+// runtime.LockOSThread on it), killing a healthy server at random. Keeping
+// the forking thread locked until the child is reaped rules that out, at the
+// cost of one parked OS thread per running server; and if the whole parent
+// process dies, even by SIGKILL, the thread dies with it and takes the
+// postmaster along. Its backends then notice the postmaster is gone and exit
+// on their own.
+func spawn(cmd *exec.Cmd) (*process, error) {
+	p := &process{done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		p.proc = cmd.Process
+		p.pid = cmd.Process.Pid
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// exited reports whether the postmaster has been reaped.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL to the postmaster, waits for it to be reaped, and then
+// kills whatever postgres processes are left in dir, waiting up to 5 s for
+// them to die. A backend still alive would keep the shared memory segment
+// attached, and the next postmaster on dir would refuse to start.
+//
+// The leftovers are killed only if the postmaster was still running: then
+// it held the data directory's lock, so whatever works in dir is its own. A
+// postmaster that had already exited may have been refused the lock by
+// another server on dir, whose processes must be left alone.
+func (p *process) kill(dir string) {
+	err := p.proc.Kill() // Fails only if already reaped.
+	<-p.done
+	if err == nil {
+		killDirProcs(dir, 5*time.Second)
+	}
+}
+
+// killDirProcs SIGKILLs the live processes working in dir until there are
+// none or timeout passes.
+func killDirProcs(dir string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		pids := dirProcs(dir)
+		if len(pids) == 0 || time.Now().After(deadline) {
+			return
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// childEnv is the environment for initdb and postgres: ours without the
+// libpq variables that could redirect them, and with the C locale so the
+// server log is in English.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		key, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(key, "PG") || strings.HasPrefix(key, "LC_") || key == "LANG" || key == "LANGUAGE" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "LC_ALL=C")
+}
+
+// sysProcAttr returns the process attributes for a child: runAs's
+// credentials when set, and its own process group, so a Ctrl-C in the
+// terminal reaches only us and we decide how postgres shuts down. (Each
+// postgres backend calls setsid, so the group does not hold the backends.)
+func sysProcAttr(runAs *osUser, dieWithParent bool) *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if dieWithParent {
+		setPdeathsig(attr)
+	}
+	if runAs != nil {
+		attr.Credential = runAs.credential()
+	}
+	return attr
+}
+
+// openLog opens the server log for appending, gives it to runAs and writes
+// a marker line announcing what comes next.
+func openLog(path string, runAs *osUser, what string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres log: %w", err)
+	}
+	if runAs != nil {
+		if err := f.Chown(int(runAs.uid), int(runAs.gid)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("give postgres log %s to OS user %q: %w", path, runAs.name, err)
+		}
+	}
+	if _, err := fmt.Fprintf(f, "%s %s at %s ----\n", logMarker, what, time.Now().Format(time.RFC3339)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write postgres log: %w", err)
+	}
+	return f, nil
+}
+
+// logTail returns the last lines of the log at path written since the most
+// recent marker, for inclusion in an error.
+func logTail(path string) string {
+	const maxBytes, maxLines = 8 << 10, 40
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", path, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", path, err)
+	}
+	off := max(info.Size()-maxBytes, 0)
+	buf, err := io.ReadAll(io.NewSectionReader(f, off, info.Size()-off))
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", path, err)
+	}
+	if off > 0 {
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			buf = buf[i+1:]
+		}
+	}
+	if i := bytes.LastIndex(buf, []byte(logMarker)); i >= 0 {
+		if j := bytes.IndexByte(buf[i:], '\n'); j >= 0 {
+			buf = buf[i+j+1:]
+		}
+	}
+	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
+	if len(lines) > maxLines {
+		lines = lines[len(lines)-maxLines:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// withLogTail appends the tail of the log at path to err's message.
+func withLogTail(err error, path string) error {
+	return fmt.Errorf("%w\n--- end of %s ---\n%s", err, path, logTail(path))
+}
