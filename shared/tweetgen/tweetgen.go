@@ -120,7 +120,7 @@ func (g *Generator) Lines(n int) []byte {
 
 func (g *Generator) text(b []byte, lang string) []byte {
 	r := g.rng
-	n := 45 + r.IntN(60)
+	n := 52 + r.IntN(66)
 	for i := range n {
 		if i > 0 {
 			b = append(b, ' ')
