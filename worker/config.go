@@ -1,0 +1,175 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// Config is the worker program's configuration, read from the environment
+// with env.ParseAs[Config]. Every field has a default that works with
+// `make run`.
+type Config struct {
+	// DatabaseURL is the PostgreSQL connection string rows are written to
+	// (DATABASE_URL). pgxpool settings such as pool_max_conns may be added
+	// as query parameters. Defaults to
+	// postgres://postgres@127.0.0.1:5433/jetline?sslmode=disable, the
+	// database `make run` starts.
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5433/jetline?sslmode=disable"`
+
+	// BatchSize is how many lines one fetch asks for and one transaction
+	// stores (WORKER_BATCH_SIZE). Defaults to 500.
+	BatchSize int `env:"WORKER_BATCH_SIZE" envDefault:"500"`
+	// FetchMaxWait is how long a fetch waits to fill a batch before taking
+	// what it has (WORKER_FETCH_MAX_WAIT); it bounds the latency of a
+	// trickle. Defaults to 1s.
+	FetchMaxWait time.Duration `env:"WORKER_FETCH_MAX_WAIT" envDefault:"1s"`
+	// Concurrency is how many batches one process works on at once, each
+	// in its own fetch → transform → store → ack loop
+	// (WORKER_CONCURRENCY). Each loop keeps one database backend busy;
+	// draining ~6 KB lines on 2 cores, 1 loop stored ~7,200 lines/s, 2
+	// ~10,000 and 3 or 4 no more, the database being the bottleneck. Raise
+	// it when the database has more cores than the worker. Defaults to 2.
+	Concurrency int `env:"WORKER_CONCURRENCY" envDefault:"2"`
+	// AckWait is how long JetStream waits for a fetched line's ack before
+	// redelivering it to another worker (WORKER_ACK_WAIT). It must cover a
+	// fetch plus the slowest transaction. Defaults to 30s.
+	AckWait time.Duration `env:"WORKER_ACK_WAIT" envDefault:"30s"`
+	// MaxAckPending caps the lines fetched but not yet acknowledged, across
+	// all worker processes (WORKER_MAX_ACK_PENDING). 0 means BatchSize ×
+	// Concurrency × 8: room for eight worker processes to have all their
+	// batches in flight. Defaults to 0.
+	MaxAckPending int `env:"WORKER_MAX_ACK_PENDING" envDefault:"0"`
+	// RetryBackoff is the delay before a batch that failed transiently
+	// (database down) is redelivered; it doubles with each delivery of a
+	// line up to RetryMaxBackoff (WORKER_RETRY_BACKOFF). Defaults to 1s.
+	RetryBackoff time.Duration `env:"WORKER_RETRY_BACKOFF" envDefault:"1s"`
+	// RetryMaxBackoff caps the redelivery delay
+	// (WORKER_RETRY_MAX_BACKOFF). Defaults to 1m.
+	RetryMaxBackoff time.Duration `env:"WORKER_RETRY_MAX_BACKOFF" envDefault:"1m"`
+	// Table is the table raw lines land in, "name" or "schema.name"; it is
+	// created if missing (WORKER_TABLE). Defaults to events.
+	Table string `env:"WORKER_TABLE" envDefault:"events"`
+	// ShutdownTimeout bounds how long the worker spends, once asked to
+	// stop, finishing and committing the batches in hand
+	// (WORKER_SHUTDOWN_TIMEOUT). Defaults to 30s.
+	ShutdownTimeout time.Duration `env:"WORKER_SHUTDOWN_TIMEOUT" envDefault:"30s"`
+	// HealthAddr is where /healthz and /readyz are served; empty disables
+	// them (WORKER_HEALTH_ADDR). Defaults to :8081.
+	HealthAddr string `env:"WORKER_HEALTH_ADDR" envDefault:":8081"`
+	// Instance names this process in logs and in its NATS connection
+	// (WORKER_INSTANCE). Defaults to the host name; see
+	// [Config.InstanceName].
+	Instance string `env:"WORKER_INSTANCE"`
+
+	// NATS is how to reach NATS (NATS_URL, NATS_CONNECT_TIMEOUT).
+	NATS topology.NATSConfig
+	// Stream holds the ingest stream's settings (INGEST_*), which the
+	// worker applies at start like the gateway does.
+	Stream topology.StreamConfig
+	// Log selects the log format and level (LOG_FORMAT, LOG_LEVEL).
+	Log logging.Config
+}
+
+// Validate reports, in terms an operator can act on, everything that is
+// wrong with c.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+		errs = append(errs, fmt.Errorf("DATABASE_URL is not a usable PostgreSQL connection string (use e.g. postgres://user@host:5432/db?sslmode=disable): %w", err))
+	}
+	if c.BatchSize < 1 || c.BatchSize > 10000 {
+		errs = append(errs, fmt.Errorf("WORKER_BATCH_SIZE must be between 1 and 10000 (got %d); 500 suits lines of a few KB", c.BatchSize))
+	}
+	if c.FetchMaxWait < time.Millisecond {
+		errs = append(errs, fmt.Errorf("WORKER_FETCH_MAX_WAIT must be at least 1ms (got %s), e.g. 1s", c.FetchMaxWait))
+	}
+	if c.Concurrency < 1 || c.Concurrency > 64 {
+		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY must be between 1 and 64 (got %d); 2 keeps one database busy", c.Concurrency))
+	}
+	if c.AckWait < time.Second || c.AckWait < 2*c.FetchMaxWait {
+		errs = append(errs, fmt.Errorf("WORKER_ACK_WAIT (%s) must be at least 1s and at least twice WORKER_FETCH_MAX_WAIT (%s), or lines are redelivered while still being stored", c.AckWait, c.FetchMaxWait))
+	}
+	if c.MaxAckPending != 0 && c.MaxAckPending < c.BatchSize*c.Concurrency {
+		errs = append(errs, fmt.Errorf("WORKER_MAX_ACK_PENDING (%d) must be 0 (automatic) or at least WORKER_BATCH_SIZE × WORKER_CONCURRENCY (%d), or batches cannot fill", c.MaxAckPending, c.BatchSize*c.Concurrency))
+	}
+	if c.RetryBackoff <= 0 {
+		errs = append(errs, fmt.Errorf("WORKER_RETRY_BACKOFF must be positive (got %s), e.g. 1s", c.RetryBackoff))
+	}
+	if c.RetryMaxBackoff < c.RetryBackoff {
+		errs = append(errs, fmt.Errorf("WORKER_RETRY_MAX_BACKOFF (%s) must be at least WORKER_RETRY_BACKOFF (%s)", c.RetryMaxBackoff, c.RetryBackoff))
+	}
+	if _, _, err := ParseTableName(c.Table); err != nil {
+		errs = append(errs, fmt.Errorf("WORKER_TABLE: %w", err))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("WORKER_SHUTDOWN_TIMEOUT must be positive (got %s), e.g. 30s", c.ShutdownTimeout))
+	}
+	if c.HealthAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+			errs = append(errs, fmt.Errorf("WORKER_HEALTH_ADDR %q is not host:port (e.g. :8081), or leave it empty to disable: %w", c.HealthAddr, err))
+		}
+	}
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Stream.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// InstanceName returns Instance, or the host name when it is empty, or
+// "worker" when even that is unknown.
+func (c Config) InstanceName() string {
+	if c.Instance != "" {
+		return c.Instance
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "worker"
+}
+
+// EffectiveMaxAckPending returns MaxAckPending, or its automatic value
+// BatchSize × Concurrency × 8 when it is 0.
+func (c Config) EffectiveMaxAckPending() int {
+	if c.MaxAckPending != 0 {
+		return c.MaxAckPending
+	}
+	return c.BatchSize * c.Concurrency * 8
+}
+
+// Consumer returns the settings of the shared durable consumer. Lines are
+// delivered without limit: a line the database refuses is acknowledged
+// after it is counted, and transient failures must not lose lines.
+func (c Config) Consumer() topology.ConsumerConfig {
+	return topology.ConsumerConfig{
+		AckWait:       c.AckWait,
+		MaxAckPending: c.EffectiveMaxAckPending(),
+		MaxDeliver:    -1,
+	}
+}
+
+// Options returns the worker's own settings.
+func (c Config) Options() Options {
+	return Options{
+		BatchSize:       c.BatchSize,
+		FetchMaxWait:    c.FetchMaxWait,
+		Concurrency:     c.Concurrency,
+		RetryBackoff:    c.RetryBackoff,
+		RetryMaxBackoff: c.RetryMaxBackoff,
+		ShutdownTimeout: c.ShutdownTimeout,
+		WriteTimeout:    max(c.AckWait-c.FetchMaxWait, time.Second),
+	}
+}

@@ -1,0 +1,299 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// rejectLogsPerInterval caps how many rejected lines are logged one by one
+// per progress interval; the rest are only counted, so a file of garbage
+// does not flood the log.
+const rejectLogsPerInterval = 100
+
+// batch holds one loop's buffers, reused from batch to batch so steady
+// state allocates little beyond what pgx and nats.go do.
+type batch struct {
+	msgs    []jetstream.Msg
+	lines   []Line
+	results []Result
+	// rows are the rows to store, backed by slots; rowMsg[i] is the index
+	// in msgs of rows[i].
+	rows   [][]any
+	rowMsg []int
+	slots  []any
+	// delivered[i] is how many times msgs[i] has been delivered.
+	delivered []uint64
+}
+
+func newBatch(size, columns int) *batch {
+	return &batch{
+		msgs:      make([]jetstream.Msg, 0, size),
+		lines:     make([]Line, 0, size),
+		results:   make([]Result, 0, size),
+		rows:      make([][]any, 0, size),
+		rowMsg:    make([]int, 0, size),
+		slots:     make([]any, size*columns),
+		delivered: make([]uint64, 0, size),
+	}
+}
+
+// loop is one fetch → transform → store → ack loop. It fetches until ctx is
+// done; batches in hand are stored under hard, which outlives ctx by the
+// shutdown timeout.
+func (w *Worker) loop(ctx, hard context.Context, id int) error {
+	logger := w.logger.With("loop", id)
+	b := newBatch(w.opts.BatchSize, w.columns)
+	var fetchFailures, storeFailures int
+	for ctx.Err() == nil {
+		if err := w.fetch(b); err != nil {
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				return ErrClosed
+			}
+			fetchFailures++
+			logger.WarnContext(ctx, "fetch failed; retrying", "err", err, "attempt", fetchFailures)
+			// Messages may still have arrived; they are handled below.
+			if len(b.msgs) == 0 {
+				sleep(ctx, backoff(w.opts.RetryBackoff, w.opts.RetryMaxBackoff, fetchFailures))
+				continue
+			}
+		} else {
+			fetchFailures = 0
+		}
+		if len(b.msgs) == 0 {
+			continue
+		}
+		if w.process(hard, logger, b) {
+			storeFailures = 0
+			continue
+		}
+		// The store failed: give the database a rest before fetching more
+		// work it cannot take.
+		storeFailures++
+		sleep(ctx, backoff(w.opts.RetryBackoff, w.opts.RetryMaxBackoff, storeFailures))
+	}
+	return nil
+}
+
+// fetch fills b.msgs with the next batch. It waits up to FetchMaxWait for a
+// full batch; every message delivered is kept, even when the fetch then
+// reports an error.
+func (w *Worker) fetch(b *batch) error {
+	b.msgs = b.msgs[:0]
+	mb, err := w.cons.Fetch(w.opts.BatchSize, jetstream.FetchMaxWait(w.opts.FetchMaxWait))
+	if err != nil {
+		return err
+	}
+	for m := range mb.Messages() {
+		b.msgs = append(b.msgs, m)
+	}
+	return mb.Error()
+}
+
+// process transforms, stores and acknowledges the batch in b.msgs. It
+// reports false when the store failed and the batch's rows were handed
+// back for redelivery.
+func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) bool {
+	b.lines = b.lines[:0]
+	b.results = b.results[:0]
+	b.rows = b.rows[:0]
+	b.rowMsg = b.rowMsg[:0]
+	b.delivered = b.delivered[:0]
+
+	for i, m := range b.msgs {
+		line, delivered, res := readLine(m)
+		b.lines = append(b.lines, line)
+		b.delivered = append(b.delivered, delivered)
+		if res.Outcome == Insert {
+			// The next free slot; a line filtered or rejected leaves it to
+			// the next one, so it is cleared of what it wrote.
+			row := b.slots[len(b.rows)*w.columns : (len(b.rows)+1)*w.columns : (len(b.rows)+1)*w.columns]
+			clear(row)
+			res = w.transform.Transform(&b.lines[i], row)
+			if res.Outcome == Insert {
+				b.rows = append(b.rows, row)
+				b.rowMsg = append(b.rowMsg, i)
+			}
+		}
+		b.results = append(b.results, res)
+	}
+
+	var (
+		wr  WriteResult
+		err error
+	)
+	if len(b.rows) > 0 {
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if w.opts.WriteTimeout > 0 {
+			wctx, cancel = context.WithTimeout(ctx, w.opts.WriteTimeout)
+		}
+		wr, err = w.store.Write(wctx, b.rows)
+		cancel()
+	}
+	if err != nil {
+		w.retry(ctx, logger, b, err)
+		return false
+	}
+	for _, re := range wr.Rejected {
+		i := b.rowMsg[re.Index]
+		code, msg := pgMessage(re.Err)
+		reason := "db_error"
+		if code != "" {
+			reason = "pg_" + code
+		}
+		b.results[i] = Result{Outcome: Reject, Reason: reason, Detail: msg}
+	}
+	w.finish(logger, b, wr, true)
+	return true
+}
+
+// readLine builds the Line of m and reports how often m was delivered. A
+// message that is not a JetStream delivery (no metadata) cannot be keyed
+// and is rejected.
+func readLine(m jetstream.Msg) (Line, uint64, Result) {
+	line := Line{Source: topology.Source(m.Subject()), Data: m.Data()}
+	md, err := m.Metadata()
+	if err != nil {
+		return line, 1, Result{Outcome: Reject, Reason: "no_metadata", Detail: err.Error()}
+	}
+	line.Seq = md.Sequence.Stream
+	line.ReceivedAt = md.Timestamp
+	if h := m.Headers(); h != nil {
+		if v := h.Get(topology.HeaderReceivedAt); v != "" {
+			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				line.ReceivedAt = t
+			}
+		}
+	}
+	return line, md.NumDelivered, Result{Outcome: Insert}
+}
+
+// finish acknowledges the lines of a batch and counts and logs their
+// outcomes. With committed false the batch's rows were not stored, and only
+// the lines the transform settled on its own (filtered, rejected) are
+// acknowledged; the others were handed back by retry.
+func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, committed bool) {
+	var lines, filtered, rejected, bytes uint64
+	var ackErr error
+	failed := 0
+	for i, m := range b.msgs {
+		switch r := b.results[i]; r.Outcome {
+		case Insert:
+			if !committed {
+				continue
+			}
+		case Filter:
+			filtered++
+		case Reject:
+			rejected++
+			w.countReject(r.Reason)
+			if w.stats.rejectLogBudget.Add(-1) >= 0 {
+				logger.Warn("line rejected", "seq", b.lines[i].Seq, "source", b.lines[i].Source,
+					"reason", r.Reason, "detail", r.Detail, "bytes", len(b.lines[i].Data))
+			} else {
+				w.stats.unlogged.Add(1)
+			}
+		}
+		lines++
+		bytes += uint64(len(b.lines[i].Data))
+		if err := m.Ack(); err != nil {
+			ackErr = err
+			failed++
+		}
+	}
+	if ackErr != nil {
+		// What was acknowledged is settled; a lost ack only means the line
+		// is redelivered after AckWait and skipped as a duplicate.
+		logger.Warn("acknowledging lines failed; they will be redelivered and skipped as duplicates",
+			"err", ackErr, "failed", failed, "lines", lines)
+	}
+	if wr.Splits > 0 {
+		logger.Info("isolated rows the database refused", "rejected", len(wr.Rejected), "extra_attempts", wr.Splits, "rows", len(b.rows))
+	}
+	s := &w.stats
+	if committed {
+		s.batches.Add(1)
+	}
+	s.lines.Add(lines)
+	s.bytes.Add(bytes)
+	s.inserted.Add(uint64(wr.Inserted))
+	s.duplicates.Add(uint64(wr.Duplicates))
+	s.filtered.Add(filtered)
+	s.rejected.Add(rejected)
+}
+
+// retry hands a batch whose store failed back to JetStream: lines that
+// were to be stored are negatively acknowledged with a delay growing with
+// their delivery count; lines the transform settled on its own do not
+// depend on the database and are acknowledged.
+func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, err error) {
+	shuttingDown := ctx.Err() != nil
+	class := Classify(err)
+	maxDelay := time.Duration(0)
+	retried := 0
+	for i, m := range b.msgs {
+		if b.results[i].Outcome != Insert {
+			continue
+		}
+		delay := backoff(w.opts.RetryBackoff, w.opts.RetryMaxBackoff, int(b.delivered[i]))
+		if shuttingDown {
+			// Give the line to another worker now.
+			delay = 0
+		}
+		maxDelay = max(maxDelay, delay)
+		// A failed Nak is harmless: the line is redelivered after AckWait.
+		_ = m.NakWithDelay(delay)
+		retried++
+	}
+	attrs := []any{"err", err, "class", class.String(), "lines", retried, "redeliver_in", maxDelay, "delivery", maxDelivered(b.delivered)}
+	switch {
+	case shuttingDown:
+		logger.Warn("batch not stored before shutdown deadline; handed back", attrs...)
+	case class == Permanent:
+		logger.Error("storing batch failed; will retry (fix the cause)", attrs...)
+	default:
+		logger.Warn("storing batch failed; will retry", attrs...)
+	}
+	w.stats.failures.Add(1)
+	w.stats.retried.Add(uint64(retried))
+	w.finish(logger, b, WriteResult{}, false)
+}
+
+func (w *Worker) countReject(reason string) {
+	w.stats.mu.Lock()
+	w.stats.rejectedBy[reason]++
+	w.stats.mu.Unlock()
+}
+
+// backoff returns base doubled (n-1) times, capped at limit.
+func backoff(base, limit time.Duration, n int) time.Duration {
+	d := base
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+func maxDelivered(ds []uint64) uint64 {
+	var m uint64
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,295 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Store writes the rows of one batch. [PostgresStore] is the real one; tests
+// of the consumer may use a fake.
+//
+// Write is called from several goroutines at once and must be safe for
+// concurrent use. It either commits once and returns a nil error, or commits
+// nothing and returns an error; the worker acknowledges a batch only after a
+// nil error. rows[i] has one value per column of the table, and Write must
+// not keep rows after it returns.
+type Store interface {
+	Write(ctx context.Context, rows [][]any) (WriteResult, error)
+}
+
+// WriteResult is what a committed [Store.Write] did.
+type WriteResult struct {
+	// Inserted counts rows that are new.
+	Inserted int
+	// Duplicates counts rows whose key was already stored (a redelivered
+	// batch) or that repeat a key within the batch; they were skipped.
+	Duplicates int
+	// Rejected lists the rows the database refused, in row order. The
+	// other rows were stored.
+	Rejected []RowError
+	// Splits counts the extra insert attempts made to isolate rejected
+	// rows; 0 when there were none.
+	Splits int
+}
+
+// RowError is one row the database refused.
+type RowError struct {
+	// Index is the row's index in the rows passed to Write.
+	Index int
+	// Err is the database's error, usually a *pgconn.PgError.
+	Err error
+}
+
+// PostgresStore writes rows into one PostgreSQL table, described by a
+// [Table], so that a redelivered batch inserts nothing twice: rows whose key
+// is already stored are skipped.
+//
+// A batch is written in one transaction, first with a plain binary COPY
+// into the table, the cheapest way in. Only when that fails does it fall
+// back:
+//
+//   - on a unique violation (the batch, or part of it, was stored before and
+//     redelivered), the batch is COPYed into a temporary staging table and
+//     moved with INSERT … SELECT … ON CONFLICT (key) DO NOTHING;
+//   - on a data error (SQLSTATE class 22, 23 or 54: a value Postgres will not
+//     take), the batch is split in halves, each tried under a savepoint,
+//     recursively, until the offending rows are alone; they are reported in
+//     [WriteResult.Rejected] and every other row is committed. Each bad row
+//     costs O(log n) extra round trips.
+//
+// Why this order: BenchmarkStore measured the alternatives on 500-row
+// batches of ~6.2 KB tweet-shaped JSON against a private PostgreSQL 15
+// (fsync on, payload jsonb with lz4) on a shared 2-core machine, in rows/s
+// and MiB/s of JSON (±15 % run to run):
+//
+//	                                          fresh batch        redelivered batch
+//	plain COPY into the table                 11,000   66 MiB/s   fails (unique violation)
+//	COPY to temp table ON COMMIT DROP, move    9,200   54 MiB/s   13,200   78 MiB/s
+//	COPY to reused temp table, move (chosen)   9,000   53 MiB/s   12,500   74 MiB/s
+//	COPY to reused temp table + TRUNCATE       6,700   40 MiB/s   14,200   84 MiB/s
+//	INSERT … SELECT FROM unnest($1::bigint[]…) 8,700   52 MiB/s   10,100   59 MiB/s
+//	INSERT … VALUES (…),(…) 2,000 parameters   7,400   43 MiB/s   13,900   82 MiB/s
+//	this store (COPY, fallback on conflict)   10,300   61 MiB/s    4,700   28 MiB/s
+//
+// Fresh batches are the steady state and plain COPY wins; redelivery only
+// follows a crash or an AckWait expiry. Of the fallbacks, the reused staging
+// table avoids creating and dropping a relation per transaction (catalog
+// churn) and, unlike unnest or VALUES, needs no per-type arrays or
+// parameter limits, so it works for any [Table]. What bounds all of them is
+// PostgreSQL parsing jsonb (~60 µs per row: the same rows as text go in at
+// 23,000 rows/s) and compressing it (pglz instead of lz4 halves the rate).
+//
+// PostgresStore is safe for concurrent use; each Write holds one pooled
+// connection for its transaction.
+type PostgresStore struct {
+	pool   *pgxpool.Pool
+	table  Table
+	logger *slog.Logger
+
+	ident   pgx.Identifier
+	columns []string
+
+	// stage is the per-connection temporary staging table's name.
+	stage       pgx.Identifier
+	createStage string
+	moveStaged  string
+}
+
+// NewPostgresStore returns a store writing to table through pool. It does
+// not touch the database; call [PostgresStore.CreateTable] before writing.
+func NewPostgresStore(pool *pgxpool.Pool, table Table, logger *slog.Logger) (*PostgresStore, error) {
+	if err := table.Validate(); err != nil {
+		return nil, err
+	}
+	s := &PostgresStore{
+		pool:    pool,
+		table:   table,
+		logger:  logger.With("component", "store", "table", table.Ident().Sanitize()),
+		ident:   table.Ident(),
+		columns: table.ColumnNames(),
+	}
+	// One staging table per target table per connection, created on first
+	// use and emptied at every commit. A hash keeps the name short and
+	// distinct for every target.
+	s.stage = pgx.Identifier{fmt.Sprintf("jetline_stage_%08x", crc32.ChecksumIEEE([]byte(s.ident.Sanitize())))}
+	s.createStage = fmt.Sprintf("CREATE TEMPORARY TABLE IF NOT EXISTS %s (LIKE %s INCLUDING COMPRESSION INCLUDING STORAGE) ON COMMIT DELETE ROWS",
+		s.stage.Sanitize(), s.ident.Sanitize())
+	cols := quoteList(s.columns)
+	// Moving the rows out of the stage (DELETE … RETURNING) leaves it empty
+	// for the next attempt within the same transaction.
+	s.moveStaged = fmt.Sprintf("WITH staged AS (DELETE FROM %[1]s RETURNING %[2]s) INSERT INTO %[3]s (%[2]s) SELECT %[2]s FROM staged ON CONFLICT (%[4]s) DO NOTHING",
+		s.stage.Sanitize(), cols, s.ident.Sanitize(), quoteList(table.Key))
+	return s, nil
+}
+
+// Table returns the table the store writes to.
+func (s *PostgresStore) Table() Table { return s.table }
+
+// CreateTable creates the table if it does not exist. It does not alter an
+// existing table; its columns must match. On a server built without lz4 the
+// columns get the default compression instead.
+func (s *PostgresStore) CreateTable(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, s.table.CreateSQL())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "lz4") {
+		s.logger.WarnContext(ctx, "postgres was built without lz4; creating the table with default compression, which is slower", "err", err)
+		plain := s.table
+		plain.Columns = slices.Clone(plain.Columns)
+		for i := range plain.Columns {
+			plain.Columns[i].Compression = ""
+		}
+		_, err = s.pool.Exec(ctx, plain.CreateSQL())
+	}
+	if err != nil {
+		return fmt.Errorf("create table %s: %w", s.ident.Sanitize(), err)
+	}
+	return nil
+}
+
+// Write stores rows in one transaction; see [PostgresStore] for how. A
+// non-nil error means nothing was committed; [Classify] tells whether it is
+// worth retrying.
+func (s *PostgresStore) Write(ctx context.Context, rows [][]any) (WriteResult, error) {
+	if len(rows) == 0 {
+		return WriteResult{}, nil
+	}
+	n, err := s.inTx(ctx, func(tx pgx.Tx) (int64, error) { return s.copyDirect(ctx, tx, rows) })
+	if err == nil {
+		return WriteResult{Inserted: int(n)}, nil
+	}
+	if isUniqueViolation(err) {
+		n, err = s.inTx(ctx, func(tx pgx.Tx) (int64, error) { return s.copyStaged(ctx, tx, rows) })
+		if err == nil {
+			return WriteResult{Inserted: int(n), Duplicates: len(rows) - int(n)}, nil
+		}
+	}
+	if Classify(err) != RowData {
+		return WriteResult{}, err
+	}
+	if len(rows) == 1 {
+		// Nothing to split: the row is the culprit.
+		return WriteResult{Rejected: []RowError{{Index: 0, Err: err}}}, nil
+	}
+	var res WriteResult
+	_, err = s.inTx(ctx, func(tx pgx.Tx) (int64, error) {
+		res = WriteResult{}
+		if _, err := tx.Exec(ctx, s.createStage); err != nil {
+			return 0, fmt.Errorf("create staging table: %w", err)
+		}
+		mid := len(rows) / 2
+		if err := s.bisect(ctx, tx, rows[:mid], 0, &res); err != nil {
+			return 0, err
+		}
+		return 0, s.bisect(ctx, tx, rows[mid:], mid, &res)
+	})
+	if err != nil {
+		return WriteResult{}, err
+	}
+	return res, nil
+}
+
+// bisect stores rows (which start at index offset of the batch) under a
+// savepoint, splitting them in halves on a data error until the offending
+// rows are alone.
+func (s *PostgresStore) bisect(ctx context.Context, tx pgx.Tx, rows [][]any, offset int, res *WriteResult) error {
+	res.Splits++
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("create savepoint: %w", err)
+	}
+	n, err := s.stageAndMove(ctx, sp, rows)
+	if err == nil {
+		if err := sp.Commit(ctx); err != nil {
+			return fmt.Errorf("release savepoint: %w", err)
+		}
+		res.Inserted += int(n)
+		res.Duplicates += len(rows) - int(n)
+		return nil
+	}
+	if rbErr := sp.Rollback(ctx); rbErr != nil {
+		return fmt.Errorf("roll back to savepoint after %w: %w", err, rbErr)
+	}
+	if Classify(err) != RowData {
+		return err
+	}
+	if len(rows) == 1 {
+		res.Rejected = append(res.Rejected, RowError{Index: offset, Err: err})
+		return nil
+	}
+	mid := len(rows) / 2
+	if err := s.bisect(ctx, tx, rows[:mid], offset, res); err != nil {
+		return err
+	}
+	return s.bisect(ctx, tx, rows[mid:], offset+mid, res)
+}
+
+// inTx runs fn in a transaction and commits it.
+func (s *PostgresStore) inTx(ctx context.Context, fn func(pgx.Tx) (int64, error)) (int64, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("begin transaction: %w", err)
+	}
+	// Rollback after Commit is a no-op; it covers every early return.
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	n, err := fn(tx)
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return n, nil
+}
+
+// copyDirect COPYs rows straight into the table. It fails with a unique
+// violation if any key is already stored.
+func (s *PostgresStore) copyDirect(ctx context.Context, tx pgx.Tx, rows [][]any) (int64, error) {
+	n, err := tx.CopyFrom(ctx, s.ident, s.columns, pgx.CopyFromRows(rows))
+	if err != nil {
+		return 0, fmt.Errorf("copy into %s: %w", s.ident.Sanitize(), err)
+	}
+	return n, nil
+}
+
+// copyStaged inserts rows skipping stored keys: COPY into the staging
+// table, then move.
+func (s *PostgresStore) copyStaged(ctx context.Context, tx pgx.Tx, rows [][]any) (int64, error) {
+	if _, err := tx.Exec(ctx, s.createStage); err != nil {
+		return 0, fmt.Errorf("create staging table: %w", err)
+	}
+	return s.stageAndMove(ctx, tx, rows)
+}
+
+func (s *PostgresStore) stageAndMove(ctx context.Context, tx pgx.Tx, rows [][]any) (int64, error) {
+	if _, err := tx.CopyFrom(ctx, s.stage, s.columns, pgx.CopyFromRows(rows)); err != nil {
+		return 0, fmt.Errorf("copy into staging table: %w", err)
+	}
+	tag, err := tx.Exec(ctx, s.moveStaged)
+	if err != nil {
+		return 0, fmt.Errorf("insert staged rows into %s: %w", s.ident.Sanitize(), err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// pgMessage returns the server's message for a rejected row, with its
+// SQLSTATE, or the error text.
+func pgMessage(err error) (code, msg string) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		msg = pgErr.Message
+		if pgErr.Detail != "" {
+			msg += ": " + pgErr.Detail
+		}
+		return pgErr.Code, msg
+	}
+	return "", err.Error()
+}

@@ -1,0 +1,211 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// insertStrategy is one way to insert a batch skipping stored keys, or, for
+// copyDirect, failing on them. It returns the rows inserted.
+type insertStrategy func(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error)
+
+var eventColumns = []string{"seq", "source", "received_at", "payload"}
+
+// The alternatives BenchmarkStore compares. PostgresStore uses copyDirect,
+// falling back to stagedReuse.
+var insertStrategies = []struct {
+	name string
+	fn   insertStrategy
+	// skipsDuplicates is false when the strategy fails on stored keys.
+	skipsDuplicates bool
+}{
+	{"copy_direct", benchCopyDirect, false},
+	{"staged_on_commit_drop", benchStagedDrop, true},
+	{"staged_reused_delete_rows", benchStagedReuse, true},
+	{"staged_reused_truncate", benchStagedTruncate, true},
+	{"unnest_arrays", benchUnnest, true},
+	{"insert_values", benchValues, true},
+}
+
+func inBenchTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) (int64, error)) (int64, error) {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx)
+	n, err := fn(tx)
+	if err != nil {
+		return 0, err
+	}
+	return n, tx.Commit(ctx)
+}
+
+func benchCopyDirect(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error) {
+	return inBenchTx(ctx, pool, func(tx pgx.Tx) (int64, error) {
+		return tx.CopyFrom(ctx, pgx.Identifier{"events"}, eventColumns, pgx.CopyFromRows(rows))
+	})
+}
+
+func benchStagedDrop(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error) {
+	return inBenchTx(ctx, pool, func(tx pgx.Tx) (int64, error) {
+		if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE stage_drop (LIKE events INCLUDING COMPRESSION INCLUDING STORAGE) ON COMMIT DROP`); err != nil {
+			return 0, err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stage_drop"}, eventColumns, pgx.CopyFromRows(rows)); err != nil {
+			return 0, err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO events SELECT * FROM stage_drop ON CONFLICT (seq) DO NOTHING`)
+		return tag.RowsAffected(), err
+	})
+}
+
+func benchStagedReuse(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error) {
+	return inBenchTx(ctx, pool, func(tx pgx.Tx) (int64, error) {
+		if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE IF NOT EXISTS stage_reuse (LIKE events INCLUDING COMPRESSION INCLUDING STORAGE) ON COMMIT DELETE ROWS`); err != nil {
+			return 0, err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stage_reuse"}, eventColumns, pgx.CopyFromRows(rows)); err != nil {
+			return 0, err
+		}
+		// As PostgresStore does: moving the rows empties the stage for
+		// the next attempt in the same transaction.
+		tag, err := tx.Exec(ctx, `WITH staged AS (DELETE FROM stage_reuse RETURNING *) INSERT INTO events SELECT * FROM staged ON CONFLICT (seq) DO NOTHING`)
+		return tag.RowsAffected(), err
+	})
+}
+
+func benchStagedTruncate(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error) {
+	return inBenchTx(ctx, pool, func(tx pgx.Tx) (int64, error) {
+		if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE IF NOT EXISTS stage_truncate (LIKE events INCLUDING COMPRESSION INCLUDING STORAGE)`); err != nil {
+			return 0, err
+		}
+		if _, err := tx.Exec(ctx, `TRUNCATE stage_truncate`); err != nil {
+			return 0, err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stage_truncate"}, eventColumns, pgx.CopyFromRows(rows)); err != nil {
+			return 0, err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO events SELECT * FROM stage_truncate ON CONFLICT (seq) DO NOTHING`)
+		return tag.RowsAffected(), err
+	})
+}
+
+func benchUnnest(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error) {
+	seqs := make([]int64, len(rows))
+	sources := make([]string, len(rows))
+	times := make([]time.Time, len(rows))
+	payloads := make([][]byte, len(rows))
+	for i, r := range rows {
+		seqs[i], sources[i], times[i], payloads[i] = r[0].(int64), r[1].(string), r[2].(time.Time), r[3].([]byte)
+	}
+	tag, err := pool.Exec(ctx, `INSERT INTO events (seq, source, received_at, payload)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[])
+		ON CONFLICT (seq) DO NOTHING`, seqs, sources, times, payloads)
+	return tag.RowsAffected(), err
+}
+
+func benchValues(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error) {
+	var sql strings.Builder
+	sql.WriteString(`INSERT INTO events (seq, source, received_at, payload) VALUES `)
+	args := make([]any, 0, len(rows)*4)
+	for i, r := range rows {
+		if i > 0 {
+			sql.WriteByte(',')
+		}
+		fmt.Fprintf(&sql, "($%d,$%d,$%d,$%d)", i*4+1, i*4+2, i*4+3, i*4+4)
+		args = append(args, r...)
+	}
+	sql.WriteString(` ON CONFLICT (seq) DO NOTHING`)
+	tag, err := pool.Exec(ctx, sql.String(), args...)
+	return tag.RowsAffected(), err
+}
+
+// BenchmarkStore compares ways to insert 500-row batches of ~6 KB
+// tweet-shaped JSON into the raw landing table of the private Postgres:
+// "fresh" batches have new keys, "redelivered" batches are all stored
+// already. The store's own Write (copy_direct with fallback) is "store".
+// Run with -benchtime=60x for comparable table sizes; the results are in
+// the doc comment of [PostgresStore].
+func BenchmarkStore(b *testing.B) {
+	const batchSize = 500
+	type strategy struct {
+		name            string
+		fn              insertStrategy
+		skipsDuplicates bool
+	}
+	all := []strategy{{"store", nil, true}}
+	for _, s := range insertStrategies {
+		all = append(all, strategy(s))
+	}
+	for _, s := range all {
+		for _, scenario := range []string{"fresh", "redelivered"} {
+			if scenario == "redelivered" && !s.skipsDuplicates {
+				continue
+			}
+			b.Run(s.name+"/"+scenario, func(b *testing.B) {
+				sb := setupStore(b)
+				fn := s.fn
+				if fn == nil {
+					fn = func(ctx context.Context, _ *pgxpool.Pool, rows [][]any) (int64, error) {
+						res, err := sb.store.Write(ctx, rows)
+						return int64(res.Inserted), err
+					}
+				}
+				// Batches are built before timing: only the insert counts.
+				const distinct = 20
+				batches := make([][][]any, distinct)
+				var payloadBytes int
+				for i := range batches {
+					batches[i] = rawRows(1+i*batchSize, batchSize)
+				}
+				for _, r := range batches[0] {
+					payloadBytes += len(r[3].([]byte))
+				}
+				ctx := context.Background()
+				if scenario == "redelivered" {
+					if _, err := fn(ctx, sb.pool, batches[0]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				next := distinct * batchSize
+				i := 0
+				b.ResetTimer()
+				for b.Loop() {
+					rows := batches[0]
+					if scenario == "fresh" {
+						rows = batches[i%distinct]
+						if i >= distinct {
+							// Renumber to keep keys new.
+							for j := range rows {
+								rows[j][0] = int64(next + 1 + j)
+							}
+							next += batchSize
+						}
+					}
+					n, err := fn(ctx, sb.pool, rows)
+					if err != nil {
+						b.Fatal(err)
+					}
+					want := int64(batchSize)
+					if scenario == "redelivered" {
+						want = 0
+					}
+					if n != want {
+						b.Fatalf("inserted %d rows, want %d", n, want)
+					}
+					i++
+				}
+				secs := b.Elapsed().Seconds()
+				b.ReportMetric(float64(b.N*batchSize)/secs, "rows/s")
+				b.ReportMetric(float64(b.N*payloadBytes)/secs/(1<<20), "MiB/s")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}

@@ -1,0 +1,262 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/jetline/jetline/shared/testenv"
+)
+
+type storeBundle struct {
+	pool  *pgxpool.Pool
+	store *PostgresStore
+}
+
+// setupStore returns a store writing the raw landing table "events" in a
+// fresh database.
+func setupStore(t testing.TB) *storeBundle {
+	t.Helper()
+	pool := newPool(t, testenv.Postgres(t))
+	raw, err := NewRawLanding("events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateTable(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return &storeBundle{pool: pool, store: store}
+}
+
+func newPool(t testing.TB, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+var baseTime = time.Date(2026, 1, 2, 3, 4, 5, 600_000_000, time.UTC)
+
+// rawRows returns n raw landing rows with sequences first, first+1, …
+func rawRows(first, n int) [][]any {
+	rows := make([][]any, n)
+	for i := range rows {
+		seq := first + i
+		rows[i] = []any{int64(seq), "tweets", baseTime.Add(time.Duration(seq) * time.Millisecond), tweetLine(seq)}
+	}
+	return rows
+}
+
+// count returns the number of rows in events and the sum of their seqs.
+func (b *storeBundle) count(t testing.TB) (n, sum int64) {
+	t.Helper()
+	if err := b.pool.QueryRow(t.Context(), `SELECT count(*), coalesce(sum(seq), 0) FROM events`).Scan(&n, &sum); err != nil {
+		t.Fatal(err)
+	}
+	return n, sum
+}
+
+func TestStoreInsert(t *testing.T) {
+	t.Parallel()
+	b := setupStore(t)
+	rows := rawRows(1, 500)
+	res, err := b.store.Write(t.Context(), rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Inserted != 500 || res.Duplicates != 0 || len(res.Rejected) != 0 {
+		t.Fatalf("Write = %+v, want 500 inserted", res)
+	}
+	if n, sum := b.count(t); n != 500 || sum != 500*501/2 {
+		t.Fatalf("table has %d rows (seq sum %d), want 500 (%d)", n, sum, 500*501/2)
+	}
+	var (
+		source string
+		at     time.Time
+		same   bool
+	)
+	err = b.pool.QueryRow(t.Context(), `SELECT source, received_at, payload = $2::jsonb FROM events WHERE seq = $1`,
+		int64(42), string(tweetLine(42))).Scan(&source, &at, &same)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if source != "tweets" || !at.Equal(rows[41][2].(time.Time)) || !same {
+		t.Fatalf("row 42 = (%q, %s, payload equal %v), want (tweets, %s, true)", source, at, same, rows[41][2])
+	}
+}
+
+func TestStoreRedelivery(t *testing.T) {
+	t.Parallel()
+	b := setupStore(t)
+	if _, err := b.store.Write(t.Context(), rawRows(1, 500)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.store.Write(t.Context(), rawRows(1, 500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Inserted != 0 || res.Duplicates != 500 {
+		t.Fatalf("redelivered batch: %+v, want 0 inserted, 500 duplicates", res)
+	}
+	// A batch that overlaps what is stored inserts only the new half.
+	res, err = b.store.Write(t.Context(), rawRows(251, 500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Inserted != 250 || res.Duplicates != 250 {
+		t.Fatalf("overlapping batch: %+v, want 250 inserted, 250 duplicates", res)
+	}
+	if n, sum := b.count(t); n != 750 || sum != 750*751/2 {
+		t.Fatalf("table has %d rows (seq sum %d), want 750 (%d)", n, sum, 750*751/2)
+	}
+}
+
+func TestStoreBisect(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		bad       map[int]string // row index → payload Postgres refuses
+		preloaded int            // rows 0..preloaded-1 are stored before
+		wantCodes []string
+	}{
+		{
+			name:      "one NUL escape",
+			bad:       map[int]string{137: `{"text":"a\u0000b"}`},
+			wantCodes: []string{"22P05"},
+		},
+		{
+			name: "three bad rows",
+			bad: map[int]string{
+				0:   `{"text":"\ud83d"}`,
+				250: `{"text":"x\u0000"}`,
+				499: `{"text":`,
+			},
+			wantCodes: []string{"22P02", "22P05", "22P02"},
+		},
+		{
+			name:      "bad row in a redelivered batch",
+			bad:       map[int]string{400: `{"n":"\u0000"}`},
+			preloaded: 300,
+			wantCodes: []string{"22P05"},
+		},
+		{
+			name:      "single bad row",
+			bad:       map[int]string{0: `"\u0000"`},
+			wantCodes: []string{"22P05"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupStore(t)
+			n := 500
+			if len(tt.bad) == 1 && tt.bad[0] != "" {
+				n = 1
+			}
+			rows := rawRows(1, n)
+			if tt.preloaded > 0 {
+				if _, err := b.store.Write(t.Context(), rows[:tt.preloaded]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var badIdx []int
+			for i, payload := range tt.bad {
+				rows[i][3] = []byte(payload)
+				badIdx = append(badIdx, i)
+			}
+			slices.Sort(badIdx)
+
+			res, err := b.store.Write(t.Context(), rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gotIdx []int
+			var gotCodes []string
+			for _, re := range res.Rejected {
+				gotIdx = append(gotIdx, re.Index)
+				var pgErr *pgconn.PgError
+				if !errors.As(re.Err, &pgErr) {
+					t.Fatalf("row %d: error %v is not a PgError", re.Index, re.Err)
+				}
+				gotCodes = append(gotCodes, pgErr.Code)
+			}
+			if !slices.Equal(gotIdx, badIdx) || !slices.Equal(gotCodes, tt.wantCodes) {
+				t.Fatalf("rejected rows %v with codes %v, want %v with %v", gotIdx, gotCodes, badIdx, tt.wantCodes)
+			}
+			wantNew := n - tt.preloaded - len(tt.bad)
+			if res.Inserted != wantNew || res.Duplicates != tt.preloaded {
+				t.Fatalf("Write = inserted %d, duplicates %d; want %d, %d", res.Inserted, res.Duplicates, wantNew, tt.preloaded)
+			}
+			stored, _ := b.count(t)
+			if int(stored) != n-len(tt.bad) {
+				t.Fatalf("table has %d rows, want %d", stored, n-len(tt.bad))
+			}
+			// Bisecting costs O(log n) attempts per bad row.
+			if limit := len(tt.bad) * 2 * 10; res.Splits > limit {
+				t.Fatalf("%d attempts to isolate %d rows, want at most %d", res.Splits, len(tt.bad), limit)
+			}
+		})
+	}
+}
+
+func TestStoreDatabaseDown(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, "postgres://postgres@"+closedAddr(t)+"/jetline?sslmode=disable&connect_timeout=2")
+	raw, _ := NewRawLanding("events")
+	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = store.Write(t.Context(), rawRows(1, 10))
+	if err == nil {
+		t.Fatal("Write to a closed port succeeded")
+	}
+	if c := Classify(err); c != Transient {
+		t.Fatalf("Classify(%v) = %s, want transient", err, c)
+	}
+}
+
+// closedAddr returns a local address nothing listens on.
+func closedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestTableCreateSQL(t *testing.T) {
+	t.Parallel()
+	raw, err := NewRawLanding("ingest.events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "CREATE TABLE IF NOT EXISTS \"ingest\".\"events\" (\n" +
+		"\t\"seq\" bigint NOT NULL,\n\t\"source\" text NOT NULL,\n\t\"received_at\" timestamptz NOT NULL,\n\t\"payload\" jsonb COMPRESSION lz4 NOT NULL,\n" +
+		"\tPRIMARY KEY (\"seq\")\n)"
+	if got := raw.Table().CreateSQL(); got != want {
+		t.Fatalf("CreateSQL() =\n%s\nwant\n%s", got, want)
+	}
+	for _, bad := range []string{"", "1events", "a.b.c", "ev ents", "events;drop", fmt.Sprintf("%065d", 0)} {
+		if _, err := NewRawLanding(bad); err == nil {
+			t.Errorf("NewRawLanding(%q) succeeded", bad)
+		}
+	}
+}

@@ -1,0 +1,200 @@
+package worker
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// testMsg is a delivered message as readLine sees it; only the accessors
+// readLine uses are implemented.
+type testMsg struct {
+	jetstream.Msg
+	subject string
+	data    []byte
+	headers nats.Header
+	md      *jetstream.MsgMetadata
+}
+
+func (m *testMsg) Subject() string      { return m.subject }
+func (m *testMsg) Data() []byte         { return m.data }
+func (m *testMsg) Headers() nats.Header { return m.headers }
+func (m *testMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	if m.md == nil {
+		return nil, errors.New("not a jetstream message")
+	}
+	return m.md, nil
+}
+
+func TestRawLandingTransform(t *testing.T) {
+	t.Parallel()
+	stored := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	received := time.Date(2026, 3, 1, 11, 59, 59, 123456789, time.UTC)
+	md := &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: 4242}, NumDelivered: 3, Timestamp: stored}
+	header := func(v string) nats.Header { return nats.Header{topology.HeaderReceivedAt: []string{v}} }
+	tweet := tweetLine(9)
+	tests := []struct {
+		name       string
+		msg        *testMsg
+		wantResult Result
+		wantSource string
+		wantAt     time.Time
+	}{
+		{
+			name:       "valid line",
+			msg:        &testMsg{subject: "ingest.tweets", data: tweet, headers: header(received.Format(time.RFC3339Nano)), md: md},
+			wantResult: Result{Outcome: Insert},
+			wantSource: "tweets",
+			wantAt:     received,
+		},
+		{
+			name:       "received-at header missing",
+			msg:        &testMsg{subject: "ingest.tweets", data: []byte(`{"a":1}`), md: md},
+			wantResult: Result{Outcome: Insert},
+			wantSource: "tweets",
+			wantAt:     stored,
+		},
+		{
+			name:       "received-at header malformed",
+			msg:        &testMsg{subject: "ingest.tweets", data: []byte(`[1,2]`), headers: header("yesterday"), md: md},
+			wantResult: Result{Outcome: Insert},
+			wantSource: "tweets",
+			wantAt:     stored,
+		},
+		{
+			name:       "received-at with offset",
+			msg:        &testMsg{subject: "ingest.x", data: []byte(`1`), headers: header("2026-03-01T13:59:59.123456789+02:00"), md: md},
+			wantResult: Result{Outcome: Insert},
+			wantSource: "x",
+			wantAt:     received,
+		},
+		{
+			name:       "source from subject",
+			msg:        &testMsg{subject: "ingest.firehose-2_eu", data: []byte(`{}`), md: md},
+			wantResult: Result{Outcome: Insert},
+			wantSource: "firehose-2_eu",
+			wantAt:     stored,
+		},
+		{
+			name:       "invalid JSON",
+			msg:        &testMsg{subject: "ingest.tweets", data: tweet[:len(tweet)-3], md: md},
+			wantResult: Result{Outcome: Reject, Reason: ReasonInvalidJSON},
+			wantSource: "tweets",
+			wantAt:     stored,
+		},
+		{
+			name:       "two documents on one line",
+			msg:        &testMsg{subject: "ingest.tweets", data: []byte(`{"a":1}{"a":2}`), md: md},
+			wantResult: Result{Outcome: Reject, Reason: ReasonInvalidJSON},
+			wantSource: "tweets",
+			wantAt:     stored,
+		},
+		{
+			name:       "empty line",
+			msg:        &testMsg{subject: "ingest.tweets", data: nil, md: md},
+			wantResult: Result{Outcome: Reject, Reason: ReasonInvalidJSON},
+			wantSource: "tweets",
+			wantAt:     stored,
+		},
+		{
+			name:       "invalid UTF-8",
+			msg:        &testMsg{subject: "ingest.tweets", data: []byte("{\"a\":\"\xc3\x28\"}"), md: md},
+			wantResult: Result{Outcome: Reject, Reason: ReasonInvalidJSON},
+			wantSource: "tweets",
+			wantAt:     stored,
+		},
+		{
+			name:       "NUL escape jsonb cannot hold",
+			msg:        &testMsg{subject: "ingest.tweets", data: []byte(`{"a":"\u0000"}`), md: md},
+			wantResult: Result{Outcome: Reject, Reason: ReasonUnsupportedEscape},
+			wantSource: "tweets",
+			wantAt:     stored,
+		},
+		{
+			name:       "no metadata",
+			msg:        &testMsg{subject: "ingest.tweets", data: []byte(`{}`)},
+			wantResult: Result{Outcome: Reject, Reason: "no_metadata"},
+			wantSource: "tweets",
+		},
+	}
+	raw, err := NewRawLanding("events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			line, delivered, res := readLine(tt.msg)
+			row := make([]any, len(raw.Table().Columns))
+			if res.Outcome == Insert {
+				res = raw.Transform(&line, row)
+			}
+			if res.Outcome != tt.wantResult.Outcome || res.Reason != tt.wantResult.Reason {
+				t.Fatalf("result %+v, want %+v", res, tt.wantResult)
+			}
+			if res.Outcome == Reject && res.Detail == "" {
+				t.Error("rejected without detail")
+			}
+			if line.Source != tt.wantSource {
+				t.Errorf("source %q, want %q", line.Source, tt.wantSource)
+			}
+			if tt.msg.md == nil {
+				return
+			}
+			if delivered != 3 || line.Seq != 4242 {
+				t.Errorf("delivered %d, seq %d; want 3, 4242", delivered, line.Seq)
+			}
+			if !line.ReceivedAt.Equal(tt.wantAt) {
+				t.Errorf("received at %s, want %s", line.ReceivedAt, tt.wantAt)
+			}
+			if res.Outcome != Insert {
+				return
+			}
+			at, _ := row[2].(time.Time)
+			payload, _ := row[3].([]byte)
+			if row[0] != int64(4242) || row[1] != tt.wantSource || !at.Equal(tt.wantAt) || !bytes.Equal(payload, tt.msg.data) {
+				t.Errorf("row (%v, %v, %v, %.20q), want (4242, %s, %s, %.20q)", row[0], row[1], row[2], payload, tt.wantSource, tt.wantAt, tt.msg.data)
+			}
+		})
+	}
+}
+
+func TestTableValidate(t *testing.T) {
+	t.Parallel()
+	cols := []Column{{Name: "id", Type: "bigint"}, {Name: "body", Type: "text"}}
+	tests := []struct {
+		name  string
+		table Table
+		want  string // substring of the error; empty for valid
+	}{
+		{"valid", Table{Name: "t", Columns: cols, Key: []string{"id"}}, ""},
+		{"schema", Table{Schema: "raw", Name: "t", Columns: cols, Key: []string{"id", "body"}}, ""},
+		{"no key", Table{Name: "t", Columns: cols}, "no key"},
+		{"unknown key", Table{Name: "t", Columns: cols, Key: []string{"nope"}}, `key column "nope"`},
+		{"no columns", Table{Name: "t", Key: []string{"id"}}, "no columns"},
+		{"bad column", Table{Name: "t", Columns: []Column{{Name: "a b", Type: "int"}}, Key: []string{"a b"}}, "not a plain SQL identifier"},
+		{"duplicate column", Table{Name: "t", Columns: []Column{{Name: "a", Type: "int"}, {Name: "a", Type: "int"}}, Key: []string{"a"}}, "twice"},
+		{"type injection", Table{Name: "t", Columns: []Column{{Name: "a", Type: "int; DROP TABLE x"}}, Key: []string{"a"}}, "no usable type"},
+		{"bad compression", Table{Name: "t", Columns: []Column{{Name: "a", Type: "text", Compression: "zstd"}}, Key: []string{"a"}}, "compression"},
+		{"bad name", Table{Name: "1t", Columns: cols, Key: []string{"id"}}, "not valid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.table.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,272 @@
+// Package worker moves received lines from the shared JetStream consumer
+// into PostgreSQL. Each [Worker] runs a few loops that fetch a fixed-size
+// batch, turn every line into a row with a [Transform], store the rows in
+// one transaction with a [Store] and acknowledge the batch after the
+// commit. Any number of worker processes share the consumer; keyed inserts
+// make a redelivered batch harmless.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// Options are the [Worker]'s own settings. [Config.Options] fills them from
+// the environment; see [Config] for their meaning and defaults.
+type Options struct {
+	// BatchSize is how many lines a fetch asks for. Required.
+	BatchSize int
+	// FetchMaxWait is how long a fetch waits to fill a batch. Required.
+	FetchMaxWait time.Duration
+	// Concurrency is how many fetch → store → ack loops run. Required.
+	Concurrency int
+	// RetryBackoff is the redelivery delay after a failed store, doubled
+	// per delivery. Required.
+	RetryBackoff time.Duration
+	// RetryMaxBackoff caps RetryBackoff's doubling. Required.
+	RetryMaxBackoff time.Duration
+	// ShutdownTimeout bounds finishing the batches in hand once Run's
+	// context is done. Required.
+	ShutdownTimeout time.Duration
+	// WriteTimeout bounds storing one batch; a batch not stored in time is
+	// handed back for redelivery. 0 means no limit. [Config.Options] sets
+	// it to AckWait minus FetchMaxWait: by then JetStream redelivers the
+	// lines to another worker anyway.
+	WriteTimeout time.Duration
+	// ProgressInterval is how often progress is logged, when there was
+	// any. Defaults to 10s.
+	ProgressInterval time.Duration
+}
+
+func (o Options) validate() error {
+	switch {
+	case o.BatchSize < 1:
+		return fmt.Errorf("batch size must be positive (got %d)", o.BatchSize)
+	case o.FetchMaxWait <= 0:
+		return fmt.Errorf("fetch max wait must be positive (got %s)", o.FetchMaxWait)
+	case o.Concurrency < 1:
+		return fmt.Errorf("concurrency must be positive (got %d)", o.Concurrency)
+	case o.RetryBackoff <= 0 || o.RetryMaxBackoff < o.RetryBackoff:
+		return fmt.Errorf("retry backoff must be positive and at most the maximum (got %s, max %s)", o.RetryBackoff, o.RetryMaxBackoff)
+	case o.ShutdownTimeout <= 0:
+		return fmt.Errorf("shutdown timeout must be positive (got %s)", o.ShutdownTimeout)
+	case o.WriteTimeout < 0:
+		return fmt.Errorf("write timeout must not be negative (got %s)", o.WriteTimeout)
+	}
+	return nil
+}
+
+// Worker consumes the shared consumer and stores every line. Create it with
+// [New]; call [Worker.Run] once. [Worker.Stats] may be called at any time,
+// from any goroutine.
+type Worker struct {
+	cons      jetstream.Consumer
+	transform Transform
+	store     Store
+	opts      Options
+	logger    *slog.Logger
+	columns   int
+
+	stats counters
+}
+
+// New returns a worker that fetches from cons, transforms lines with
+// transform and writes rows with store. The store must write to
+// transform.Table(). The consumer is normally the one
+// topology.EnsureConsumer returns.
+func New(cons jetstream.Consumer, transform Transform, store Store, opts Options, logger *slog.Logger) (*Worker, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("worker options: %w", err)
+	}
+	table := transform.Table()
+	if err := table.Validate(); err != nil {
+		return nil, fmt.Errorf("transform table: %w", err)
+	}
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = 10 * time.Second
+	}
+	w := &Worker{
+		cons:      cons,
+		transform: transform,
+		store:     store,
+		opts:      opts,
+		logger:    logger.With("component", "worker"),
+		columns:   len(table.Columns),
+	}
+	w.stats.rejectedBy = map[string]uint64{}
+	w.stats.rejectLogBudget.Store(rejectLogsPerInterval)
+	return w, nil
+}
+
+// Run fetches and stores batches until ctx is done or fetching fails for
+// good ([ErrClosed]). Call it once. When ctx is done it stops fetching
+// (a fetch in flight ends within FetchMaxWait), finishes, commits and
+// acknowledges the batches in hand, and returns nil within
+// Options.ShutdownTimeout; batches not committed by then are negatively
+// acknowledged so another worker takes them at once. Errors storing a batch
+// never end Run: the batch is redelivered later.
+func (w *Worker) Run(ctx context.Context) error {
+	// Work in hand runs on its own context, which outlives ctx by at most
+	// the shutdown timeout.
+	hard, abandon := context.WithCancel(context.WithoutCancel(ctx))
+	defer abandon()
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-stopped:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(w.opts.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-stopped:
+		case <-t.C:
+			w.logger.Warn("shutdown timeout reached; abandoning batches in hand", "timeout", w.opts.ShutdownTimeout)
+			abandon()
+		}
+	}()
+
+	w.logger.InfoContext(ctx, "worker started",
+		"batch_size", w.opts.BatchSize, "concurrency", w.opts.Concurrency, "table", w.transform.Table().Ident().Sanitize())
+	started := time.Now()
+
+	loops, loopCtx := errgroup.WithContext(ctx)
+	for id := range w.opts.Concurrency {
+		loops.Go(func() error { return w.loop(loopCtx, hard, id) })
+	}
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		w.reportProgress(loopCtx)
+	}()
+	err := loops.Wait()
+	<-progressDone
+
+	s := w.Stats()
+	w.logger.Info("worker stopped", "uptime", time.Since(started).Round(time.Millisecond),
+		"batches", s.Batches, "lines", s.Lines, "inserted", s.Inserted, "duplicates", s.Duplicates,
+		"filtered", s.Filtered, "rejected", s.Rejected, "retried", s.Retried)
+	return err
+}
+
+// Stats are the worker's running totals since New. A line is counted once
+// it is acknowledged; a line retried and then stored counts once in Retried
+// and once in its final outcome.
+type Stats struct {
+	// Batches counts fetched batches that were finished and acknowledged.
+	Batches uint64
+	// Lines counts acknowledged lines: Inserted + Duplicates + Filtered +
+	// Rejected.
+	Lines uint64
+	// Bytes counts the bytes of acknowledged lines.
+	Bytes uint64
+	// Inserted counts rows newly stored.
+	Inserted uint64
+	// Duplicates counts rows skipped because their key was already stored.
+	Duplicates uint64
+	// Filtered counts lines the transform did not want.
+	Filtered uint64
+	// Rejected counts lines refused by the transform or the database; they
+	// are acknowledged and not stored.
+	Rejected uint64
+	// RejectedBy splits Rejected by reason ("invalid_json", "pg_22P05" …).
+	RejectedBy map[string]uint64
+	// Retried counts lines negatively acknowledged for redelivery after a
+	// failed store.
+	Retried uint64
+	// Failures counts batches whose store failed.
+	Failures uint64
+}
+
+type counters struct {
+	batches, lines, bytes, inserted, duplicates, filtered, rejected, retried, failures atomic.Uint64
+
+	// rejectLogBudget is how many more rejected lines may be logged one by
+	// one in this progress interval; unlogged counts the others.
+	rejectLogBudget atomic.Int64
+	unlogged        atomic.Uint64
+
+	mu         sync.Mutex
+	rejectedBy map[string]uint64
+}
+
+// Stats returns a snapshot of the running totals. Safe for concurrent use.
+func (w *Worker) Stats() Stats {
+	c := &w.stats
+	c.mu.Lock()
+	by := maps.Clone(c.rejectedBy)
+	c.mu.Unlock()
+	return Stats{
+		Batches:    c.batches.Load(),
+		Lines:      c.lines.Load(),
+		Bytes:      c.bytes.Load(),
+		Inserted:   c.inserted.Load(),
+		Duplicates: c.duplicates.Load(),
+		Filtered:   c.filtered.Load(),
+		Rejected:   c.rejected.Load(),
+		RejectedBy: by,
+		Retried:    c.retried.Load(),
+		Failures:   c.failures.Load(),
+	}
+}
+
+// reportProgress logs what happened every ProgressInterval, when anything
+// did, until ctx is done.
+func (w *Worker) reportProgress(ctx context.Context) {
+	t := time.NewTicker(w.opts.ProgressInterval)
+	defer t.Stop()
+	last, lastAt := w.Stats(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			w.stats.rejectLogBudget.Store(rejectLogsPerInterval)
+			s := w.Stats()
+			if s.Lines == last.Lines && s.Retried == last.Retried {
+				continue
+			}
+			secs := now.Sub(lastAt).Seconds()
+			attrs := []any{
+				"batches", s.Batches - last.Batches,
+				"lines", s.Lines - last.Lines,
+				"inserted", s.Inserted - last.Inserted,
+				"duplicates", s.Duplicates - last.Duplicates,
+				"filtered", s.Filtered - last.Filtered,
+				"rejected", s.Rejected - last.Rejected,
+				"retried", s.Retried - last.Retried,
+				"lines_per_sec", int(float64(s.Lines-last.Lines) / secs),
+				"mib_per_sec", float64(int(float64(s.Bytes-last.Bytes)/secs/(1<<20)*10)) / 10,
+			}
+			if s.Rejected != last.Rejected {
+				var by []any
+				for reason, n := range s.RejectedBy {
+					if d := n - last.RejectedBy[reason]; d > 0 {
+						by = append(by, slog.Uint64(reason, d))
+					}
+				}
+				attrs = append(attrs, slog.Group("rejected_by", by...))
+			}
+			if n := w.stats.unlogged.Swap(0); n > 0 {
+				attrs = append(attrs, "rejected_not_logged", n)
+			}
+			w.logger.InfoContext(ctx, "progress", attrs...)
+			last, lastAt = s, now
+		}
+	}
+}
+
+// ErrClosed is returned by [Worker.Run] when the NATS connection under the
+// consumer was closed, so no batch can be fetched again.
+var ErrClosed = errors.New("worker: nats connection closed")

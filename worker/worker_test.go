@@ -1,0 +1,473 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/embeddednats"
+	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// natsBundle is an embedded NATS server with the ingest stream and the
+// shared consumer.
+type natsBundle struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cons   jetstream.Consumer
+}
+
+func setupNATS(t testing.TB, ackWait time.Duration) *natsBundle {
+	t.Helper()
+	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	stream, err := topology.EnsureStream(ctx, js, topology.StreamConfig{MaxBytes: 1 << 30, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := topology.EnsureConsumer(ctx, js, topology.ConsumerConfig{AckWait: ackWait, MaxAckPending: 20000, MaxDeliver: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &natsBundle{nc: nc, js: js, stream: stream, cons: cons}
+}
+
+// publish publishes lines on source's subject the way the gateway does and
+// returns when the stream has stored them all.
+func (nb *natsBundle) publish(t testing.TB, source string, lines [][]byte) {
+	t.Helper()
+	var futures []jetstream.PubAckFuture
+	for i, line := range lines {
+		m := nats.NewMsg(topology.Subject(source))
+		m.Data = line
+		m.Header.Set(topology.HeaderReceivedAt, receivedAt(i).Format(time.RFC3339Nano))
+		f, err := nb.js.PublishMsgAsync(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("publish not acknowledged in 30s")
+		}
+	}
+}
+
+func receivedAt(i int) time.Time { return baseTime.Add(time.Duration(i) * time.Microsecond) }
+
+// testOptions are worker options sized for tests: small batches, short
+// waits and backoffs.
+func testOptions() Options {
+	return Options{
+		BatchSize:        100,
+		FetchMaxWait:     200 * time.Millisecond,
+		Concurrency:      3,
+		RetryBackoff:     100 * time.Millisecond,
+		RetryMaxBackoff:  400 * time.Millisecond,
+		ShutdownTimeout:  10 * time.Second,
+		ProgressInterval: time.Second,
+	}
+}
+
+// startWorker runs a worker on cons and store until the returned stop is
+// called (or the test ends); stop returns Run's error.
+func startWorker(t testing.TB, cons jetstream.Consumer, store Store, opts Options) (*Worker, func() error) {
+	t.Helper()
+	raw, err := NewRawLanding("events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(cons, raw, store, opts, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(opts.ShutdownTimeout + 5*time.Second):
+				runErr = errors.New("Run did not return after shutdown timeout")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return w, stop
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// drained reports whether the stream holds no lines and the consumer has
+// nothing pending or unacknowledged.
+func (nb *natsBundle) drained(t testing.TB) bool {
+	t.Helper()
+	si, err := nb.stream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := nb.cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return si.State.Msgs == 0 && ci.NumPending == 0 && ci.NumAckPending == 0
+}
+
+// storedSeqs returns the seqs in events, in order.
+func (b *storeBundle) storedSeqs(t testing.TB) []int64 {
+	t.Helper()
+	rows, err := b.pool.Query(t.Context(), `SELECT seq FROM events ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var seqs []int64
+	for rows.Next() {
+		var s int64
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return seqs
+}
+
+// mixedLines returns n tweet lines in which every 37th is truncated (not
+// JSON), every 53rd has a \u0000 escape and every 101st a number too large
+// for Postgres's numeric; it also returns the stream sequences (1-based
+// positions) of the lines that must be stored.
+func mixedLines(n int) (lines [][]byte, want []int64, rejected map[string]uint64) {
+	rejected = map[string]uint64{}
+	for i := range n {
+		seq := i + 1
+		line := tweetLine(seq)
+		switch {
+		case seq%37 == 0:
+			line = line[:len(line)/2]
+			rejected[ReasonInvalidJSON]++
+		case seq%53 == 0:
+			line = fmt.Appendf(nil, `{"id":%d,"text":"nul \u0000 here"}`, seq)
+			rejected[ReasonUnsupportedEscape]++
+		case seq%101 == 0:
+			line = fmt.Appendf(nil, `{"id":%d,"n":1e1000000}`, seq)
+			rejected["pg_22003"]++
+		default:
+			want = append(want, int64(seq))
+		}
+		lines = append(lines, line)
+	}
+	return lines, want, rejected
+}
+
+func TestWorkerStoresEveryLineOnce(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	sb := setupStore(t)
+	const n = 1500
+	lines, want, wantRejected := mixedLines(n)
+	nb.publish(t, "tweets", lines)
+
+	w, stop := startWorker(t, nb.cons, sb.store, testOptions())
+	waitFor(t, 30*time.Second, "all lines acknowledged", func() bool { return w.Stats().Lines == n })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := sb.storedSeqs(t); !slices.Equal(got, want) {
+		t.Fatalf("stored %d rows, want %d (first difference near %v)", len(got), len(want), firstDiff(got, want))
+	}
+	s := w.Stats()
+	var rejected uint64
+	for _, c := range wantRejected {
+		rejected += c
+	}
+	if s.Inserted != uint64(len(want)) || s.Duplicates != 0 || s.Rejected != rejected || s.Lines != n || s.Retried != 0 {
+		t.Fatalf("stats %+v, want %d inserted, %d rejected, %d lines", s, len(want), rejected, n)
+	}
+	if !maps.Equal(s.RejectedBy, wantRejected) {
+		t.Fatalf("rejected by reason %v, want %v", s.RejectedBy, wantRejected)
+	}
+	if s.Batches < n/100 {
+		t.Fatalf("%d batches for %d lines in batches of 100", s.Batches, n)
+	}
+	// Acks are processed asynchronously by the server.
+	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+
+	// The row carries the line as received.
+	var (
+		source string
+		at     time.Time
+		same   bool
+	)
+	err := sb.pool.QueryRow(t.Context(), `SELECT source, received_at, payload = $2::jsonb FROM events WHERE seq = $1`,
+		int64(7), string(lines[6])).Scan(&source, &at, &same)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if source != "tweets" || !at.Equal(receivedAt(6)) || !same {
+		t.Fatalf("row 7 = (%q, %s, payload equal %v), want (tweets, %s, true)", source, at, same, receivedAt(6))
+	}
+}
+
+func firstDiff(a, b []int64) int64 {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return min(a[i], b[i])
+		}
+	}
+	return -1
+}
+
+// TestWorkerRedeliveredBatch has a worker die between commit and ack: its
+// lines come back after AckWait and must not be stored twice.
+func TestWorkerRedeliveredBatch(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, time.Second)
+	sb := setupStore(t)
+	const n = 400
+	lines := make([][]byte, n)
+	for i := range lines {
+		lines[i] = tweetLine(i + 1)
+	}
+	nb.publish(t, "tweets", lines)
+
+	// The doomed worker: fetch, transform, commit, never ack.
+	raw, _ := NewRawLanding("events")
+	mb, err := nb.cons.Fetch(150, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows [][]any
+	for m := range mb.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := make([]any, 4)
+		if res := raw.Transform(&Line{Seq: md.Sequence.Stream, Source: "tweets", ReceivedAt: md.Timestamp, Data: m.Data()}, row); res.Outcome != Insert {
+			t.Fatalf("line %d: %+v", md.Sequence.Stream, res)
+		}
+		rows = append(rows, row)
+	}
+	if len(rows) != 150 {
+		t.Fatalf("fetched %d lines, want 150", len(rows))
+	}
+	if _, err := sb.store.Write(t.Context(), rows); err != nil {
+		t.Fatal(err)
+	}
+
+	w, stop := startWorker(t, nb.cons, sb.store, testOptions())
+	waitFor(t, 30*time.Second, "all lines acknowledged", func() bool { return w.Stats().Lines == n })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := w.Stats()
+	if s.Inserted != n-150 || s.Duplicates != 150 {
+		t.Fatalf("stats %+v, want %d inserted and 150 duplicates", s, n-150)
+	}
+	if got := sb.storedSeqs(t); len(got) != n || got[0] != 1 || got[n-1] != n {
+		t.Fatalf("stored %d rows (%v…), want seqs 1..%d", len(got), got[:min(3, len(got))], n)
+	}
+	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+}
+
+// TestWorkerDatabaseDown runs a worker whose database is unreachable: it
+// must keep every line (negatively acknowledged, never acknowledged) and
+// keep running; a worker with a working database then stores them all.
+func TestWorkerDatabaseDown(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	sb := setupStore(t)
+	const n = 250
+	lines, want, _ := mixedLines(n)
+	nb.publish(t, "tweets", lines)
+
+	down := newPool(t, "postgres://postgres@"+closedAddr(t)+"/jetline?sslmode=disable&connect_timeout=2")
+	raw, _ := NewRawLanding("events")
+	downStore, err := NewPostgresStore(down, raw.Table(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, stop := startWorker(t, nb.cons, downStore, testOptions())
+	// Every storable line is handed back at least twice.
+	waitFor(t, 20*time.Second, "retries", func() bool { return w.Stats().Retried >= 2*uint64(len(want)) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := w.Stats()
+	if s.Inserted != 0 || s.Batches != 0 || s.Failures < 2 {
+		t.Fatalf("stats with database down: %+v", s)
+	}
+	// Lines that never needed the database were settled anyway.
+	if s.Lines != s.Rejected || s.Rejected == 0 {
+		t.Fatalf("with database down %d lines were acknowledged, %d rejected by the transform: want equal and non-zero", s.Lines, s.Rejected)
+	}
+	waitFor(t, 10*time.Second, "the stream to hold all but the acknowledged rejects", func() bool {
+		si, err := nb.stream.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return si.State.Msgs == n-s.Lines
+	})
+
+	w2, stop2 := startWorker(t, nb.cons, sb.store, testOptions())
+	waitFor(t, 30*time.Second, "stored after recovery", func() bool { return w2.Stats().Lines == n-s.Lines })
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sb.storedSeqs(t); !slices.Equal(got, want) {
+		t.Fatalf("stored %d rows after recovery, want %d", len(got), len(want))
+	}
+	if w2.Stats().Inserted != uint64(len(want)) {
+		t.Fatalf("recovered worker stats %+v, want %d inserted", w2.Stats(), len(want))
+	}
+	waitFor(t, 10*time.Second, "stream drained after recovery", func() bool { return nb.drained(t) })
+}
+
+// TestWorkerShutdown stops a busy worker: it must return promptly, and
+// what it acknowledged must be exactly what it stored; a second worker
+// then finishes the rest with nothing twice.
+func TestWorkerShutdown(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	sb := setupStore(t)
+	const n = 2000
+	lines := make([][]byte, n)
+	for i := range lines {
+		lines[i] = tweetLine(i + 1)
+	}
+	nb.publish(t, "tweets", lines)
+
+	w, stop := startWorker(t, nb.cons, sb.store, testOptions())
+	waitFor(t, 30*time.Second, "first batches", func() bool { return w.Stats().Lines >= 300 })
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %s", d)
+	}
+	s := w.Stats()
+	if stored := len(sb.storedSeqs(t)); uint64(stored) != s.Inserted || s.Lines != s.Inserted {
+		t.Fatalf("after shutdown: %d rows stored, stats %+v; want rows = inserted = acknowledged", stored, s)
+	}
+	if s.Lines == n {
+		t.Log("worker finished everything before stopping; shutdown mid-stream not exercised")
+	}
+
+	w2, stop2 := startWorker(t, nb.cons, sb.store, testOptions())
+	waitFor(t, 30*time.Second, "the rest stored", func() bool { return len(sb.storedSeqs(t)) == n })
+	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+	if got := w2.Stats().Inserted + s.Inserted; got != n {
+		t.Fatalf("inserted %d in total, want %d", got, n)
+	}
+}
+
+// blockingStore is a Store that never commits: Write waits for ctx.
+type blockingStore struct{ calls chan struct{} }
+
+func (b *blockingStore) Write(ctx context.Context, _ [][]any) (WriteResult, error) {
+	select {
+	case b.calls <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return WriteResult{}, ctx.Err()
+}
+
+// TestWorkerShutdownTimeout: a batch that cannot be stored before the
+// shutdown timeout is handed back at once, not acknowledged, and Run
+// returns in time.
+func TestWorkerShutdownTimeout(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	const n = 50
+	lines := make([][]byte, n)
+	for i := range lines {
+		lines[i] = []byte(fmt.Sprintf(`{"i":%d}`, i))
+	}
+	nb.publish(t, "tweets", lines)
+
+	store := &blockingStore{calls: make(chan struct{}, 1)}
+	opts := testOptions()
+	opts.ShutdownTimeout = 500 * time.Millisecond
+	w, stop := startWorker(t, nb.cons, store, opts)
+	select {
+	case <-store.calls:
+	case <-time.After(10 * time.Second):
+		t.Fatal("store never called")
+	}
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > opts.ShutdownTimeout+opts.FetchMaxWait+time.Second {
+		t.Fatalf("Run returned %s after stop, want about the shutdown timeout (%s)", d, opts.ShutdownTimeout)
+	}
+	if s := w.Stats(); s.Lines != 0 || s.Retried == 0 {
+		t.Fatalf("stats %+v: want nothing acknowledged, lines handed back", s)
+	}
+	// Handed back without delay: another consumer gets them at once, long
+	// before AckWait.
+	mb, err := nb.cons.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for m := range mb.Messages() {
+		got++
+		_ = m.Ack()
+	}
+	if got != n {
+		t.Fatalf("refetched %d lines after shutdown, want %d", got, n)
+	}
+}
