@@ -137,8 +137,12 @@ func (s *PostgresStore) Table() Table { return s.table }
 // CreateTable creates the table if it does not exist. It does not alter an
 // existing table; its columns must match. On a server built without lz4 the
 // columns get the default compression instead.
+//
+// Workers starting together all call it: CREATE TABLE IF NOT EXISTS is not
+// safe against itself (the loser fails on pg_type's unique index), so the
+// DDL runs under a transaction-scoped advisory lock.
 func (s *PostgresStore) CreateTable(ctx context.Context) error {
-	_, err := s.pool.Exec(ctx, s.table.CreateSQL())
+	err := s.execDDL(ctx, s.table.CreateSQL())
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "lz4") {
 		s.logger.WarnContext(ctx, "postgres was built without lz4; creating the table with default compression, which is slower", "err", err)
@@ -147,12 +151,26 @@ func (s *PostgresStore) CreateTable(ctx context.Context) error {
 		for i := range plain.Columns {
 			plain.Columns[i].Compression = ""
 		}
-		_, err = s.pool.Exec(ctx, plain.CreateSQL())
+		err = s.execDDL(ctx, plain.CreateSQL())
 	}
 	if err != nil {
 		return fmt.Errorf("create table %s: %w", s.ident.Sanitize(), err)
 	}
 	return nil
+}
+
+// ddlLockKey is the advisory lock key that serialises jetline's DDL across
+// worker processes.
+const ddlLockKey = 0x6a65746c696e65 // "jetline"
+
+func (s *PostgresStore) execDDL(ctx context.Context, sql string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(ddlLockKey)); err != nil {
+			return fmt.Errorf("take ddl lock: %w", err)
+		}
+		_, err := tx.Exec(ctx, sql)
+		return err
+	})
 }
 
 // Write stores rows in one transaction; see [PostgresStore] for how. A

@@ -260,3 +260,30 @@ func TestTableCreateSQL(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreCreateTableConcurrently is workers starting together on a fresh
+// database: every CreateTable must succeed.
+func TestStoreCreateTableConcurrently(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, testenv.Postgres(t))
+	raw, err := NewRawLanding("events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers = 8
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+			if err == nil {
+				err = store.CreateTable(t.Context())
+			}
+			errs <- err
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Errorf("CreateTable: %v", err)
+		}
+	}
+}
