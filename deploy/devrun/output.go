@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"sync"
+)
+
+// maxPartialLine is how much of an unterminated line a [prefixWriter] holds
+// before writing it out as a line of its own, so a child that prints a huge
+// line without a newline cannot grow the runner's memory without bound.
+const maxPartialLine = 64 << 10
+
+// syncWriter serialises writes to w, so that each Write lands whole even when
+// the runner's log and several children write at once. Safe for concurrent
+// use.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// prefixWriter writes every line given to it to out with prefix in front,
+// each line as one Write, so lines of different children never mix within a
+// line. It holds back an unterminated line until its newline arrives (or
+// maxPartialLine bytes have piled up, or Flush is called).
+//
+// A prefixWriter is not safe for concurrent use; exec.Cmd guarantees one
+// writer goroutine when Stdout and Stderr are the same prefixWriter.
+type prefixWriter struct {
+	prefix []byte
+	out    io.Writer
+	buf    []byte // unterminated line
+	line   []byte // scratch: prefix + line + newline
+}
+
+func newPrefixWriter(prefix string, out io.Writer) *prefixWriter {
+	return &prefixWriter{prefix: []byte(prefix), out: out}
+}
+
+// Write splits p into lines and writes each complete one. It always consumes
+// all of p; an error is the first one out returned.
+func (w *prefixWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	var firstErr error
+	keep := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			w.buf = append(w.buf, p...)
+			for len(w.buf) >= maxPartialLine {
+				keep(w.emit(w.buf[:maxPartialLine]))
+				w.buf = append(w.buf[:0], w.buf[maxPartialLine:]...)
+			}
+			break
+		}
+		if len(w.buf) > 0 {
+			w.buf = append(w.buf, p[:i]...)
+			keep(w.emit(w.buf))
+			w.buf = w.buf[:0]
+		} else {
+			keep(w.emit(p[:i]))
+		}
+		p = p[i+1:]
+	}
+	return n, firstErr
+}
+
+// Flush writes a held-back unterminated line, ending it with a newline.
+func (w *prefixWriter) Flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	err := w.emit(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
+
+// emit writes prefix, line and a newline in one Write. A trailing carriage
+// return is dropped so CRLF output does not garble the terminal.
+func (w *prefixWriter) emit(line []byte) error {
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	w.line = append(append(append(w.line[:0], w.prefix...), line...), '\n')
+	_, err := w.out.Write(w.line)
+	return err
+}
