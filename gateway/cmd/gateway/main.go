@@ -1,0 +1,122 @@
+// Command gateway runs jetline's TCP gateway: it receives newline-delimited
+// JSON over plain TCP and stores every line in the JetStream ingest stream.
+// Configuration comes from the environment; see gateway.Config.
+//
+// `gateway healthcheck` probes the running gateway's /readyz on this host
+// and exits 0 if it is ready, 1 if not, for container health checks.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/health"
+	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// drainTimeout bounds flushing the NATS connection at exit.
+const drainTimeout = 10 * time.Second
+
+func main() {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		err = healthcheck()
+	} else {
+		err = run()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := env.ParseAs[gateway.Config]()
+	if err != nil {
+		return fmt.Errorf("read configuration: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	logger := logging.New(cfg.Log, os.Stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	nc, js, err := topology.Connect(ctx, cfg.NATS, "jetline-gateway", logger)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted while waiting for NATS
+		}
+		return err
+	}
+	defer drain(nc, logger)
+	if _, err := topology.EnsureStream(ctx, js, cfg.Stream); err != nil {
+		return err
+	}
+	gw, err := gateway.New(cfg, nc, logger)
+	if err != nil {
+		return err
+	}
+
+	hs := health.New(cfg.HealthAddr, logger)
+	hs.AddCheck("nats", func(context.Context) error {
+		if s := nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("nats connection is %s", s)
+		}
+		return nil
+	})
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return gw.Run(gctx) })
+	g.Go(func() error { return hs.Run(gctx) })
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// drain flushes what the gateway published and closes the connection.
+func drain(nc *nats.Conn, logger *slog.Logger) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(drainTimeout):
+		logger.Warn("nats drain timed out; closing", "timeout", drainTimeout)
+		nc.Close()
+	}
+}
+
+// healthcheck probes /readyz of the gateway running on this host.
+func healthcheck() error {
+	cfg, err := env.ParseAs[gateway.Config]()
+	if err != nil {
+		return fmt.Errorf("read configuration: %w", err)
+	}
+	if cfg.HealthAddr == "" {
+		return errors.New("GATEWAY_HEALTH_ADDR is empty, so there is no health endpoint to probe")
+	}
+	_, port, err := net.SplitHostPort(cfg.HealthAddr)
+	if err != nil {
+		return fmt.Errorf("GATEWAY_HEALTH_ADDR %q: %w", cfg.HealthAddr, err)
+	}
+	return health.Probe("http://"+net.JoinHostPort("127.0.0.1", port)+"/readyz", 3*time.Second)
+}

@@ -1,0 +1,195 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// Config is the gateway program's configuration, read from the environment
+// with env.ParseAs[Config]. The NATS, stream and logging settings are shared
+// with the worker and read from the same variables.
+type Config struct {
+	// Listen is a comma-separated list of listeners, each "[source=]addr",
+	// e.g. ":4000,tweets=:4001". Lines received on a listener are published
+	// for its source; a listener without a name feeds source "default".
+	// Defaults to ":4000".
+	Listen string `env:"GATEWAY_LISTEN" envDefault:":4000"`
+	// Acceptors is the number of goroutines accepting connections on each
+	// listener; 0 means GOMAXPROCS×4. Defaults to 0.
+	Acceptors int `env:"GATEWAY_ACCEPTORS" envDefault:"0"`
+	// MaxConnections caps the connections open at once across all
+	// listeners. At the cap the gateway stops accepting and newcomers wait
+	// in the kernel's listen backlog. Defaults to 50000.
+	MaxConnections int `env:"GATEWAY_MAX_CONNECTIONS" envDefault:"50000"`
+	// MaxLineBytes is the longest line accepted, without its line ending.
+	// Longer lines are counted (too_long in the receipt), logged and
+	// skipped; the connection carries on. The gateway lowers it to fit the
+	// NATS server's maximum payload. Defaults to 1048576 (1 MiB).
+	MaxLineBytes int `env:"GATEWAY_MAX_LINE_BYTES" envDefault:"1048576"`
+	// ReadBufferBytes is the size of each connection's read buffer; it
+	// grows up to MaxLineBytes for longer lines. Defaults to 65536.
+	ReadBufferBytes int `env:"GATEWAY_READ_BUFFER_BYTES" envDefault:"65536"`
+	// InflightMessages caps, per connection, the lines published but not
+	// yet acknowledged by JetStream. When the window is full the gateway
+	// stops reading the connection until acknowledgements arrive.
+	// Defaults to 4096.
+	InflightMessages int `env:"GATEWAY_INFLIGHT_MESSAGES" envDefault:"4096"`
+	// InflightBytes caps, per connection, the payload bytes published but
+	// not yet acknowledged. It must be at least MaxLineBytes. Defaults to
+	// 8388608 (8 MiB).
+	InflightBytes int64 `env:"GATEWAY_INFLIGHT_BYTES" envDefault:"8388608"`
+	// PublishTimeout is how long the gateway waits for JetStream to
+	// acknowledge one line before publishing it again (with the same
+	// message id, so it is stored once). Defaults to 10s.
+	PublishTimeout time.Duration `env:"GATEWAY_PUBLISH_TIMEOUT" envDefault:"10s"`
+	// IdleTimeout closes a connection that sends nothing for this long,
+	// after a receipt with status "idle_timeout". Defaults to 5m.
+	IdleTimeout time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"5m"`
+	// ShutdownTimeout bounds a graceful stop: stop accepting, stop reading,
+	// wait for acknowledgements, send receipts. Defaults to 30s.
+	ShutdownTimeout time.Duration `env:"GATEWAY_SHUTDOWN_TIMEOUT" envDefault:"30s"`
+	// Instance names this gateway process in message ids and headers. It
+	// must differ between process starts, or JetStream would discard lines
+	// of a restarted gateway as duplicates. Defaults to the host name plus
+	// a random suffix, chosen at start.
+	Instance string `env:"GATEWAY_INSTANCE"`
+	// HealthAddr is where /healthz and /readyz are served; "" disables
+	// them. Defaults to ":8080".
+	HealthAddr string `env:"GATEWAY_HEALTH_ADDR" envDefault:":8080"`
+
+	// NATS is how to reach NATS (NATS_URL, NATS_CONNECT_TIMEOUT).
+	NATS topology.NATSConfig
+	// Stream holds the ingest stream's settings (INGEST_MAX_BYTES,
+	// INGEST_DUPLICATE_WINDOW, INGEST_REPLICAS), shared with the worker.
+	Stream topology.StreamConfig
+	// Log selects the log format and level (LOG_FORMAT, LOG_LEVEL).
+	Log logging.Config
+}
+
+// Listener is one entry of [Config.Listen].
+type Listener struct {
+	// Source names the lines received on Addr: they are published on
+	// [topology.Subject](Source). An entry without a name gets
+	// [topology.DefaultSource].
+	Source string
+	// Addr is a host:port to listen on, e.g. ":4000" or "127.0.0.1:0".
+	Addr string
+}
+
+// ParseListen parses a [Config.Listen] value such as ":4000,tweets=:4001".
+func ParseListen(s string) ([]Listener, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("GATEWAY_LISTEN is empty: set it to at least one address, e.g. :4000")
+	}
+	var out []Listener
+	seen := map[string]bool{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		l := Listener{Source: topology.DefaultSource, Addr: item}
+		if name, addr, ok := strings.Cut(item, "="); ok {
+			l.Source, l.Addr = strings.TrimSpace(name), strings.TrimSpace(addr)
+		}
+		if err := topology.ValidateSource(l.Source); err != nil {
+			return nil, fmt.Errorf("GATEWAY_LISTEN entry %q: %w", item, err)
+		}
+		if _, _, err := net.SplitHostPort(l.Addr); err != nil {
+			return nil, fmt.Errorf("GATEWAY_LISTEN entry %q: address %q is not host:port (e.g. :4000 or 0.0.0.0:4000): %w", item, l.Addr, err)
+		}
+		if seen[l.Addr] && !strings.HasSuffix(l.Addr, ":0") {
+			return nil, fmt.Errorf("GATEWAY_LISTEN lists address %q twice: give each listener its own port", l.Addr)
+		}
+		seen[l.Addr] = true
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+var instancePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+
+// Validate reports, in terms an operator can act on, everything that is
+// wrong with c, including its NATS, stream and log settings.
+func (c Config) Validate() error {
+	errs := []error{c.validateGateway()}
+	if c.PublishTimeout > 0 && c.Stream.DuplicateWindow > 0 && 2*c.PublishTimeout > c.Stream.DuplicateWindow {
+		errs = append(errs, fmt.Errorf("GATEWAY_PUBLISH_TIMEOUT (%s) must be at most half of INGEST_DUPLICATE_WINDOW (%s), so a line published again after a lost acknowledgement is still recognised as a duplicate", c.PublishTimeout, c.Stream.DuplicateWindow))
+	}
+	if c.HealthAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+			errs = append(errs, fmt.Errorf("GATEWAY_HEALTH_ADDR %q is not host:port (e.g. :8080), or empty to disable: %w", c.HealthAddr, err))
+		}
+	}
+	errs = append(errs, c.NATS.Validate(), c.Stream.Validate(), c.Log.Validate())
+	return errors.Join(errs...)
+}
+
+// validateGateway checks the settings [New] uses.
+func (c Config) validateGateway() error {
+	var errs []error
+	if _, err := ParseListen(c.Listen); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Acceptors < 0 || c.Acceptors > 4096 {
+		errs = append(errs, fmt.Errorf("GATEWAY_ACCEPTORS must be between 0 (automatic: GOMAXPROCS×4) and 4096 (got %d)", c.Acceptors))
+	}
+	if c.MaxConnections < 1 || c.MaxConnections > 10_000_000 {
+		errs = append(errs, fmt.Errorf("GATEWAY_MAX_CONNECTIONS must be between 1 and 10000000 (got %d)", c.MaxConnections))
+	}
+	if c.MaxLineBytes < 1 || c.MaxLineBytes > 1<<30 {
+		errs = append(errs, fmt.Errorf("GATEWAY_MAX_LINE_BYTES must be between 1 and 1073741824 (got %d)", c.MaxLineBytes))
+	}
+	if c.ReadBufferBytes < 512 || c.ReadBufferBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("GATEWAY_READ_BUFFER_BYTES must be between 512 and 67108864 (got %d); 65536 suits most loads", c.ReadBufferBytes))
+	}
+	if c.InflightMessages < 1 || c.InflightMessages > 1_000_000 {
+		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_MESSAGES must be between 1 and 1000000 (got %d)", c.InflightMessages))
+	}
+	if c.InflightBytes < int64(c.MaxLineBytes) {
+		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_BYTES (%d) must be at least GATEWAY_MAX_LINE_BYTES (%d) so the longest line fits in the window: raise it or lower the line limit", c.InflightBytes, c.MaxLineBytes))
+	}
+	if c.PublishTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("GATEWAY_PUBLISH_TIMEOUT must be positive (got %s)", c.PublishTimeout))
+	}
+	if c.IdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("GATEWAY_IDLE_TIMEOUT must be positive (got %s)", c.IdleTimeout))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("GATEWAY_SHUTDOWN_TIMEOUT must be positive (got %s)", c.ShutdownTimeout))
+	}
+	if c.Instance != "" && !instancePattern.MatchString(c.Instance) {
+		errs = append(errs, fmt.Errorf("GATEWAY_INSTANCE %q is not valid: use 1 to 128 letters, digits, '.', '_' or '-', or leave it unset for an automatic name", c.Instance))
+	}
+	return errors.Join(errs...)
+}
+
+// DefaultInstance returns a fresh instance name: the host name (reduced to
+// letters, digits, '.', '_' and '-') plus a random suffix, so two starts on
+// the same host never share message ids.
+func DefaultInstance() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "gateway"
+	}
+	host = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			return r
+		}
+		return '-'
+	}, host)
+	if len(host) > 100 {
+		host = host[:100]
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms.
+	return host + "-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,354 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+)
+
+// chunkReader returns data in reads of the given sizes (cycling through
+// them), to cut lines at arbitrary places. A size of 0 is an empty read.
+// If eofWithData is set, the last read returns its bytes together with
+// io.EOF, as io.Reader allows.
+type chunkReader struct {
+	data        []byte
+	sizes       []int
+	next        int
+	eofWithData bool
+	empties     int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := 1
+	if len(r.sizes) > 0 {
+		n = r.sizes[r.next%len(r.sizes)]
+		r.next++
+	}
+	if n == 0 {
+		// Never so many empty reads in a row that the framer gives up.
+		if r.empties++; r.empties < 3 {
+			return 0, nil
+		}
+		n = 1
+	}
+	r.empties = 0
+	n = copy(p, r.data[:min(n, len(r.data))])
+	r.data = r.data[n:]
+	if len(r.data) == 0 && r.eofWithData {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+type frameResult struct {
+	records []string
+	lines   []int64 // line number of each record
+	blank   int64
+	tooLong []int64 // line numbers of oversize lines
+	total   int64   // physical lines
+	bytes   int64
+}
+
+func runFramer(t testing.TB, r io.Reader, readBuffer, maxLine int) frameResult {
+	t.Helper()
+	var res frameResult
+	f := newFramer(r, readBuffer, maxLine)
+	f.onTooLong = func(line, _ int64) { res.tooLong = append(res.tooLong, line) }
+	for {
+		rec, err := f.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		if len(rec) > maxLine {
+			t.Fatalf("record of %d bytes exceeds max %d", len(rec), maxLine)
+		}
+		res.records = append(res.records, string(rec))
+		res.lines = append(res.lines, f.Line())
+	}
+	if int64(len(res.tooLong)) != f.tooLong {
+		t.Fatalf("onTooLong called %d times, counter says %d", len(res.tooLong), f.tooLong)
+	}
+	res.blank, res.total, res.bytes = f.blank, f.Line(), f.bytes
+	return res
+}
+
+// referenceFrame frames input the slow, obvious way.
+func referenceFrame(input []byte, maxLine int) frameResult {
+	res := frameResult{bytes: int64(len(input))}
+	if len(input) == 0 {
+		return res
+	}
+	parts := bytes.Split(input, []byte("\n"))
+	if input[len(input)-1] == '\n' {
+		parts = parts[:len(parts)-1]
+	}
+	for i, p := range parts {
+		line := int64(i + 1)
+		p = bytes.TrimSuffix(p, []byte("\r"))
+		switch {
+		case len(p) == 0:
+			res.blank++
+		case len(p) > maxLine:
+			res.tooLong = append(res.tooLong, line)
+		default:
+			res.records = append(res.records, string(p))
+			res.lines = append(res.lines, line)
+		}
+	}
+	res.total = int64(len(parts))
+	return res
+}
+
+func compareFrames(t *testing.T, got, want frameResult) {
+	t.Helper()
+	if fmt.Sprint(got.records) != fmt.Sprint(want.records) {
+		t.Errorf("records = %q, want %q", got.records, want.records)
+	}
+	if fmt.Sprint(got.lines) != fmt.Sprint(want.lines) {
+		t.Errorf("record lines = %v, want %v", got.lines, want.lines)
+	}
+	if fmt.Sprint(got.tooLong) != fmt.Sprint(want.tooLong) {
+		t.Errorf("too long lines = %v, want %v", got.tooLong, want.tooLong)
+	}
+	if got.blank != want.blank || got.total != want.total || got.bytes != want.bytes {
+		t.Errorf("blank, lines, bytes = %d, %d, %d; want %d, %d, %d", got.blank, got.total, got.bytes, want.blank, want.total, want.bytes)
+	}
+}
+
+func TestFramer(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 10)
+	tests := []struct {
+		name    string
+		input   string
+		sizes   []int
+		maxLine int
+		want    frameResult
+	}{
+		{
+			name:  "empty input",
+			input: "",
+			want:  frameResult{},
+		},
+		{
+			name:  "lf lines",
+			input: "a\nbb\nccc\n",
+			want:  frameResult{records: []string{"a", "bb", "ccc"}, lines: []int64{1, 2, 3}, total: 3},
+		},
+		{
+			name:  "crlf lines drop the cr",
+			input: "a\r\nbb\r\n",
+			want:  frameResult{records: []string{"a", "bb"}, lines: []int64{1, 2}, total: 2},
+		},
+		{
+			name:  "cr inside a line stays",
+			input: "a\rb\n",
+			want:  frameResult{records: []string{"a\rb"}, lines: []int64{1}, total: 1},
+		},
+		{
+			name:  "blank lines are counted and keep numbering",
+			input: "\na\n\r\n\nb\n",
+			want:  frameResult{records: []string{"a", "b"}, lines: []int64{2, 5}, blank: 3, total: 5},
+		},
+		{
+			name:  "lone cr is blank",
+			input: "\r\n\r",
+			want:  frameResult{blank: 2, total: 2},
+		},
+		{
+			name:  "final line without newline",
+			input: "a\nb",
+			want:  frameResult{records: []string{"a", "b"}, lines: []int64{1, 2}, total: 2},
+		},
+		{
+			name:  "final line with cr only",
+			input: "a\nb\r",
+			want:  frameResult{records: []string{"a", "b"}, lines: []int64{1, 2}, total: 2},
+		},
+		{
+			name:  "partial line over many one-byte reads",
+			input: "hello world\n{\"a\":1}\n",
+			sizes: []int{1},
+			want:  frameResult{records: []string{"hello world", `{"a":1}`}, lines: []int64{1, 2}, total: 2},
+		},
+		{
+			name:    "line of exactly max",
+			input:   long + "\n",
+			maxLine: 10,
+			want:    frameResult{records: []string{long}, lines: []int64{1}, total: 1},
+		},
+		{
+			name:    "line of exactly max with crlf",
+			input:   long + "\r\n" + long + "\r\n",
+			maxLine: 10,
+			sizes:   []int{3},
+			want:    frameResult{records: []string{long, long}, lines: []int64{1, 2}, total: 2},
+		},
+		{
+			name:    "line of max plus one is skipped, next line kept",
+			input:   long + "y\nok\n",
+			maxLine: 10,
+			want:    frameResult{records: []string{"ok"}, lines: []int64{2}, tooLong: []int64{1}, total: 2},
+		},
+		{
+			name:    "very long line over many reads is skipped",
+			input:   "a\n" + strings.Repeat("z", 1000) + "\r\nb\n",
+			maxLine: 10,
+			sizes:   []int{7, 1, 64},
+			want:    frameResult{records: []string{"a", "b"}, lines: []int64{1, 3}, tooLong: []int64{2}, total: 3},
+		},
+		{
+			name:    "oversize line at eof without newline",
+			input:   "a\n" + strings.Repeat("z", 100),
+			maxLine: 10,
+			want:    frameResult{records: []string{"a"}, lines: []int64{1}, tooLong: []int64{2}, total: 2},
+		},
+		{
+			name:    "max plus one at eof without newline",
+			input:   "a\n" + long + "y",
+			maxLine: 10,
+			want:    frameResult{records: []string{"a"}, lines: []int64{1}, tooLong: []int64{2}, total: 2},
+		},
+		{
+			name:    "max at eof with cr",
+			input:   long + "\r",
+			maxLine: 10,
+			want:    frameResult{records: []string{long}, lines: []int64{1}, total: 1},
+		},
+		{
+			name:    "consecutive oversize lines",
+			input:   strings.Repeat("q", 30) + "\n" + strings.Repeat("r", 30) + "\nend",
+			maxLine: 10,
+			sizes:   []int{5},
+			want:    frameResult{records: []string{"end"}, lines: []int64{3}, tooLong: []int64{1, 2}, total: 3},
+		},
+		{
+			name:  "empty reads are tolerated",
+			input: "ab\ncd\n",
+			sizes: []int{0, 1, 0, 2},
+			want:  frameResult{records: []string{"ab", "cd"}, lines: []int64{1, 2}, total: 2},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			maxLine := tt.maxLine
+			if maxLine == 0 {
+				maxLine = 1 << 10
+			}
+			tt.want.bytes = int64(len(tt.input))
+			for _, eofWithData := range []bool{false, true} {
+				for _, readBuffer := range []int{1, 4, 64} {
+					r := &chunkReader{data: []byte(tt.input), sizes: tt.sizes, eofWithData: eofWithData}
+					got := runFramer(t, r, readBuffer, maxLine)
+					compareFrames(t, got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// The buffer grows only as far as one line needs, never past maxLine+2.
+func TestFramerBufferGrowth(t *testing.T) {
+	t.Parallel()
+	input := strings.Repeat("a", 100) + "\n" + strings.Repeat("b", 5000) + "\n"
+	f := newFramer(strings.NewReader(input), 16, 200)
+	rec, err := f.Next()
+	if err != nil || len(rec) != 100 {
+		t.Fatalf("Next = %d bytes, %v; want 100 bytes", len(rec), err)
+	}
+	if len(f.buf) > 202 {
+		t.Fatalf("buffer grew to %d bytes for a 100-byte line", len(f.buf))
+	}
+	if _, err := f.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("Next after oversize line = %v, want EOF", err)
+	}
+	if len(f.buf) > 202 {
+		t.Fatalf("buffer grew to %d bytes, past max line + 2", len(f.buf))
+	}
+	if f.tooLong != 1 {
+		t.Fatalf("too long = %d, want 1", f.tooLong)
+	}
+}
+
+// A failed read ends framing with that error; a partial line is not a
+// record and not counted.
+func TestFramerReadError(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("boom")
+	r := io.MultiReader(strings.NewReader("a\npartial"), &errReader{boom})
+	f := newFramer(r, 64, 64)
+	if rec, err := f.Next(); err != nil || string(rec) != "a" {
+		t.Fatalf("Next = %q, %v; want a", rec, err)
+	}
+	if _, err := f.Next(); !errors.Is(err, boom) {
+		t.Fatalf("Next = %v, want %v", err, boom)
+	}
+	if f.Line() != 1 {
+		t.Fatalf("lines = %d, want 1", f.Line())
+	}
+}
+
+type errReader struct{ err error }
+
+func (r *errReader) Read([]byte) (int, error) { return 0, r.err }
+
+func FuzzFramer(f *testing.F) {
+	f.Add([]byte("a\nb\r\n\n\r\nccc"), []byte{1, 2, 3}, uint8(2), uint8(4))
+	f.Add([]byte("{\"x\":1}\n{\"y\":22222222}\r\n"), []byte{0, 5}, uint8(8), uint8(1))
+	f.Add([]byte(strings.Repeat("z", 300)+"\nok\n"), []byte{200, 7}, uint8(20), uint8(16))
+	f.Add([]byte("\r\r\n\r"), []byte{1}, uint8(1), uint8(1))
+	f.Add([]byte("exact\r\nexact!\n"), []byte{3}, uint8(5), uint8(3))
+	f.Add([]byte(strings.Repeat("long", 40)), []byte{9}, uint8(10), uint8(2))
+	f.Fuzz(func(t *testing.T, input, cuts []byte, maxLine, readBuffer uint8) {
+		sizes := make([]int, len(cuts))
+		for i, c := range cuts {
+			sizes[i] = int(c)
+		}
+		ml := 1 + int(maxLine)%64
+		rb := 1 + int(readBuffer)%128
+		eofWithData := len(cuts) > 0 && cuts[0]&1 == 1
+		got := runFramer(t, &chunkReader{data: input, sizes: sizes, eofWithData: eofWithData}, rb, ml)
+		compareFrames(t, got, referenceFrame(input, ml))
+	})
+}
+
+// infiniteReader serves the same block over and over, like a socket that
+// always has data.
+type infiniteReader struct {
+	block []byte
+	off   int
+}
+
+func (r *infiniteReader) Read(p []byte) (int, error) {
+	n := copy(p, r.block[r.off:])
+	r.off = (r.off + n) % len(r.block)
+	return n, nil
+}
+
+func BenchmarkFramer(b *testing.B) {
+	for _, size := range []int{200, 6000, 60000} {
+		b.Run(fmt.Sprintf("line=%d", size), func(b *testing.B) {
+			line := append(bytes.Repeat([]byte("x"), size-1), '\n')
+			block := bytes.Repeat(line, max(1, (1<<20)/size))
+			f := newFramer(&infiniteReader{block: block}, 64<<10, 1<<20)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				rec, err := f.Next()
+				if err != nil || len(rec) != size-1 {
+					b.Fatalf("Next = %d bytes, %v", len(rec), err)
+				}
+			}
+		})
+	}
+}

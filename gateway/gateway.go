@@ -1,0 +1,279 @@
+// Package gateway is jetline's TCP gateway. It accepts plain TCP
+// connections (`ncat host 4000 < file`), splits what arrives into lines,
+// publishes every line to the JetStream ingest stream and, when the sender
+// has finished and every line is stored, writes one JSON receipt line back
+// (see [Receipt]).
+//
+// Each connection has a bounded window of lines published but not yet
+// acknowledged. When it is full the gateway stops reading that connection,
+// so TCP flow control stops the sender: a slow or full stream slows senders
+// down instead of filling the gateway's memory.
+//
+// Typical use, with a connected *nats.Conn and cfg.Listen = "127.0.0.1:0"
+// (a free port, as in tests):
+//
+//	g, err := gateway.New(cfg, nc, logger)
+//	...
+//	if err := g.Listen(); err != nil { ... } // bind now; Run would otherwise
+//	addr := g.Addrs()[0].String()             // e.g. "127.0.0.1:40123"
+//	go g.Run(ctx)                             // serves until ctx is done, then
+//	                                          // shuts down gracefully
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// HeaderReserve is the room left in a NATS message for headers and the
+// subject: the longest line accepted is the server's maximum payload minus
+// HeaderReserve, or GATEWAY_MAX_LINE_BYTES if that is smaller.
+const HeaderReserve = 4 << 10
+
+// ErrAlreadyRunning is returned by [Gateway.Run] on a gateway that is
+// running or has run.
+var ErrAlreadyRunning = errors.New("gateway: Run called twice")
+
+// Gateway accepts connections on its listeners and streams their lines into
+// JetStream. Create it with [New]; its methods are safe for concurrent use.
+type Gateway struct {
+	logger    *slog.Logger
+	js        jetstream.JetStream
+	instance  string
+	listeners []Listener
+	acceptors int
+	session   sessionConfig
+	shutdown  time.Duration
+	reserve   time.Duration // end of shutdown kept for receipts
+	limiter   *connLimiter
+	abort     chan struct{}
+	nextConn  atomic.Uint64
+	running   atomic.Bool
+
+	mu     sync.Mutex
+	lns    []net.Listener
+	active map[*session]struct{}
+	wg     sync.WaitGroup // sessions
+}
+
+// New returns a gateway publishing through nc, which must be connected: the
+// server's maximum payload bounds the line length. cfg's NATS, stream and
+// log settings are not used; the gateway settings must be valid (see
+// [Config.Validate]). An empty cfg.Instance is replaced by
+// [DefaultInstance]. New does not listen yet; see [Gateway.Listen].
+func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
+	if err := cfg.validateGateway(); err != nil {
+		return nil, err
+	}
+	listeners, err := ParseListen(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	logger = logger.With("component", "gateway")
+	instance := cfg.Instance
+	if instance == "" {
+		instance = DefaultInstance()
+	}
+	maxLine := cfg.MaxLineBytes
+	if limit := int(nc.MaxPayload()) - HeaderReserve; maxLine > limit {
+		if limit < 1 {
+			return nil, fmt.Errorf("the NATS server's maximum payload (%d bytes) leaves no room for lines: raise max_payload in the server config", nc.MaxPayload())
+		}
+		logger.Warn("GATEWAY_MAX_LINE_BYTES exceeds what the NATS server accepts; lowering it",
+			"max_line_bytes", cfg.MaxLineBytes, "effective_max_line_bytes", limit, "server_max_payload", nc.MaxPayload())
+		maxLine = limit
+	}
+	acceptors := cfg.Acceptors
+	if acceptors == 0 {
+		acceptors = runtime.GOMAXPROCS(0) * 4
+	}
+	// Every connection may fill its window, so the client-wide limit on
+	// pending async publishes must not be the tighter one.
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxConnections*cfg.InflightMessages),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("open jetstream: %w", err)
+	}
+	reserve := min(cfg.ShutdownTimeout/4, 2*time.Second)
+	g := &Gateway{
+		logger:    logger,
+		js:        js,
+		instance:  instance,
+		listeners: listeners,
+		acceptors: acceptors,
+		shutdown:  cfg.ShutdownTimeout,
+		reserve:   reserve,
+		limiter:   newConnLimiter(cfg.MaxConnections, logger),
+		abort:     make(chan struct{}),
+		active:    map[*session]struct{}{},
+	}
+	g.session = sessionConfig{
+		maxLine:     maxLine,
+		readBuffer:  cfg.ReadBufferBytes,
+		idleTimeout: cfg.IdleTimeout,
+		publisher: publisherConfig{
+			inflightMessages: cfg.InflightMessages,
+			inflightBytes:    cfg.InflightBytes,
+		},
+		abort:         g.abort,
+		shutdownWrite: reserve / 2,
+	}
+	return g, nil
+}
+
+// Instance returns the instance name in this gateway's message ids and
+// Jetline-Gateway header.
+func (g *Gateway) Instance() string { return g.instance }
+
+// MaxLineBytes returns the longest line accepted, after lowering
+// GATEWAY_MAX_LINE_BYTES to fit the NATS server's maximum payload.
+func (g *Gateway) MaxLineBytes() int { return g.session.maxLine }
+
+// Listen binds every listener of cfg.Listen, so that [Gateway.Addrs] can
+// report the bound addresses (useful with port 0) before [Gateway.Run]. It
+// is optional: Run listens if Listen was not called. Calling it again is a
+// no-op. Run closes the listeners when it stops.
+func (g *Gateway) Listen() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lns != nil {
+		return nil
+	}
+	var lc net.ListenConfig
+	lns := make([]net.Listener, 0, len(g.listeners))
+	for _, l := range g.listeners {
+		ln, err := lc.Listen(context.Background(), "tcp", l.Addr)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return fmt.Errorf("listen for source %s on %s (is the port in use? set GATEWAY_LISTEN): %w", l.Source, l.Addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	g.lns = lns
+	return nil
+}
+
+// Addrs returns the bound address of each listener, in the order of
+// cfg.Listen, or nil before [Gateway.Listen] (or Run) has bound them.
+func (g *Gateway) Addrs() []net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lns == nil {
+		return nil
+	}
+	addrs := make([]net.Addr, len(g.lns))
+	for i, ln := range g.lns {
+		addrs[i] = ln.Addr()
+	}
+	return addrs
+}
+
+// Run accepts and serves connections until ctx is done, then shuts down
+// within cfg.ShutdownTimeout: it closes the listeners, stops reading every
+// connection, waits for the acknowledgements of lines already published,
+// sends each sender a receipt and closes the connections. It returns nil
+// after a shutdown, or an error if it cannot listen. A gateway runs once.
+func (g *Gateway) Run(ctx context.Context) error {
+	if !g.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	if err := g.Listen(); err != nil {
+		return err
+	}
+	var acceptors sync.WaitGroup
+	g.mu.Lock()
+	for i, ln := range g.lns {
+		a := &acceptor{
+			ln:     ln,
+			source: g.listeners[i].Source,
+			limit:  g.limiter,
+			serve:  func(conn net.Conn, source string) { g.serve(ctx, conn, source) },
+			logger: g.logger,
+		}
+		acceptors.Go(func() { a.runPool(g.acceptors, ctx.Done()) })
+		g.logger.Info("listening", "source", a.source, "addr", ln.Addr().String(), "subject", topology.Subject(a.source))
+	}
+	g.mu.Unlock()
+	g.logger.Info("gateway started", "instance", g.instance, "acceptors_per_listener", g.acceptors,
+		"max_line_bytes", g.session.maxLine, "inflight_messages", g.session.publisher.inflightMessages,
+		"inflight_bytes", g.session.publisher.inflightBytes)
+
+	<-ctx.Done()
+	start := time.Now()
+	g.mu.Lock()
+	open := len(g.active)
+	for _, ln := range g.lns {
+		ln.Close()
+	}
+	g.mu.Unlock()
+	g.logger.Info("shutting down: no longer accepting, flushing open connections", "open_connections", open, "timeout", g.shutdown)
+	acceptors.Wait()
+
+	abortTimer := time.AfterFunc(g.shutdown-g.reserve, func() { close(g.abort) })
+	defer abortTimer.Stop()
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(g.shutdown - time.Since(start))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		g.mu.Lock()
+		n := len(g.active)
+		for s := range g.active {
+			s.conn.Close()
+		}
+		g.mu.Unlock()
+		g.logger.Warn("shutdown timeout reached; closed remaining connections", "connections", n)
+		<-done
+	}
+	g.logger.Info("gateway stopped", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// serve starts a session for conn, which holds a limiter slot the session
+// gives back when it ends.
+func (g *Gateway) serve(ctx context.Context, conn net.Conn, source string) {
+	id := g.nextConn.Add(1)
+	s := &session{
+		cfg:      g.session,
+		conn:     conn,
+		id:       id,
+		source:   source,
+		subject:  topology.Subject(source),
+		instance: g.instance,
+		js:       g.js,
+		logger:   g.logger.With("conn", id, "source", source, "remote", conn.RemoteAddr().String()),
+	}
+	g.mu.Lock()
+	g.active[s] = struct{}{}
+	g.mu.Unlock()
+	g.wg.Go(func() {
+		defer g.limiter.closed()
+		defer func() {
+			g.mu.Lock()
+			delete(g.active, s)
+			g.mu.Unlock()
+		}()
+		s.logger.Debug("connection accepted")
+		s.serve(ctx)
+	})
+}

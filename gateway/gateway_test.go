@@ -1,0 +1,637 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/embeddednats"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// testEnv is the base configuration of every test gateway.
+var testEnv = map[string]string{
+	"GATEWAY_LISTEN":      "127.0.0.1:0",
+	"GATEWAY_ACCEPTORS":   "2",
+	"GATEWAY_HEALTH_ADDR": "",
+	"GATEWAY_INSTANCE":    "test-gw",
+}
+
+type bundle struct {
+	srv    *embeddednats.Server
+	gw     *gateway.Gateway
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cancel context.CancelFunc
+	runErr chan error
+}
+
+type setupOptions struct {
+	env            map[string]string // added to testEnv
+	streamMaxBytes int64             // default 64 MiB
+	noRun          bool              // leave running the gateway to the test
+	memory         bool              // keep the stream in memory (benchmarks)
+	natsDelay      time.Duration     // one-way delay between gateway and NATS
+}
+
+// testLogger logs to stderr with -v, or at the level in JETLINE_TEST_LOG
+// (e.g. "warn"); otherwise it discards.
+func testLogger() *slog.Logger {
+	level := slog.LevelDebug
+	if s := os.Getenv("JETLINE_TEST_LOG"); s != "" {
+		if err := level.UnmarshalText([]byte(s)); err != nil {
+			panic("JETLINE_TEST_LOG: " + err.Error())
+		}
+	} else if !testing.Verbose() {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// setup starts an embedded NATS server with the ingest stream and a running
+// gateway listening on 127.0.0.1.
+func setup(t testing.TB, opts setupOptions) *bundle {
+	t.Helper()
+	logger := testLogger()
+	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	url := srv.ClientURL()
+	if opts.natsDelay > 0 {
+		url = delayProxy(t, srv.Addr().String(), opts.natsDelay)
+	}
+	// Connect as the program does: reconnect forever.
+	nc, js, err := topology.Connect(t.Context(), topology.NATSConfig{URL: url, ConnectTimeout: 10 * time.Second}, "gateway-test", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	maxBytes := opts.streamMaxBytes
+	if maxBytes == 0 {
+		maxBytes = 64 << 20
+	}
+	ctx := t.Context()
+	scfg := topology.StreamConfig{MaxBytes: maxBytes, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 1}.Stream()
+	if opts.memory {
+		scfg.Storage = jetstream.MemoryStorage
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	environ := maps.Clone(testEnv)
+	maps.Copy(environ, opts.env)
+	var cfg gateway.Config
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environ}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(cfg, nc, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	b := &bundle{srv: srv, gw: gw, js: js, stream: stream, cancel: cancel, runErr: make(chan error, 1)}
+	if opts.noRun {
+		close(b.runErr)
+		return b
+	}
+	go func() {
+		b.runErr <- gw.Run(runCtx)
+		close(b.runErr)
+	}()
+	t.Cleanup(func() {
+		if err := b.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return b
+}
+
+// stop shuts the gateway down and returns Run's result. Safe to call twice.
+func (b *bundle) stop() error {
+	b.cancel()
+	select {
+	case err := <-b.runErr:
+		return err
+	case <-time.After(40 * time.Second):
+		return errors.New("gateway did not stop")
+	}
+}
+
+func (b *bundle) addr(t testing.TB, i int) string {
+	t.Helper()
+	addrs := b.gw.Addrs()
+	if len(addrs) <= i {
+		t.Fatalf("gateway has %d listeners, want more than %d", len(addrs), i)
+	}
+	return addrs[i].String()
+}
+
+// storedMsgs returns every message in the stream, oldest first, without
+// removing them.
+func (b *bundle) storedMsgs(t testing.TB) []jetstream.Msg {
+	t.Helper()
+	ctx := t.Context()
+	want := b.msgCount(t)
+	if want == 0 {
+		return nil
+	}
+	// A work-queue stream allows only explicitly acknowledged pull
+	// consumers; this one reads without acknowledging and is deleted after.
+	cons, err := b.js.CreateConsumer(ctx, topology.StreamName, jetstream.ConsumerConfig{
+		Name: "peek", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1, AckWait: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.js.DeleteConsumer(context.Background(), topology.StreamName, "peek"); err != nil {
+			t.Errorf("delete consumer: %v", err)
+		}
+	}()
+	var out []jetstream.Msg
+	for uint64(len(out)) < want {
+		batch, err := cons.Fetch(int(min(want-uint64(len(out)), 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(out)
+		for m := range batch.Messages() {
+			out = append(out, m)
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatal(err)
+		}
+		if len(out) == n {
+			t.Fatalf("read %d of %d stored messages, then nothing", n, want)
+		}
+	}
+	return out
+}
+
+func (b *bundle) msgCount(t testing.TB) uint64 {
+	t.Helper()
+	info, err := b.stream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func dial(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// readReceipt reads the receipt line the gateway sends before closing.
+func readReceipt(t testing.TB, c net.Conn, timeout time.Duration) gateway.Receipt {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("read receipt: %v (got %q)", err, line)
+	}
+	var r gateway.Receipt
+	if err := json.Unmarshal(line, &r); err != nil {
+		t.Fatalf("receipt %q: %v", line, err)
+	}
+	return r
+}
+
+// send sends data the way ncat does (write, then half-close) and returns
+// the receipt.
+func send(t testing.TB, addr string, data []byte) gateway.Receipt {
+	t.Helper()
+	c := dial(t, addr)
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	return readReceipt(t, c, 20*time.Second)
+}
+
+func jsonLine(conn, i int) string {
+	return fmt.Sprintf(`{"conn":%d,"i":%d,"text":"%s"}`, conn, i, strings.Repeat("x", i%50))
+}
+
+func TestGatewayStoresEveryLineWithHeaders(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{})
+	const conns, perConn = 4, 300
+
+	type sent struct {
+		receipt gateway.Receipt
+		lines   map[int64]string // line number → record
+		bytes   int
+		blank   int64
+	}
+	results := make([]sent, conns)
+	var wg sync.WaitGroup
+	for c := range conns {
+		wg.Go(func() {
+			var buf bytes.Buffer
+			s := sent{lines: map[int64]string{}}
+			line := int64(0)
+			for i := range perConn {
+				line++
+				rec := jsonLine(c, i)
+				s.lines[line] = rec
+				switch i % 3 {
+				case 0:
+					buf.WriteString(rec + "\n")
+				case 1:
+					buf.WriteString(rec + "\r\n")
+				case 2:
+					buf.WriteString(rec + "\n\r\n") // a record and a blank line
+					line++
+					s.blank++
+				}
+			}
+			buf.WriteString("last-without-newline")
+			line++
+			s.lines[line] = "last-without-newline"
+			s.bytes = buf.Len()
+			s.receipt = send(t, b.addr(t, 0), buf.Bytes())
+			results[c] = s
+		})
+	}
+	wg.Wait()
+
+	byConn := map[string]sent{}
+	for _, s := range results {
+		r := s.receipt
+		want := gateway.Receipt{Status: gateway.StatusOK, Lines: int64(len(s.lines)), Bytes: int64(s.bytes), Blank: s.blank, Gateway: "test-gw", Conn: r.Conn}
+		if r != want {
+			t.Errorf("receipt = %+v, want %+v", r, want)
+		}
+		byConn[strconv.FormatUint(r.Conn, 10)] = s
+	}
+	if len(byConn) != conns {
+		t.Fatalf("connection ids not distinct: %v", byConn)
+	}
+
+	msgs := b.storedMsgs(t)
+	if want := conns * (perConn + 1); len(msgs) != want {
+		t.Fatalf("stream holds %d messages, want %d", len(msgs), want)
+	}
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		h := m.Headers()
+		conn, lineStr := h.Get(topology.HeaderConn), h.Get(topology.HeaderLine)
+		if m.Subject() != topology.Subject(topology.DefaultSource) {
+			t.Errorf("subject = %q", m.Subject())
+		}
+		if got, want := h.Get(topology.HeaderMsgID), "test-gw."+conn+"."+lineStr; got != want {
+			t.Errorf("%s = %q, want %q", topology.HeaderMsgID, got, want)
+		}
+		if seen[h.Get(topology.HeaderMsgID)] {
+			t.Errorf("message %s stored twice", h.Get(topology.HeaderMsgID))
+		}
+		seen[h.Get(topology.HeaderMsgID)] = true
+		if got := h.Get(topology.HeaderGateway); got != "test-gw" {
+			t.Errorf("%s = %q", topology.HeaderGateway, got)
+		}
+		if ts, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderReceivedAt)); err != nil || time.Since(ts) > time.Minute {
+			t.Errorf("%s = %q (%v)", topology.HeaderReceivedAt, h.Get(topology.HeaderReceivedAt), err)
+		}
+		s, ok := byConn[conn]
+		if !ok {
+			t.Fatalf("message from unknown connection %q", conn)
+		}
+		line, _ := strconv.ParseInt(lineStr, 10, 64)
+		if want, ok := s.lines[line]; !ok || string(m.Data()) != want {
+			t.Errorf("conn %s line %d = %q, want %q", conn, line, m.Data(), want)
+		}
+	}
+}
+
+func TestGatewayNamedSource(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_LISTEN": "127.0.0.1:0,tweets=127.0.0.1:0"}})
+	if r := send(t, b.addr(t, 1), []byte("{\"tweet\":1}\n")); r.Status != gateway.StatusOK || r.Lines != 1 {
+		t.Fatalf("receipt = %+v", r)
+	}
+	if r := send(t, b.addr(t, 0), []byte("{\"plain\":1}\n")); r.Status != gateway.StatusOK || r.Lines != 1 {
+		t.Fatalf("receipt = %+v", r)
+	}
+	got := map[string]string{}
+	for _, m := range b.storedMsgs(t) {
+		got[m.Subject()] = string(m.Data())
+	}
+	want := map[string]string{"ingest.tweets": `{"tweet":1}`, "ingest.default": `{"plain":1}`}
+	if !maps.Equal(got, want) {
+		t.Fatalf("stored = %v, want %v", got, want)
+	}
+}
+
+func TestGatewayOversizeLineIsSkipped(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_LINE_BYTES": "100", "GATEWAY_READ_BUFFER_BYTES": "512"}})
+	input := "first\n" + strings.Repeat("y", 5000) + "\nthird\n" + strings.Repeat("z", 101)
+	r := send(t, b.addr(t, 0), []byte(input))
+	want := gateway.Receipt{Status: gateway.StatusOK, Lines: 2, Bytes: int64(len(input)), TooLong: 2, Gateway: "test-gw", Conn: r.Conn}
+	if r != want {
+		t.Fatalf("receipt = %+v, want %+v", r, want)
+	}
+	var got []string
+	for _, m := range b.storedMsgs(t) {
+		got = append(got, m.Headers().Get(topology.HeaderLine)+":"+string(m.Data()))
+	}
+	if strings.Join(got, ",") != "1:first,3:third" {
+		t.Fatalf("stored %v, want lines 1 and 3", got)
+	}
+}
+
+func TestGatewayIdleTimeoutSendsReceipt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_IDLE_TIMEOUT": "300ms"}})
+	c := dial(t, b.addr(t, 0))
+	if _, err := c.Write([]byte("one\ntwo\npartial")); err != nil {
+		t.Fatal(err)
+	}
+	r := readReceipt(t, c, 10*time.Second)
+	if r.Status != gateway.StatusIdleTimeout || r.Lines != 2 || r.ResumeLine != 3 || r.Error == "" {
+		t.Fatalf("receipt = %+v, want idle_timeout with 2 lines, resume at 3", r)
+	}
+}
+
+// A connection that sends nothing (a port probe) gets an empty ok receipt.
+func TestGatewayEmptyConnection(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{})
+	r := send(t, b.addr(t, 0), nil)
+	if want := (gateway.Receipt{Status: gateway.StatusOK, Gateway: "test-gw", Conn: r.Conn}); r != want {
+		t.Fatalf("receipt = %+v, want %+v", r, want)
+	}
+}
+
+func TestGatewayConnectionCap(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_CONNECTIONS": "1"}})
+	first := dial(t, b.addr(t, 0))
+	if _, err := first.Write([]byte("first\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the first line to be stored", func() bool { return b.msgCount(t) == 1 })
+
+	// The second connection completes its handshake in the kernel's
+	// backlog, but the gateway does not accept it while the first is open.
+	second := dial(t, b.addr(t, 0))
+	if _, err := second.Write([]byte("second\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = second.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, err := second.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("second connection read = %d, %v; want no answer while the first is open", n, err)
+	}
+	if n := b.msgCount(t); n != 1 {
+		t.Fatalf("stream holds %d messages while at the cap, want 1", n)
+	}
+
+	if err := first.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if r := readReceipt(t, first, 10*time.Second); r.Status != gateway.StatusOK || r.Lines != 1 {
+		t.Fatalf("first receipt = %+v", r)
+	}
+	if r := readReceipt(t, second, 10*time.Second); r.Status != gateway.StatusOK || r.Lines != 1 {
+		t.Fatalf("second receipt = %+v", r)
+	}
+}
+
+// streamLines writes numbered lines to c until writing fails, counting the
+// bytes written.
+func streamLines(c net.Conn, lineSize int, written *atomic.Int64, limit int) {
+	pad := strings.Repeat("p", max(0, lineSize-40))
+	var buf []byte
+	for i := 1; limit == 0 || i <= limit; i++ {
+		buf = fmt.Appendf(buf, "{\"i\":%d,\"pad\":\"%s\"}\n", i, pad)
+		if len(buf) >= 32<<10 || i == limit {
+			n, err := c.Write(buf)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+			buf = buf[:0]
+		}
+	}
+}
+
+func TestGatewayShutdownMidStream(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_SHUTDOWN_TIMEOUT": "5s"}})
+	c := dial(t, b.addr(t, 0))
+	var written atomic.Int64
+	go streamLines(c, 200, &written, 0)
+	waitFor(t, 20*time.Second, "lines to be stored", func() bool { return b.msgCount(t) >= 500 })
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.stop() }()
+	r := readReceipt(t, c, 10*time.Second)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if r.Status != gateway.StatusShutdown || r.Error == "" {
+		t.Fatalf("receipt = %+v, want status shutdown", r)
+	}
+	msgs := b.storedMsgs(t)
+	if int64(len(msgs)) != r.Lines {
+		t.Fatalf("receipt says %d lines stored, stream holds %d", r.Lines, len(msgs))
+	}
+	if r.ResumeLine != r.Lines+1 {
+		t.Fatalf("resume_line = %d, want %d (lines + 1, no blank lines were sent)", r.ResumeLine, r.Lines+1)
+	}
+	for i, m := range msgs {
+		if got, want := m.Headers().Get(topology.HeaderLine), strconv.Itoa(i+1); got != want {
+			t.Fatalf("message %d has line %s, want %s", i, got, want)
+		}
+	}
+}
+
+func TestGatewayStreamFullHoldsSender(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{
+		streamMaxBytes: 256 << 10,
+		env: map[string]string{
+			"GATEWAY_INFLIGHT_BYTES":    "65536",
+			"GATEWAY_INFLIGHT_MESSAGES": "64",
+			"GATEWAY_MAX_LINE_BYTES":    "4096",
+		},
+	})
+	const lineSize, lines = 1000, 4000 // 4 MB, far more than socket buffers and the stream hold
+	c := dial(t, b.addr(t, 0))
+	_ = c.SetWriteBuffer(32 << 10)
+	var written atomic.Int64
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		streamLines(c, lineSize, &written, lines)
+		_ = c.CloseWrite()
+	}()
+
+	// The stream fills up, then the sender stalls: the gateway stops
+	// reading once its window is full of refused lines.
+	waitFor(t, 20*time.Second, "the stream to fill", func() bool {
+		info, err := b.stream.Info(t.Context())
+		return err == nil && info.State.Bytes > 200<<10
+	})
+	var last int64 = -1
+	waitFor(t, 20*time.Second, "the sender to stall", func() bool {
+		time.Sleep(300 * time.Millisecond)
+		n := written.Load()
+		stalled := n == last
+		last = n
+		return stalled
+	})
+	select {
+	case <-writerDone:
+		t.Fatalf("sender finished writing %d bytes although the stream is full", written.Load())
+	default:
+	}
+	stored := b.msgCount(t)
+	t.Logf("sender stalled after writing %d bytes; stream holds %d lines", written.Load(), stored)
+
+	// A consumer removes lines (work-queue retention deletes acked ones);
+	// everything flows again and lands exactly once.
+	cons, err := b.js.CreateOrUpdateConsumer(t.Context(), topology.StreamName, jetstream.ConsumerConfig{Durable: "drain", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		seen[m.Headers().Get(topology.HeaderLine)]++
+		mu.Unlock()
+		_ = m.Ack()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+
+	r := readReceipt(t, c, 60*time.Second)
+	if r.Status != gateway.StatusOK || r.Lines != lines {
+		t.Fatalf("receipt = %+v, want ok with %d lines (stream held %d when full)", r, lines, stored)
+	}
+	waitFor(t, 20*time.Second, "the consumer to see every line", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == lines
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for line, n := range seen {
+		if n != 1 {
+			t.Errorf("line %s delivered %d times", line, n)
+		}
+	}
+}
+
+// Lines in flight when NATS restarts fail and are published again; each is
+// stored exactly once.
+func TestGatewaySurvivesNATSRestart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_PUBLISH_TIMEOUT": "2s"}})
+	const lines = 8000
+	c := dial(t, b.addr(t, 0))
+	var written atomic.Int64
+	go func() {
+		streamLines(c, 200, &written, lines)
+		_ = c.CloseWrite()
+	}()
+	waitFor(t, 20*time.Second, "some lines to be stored", func() bool { return b.msgCount(t) >= 1000 })
+	if err := b.srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	r := readReceipt(t, c, 30*time.Second)
+	if r.Status != gateway.StatusOK || r.Lines != lines {
+		t.Fatalf("receipt = %+v, want ok with %d lines", r, lines)
+	}
+	msgs := b.storedMsgs(t)
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		line := m.Headers().Get(topology.HeaderLine)
+		if seen[line] {
+			t.Errorf("line %s stored twice", line)
+		}
+		seen[line] = true
+	}
+	if len(seen) != lines || len(msgs) != lines {
+		t.Fatalf("stream holds %d messages, %d distinct lines; want %d", len(msgs), len(seen), lines)
+	}
+}
+
+func TestGatewayClampsMaxLineToPayload(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_LINE_BYTES": "16777216", "GATEWAY_INFLIGHT_BYTES": "33554432"}})
+	if got, want := b.gw.MaxLineBytes(), embeddednats.DefaultMaxPayload-gateway.HeaderReserve; got != want {
+		t.Fatalf("max line = %d, want %d", got, want)
+	}
+	big := bytes.Repeat([]byte("b"), b.gw.MaxLineBytes())
+	r := send(t, b.addr(t, 0), append(big, '\n'))
+	if r.Status != gateway.StatusOK || r.Lines != 1 {
+		t.Fatalf("receipt = %+v", r)
+	}
+}
+
+func TestGatewayRunTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{noRun: true})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := b.gw.Run(ctx); err != nil {
+		t.Fatalf("Run = %v, want nil after a shutdown", err)
+	}
+	if err := b.gw.Run(t.Context()); !errors.Is(err, gateway.ErrAlreadyRunning) {
+		t.Fatalf("second Run = %v, want %v", err, gateway.ErrAlreadyRunning)
+	}
+}

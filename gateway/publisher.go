@@ -1,0 +1,483 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// JetStream error codes the publisher tells apart. nats.go names only some
+// of them; the values are nats-server's (jetstream_errors_generated.go).
+const (
+	// jsErrStoreFailed is JSStreamStoreFailedF: the stream refused to store
+	// a message. With DiscardNew its description is "maximum bytes
+	// exceeded" (or messages) when the stream is full.
+	jsErrStoreFailed jetstream.ErrorCode = 10077
+	// jsErrInsufficientResources is JSInsufficientResourcesErr: the server
+	// is out of JetStream storage or memory.
+	jsErrInsufficientResources jetstream.ErrorCode = 10023
+)
+
+// Retry timing for publishes that failed or timed out.
+const (
+	retryMin = 50 * time.Millisecond
+	retryMax = time.Second
+	// retryLogEvery limits retry warnings to one per this period per
+	// connection, so a full stream does not flood the log.
+	retryLogEvery = 5 * time.Second
+)
+
+// errAborted is returned by waits cut short by the shutdown deadline.
+var errAborted = errors.New("gave up waiting for acknowledgements at the shutdown deadline")
+
+// failure classifies a failed publish.
+type failure int
+
+const (
+	// failTransient is worth retrying: a timeout, a lost connection, a
+	// leader election.
+	failTransient failure = iota
+	// failFull is backpressure: the stream is full (DiscardNew) or the
+	// client's async publish limit is reached. Retried quietly; the sender
+	// waits until workers make room.
+	failFull
+	// failPermanent cannot succeed by retrying: the line is too large for
+	// the stream or the NATS connection is closed.
+	failPermanent
+)
+
+func classify(err error) failure {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jsErrStoreFailed:
+			if strings.Contains(apiErr.Description, "too large") {
+				return failPermanent
+			}
+			return failFull
+		case jsErrInsufficientResources:
+			return failFull
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum:
+			return failPermanent
+		}
+		return failTransient
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrTooManyStalledMsgs), errors.Is(err, nats.ErrReconnectBufExceeded):
+		return failFull
+	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrBadSubject),
+		errors.Is(err, nats.ErrHeadersNotSupported), errors.Is(err, nats.ErrInvalidConnection):
+		return failPermanent
+	}
+	return failTransient
+}
+
+// entry is one line on its way to JetStream. Entries are recycled through
+// entryPool once their publish is resolved, payload buffer and headers
+// included, so the steady state allocates little per line.
+type entry struct {
+	msg  nats.Msg
+	data []byte
+	vals []string // backing for the per-line header values
+
+	line int64
+	size int64
+
+	paf   jetstream.PubAckFuture // nil if the publish call itself failed
+	err   error                  // known failure of the latest attempt
+	acked bool
+}
+
+// maxPooledPayload is the largest payload buffer kept for reuse; a rare
+// long line should not pin its buffer in the pool.
+const maxPooledPayload = 64 << 10
+
+var entryPool = sync.Pool{New: func() any {
+	e := &entry{vals: make([]string, 2)}
+	e.msg.Header = make(nats.Header, 5)
+	e.msg.Header[topology.HeaderMsgID] = e.vals[0:1:1]
+	e.msg.Header[topology.HeaderLine] = e.vals[1:2:2]
+	return e
+}}
+
+func putEntry(e *entry) {
+	e.paf, e.err, e.acked = nil, nil, false
+	if cap(e.data) > maxPooledPayload {
+		e.data = nil
+	}
+	e.msg.Data = nil
+	entryPool.Put(e)
+}
+
+// window is a connection's in-flight window: the entries published and not
+// yet acknowledged, oldest first, bounded by count and by payload bytes. The
+// session reserves room before publishing (blocking while the window is
+// full) and pushes; the ack loop takes entries from the front. One
+// goroutine reserves and pushes, one takes; the mutex makes the two safe
+// together.
+//
+// A reader blocked on a full window is woken only once the window has
+// drained to three quarters, so that it then publishes a batch instead of
+// trading one wake-up per line with the ack loop.
+type window struct {
+	maxMsgs  int
+	maxBytes int64
+	lowMsgs  int
+	lowBytes int64
+
+	mu           sync.Mutex
+	queue        []*entry
+	msgs         int // reserved, including queued
+	bytes        int64
+	closed       bool
+	failed       error // set when the ack loop stops for good
+	roomWaiting  bool
+	itemsWaiting bool
+	room         chan struct{}
+	items        chan struct{}
+}
+
+func newWindow(maxMsgs int, maxBytes int64) *window {
+	return &window{
+		maxMsgs: maxMsgs, maxBytes: maxBytes,
+		lowMsgs: maxMsgs * 3 / 4, lowBytes: maxBytes * 3 / 4,
+		room: make(chan struct{}, 1), items: make(chan struct{}, 1),
+	}
+}
+
+// reserve blocks until the window has room for one more line of n bytes, ctx
+// is done or the window has failed. A line larger than the whole byte budget
+// gets in alone.
+func (w *window) reserve(ctx context.Context, n int64) error {
+	for {
+		w.mu.Lock()
+		if w.failed != nil {
+			err := w.failed
+			w.mu.Unlock()
+			return err
+		}
+		if w.msgs == 0 || (w.msgs < w.maxMsgs && w.bytes+n <= w.maxBytes) {
+			w.msgs++
+			w.bytes += n
+			w.mu.Unlock()
+			return nil
+		}
+		w.roomWaiting = true
+		w.mu.Unlock()
+		select {
+		case <-w.room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// fail makes reserve return err from now on, waking a waiting reserve.
+func (w *window) fail(err error) {
+	w.mu.Lock()
+	w.failed = err
+	w.wakeRoomLocked()
+	w.mu.Unlock()
+}
+
+func (w *window) push(e *entry) {
+	w.mu.Lock()
+	w.queue = append(w.queue, e)
+	if w.itemsWaiting {
+		w.itemsWaiting = false
+		select {
+		case w.items <- struct{}{}:
+		default:
+		}
+	}
+	w.mu.Unlock()
+}
+
+// close tells the ack loop no more entries will come.
+func (w *window) close() {
+	w.mu.Lock()
+	w.closed = true
+	select {
+	case w.items <- struct{}{}:
+	default:
+	}
+	w.mu.Unlock()
+}
+
+// front returns the oldest entry, waiting for one. It returns false once the
+// window is closed and empty, or when abort is closed.
+func (w *window) front(abort <-chan struct{}) (*entry, bool) {
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			e := w.queue[0]
+			w.mu.Unlock()
+			return e, true
+		}
+		if w.closed {
+			w.mu.Unlock()
+			return nil, false
+		}
+		w.itemsWaiting = true
+		w.mu.Unlock()
+		select {
+		case <-w.items:
+		case <-abort:
+			return nil, false
+		}
+	}
+}
+
+// pop removes the oldest entry and frees its room.
+func (w *window) pop() *entry {
+	w.mu.Lock()
+	e := w.queue[0]
+	w.queue[0] = nil
+	w.queue = w.queue[1:]
+	w.msgs--
+	w.bytes -= e.size
+	if w.msgs == 0 || (w.msgs <= w.lowMsgs && w.bytes <= w.lowBytes) {
+		w.wakeRoomLocked()
+	}
+	w.mu.Unlock()
+	return e
+}
+
+func (w *window) wakeRoomLocked() {
+	if w.roomWaiting {
+		w.roomWaiting = false
+		select {
+		case w.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// snapshot returns the queued entries, oldest first.
+func (w *window) snapshot() []*entry {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]*entry(nil), w.queue...)
+}
+
+// publisherConfig is what a connection's publisher needs to know.
+type publisherConfig struct {
+	// inflightMessages and inflightBytes bound the window.
+	inflightMessages int
+	inflightBytes    int64
+}
+
+// publisher publishes one connection's lines asynchronously and processes
+// their acknowledgements in order in its own goroutine ([publisher.run]),
+// retrying failed publishes with the same message id. publish is called by
+// the session goroutine only.
+type publisher struct {
+	js     jetstream.JetStream
+	logger *slog.Logger
+	win    *window
+
+	subject  string
+	idPrefix string   // "<instance>.<conn>."
+	gateway  []string // shared header values, never modified
+	conn     []string
+	scratch  []byte
+
+	done chan struct{} // closed when run returns
+
+	// Owned by run until done is closed, then read by the session.
+	acked   int64 // lines acknowledged
+	lastErr error // the last publish failure, for the receipt
+	failed  error // a permanent failure that stopped the publisher
+	lastLog time.Time
+	quiet   int // retries not logged since lastLog
+}
+
+func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject, instance, conn string, logger *slog.Logger) *publisher {
+	return &publisher{
+		js:       js,
+		logger:   logger,
+		win:      newWindow(cfg.inflightMessages, cfg.inflightBytes),
+		subject:  subject,
+		idPrefix: instance + "." + conn + ".",
+		gateway:  []string{instance},
+		conn:     []string{conn},
+		done:     make(chan struct{}),
+	}
+}
+
+// publish sends one record, copying it, with receivedAt as its
+// Jetline-Received-At header value (shared between lines; not modified).
+// It blocks while the window is full. It fails only if ctx is done or the
+// publisher has failed permanently (see [publisher.run]); a failed publish
+// is otherwise left to run to retry.
+func (p *publisher) publish(ctx context.Context, rec []byte, line int64, receivedAt []string) error {
+	size := int64(len(rec))
+	if err := p.win.reserve(ctx, size); err != nil {
+		return err
+	}
+	e := entryPool.Get().(*entry)
+	e.data = append(e.data[:0], rec...)
+	e.line, e.size = line, size
+	e.msg.Subject = p.subject
+	e.msg.Data = e.data
+	// One allocation for the message id; the line number is its tail.
+	p.scratch = strconv.AppendInt(append(p.scratch[:0], p.idPrefix...), line, 10)
+	id := string(p.scratch)
+	e.vals[0], e.vals[1] = id, id[len(p.idPrefix):]
+	h := e.msg.Header
+	h[topology.HeaderGateway] = p.gateway
+	h[topology.HeaderConn] = p.conn
+	h[topology.HeaderReceivedAt] = receivedAt
+	e.paf, e.err = p.js.PublishMsgAsync(&e.msg)
+	p.win.push(e)
+	return nil
+}
+
+// close tells run that no more lines will come; run returns once every
+// queued line is acknowledged.
+func (p *publisher) close() { p.win.close() }
+
+// run processes acknowledgements in publish order until the window is closed
+// and drained, a publish fails permanently, or abort is closed. Failed and
+// timed-out publishes are retried with backoff while the rest wait.
+func (p *publisher) run(abort <-chan struct{}) {
+	defer close(p.done)
+	var delay time.Duration
+	retrying := false
+	for {
+		e, ok := p.win.front(abort)
+		if !ok {
+			return
+		}
+		err := p.await(e, abort)
+		if err == nil {
+			p.win.pop()
+			p.acked++
+			putEntry(e)
+			delay = 0
+			if retrying {
+				// The head got through; the lines behind it that failed
+				// meanwhile are sent again at once, not one by one.
+				retrying = false
+				p.resendFailed()
+			}
+			continue
+		}
+		if errors.Is(err, errAborted) {
+			return
+		}
+		p.lastErr = err
+		kind := classify(err)
+		if kind == failPermanent {
+			p.logger.Error("publish failed and cannot succeed by retrying; closing the connection", "line", e.line, "err", err)
+			p.failed = err
+			p.win.fail(err)
+			return
+		}
+		p.logRetry(kind, e.line, err)
+		delay = min(max(2*delay, retryMin), retryMax)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-abort:
+			t.Stop()
+			return
+		}
+		retrying = true
+		p.resend(e)
+	}
+}
+
+// await waits for the result of e's latest publish attempt.
+func (p *publisher) await(e *entry, abort <-chan struct{}) error {
+	switch {
+	case e.acked:
+		return nil
+	case e.err != nil:
+		return e.err
+	}
+	select {
+	case <-e.paf.Ok():
+		e.acked = true
+		return nil
+	case err := <-e.paf.Err():
+		e.err = err
+		return err
+	case <-abort:
+		return errAborted
+	}
+}
+
+// poll records e's result if it has arrived, without waiting.
+func (p *publisher) poll(e *entry) {
+	if e.acked || e.err != nil {
+		return
+	}
+	select {
+	case <-e.paf.Ok():
+		e.acked = true
+	case err := <-e.paf.Err():
+		e.err = err
+	default:
+	}
+}
+
+// resend publishes e again with the same headers, so the message id lets
+// JetStream drop it if an earlier attempt was stored after all.
+func (p *publisher) resend(e *entry) {
+	e.acked = false
+	e.paf, e.err = p.js.PublishMsgAsync(&e.msg)
+}
+
+func (p *publisher) resendFailed() {
+	for _, e := range p.win.snapshot() {
+		p.poll(e)
+		if e.err != nil {
+			p.resend(e)
+		}
+	}
+}
+
+func (p *publisher) logRetry(kind failure, line int64, err error) {
+	now := time.Now()
+	if now.Sub(p.lastLog) < retryLogEvery {
+		p.quiet++
+		return
+	}
+	msg := "publish failed; retrying"
+	if kind == failFull {
+		msg = "stream full; holding the sender until workers make room"
+	}
+	p.logger.Warn(msg, "line", line, "err", err, "retries_not_logged", p.quiet)
+	p.lastLog, p.quiet = now, 0
+}
+
+// outcome summarises the publisher after run has returned: lines stored,
+// and the first line not known to be stored (0 if all are).
+func (p *publisher) outcome() (acked, firstPending int64) {
+	<-p.done
+	acked = p.acked
+	// Lines behind a stuck one may have been stored; count them so the
+	// receipt matches the stream. Everything before firstPending is stored.
+	for _, e := range p.win.snapshot() {
+		if e.paf != nil {
+			p.poll(e)
+		}
+		if e.acked {
+			acked++
+		} else if firstPending == 0 {
+			firstPending = e.line
+		}
+	}
+	return acked, firstPending
+}

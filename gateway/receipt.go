@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"encoding/json"
+)
+
+// Receipt statuses.
+const (
+	// StatusOK means the sender's input ended and every line was stored.
+	StatusOK = "ok"
+	// StatusShutdown means the gateway stopped before it had stored the
+	// whole input.
+	StatusShutdown = "shutdown"
+	// StatusIdleTimeout means the sender sent nothing for
+	// GATEWAY_IDLE_TIMEOUT.
+	StatusIdleTimeout = "idle_timeout"
+	// StatusError means reading the connection failed or a line could not
+	// be stored.
+	StatusError = "error"
+)
+
+// Receipt is the one JSON line the gateway writes back on a connection
+// before closing it, e.g.
+//
+//	{"status":"ok","lines":100000,"bytes":562066000,"blank":0,"too_long":0,"gateway":"gw1-1a2b3c4d","conn":7}
+//
+// Counts cover only what is durable in JetStream. Unless Status is
+// [StatusOK], ResumeLine tells the sender where to start again: every line
+// before it is stored (lines after it may be stored too).
+type Receipt struct {
+	// Status is [StatusOK], [StatusShutdown], [StatusIdleTimeout] or
+	// [StatusError].
+	Status string `json:"status"`
+	// Lines is the number of lines stored in JetStream (acknowledged).
+	Lines int64 `json:"lines"`
+	// Bytes is the number of bytes received on the connection.
+	Bytes int64 `json:"bytes"`
+	// Blank is the number of empty lines skipped.
+	Blank int64 `json:"blank"`
+	// TooLong is the number of lines skipped for exceeding the maximum
+	// line length.
+	TooLong int64 `json:"too_long"`
+	// ResumeLine is the 1-based line number to resend from; 0 (omitted)
+	// when Status is ok.
+	ResumeLine int64 `json:"resume_line,omitempty"`
+	// Error says what went wrong, when Status is not ok.
+	Error string `json:"error,omitempty"`
+	// Gateway and Conn are the Jetline-Gateway and Jetline-Conn headers of
+	// this connection's lines.
+	Gateway string `json:"gateway"`
+	Conn    uint64 `json:"conn"`
+}
+
+// line returns the receipt as JSON followed by a newline.
+func (r Receipt) line() []byte {
+	b, err := json.Marshal(r)
+	if err != nil {
+		// A struct of strings and numbers always marshals.
+		panic("gateway: marshal receipt: " + err.Error())
+	}
+	return append(b, '\n')
+}
