@@ -113,6 +113,23 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// ProbeLocal probes /readyz of a server listening on addr (as given in
+// configuration, e.g. ":8080") on this host. envVar names the setting in
+// errors.
+func ProbeLocal(envVar, addr string) error {
+	if addr == "" {
+		return fmt.Errorf("%s is empty, so there is no health endpoint to probe", envVar)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", envVar, addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return Probe("http://"+net.JoinHostPort(host, port)+"/readyz", 3*time.Second)
+}
+
 // Probe performs a GET on url and fails unless it answers 200 within
 // timeout. The programs' `healthcheck` sub-command uses it, so container
 // images need no curl.

@@ -83,3 +83,32 @@ func Connect(ctx context.Context, cfg NATSConfig, name string, logger *slog.Logg
 		wait = min(wait*2, 2*time.Second)
 	}
 }
+
+// Drain flushes what nc has buffered (publishes, acks), unsubscribes and
+// closes it, waiting at most timeout before closing it anyway. Programs call
+// it last on their way out.
+func Drain(nc *nats.Conn, timeout time.Duration) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain nats connection: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return fmt.Errorf("drain nats connection: timed out after %s; closed it", timeout)
+	}
+}
+
+// Connected is a readiness check that passes while nc is connected.
+func Connected(nc *nats.Conn) func(context.Context) error {
+	return func(context.Context) error {
+		if s := nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("nats connection is %s", s)
+		}
+		return nil
+	}
+}

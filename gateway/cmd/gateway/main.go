@@ -10,15 +10,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
-	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/gateway"
@@ -63,7 +60,11 @@ func run() error {
 		}
 		return err
 	}
-	defer drain(nc, logger)
+	defer func() {
+		if err := topology.Drain(nc, drainTimeout); err != nil {
+			logger.Warn("leaving", "err", err)
+		}
+	}()
 	if _, err := topology.EnsureStream(ctx, js, cfg.Stream); err != nil {
 		return err
 	}
@@ -73,12 +74,7 @@ func run() error {
 	}
 
 	hs := health.New(cfg.HealthAddr, logger)
-	hs.AddCheck("nats", func(context.Context) error {
-		if s := nc.Status(); s != nats.CONNECTED {
-			return fmt.Errorf("nats connection is %s", s)
-		}
-		return nil
-	})
+	hs.AddCheck("nats", topology.Connected(nc))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return gw.Run(gctx) })
@@ -89,34 +85,11 @@ func run() error {
 	return nil
 }
 
-// drain flushes what the gateway published and closes the connection.
-func drain(nc *nats.Conn, logger *slog.Logger) {
-	closed := make(chan struct{})
-	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-		return
-	}
-	select {
-	case <-closed:
-	case <-time.After(drainTimeout):
-		logger.Warn("nats drain timed out; closing", "timeout", drainTimeout)
-		nc.Close()
-	}
-}
-
 // healthcheck probes /readyz of the gateway running on this host.
 func healthcheck() error {
 	cfg, err := env.ParseAs[gateway.Config]()
 	if err != nil {
 		return fmt.Errorf("read configuration: %w", err)
 	}
-	if cfg.HealthAddr == "" {
-		return errors.New("GATEWAY_HEALTH_ADDR is empty, so there is no health endpoint to probe")
-	}
-	_, port, err := net.SplitHostPort(cfg.HealthAddr)
-	if err != nil {
-		return fmt.Errorf("GATEWAY_HEALTH_ADDR %q: %w", cfg.HealthAddr, err)
-	}
-	return health.Probe("http://"+net.JoinHostPort("127.0.0.1", port)+"/readyz", 3*time.Second)
+	return health.ProbeLocal("GATEWAY_HEALTH_ADDR", cfg.HealthAddr)
 }

@@ -9,10 +9,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,7 +18,6 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/shared/health"
@@ -113,12 +110,7 @@ func run(ctx context.Context, cfg worker.Config) error {
 	}
 
 	hs := health.New(cfg.HealthAddr, logger)
-	hs.AddCheck("nats", func(context.Context) error {
-		if s := nc.Status(); s != nats.CONNECTED {
-			return fmt.Errorf("nats connection is %s", s)
-		}
-		return nil
-	})
+	hs.AddCheck("nats", topology.Connected(nc))
 	hs.AddCheck("postgres", pool.Ping)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -126,8 +118,8 @@ func run(ctx context.Context, cfg worker.Config) error {
 	g.Go(func() error {
 		// Acks are published asynchronously: flush them before leaving.
 		defer func() {
-			if err := drain(nc, cfg.ShutdownTimeout); err != nil {
-				logger.Warn("draining nats connection", "err", err)
+			if err := topology.Drain(nc, cfg.ShutdownTimeout); err != nil {
+				logger.Warn("leaving", "err", err)
 			}
 		}()
 		if err := createTable(gctx, store, logger); err != nil {
@@ -185,32 +177,7 @@ func createTable(ctx context.Context, store *worker.PostgresStore, logger *slog.
 	}
 }
 
-// drain flushes pending acks and closes nc, waiting at most timeout.
-func drain(nc *nats.Conn, timeout time.Duration) error {
-	closed := make(chan struct{})
-	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := nc.Drain(); err != nil {
-		return err
-	}
-	select {
-	case <-closed:
-		return nil
-	case <-time.After(timeout):
-		return errors.New("timed out")
-	}
-}
-
 // healthcheck probes the running worker's /readyz on WORKER_HEALTH_ADDR.
 func healthcheck(_ context.Context, cfg worker.Config, _ []string) error {
-	if cfg.HealthAddr == "" {
-		return errors.New("WORKER_HEALTH_ADDR is empty, so there is no endpoint to probe")
-	}
-	host, port, err := net.SplitHostPort(cfg.HealthAddr)
-	if err != nil {
-		return fmt.Errorf("WORKER_HEALTH_ADDR %q: %w", cfg.HealthAddr, err)
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	return health.Probe("http://"+net.JoinHostPort(host, port)+"/readyz", 3*time.Second)
+	return health.ProbeLocal("WORKER_HEALTH_ADDR", cfg.HealthAddr)
 }
