@@ -48,6 +48,12 @@ type Config struct {
 	// not yet acknowledged. It must be at least MaxLineBytes. Defaults to
 	// 8388608 (8 MiB).
 	InflightBytes int64 `env:"GATEWAY_INFLIGHT_BYTES" envDefault:"8388608"`
+	// InflightTotalBytes caps the payload bytes published but not yet
+	// acknowledged across all connections, so the gateway's memory stays
+	// bounded however many senders there are; connections wait for room
+	// like they do on a full window. It must be at least
+	// GATEWAY_INFLIGHT_BYTES. Defaults to 268435456 (256 MiB).
+	InflightTotalBytes int64 `env:"GATEWAY_INFLIGHT_TOTAL_BYTES" envDefault:"268435456"`
 	// PublishTimeout is how long the gateway waits for JetStream to
 	// acknowledge one line before publishing it again (with the same
 	// message id, so it is stored once). Defaults to 10s.
@@ -155,6 +161,9 @@ func (c Config) validateGateway() error {
 	}
 	if c.InflightBytes < int64(c.MaxLineBytes) {
 		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_BYTES (%d) must be at least GATEWAY_MAX_LINE_BYTES (%d) so the longest line fits in the window: raise it or lower the line limit", c.InflightBytes, c.MaxLineBytes))
+	}
+	if c.InflightTotalBytes < c.InflightBytes {
+		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_TOTAL_BYTES (%d) must be at least GATEWAY_INFLIGHT_BYTES (%d): raise it or lower the per-connection window", c.InflightTotalBytes, c.InflightBytes))
 	}
 	if c.PublishTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("GATEWAY_PUBLISH_TIMEOUT must be positive (got %s)", c.PublishTimeout))

@@ -37,6 +37,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"ReadBufferBytes", cfg.ReadBufferBytes, 64 << 10},
 		{"InflightMessages", cfg.InflightMessages, 4096},
 		{"InflightBytes", cfg.InflightBytes, int64(8 << 20)},
+		{"InflightTotalBytes", cfg.InflightTotalBytes, int64(256 << 20)},
 		{"PublishTimeout", cfg.PublishTimeout, 10 * time.Second},
 		{"IdleTimeout", cfg.IdleTimeout, 5 * time.Minute},
 		{"ShutdownTimeout", cfg.ShutdownTimeout, 30 * time.Second},

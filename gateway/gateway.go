@@ -33,6 +33,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -127,6 +128,7 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 		publisher: publisherConfig{
 			inflightMessages: cfg.InflightMessages,
 			inflightBytes:    cfg.InflightBytes,
+			total:            semaphore.NewWeighted(cfg.InflightTotalBytes),
 		},
 		abort:         g.abort,
 		shutdownWrite: reserve / 2,

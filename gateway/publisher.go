@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -132,6 +133,10 @@ func putEntry(e *entry) {
 type window struct {
 	maxMsgs  int
 	maxBytes int64
+	// total is the gateway-wide byte budget shared by every window, so that
+	// many connections together stay within a bound too. Each line holds
+	// its size from reserve until pop, or until the session ends.
+	total    *semaphore.Weighted
 	lowMsgs  int
 	lowBytes int64
 
@@ -147,9 +152,9 @@ type window struct {
 	items        chan struct{}
 }
 
-func newWindow(maxMsgs int, maxBytes int64) *window {
+func newWindow(maxMsgs int, maxBytes int64, total *semaphore.Weighted) *window {
 	return &window{
-		maxMsgs: maxMsgs, maxBytes: maxBytes,
+		maxMsgs: maxMsgs, maxBytes: maxBytes, total: total,
 		lowMsgs: maxMsgs * 3 / 4, lowBytes: maxBytes * 3 / 4,
 		room: make(chan struct{}, 1), items: make(chan struct{}, 1),
 	}
@@ -170,7 +175,7 @@ func (w *window) reserve(ctx context.Context, n int64) error {
 			w.msgs++
 			w.bytes += n
 			w.mu.Unlock()
-			return nil
+			return w.reserveTotal(ctx, n)
 		}
 		w.roomWaiting = true
 		w.mu.Unlock()
@@ -180,6 +185,22 @@ func (w *window) reserve(ctx context.Context, n int64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// reserveTotal takes n bytes of the gateway-wide budget, undoing the
+// window's own reservation if it cannot.
+func (w *window) reserveTotal(ctx context.Context, n int64) error {
+	if w.total == nil || w.total.TryAcquire(n) {
+		return nil
+	}
+	if err := w.total.Acquire(ctx, n); err != nil {
+		w.mu.Lock()
+		w.msgs--
+		w.bytes -= n
+		w.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // fail makes reserve return err from now on, waking a waiting reserve.
@@ -246,6 +267,9 @@ func (w *window) pop() *entry {
 	w.queue = w.queue[1:]
 	w.msgs--
 	w.bytes -= e.size
+	if w.total != nil {
+		w.total.Release(e.size)
+	}
 	if w.msgs == 0 || (w.msgs <= w.lowMsgs && w.bytes <= w.lowBytes) {
 		w.wakeRoomLocked()
 	}
@@ -263,6 +287,17 @@ func (w *window) wakeRoomLocked() {
 	}
 }
 
+// releaseTotal gives the gateway-wide budget held by the entries still
+// queued back, once the session is over and will not wait for them.
+func (w *window) releaseTotal() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.total != nil && w.bytes > 0 {
+		w.total.Release(w.bytes)
+		w.bytes = 0
+	}
+}
+
 // snapshot returns the queued entries, oldest first.
 func (w *window) snapshot() []*entry {
 	w.mu.Lock()
@@ -275,6 +310,9 @@ type publisherConfig struct {
 	// inflightMessages and inflightBytes bound the window.
 	inflightMessages int
 	inflightBytes    int64
+	// total bounds the bytes in flight across all connections; nil means
+	// no gateway-wide bound.
+	total *semaphore.Weighted
 }
 
 // publisher publishes one connection's lines asynchronously and processes
@@ -306,7 +344,7 @@ func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject, instance
 	return &publisher{
 		js:       js,
 		logger:   logger,
-		win:      newWindow(cfg.inflightMessages, cfg.inflightBytes),
+		win:      newWindow(cfg.inflightMessages, cfg.inflightBytes, cfg.total),
 		subject:  subject,
 		idPrefix: instance + "." + conn + ".",
 		gateway:  []string{instance},
@@ -479,5 +517,6 @@ func (p *publisher) outcome() (acked, firstPending int64) {
 			firstPending = e.line
 		}
 	}
+	p.win.releaseTotal()
 	return acked, firstPending
 }
