@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -69,7 +70,7 @@ type Config struct {
 	// of a restarted gateway as duplicates. Defaults to the host name plus
 	// a random suffix, chosen at start.
 	Instance string `env:"GATEWAY_INSTANCE"`
-	// HealthAddr is where /healthz and /readyz are served; "" disables
+	// HealthAddr is where /healthz and /readyz are served; "off" disables
 	// them. Defaults to ":8080".
 	HealthAddr string `env:"GATEWAY_HEALTH_ADDR" envDefault:":8080"`
 
@@ -129,9 +130,9 @@ func (c Config) Validate() error {
 	if c.PublishTimeout > 0 && c.Stream.DuplicateWindow > 0 && 2*c.PublishTimeout > c.Stream.DuplicateWindow {
 		errs = append(errs, fmt.Errorf("GATEWAY_PUBLISH_TIMEOUT (%s) must be at most half of INGEST_DUPLICATE_WINDOW (%s), so a line published again after a lost acknowledgement is still recognised as a duplicate", c.PublishTimeout, c.Stream.DuplicateWindow))
 	}
-	if c.HealthAddr != "" {
+	if health.Enabled(c.HealthAddr) {
 		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
-			errs = append(errs, fmt.Errorf("GATEWAY_HEALTH_ADDR %q is not host:port (e.g. :8080), or empty to disable: %w", c.HealthAddr, err))
+			errs = append(errs, fmt.Errorf("GATEWAY_HEALTH_ADDR %q is not host:port (e.g. :8080), or off to disable: %w", c.HealthAddr, err))
 		}
 	}
 	errs = append(errs, c.NATS.Validate(), c.Stream.Validate(), c.Log.Validate())

@@ -79,7 +79,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero idle timeout", map[string]string{"GATEWAY_IDLE_TIMEOUT": "0s"}, "GATEWAY_IDLE_TIMEOUT"},
 		{"bad instance", map[string]string{"GATEWAY_INSTANCE": "has space"}, "GATEWAY_INSTANCE"},
 		{"bad health addr", map[string]string{"GATEWAY_HEALTH_ADDR": "8080"}, "GATEWAY_HEALTH_ADDR"},
-		{"health disabled", map[string]string{"GATEWAY_HEALTH_ADDR": ""}, ""},
+		{"health disabled", map[string]string{"GATEWAY_HEALTH_ADDR": "off"}, ""},
 		{"nested settings are checked", map[string]string{"INGEST_MAX_BYTES": "0"}, "INGEST_MAX_BYTES"},
 	}
 	for _, tt := range tests {

@@ -30,7 +30,7 @@ import (
 var testEnv = map[string]string{
 	"GATEWAY_LISTEN":      "127.0.0.1:0",
 	"GATEWAY_ACCEPTORS":   "2",
-	"GATEWAY_HEALTH_ADDR": "",
+	"GATEWAY_HEALTH_ADDR": "off",
 	"GATEWAY_INSTANCE":    "test-gw",
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -61,7 +62,7 @@ type Config struct {
 	// stop, finishing and committing the batches in hand
 	// (WORKER_SHUTDOWN_TIMEOUT). Defaults to 30s.
 	ShutdownTimeout time.Duration `env:"WORKER_SHUTDOWN_TIMEOUT" envDefault:"30s"`
-	// HealthAddr is where /healthz and /readyz are served; empty disables
+	// HealthAddr is where /healthz and /readyz are served; "off" disables
 	// them (WORKER_HEALTH_ADDR). Defaults to :8081.
 	HealthAddr string `env:"WORKER_HEALTH_ADDR" envDefault:":8081"`
 	// Instance names this process in logs and in its NATS connection
@@ -112,9 +113,9 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WORKER_SHUTDOWN_TIMEOUT must be positive (got %s), e.g. 30s", c.ShutdownTimeout))
 	}
-	if c.HealthAddr != "" {
+	if health.Enabled(c.HealthAddr) {
 		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
-			errs = append(errs, fmt.Errorf("WORKER_HEALTH_ADDR %q is not host:port (e.g. :8081), or leave it empty to disable: %w", c.HealthAddr, err))
+			errs = append(errs, fmt.Errorf("WORKER_HEALTH_ADDR %q is not host:port (e.g. :8081), or off to disable: %w", c.HealthAddr, err))
 		}
 	}
 	if err := c.NATS.Validate(); err != nil {

@@ -67,7 +67,7 @@ func TestConfigValidate(t *testing.T) {
 			}
 		}
 	}
-	if err := parseConfig(t, map[string]string{"WORKER_HEALTH_ADDR": ""}).Validate(); err != nil {
+	if err := parseConfig(t, map[string]string{"WORKER_HEALTH_ADDR": "off"}).Validate(); err != nil {
 		t.Errorf("empty WORKER_HEALTH_ADDR (disabled): %v", err)
 	}
 }

@@ -31,8 +31,16 @@ type Server struct {
 	ln     net.Listener
 }
 
-// New returns a server that will listen on addr (e.g. ":8080"); an empty
-// addr disables it and Run returns when ctx is done.
+// Off is the address value that disables the health server. (An empty
+// environment variable cannot: the configuration library treats it as unset
+// and applies the default.)
+const Off = "off"
+
+// Enabled reports whether addr asks for a health server.
+func Enabled(addr string) bool { return addr != "" && addr != Off }
+
+// New returns a server that will listen on addr (e.g. ":8080"); addr [Off]
+// (or empty) disables it and Run just waits for ctx to be done.
 func New(addr string, logger *slog.Logger) *Server {
 	s := &Server{addr: addr, logger: logger.With("component", "health"), mux: http.NewServeMux(), checks: map[string]Check{}}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -85,7 +93,7 @@ func (s *Server) Addr() net.Addr {
 
 // Run serves until ctx is done, then shuts down within five seconds.
 func (s *Server) Run(ctx context.Context) error {
-	if s.addr == "" {
+	if !Enabled(s.addr) {
 		<-ctx.Done()
 		return nil
 	}
@@ -117,8 +125,8 @@ func (s *Server) Run(ctx context.Context) error {
 // configuration, e.g. ":8080") on this host. envVar names the setting in
 // errors.
 func ProbeLocal(envVar, addr string) error {
-	if addr == "" {
-		return fmt.Errorf("%s is empty, so there is no health endpoint to probe", envVar)
+	if !Enabled(addr) {
+		return fmt.Errorf("%s is %q, so there is no health endpoint to probe", envVar, addr)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
