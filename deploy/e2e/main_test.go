@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,11 +18,6 @@ var programs struct {
 	gateway string
 	worker  string
 }
-
-// buildDirPrefix starts the name of the directory the programs are built
-// into; the process id follows, so a later run can tell a directory whose
-// run has ended.
-const buildDirPrefix = "jetline-e2e-bin-"
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -41,19 +33,14 @@ func TestMain(m *testing.M) {
 	if testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "e2e: built the gateway and worker (race=%t) into %s in %s\n", raceEnabled, dir, time.Since(start).Round(time.Millisecond))
 	}
-	testenv.Main(m)
+	testenv.Main(m, func() { os.RemoveAll(dir) })
 }
 
 // buildPrograms builds the gateway and the worker into a new temporary
 // directory, with -race if this test binary has it, and returns the
 // directory.
-//
-// testenv.Main ends the process without returning, so the directory cannot
-// be removed by the run that made it; each run removes those of runs that
-// have ended instead.
 func buildPrograms() (string, error) {
-	removeStaleBuilds()
-	dir, err := os.MkdirTemp("", buildDirPrefix+strconv.Itoa(os.Getpid())+"-")
+	dir, err := os.MkdirTemp("", "jetline-e2e-bin-")
 	if err != nil {
 		return "", fmt.Errorf("create build directory: %w", err)
 	}
@@ -70,26 +57,4 @@ func buildPrograms() (string, error) {
 	programs.gateway = filepath.Join(dir, "gateway")
 	programs.worker = filepath.Join(dir, "worker")
 	return dir, nil
-}
-
-// removeStaleBuilds removes the build directories of runs whose process
-// no longer exists. Errors are ignored: a directory left behind costs disk
-// space, not correctness.
-func removeStaleBuilds() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), buildDirPrefix+"*"))
-	for _, d := range dirs {
-		pidText, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), buildDirPrefix), "-")
-		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid <= 0 || pid == os.Getpid() || processExists(pid) {
-			continue
-		}
-		os.RemoveAll(d)
-	}
-}
-
-// processExists reports whether a process with this id exists (EPERM: it
-// does, under another user).
-func processExists(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }

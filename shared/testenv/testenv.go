@@ -62,8 +62,14 @@ func Postgres(t testing.TB) string {
 
 // Main runs the tests, stops the shared Postgres server and removes its
 // files, and exits with the tests' status. Call it from TestMain.
-func Main(m *testing.M) {
+//
+// cleanups run after the tests and before the shared server stops, for
+// what TestMain itself set up (built binaries, say): Main never returns.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
 	if err := stopShared(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
 	}
