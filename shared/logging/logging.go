@@ -42,7 +42,16 @@ func New(cfg Config, w io.Writer) *slog.Logger {
 	if format == "text" {
 		return slog.New(tint.NewHandler(w, &tint.Options{Level: cfg.Level, TimeFormat: time.TimeOnly + ".000"}))
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: cfg.Level}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: cfg.Level, ReplaceAttr: readableDurations}))
+}
+
+// readableDurations writes durations as "1.5s" rather than nanoseconds, so
+// JSON logs read like the terminal ones.
+func readableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 func isTerminal(w io.Writer) bool {
