@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -58,6 +59,13 @@ type Config struct {
 	// Table is the table raw lines land in, "name" or "schema.name"; it is
 	// created if missing (WORKER_TABLE). Defaults to events.
 	Table string `env:"WORKER_TABLE" envDefault:"events"`
+	// Pipelines lists pipeline spec files (YAML), comma-separated
+	// (WORKER_PIPELINES). Each sends the lines of its source to a table of
+	// its own, filtered and cleaned as it declares; lines of sources
+	// without a pipeline land raw in Table. The worker refuses to start if
+	// a spec has mistakes; `worker check-spec FILE` lists them. Defaults
+	// to none.
+	Pipelines []string `env:"WORKER_PIPELINES"`
 	// ShutdownTimeout bounds how long the worker spends, once asked to
 	// stop, finishing and committing the batches in hand
 	// (WORKER_SHUTDOWN_TIMEOUT). Defaults to 30s.
@@ -109,6 +117,12 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := ParseTableName(c.Table); err != nil {
 		errs = append(errs, fmt.Errorf("WORKER_TABLE: %w", err))
+	}
+	for _, p := range c.Pipelines {
+		if strings.TrimSpace(p) == "" {
+			errs = append(errs, fmt.Errorf("WORKER_PIPELINES has an empty entry (got %q); list spec files separated by commas, e.g. deploy/pipelines/tweets.yaml", strings.Join(c.Pipelines, ",")))
+			break
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WORKER_SHUTDOWN_TIMEOUT must be positive (got %s), e.g. 30s", c.ShutdownTimeout))

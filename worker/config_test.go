@@ -32,6 +32,12 @@ func TestConfigDefaults(t *testing.T) {
 	if got := cfg.Consumer(); got.MaxAckPending != 500*2*8 || got.AckWait != 30*time.Second || got.MaxDeliver != -1 {
 		t.Fatalf("consumer config %+v", got)
 	}
+	if len(cfg.Pipelines) != 0 {
+		t.Fatalf("pipelines %q by default, want none", cfg.Pipelines)
+	}
+	if got := parseConfig(t, map[string]string{"WORKER_PIPELINES": "a.yaml,b.yaml"}).Pipelines; len(got) != 2 || got[1] != "b.yaml" {
+		t.Fatalf("WORKER_PIPELINES=a.yaml,b.yaml parsed as %q", got)
+	}
 	if cfg.InstanceName() == "" {
 		t.Fatal("no instance name")
 	}
@@ -53,6 +59,7 @@ func TestConfigValidate(t *testing.T) {
 		{map[string]string{"WORKER_RETRY_BACKOFF": "2m"}, []string{"WORKER_RETRY_MAX_BACKOFF (1m0s) must be at least WORKER_RETRY_BACKOFF (2m0s)"}},
 		{map[string]string{"DATABASE_URL": "postgres://a:b@host:notaport/db"}, []string{"DATABASE_URL is not a usable"}},
 		{map[string]string{"WORKER_HEALTH_ADDR": "8081"}, []string{"WORKER_HEALTH_ADDR"}},
+		{map[string]string{"WORKER_PIPELINES": "a.yaml,,b.yaml"}, []string{"WORKER_PIPELINES has an empty entry"}},
 		{map[string]string{"NATS_CONNECT_TIMEOUT": "0s", "LOG_FORMAT": "xml", "INGEST_REPLICAS": "0"}, []string{"NATS_CONNECT_TIMEOUT", "LOG_FORMAT", "INGEST_REPLICAS"}},
 	}
 	for _, tt := range tests {

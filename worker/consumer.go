@@ -23,25 +23,52 @@ type batch struct {
 	msgs    []jetstream.Msg
 	lines   []Line
 	results []Result
-	// rows are the rows to store, backed by slots; rowMsg[i] is the index
-	// in msgs of rows[i].
-	rows   [][]any
-	rowMsg []int
-	slots  []any
+	// route[i] is the index of msgs[i]'s route.
+	route []int
 	// delivered[i] is how many times msgs[i] has been delivered.
 	delivered []uint64
+	// groups[r] holds the rows of route r.
+	groups []group
 }
 
-func newBatch(size, columns int) *batch {
-	return &batch{
+// group is the part of a batch that goes to one route's table.
+type group struct {
+	// rows are the rows to store, backed by slots; rowMsg[i] is the index
+	// in msgs of rows[i].
+	rows    [][]any
+	rowMsg  []int
+	slots   []any
+	columns int
+	// err is why storing rows failed; the lines are then handed back.
+	err error
+}
+
+func newBatch(size int, router *Router) *batch {
+	b := &batch{
 		msgs:      make([]jetstream.Msg, 0, size),
 		lines:     make([]Line, 0, size),
 		results:   make([]Result, 0, size),
-		rows:      make([][]any, 0, size),
-		rowMsg:    make([]int, 0, size),
-		slots:     make([]any, size*columns),
+		route:     make([]int, 0, size),
 		delivered: make([]uint64, 0, size),
+		groups:    make([]group, len(router.routes)),
 	}
+	for i, r := range router.routes {
+		b.groups[i].columns = len(r.Transform.Table().Columns)
+	}
+	return b
+}
+
+// row returns the next free row of g, allocating g's slots on first use; a
+// line filtered or rejected leaves it to the next one, so it is cleared of
+// what it wrote.
+func (g *group) row(size int) []any {
+	if g.slots == nil {
+		g.slots = make([]any, size*g.columns)
+	}
+	n, c := len(g.rows), g.columns
+	row := g.slots[n*c : (n+1)*c : (n+1)*c]
+	clear(row)
+	return row
 }
 
 // loop is one fetch → transform → store → ack loop. It fetches until ctx is
@@ -49,7 +76,7 @@ func newBatch(size, columns int) *batch {
 // shutdown timeout.
 func (w *Worker) loop(ctx, hard context.Context, id int) error {
 	logger := w.logger.With("loop", id)
-	b := newBatch(w.opts.BatchSize, w.columns)
+	b := newBatch(w.opts.BatchSize, w.router)
 	var fetchFailures, storeFailures int
 	for ctx.Err() == nil {
 		if err := w.fetch(b); err != nil {
@@ -96,61 +123,76 @@ func (w *Worker) fetch(b *batch) error {
 	return mb.Error()
 }
 
-// process transforms, stores and acknowledges the batch in b.msgs. It
-// reports false when the store failed and the batch's rows were handed
-// back for redelivery.
+// process transforms, stores and acknowledges the batch in b.msgs. Lines
+// are grouped by route and each group is stored in its own transaction.
+// It reports false when a store failed and that group's lines were handed
+// back for redelivery; lines of groups that were stored are acknowledged
+// all the same.
 func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) bool {
 	b.lines = b.lines[:0]
 	b.results = b.results[:0]
-	b.rows = b.rows[:0]
-	b.rowMsg = b.rowMsg[:0]
+	b.route = b.route[:0]
 	b.delivered = b.delivered[:0]
+	for i := range b.groups {
+		g := &b.groups[i]
+		g.rows, g.rowMsg, g.err = g.rows[:0], g.rowMsg[:0], nil
+	}
 
 	for i, m := range b.msgs {
 		line, delivered, res := readLine(m)
 		b.lines = append(b.lines, line)
 		b.delivered = append(b.delivered, delivered)
+		r := w.router.route(line.Source)
+		b.route = append(b.route, r)
 		if res.Outcome == Insert {
-			// The next free slot; a line filtered or rejected leaves it to
-			// the next one, so it is cleared of what it wrote.
-			row := b.slots[len(b.rows)*w.columns : (len(b.rows)+1)*w.columns : (len(b.rows)+1)*w.columns]
-			clear(row)
-			res = w.transform.Transform(&b.lines[i], row)
+			g := &b.groups[r]
+			row := g.row(w.opts.BatchSize)
+			res = w.router.routes[r].Transform.Transform(&b.lines[i], row)
 			if res.Outcome == Insert {
-				b.rows = append(b.rows, row)
-				b.rowMsg = append(b.rowMsg, i)
+				g.rows = append(g.rows, row)
+				g.rowMsg = append(g.rowMsg, i)
 			}
 		}
 		b.results = append(b.results, res)
 	}
 
-	var (
-		wr  WriteResult
-		err error
-	)
-	if len(b.rows) > 0 {
+	stored := true
+	var total WriteResult
+	for r := range b.groups {
+		g := &b.groups[r]
+		if len(g.rows) == 0 {
+			continue
+		}
 		wctx, cancel := ctx, context.CancelFunc(func() {})
 		if w.opts.WriteTimeout > 0 {
 			wctx, cancel = context.WithTimeout(ctx, w.opts.WriteTimeout)
 		}
-		wr, err = w.store.Write(wctx, b.rows)
+		wr, err := w.router.routes[r].Store.Write(wctx, g.rows)
 		cancel()
-	}
-	if err != nil {
-		w.retry(ctx, logger, b, err)
-		return false
-	}
-	for _, re := range wr.Rejected {
-		i := b.rowMsg[re.Index]
-		code, msg := pgMessage(re.Err)
-		reason := "db_error"
-		if code != "" {
-			reason = "pg_" + code
+		if err != nil {
+			g.err = err
+			stored = false
+			w.retry(ctx, logger, b, r, err)
+			continue
 		}
-		b.results[i] = Result{Outcome: Reject, Reason: reason, Detail: msg}
+		for _, re := range wr.Rejected {
+			i := g.rowMsg[re.Index]
+			code, msg := pgMessage(re.Err)
+			reason := "db_error"
+			if code != "" {
+				reason = "pg_" + code
+			}
+			b.results[i] = Result{Outcome: Reject, Reason: reason, Detail: msg}
+		}
+		if wr.Splits > 0 {
+			logger.Info("isolated rows the database refused", "table", w.router.routes[r].Transform.Table().Ident().Sanitize(),
+				"rejected", len(wr.Rejected), "extra_attempts", wr.Splits, "rows", len(g.rows))
+		}
+		total.Inserted += wr.Inserted
+		total.Duplicates += wr.Duplicates
 	}
-	w.finish(logger, b, wr, true)
-	return true
+	w.finish(logger, b, total, stored)
+	return stored
 }
 
 // readLine builds the Line of m and reports how often m was delivered. A
@@ -175,17 +217,18 @@ func readLine(m jetstream.Msg) (Line, uint64, Result) {
 }
 
 // finish acknowledges the lines of a batch and counts and logs their
-// outcomes. With committed false the batch's rows were not stored, and only
-// the lines the transform settled on its own (filtered, rejected) are
-// acknowledged; the others were handed back by retry.
-func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, committed bool) {
+// outcomes. Lines whose group failed to store were handed back by retry
+// and are skipped; the others, including every line the transform settled
+// on its own (filtered, rejected), are acknowledged. complete says whether
+// every group was stored.
+func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, complete bool) {
 	var lines, filtered, rejected, bytes uint64
 	var ackErr error
 	failed := 0
 	for i, m := range b.msgs {
 		switch r := b.results[i]; r.Outcome {
 		case Insert:
-			if !committed {
+			if b.groups[b.route[i]].err != nil {
 				continue
 			}
 		case Filter:
@@ -213,11 +256,8 @@ func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, committed
 		logger.Warn("acknowledging lines failed; they will be redelivered and skipped as duplicates",
 			"err", ackErr, "failed", failed, "lines", lines)
 	}
-	if wr.Splits > 0 {
-		logger.Info("isolated rows the database refused", "rejected", len(wr.Rejected), "extra_attempts", wr.Splits, "rows", len(b.rows))
-	}
 	s := &w.stats
-	if committed {
+	if complete {
 		s.batches.Add(1)
 	}
 	s.lines.Add(lines)
@@ -228,17 +268,18 @@ func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, committed
 	s.rejected.Add(rejected)
 }
 
-// retry hands a batch whose store failed back to JetStream: lines that
-// were to be stored are negatively acknowledged with a delay growing with
-// their delivery count; lines the transform settled on its own do not
-// depend on the database and are acknowledged.
-func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, err error) {
+// retry hands the lines of route r whose store failed back to JetStream:
+// they are negatively acknowledged with a delay growing with their
+// delivery count. Lines of other routes, and lines the transform settled
+// on its own, do not depend on this store; finish acknowledges them.
+func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, r int, err error) {
 	shuttingDown := ctx.Err() != nil
 	class := Classify(err)
 	maxDelay := time.Duration(0)
 	retried := 0
+	var maxDelivery uint64
 	for i, m := range b.msgs {
-		if b.results[i].Outcome != Insert {
+		if b.route[i] != r || b.results[i].Outcome != Insert {
 			continue
 		}
 		delay := backoff(w.opts.RetryBackoff, w.opts.RetryMaxBackoff, int(b.delivered[i]))
@@ -247,11 +288,13 @@ func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, err e
 			delay = 0
 		}
 		maxDelay = max(maxDelay, delay)
+		maxDelivery = max(maxDelivery, b.delivered[i])
 		// A failed Nak is harmless: the line is redelivered after AckWait.
 		_ = m.NakWithDelay(delay)
 		retried++
 	}
-	attrs := []any{"err", err, "class", class.String(), "lines", retried, "redeliver_in", maxDelay, "delivery", maxDelivered(b.delivered)}
+	attrs := []any{"err", err, "class", class.String(), "table", w.router.routes[r].Transform.Table().Ident().Sanitize(),
+		"lines", retried, "redeliver_in", maxDelay, "delivery", maxDelivery}
 	switch {
 	case shuttingDown:
 		logger.Warn("batch not stored before shutdown deadline; handed back", attrs...)
@@ -262,7 +305,6 @@ func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, err e
 	}
 	w.stats.failures.Add(1)
 	w.stats.retried.Add(uint64(retried))
-	w.finish(logger, b, WriteResult{}, false)
 }
 
 func (w *Worker) countReject(reason string) {
@@ -278,14 +320,6 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 		d *= 2
 	}
 	return min(d, limit)
-}
-
-func maxDelivered(ds []uint64) uint64 {
-	var m uint64
-	for _, d := range ds {
-		m = max(m, d)
-	}
-	return m
 }
 
 // sleep waits for d or until ctx is done.

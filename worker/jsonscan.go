@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"unicode/utf8"
 )
@@ -35,6 +36,37 @@ const maxJSONDepth = 10000
 // without allocation that skips plain string bytes eight at a time; see
 // BenchmarkScanJSON. FuzzScanJSON holds it to json.Valid && utf8.Valid.
 func scanJSON(b []byte) (jsonVerdict, int) {
+	return scanJSONMembers(b, nil)
+}
+
+// JSONMember locates one member of a line's top-level object by byte
+// offsets into the line: the key between its quotes (escapes left as
+// they are) and the value.
+type JSONMember struct {
+	KeyStart, KeyEnd     int
+	ValueStart, ValueEnd int
+}
+
+// ScanJSON checks b the way [RawLanding] does and, if b is a JSON object,
+// appends its members to members, in document order, so a caller can
+// reach the fields it needs without a second pass. It returns the members
+// and a Result: Insert when b is JSON that jsonb can store, else Reject
+// with [ReasonInvalidJSON] (members are then incomplete) or
+// [ReasonUnsupportedEscape] (members are complete: the document is JSON,
+// only jsonb refuses it). It does not allocate unless members grows.
+func ScanJSON(b []byte, members []JSONMember) ([]JSONMember, Result) {
+	switch verdict, off := scanJSONMembers(b, &members); verdict {
+	case jsonInvalid:
+		return members, Result{Outcome: Reject, Reason: ReasonInvalidJSON, Detail: fmt.Sprintf("syntax error at byte %d of %d", off, len(b))}
+	case jsonUnsupportedEscape:
+		return members, Result{Outcome: Reject, Reason: ReasonUnsupportedEscape, Detail: fmt.Sprintf("jsonb cannot store the \\u escape at byte %d", off)}
+	}
+	return members, Result{Outcome: Insert}
+}
+
+// scanJSONMembers is [scanJSON] that also appends the members of a
+// top-level object to *members, unless members is nil.
+func scanJSONMembers(b []byte, members *[]JSONMember) (jsonVerdict, int) {
 	// kinds is a bit stack of the open containers: 1 object, 0 array.
 	var kinds [maxJSONDepth/64 + 1]uint64
 	depth := 0
@@ -64,8 +96,12 @@ func scanJSON(b []byte) (jsonVerdict, int) {
 			}
 			if c == '{' {
 				var ok bool
+				start := i
 				if i, ok = scanKey(b, i, &unsupported); !ok {
 					return jsonInvalid, i
+				}
+				if depth == 1 && members != nil {
+					*members = appendMember(*members, b, start, i)
 				}
 			}
 			continue
@@ -98,6 +134,9 @@ func scanJSON(b []byte) (jsonVerdict, int) {
 
 		// A value ended at i: close containers until one continues.
 		for {
+			if depth == 1 && members != nil && kinds[0]&1 != 0 {
+				(*members)[len(*members)-1].ValueEnd = i
+			}
 			i = skipSpace(b, i)
 			if depth == 0 {
 				if i != len(b) {
@@ -117,8 +156,12 @@ func scanJSON(b []byte) (jsonVerdict, int) {
 				i = skipSpace(b, i+1)
 				if inObject {
 					var ok bool
+					start := i
 					if i, ok = scanKey(b, i, &unsupported); !ok {
 						return jsonInvalid, i
+					}
+					if depth == 1 && members != nil {
+						*members = appendMember(*members, b, start, i)
 					}
 				}
 				break
@@ -131,6 +174,17 @@ func scanJSON(b []byte) (jsonVerdict, int) {
 			return jsonInvalid, i
 		}
 	}
+}
+
+// appendMember appends the member whose key starts at the opening quote at
+// keyStart and whose value starts at valueStart.
+func appendMember(members []JSONMember, b []byte, keyStart, valueStart int) []JSONMember {
+	// The key ends at the last quote before the colon.
+	keyEnd := valueStart - 1
+	for b[keyEnd] != '"' {
+		keyEnd--
+	}
+	return append(members, JSONMember{KeyStart: keyStart + 1, KeyEnd: keyEnd, ValueStart: valueStart, ValueEnd: valueStart})
 }
 
 // scanKey scans `"key" :` and the whitespace after the colon, starting at

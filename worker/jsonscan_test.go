@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -155,6 +156,33 @@ func TestScanJSONAgreesWithPostgres(t *testing.T) {
 			}
 		default:
 			t.Errorf("scanJSON calls %q invalid", name)
+		}
+	}
+}
+
+func TestScanJSONMembers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want []string // key=value
+		res  string
+	}{
+		{`{"a":1,"b" : {"c":[1,2]} ,"d":"x\"y","e":{},"f":[]}`, []string{`a=1`, `b={"c":[1,2]}`, `d="x\"y"`, `e={}`, `f=[]`}, "insert"},
+		{`  {"a\"b":null}  `, []string{`a\"b=null`}, "insert"},
+		{`[{"a":1}]`, nil, "insert"},
+		{`{}`, nil, "insert"},
+		{`"x"`, nil, "insert"},
+		{`{"a":"\u0000","b":true}`, []string{`a="\u0000"`, `b=true`}, "reject"},
+		{`{"a":1,`, []string{`a=1`}, "reject"},
+	}
+	for _, tt := range tests {
+		members, res := ScanJSON([]byte(tt.in), nil)
+		var got []string
+		for _, m := range members {
+			got = append(got, tt.in[m.KeyStart:m.KeyEnd]+"="+tt.in[m.ValueStart:m.ValueEnd])
+		}
+		if res.Outcome.String() != tt.res || !slices.Equal(got, tt.want) {
+			t.Errorf("ScanJSON(%s) = %q, %v; want %q, %s", tt.in, got, res, tt.want, tt.res)
 		}
 	}
 }

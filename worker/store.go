@@ -134,9 +134,12 @@ func NewPostgresStore(pool *pgxpool.Pool, table Table, logger *slog.Logger) (*Po
 // Table returns the table the store writes to.
 func (s *PostgresStore) Table() Table { return s.table }
 
-// CreateTable creates the table if it does not exist. It does not alter an
-// existing table; its columns must match. On a server built without lz4 the
-// columns get the default compression instead.
+// CreateTable creates the table if it does not exist, then checks that the
+// table (new or not) fits: every column exists with the type the [Table]
+// says, columns the table has beyond those can be left NULL or have a
+// default, and a unique index covers exactly the key. It does not alter
+// an existing table; a mismatch is an error naming the column. On a server
+// built without lz4 the columns get the default compression instead.
 //
 // Workers starting together all call it: CREATE TABLE IF NOT EXISTS is not
 // safe against itself (the loser fails on pg_type's unique index), so the
@@ -156,7 +159,85 @@ func (s *PostgresStore) CreateTable(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create table %s: %w", s.ident.Sanitize(), err)
 	}
-	return nil
+	return s.checkTable(ctx)
+}
+
+// ErrTableMismatch is returned (wrapped) by [PostgresStore.CreateTable]
+// when an existing table does not fit the [Table] rows are written as.
+var ErrTableMismatch = errors.New("table does not match")
+
+// checkTable compares the table in the database with s.table.
+func (s *PostgresStore) checkTable(ctx context.Context) error {
+	name := s.ident.Sanitize()
+	mismatch := func(format string, args ...any) error {
+		return fmt.Errorf("%w: table %s exists but %s; alter or drop the table, or change the pipeline to match", ErrTableMismatch, name, fmt.Sprintf(format, args...))
+	}
+	types := make([]string, len(s.table.Columns))
+	for i, c := range s.table.Columns {
+		types[i] = c.Type
+	}
+	// The server spells types its own way (timestamptz is "timestamp with
+	// time zone"); let it canonicalise what the Table says.
+	rows, err := s.pool.Query(ctx, `SELECT format_type(t::regtype, NULL) FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n`, types)
+	if err != nil {
+		return fmt.Errorf("check table %s: %w", name, err)
+	}
+	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("check table %s: resolve column types: %w", name, err)
+	}
+	type attr struct {
+		name, typ string
+		mustFill  bool
+	}
+	have := map[string]attr{}
+	var order []string
+	rows, err = s.pool.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, name)
+	if err != nil {
+		return fmt.Errorf("check table %s: %w", name, err)
+	}
+	var a attr
+	_, err = pgx.ForEachRow(rows, []any{&a.name, &a.typ, &a.mustFill}, func() error {
+		have[a.name] = a
+		order = append(order, a.name)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("check table %s: read columns: %w", name, err)
+	}
+	for i, c := range s.table.Columns {
+		got, ok := have[c.Name]
+		switch {
+		case !ok:
+			return mismatch("has no column %q (%s)", c.Name, want[i])
+		case got.typ != want[i]:
+			return mismatch("its column %q is %s, not %s", c.Name, got.typ, want[i])
+		}
+	}
+	for _, n := range order {
+		if have[n].mustFill && !slices.Contains(s.columns, n) {
+			return mismatch("its column %q is NOT NULL without a default, and rows do not fill it", n)
+		}
+	}
+	rows, err = s.pool.Query(ctx, `SELECT array_agg(a.attname::text ORDER BY a.attname)
+		FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+		WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+		GROUP BY i.indexrelid`, name)
+	if err != nil {
+		return fmt.Errorf("check table %s: %w", name, err)
+	}
+	indexes, err := pgx.CollectRows(rows, pgx.RowTo[[]string])
+	if err != nil {
+		return fmt.Errorf("check table %s: read unique indexes: %w", name, err)
+	}
+	key := slices.Sorted(slices.Values(s.table.Key))
+	for _, idx := range indexes {
+		if slices.Equal(idx, key) {
+			return nil
+		}
+	}
+	return mismatch("has no primary key or unique index on exactly (%s), which keeps redelivered lines from being stored twice", strings.Join(s.table.Key, ", "))
 }
 
 // ddlLockKey is the advisory lock key that serialises jetline's DDL across

@@ -69,38 +69,33 @@ func (o Options) validate() error {
 // [New]; call [Worker.Run] once. [Worker.Stats] may be called at any time,
 // from any goroutine.
 type Worker struct {
-	cons      jetstream.Consumer
-	transform Transform
-	store     Store
-	opts      Options
-	logger    *slog.Logger
-	columns   int
+	cons   jetstream.Consumer
+	router *Router
+	opts   Options
+	logger *slog.Logger
 
 	stats counters
 }
 
-// New returns a worker that fetches from cons, transforms lines with
-// transform and writes rows with store. The store must write to
-// transform.Table(). The consumer is normally the one
+// New returns a worker that fetches from cons and sends each line where
+// router says: the route's transform turns it into a row, the route's
+// store writes it. The consumer is normally the one
 // topology.EnsureConsumer returns.
-func New(cons jetstream.Consumer, transform Transform, store Store, opts Options, logger *slog.Logger) (*Worker, error) {
+func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Logger) (*Worker, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("worker options: %w", err)
 	}
-	table := transform.Table()
-	if err := table.Validate(); err != nil {
-		return nil, fmt.Errorf("transform table: %w", err)
+	if router == nil {
+		return nil, errors.New("worker: no router")
 	}
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 10 * time.Second
 	}
 	w := &Worker{
-		cons:      cons,
-		transform: transform,
-		store:     store,
-		opts:      opts,
-		logger:    logger.With("component", "worker"),
-		columns:   len(table.Columns),
+		cons:   cons,
+		router: router,
+		opts:   opts,
+		logger: logger.With("component", "worker"),
 	}
 	w.stats.rejectedBy = map[string]uint64{}
 	w.stats.rejectLogBudget.Store(rejectLogsPerInterval)
@@ -138,7 +133,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	w.logger.InfoContext(ctx, "worker started",
-		"batch_size", w.opts.BatchSize, "concurrency", w.opts.Concurrency, "table", w.transform.Table().Ident().Sanitize())
+		"batch_size", w.opts.BatchSize, "concurrency", w.opts.Concurrency, "table", w.router.routes[0].Transform.Table().Ident().Sanitize(),
+		"pipelines", w.router.Sources())
 	started := time.Now()
 
 	loops, loopCtx := errgroup.WithContext(ctx)

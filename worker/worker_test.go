@@ -105,7 +105,11 @@ func startWorker(t testing.TB, cons jetstream.Consumer, store Store, opts Option
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(cons, raw, store, opts, testenv.Logger(t))
+	router, err := NewRouter(Route{Transform: raw, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(cons, router, opts, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

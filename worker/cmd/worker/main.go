@@ -3,12 +3,15 @@
 //
 // Usage:
 //
-//	worker              run the worker
-//	worker healthcheck  probe this worker's /readyz; exit 0 if ready, 1 if not
+//	worker                               run the worker
+//	worker healthcheck                   probe this worker's /readyz; exit 0 if ready, 1 if not
+//	worker check-spec FILE [SAMPLE]      check a pipeline spec; show what it makes of each sample line
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,6 +27,7 @@ import (
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/topology"
 	"github.com/jetline/jetline/worker"
+	"github.com/jetline/jetline/worker/pipeline"
 )
 
 // command is a sub-command; no argument runs the worker.
@@ -35,6 +39,7 @@ type command struct {
 
 var commands = []command{
 	{"healthcheck", "probe this worker's /readyz; exit 0 if ready, 1 if not", healthcheck},
+	{"check-spec", "FILE [SAMPLE.ndjson]: check a pipeline spec; show the row, or why not, for each sample line", checkSpec},
 }
 
 func main() {
@@ -77,6 +82,11 @@ func usage() string {
 func run(ctx context.Context, cfg worker.Config) error {
 	instance := cfg.InstanceName()
 	logger := logging.New(cfg.Log, os.Stderr).With("instance", instance)
+	// Mistakes in a spec stop the worker before it connects to anything.
+	pipelines, err := loadPipelines(cfg.Pipelines)
+	if err != nil {
+		return err
+	}
 
 	nc, js, err := topology.Connect(ctx, cfg.NATS, "jetline-worker/"+instance, logger)
 	if err != nil {
@@ -96,15 +106,11 @@ func run(ctx context.Context, cfg worker.Config) error {
 		return err
 	}
 	defer pool.Close()
-	transform, err := worker.NewRawLanding(cfg.Table)
+	router, stores, err := routes(pool, cfg.Table, pipelines, logger)
 	if err != nil {
 		return err
 	}
-	store, err := worker.NewPostgresStore(pool, transform.Table(), logger)
-	if err != nil {
-		return err
-	}
-	w, err := worker.New(cons, transform, store, cfg.Options(), logger)
+	w, err := worker.New(cons, router, cfg.Options(), logger)
 	if err != nil {
 		return err
 	}
@@ -122,11 +128,13 @@ func run(ctx context.Context, cfg worker.Config) error {
 				logger.Warn("leaving", "err", err)
 			}
 		}()
-		if err := createTable(gctx, store, logger); err != nil {
-			if gctx.Err() != nil {
-				return nil
+		for _, store := range stores {
+			if err := createTable(gctx, store, logger); err != nil {
+				if gctx.Err() != nil {
+					return nil
+				}
+				return err
 			}
-			return err
 		}
 		if err := w.Run(gctx); err != nil {
 			return fmt.Errorf("worker: %w", err)
@@ -134,6 +142,72 @@ func run(ctx context.Context, cfg worker.Config) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// loadPipelines loads every spec in files.
+func loadPipelines(files []string) ([]*pipeline.Pipeline, error) {
+	var out []*pipeline.Pipeline
+	for _, f := range files {
+		p, err := pipeline.Load(f)
+		if err != nil {
+			return nil, fmt.Errorf("WORKER_PIPELINES: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// routes sends each pipeline's source to its table and every other source
+// to the raw landing table, and returns the stores of all the tables.
+func routes(pool *pgxpool.Pool, rawTable string, pipelines []*pipeline.Pipeline, logger *slog.Logger) (*worker.Router, []*worker.PostgresStore, error) {
+	raw, err := worker.NewRawLanding(rawTable)
+	if err != nil {
+		return nil, nil, err
+	}
+	rawStore, err := worker.NewPostgresStore(pool, raw.Table(), logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	router, err := worker.NewRouter(worker.Route{Transform: raw, Store: rawStore})
+	if err != nil {
+		return nil, nil, err
+	}
+	stores := []*worker.PostgresStore{rawStore}
+	for _, p := range pipelines {
+		store, err := worker.NewPostgresStore(pool, p.Table(), logger)
+		if err != nil {
+			return nil, nil, fmt.Errorf("pipeline %s: %w", p.Spec().File, err)
+		}
+		if err := router.Handle(p.Source(), worker.Route{Transform: p, Store: store}); err != nil {
+			return nil, nil, fmt.Errorf("pipeline %s: %w", p.Spec().File, err)
+		}
+		stores = append(stores, store)
+	}
+	return router, stores, nil
+}
+
+// checkSpec checks the spec file args[0] and, given a sample file
+// args[1], shows what the pipeline makes of each of its lines.
+func checkSpec(_ context.Context, _ worker.Config, args []string) error {
+	if len(args) < 1 || len(args) > 2 {
+		return errors.New("usage: worker check-spec FILE [SAMPLE.ndjson]")
+	}
+	p, err := pipeline.Load(args[0])
+	if err != nil {
+		return err
+	}
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	p.Describe(out)
+	if len(args) == 1 {
+		return nil
+	}
+	f, err := os.Open(args[1])
+	if err != nil {
+		return fmt.Errorf("open sample: %w", err)
+	}
+	defer f.Close()
+	return p.Check(out, f)
 }
 
 // openPool connects to Postgres with room for every concurrent batch plus

@@ -1,0 +1,479 @@
+// Package pipeline turns lines into rows of a user's own table, as a
+// pipeline spec file (YAML) declares: which source it reads, which lines
+// it keeps (a filter expression), and for each column a JSON path, a
+// PostgreSQL type and cleaning steps. A [Pipeline] is a [worker.Transform].
+//
+// A spec looks like this (deploy/pipelines/tweets.yaml is a full one):
+//
+//	source: tweets                 # lines published on ingest.tweets
+//	table: tweets                  # name or schema.name; created if missing
+//	key: id                        # or [a, b]; without it the stream sequence
+//	filter: retweeted_status == nil && lang in ["en", "ja"]
+//	columns:
+//	  - name: id
+//	    path: id                   # gjson syntax: user.screen_name, entities.hashtags.#.text
+//	    type: bigint
+//	    required: true
+//	  - name: text
+//	    path: text
+//	    type: text
+//	    clean: [nfc, strip_control, {max_marks: 2}, collapse_space, trim, {truncate: 280}, empty_null]
+//
+// Everything is checked when the spec is loaded; [LoadSpec] reports every
+// mistake with its file, line and field, what is wrong and what would be
+// valid.
+package pipeline
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/worker"
+)
+
+// SpecError is one mistake in a spec file.
+type SpecError struct {
+	// File is the spec file's name as given to [Load] or [Parse].
+	File string
+	// Line and Column locate the mistake (1-based); 0 when unknown.
+	Line, Column int
+	// Field is where in the spec the mistake is, such as "columns[2].type".
+	Field string
+	// Problem says what is wrong and what would be valid.
+	Problem string
+}
+
+// Error returns "file:line:column: field: problem".
+func (e *SpecError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d:%d", e.Line, e.Column)
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Problem)
+	return b.String()
+}
+
+// Spec is a parsed and checked pipeline spec.
+type Spec struct {
+	// File is where the spec was read from.
+	File string
+	// Source is the source whose lines the pipeline takes (subject
+	// ingest.<source>).
+	Source string
+	// Schema and Table name the target table; Schema may be empty.
+	Schema, Table string
+	// Key names the columns that identify a row. Empty means the stream
+	// sequence is the key, in an extra leading column "seq".
+	Key []string
+	// Filter is the filter expression; empty keeps every line.
+	Filter string
+	// Columns are the table's columns in order.
+	Columns []ColumnSpec
+
+	filterLine, filterColumn int
+}
+
+// ColumnSpec is one column of a [Spec].
+type ColumnSpec struct {
+	// Name is the column's name.
+	Name string
+	// Path is the gjson path of the value in the line.
+	Path string
+	// Type is the column's type.
+	Type Type
+	// Layout is how timestamptz and date values are written: a Go time
+	// layout or one of rfc3339, ruby, unix, unix_ms. Empty means rfc3339
+	// for timestamptz and 2006-01-02 for date.
+	Layout string
+	// Required rejects lines where the value is missing, null, or made
+	// NULL by cleaning.
+	Required bool
+	// Default, when HasDefault, replaces a missing or null value.
+	Default    any
+	HasDefault bool
+	// Clean are the cleaning steps applied to string values, in order.
+	Clean []Step
+
+	line int
+}
+
+// SeqColumn is the key column added to tables whose spec has no key: the
+// line's stream sequence.
+const SeqColumn = "seq"
+
+var (
+	topFields    = []string{"source", "table", "key", "filter", "columns"}
+	columnFields = []string{"name", "path", "type", "layout", "required", "default", "clean"}
+)
+
+// LoadSpec reads and checks the spec file at path. The error joins a
+// [*SpecError] for every mistake found.
+func LoadSpec(path string) (*Spec, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read pipeline spec: %w", err)
+	}
+	return ParseSpec(path, src)
+}
+
+// ParseSpec checks the spec in src, read from file (used in messages).
+func ParseSpec(file string, src []byte) (*Spec, error) {
+	p := &specParser{file: file}
+	spec := p.parse(src)
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	return spec, nil
+}
+
+type specParser struct {
+	file string
+	errs []error
+}
+
+func (p *specParser) fail(n *yaml.Node, field, format string, args ...any) {
+	e := &SpecError{File: p.file, Field: field, Problem: fmt.Sprintf(format, args...)}
+	if n != nil {
+		e.Line, e.Column = n.Line, n.Column
+	}
+	p.errs = append(p.errs, e)
+}
+
+// mapping returns the key/value pairs of a mapping node, reporting keys
+// that are not in allowed and keys given twice.
+func (p *specParser) mapping(n *yaml.Node, field string, allowed []string) map[string]*yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		p.fail(n, field, "must be a mapping with the fields %s", strings.Join(allowed, ", "))
+		return nil
+	}
+	out := make(map[string]*yaml.Node, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		name := join(field, k.Value)
+		switch {
+		case !slices.Contains(allowed, k.Value):
+			p.fail(k, name, "unknown field %q; valid fields here are %s", k.Value, strings.Join(allowed, ", "))
+		case out[k.Value] != nil:
+			p.fail(k, name, "given twice")
+		default:
+			out[k.Value] = v
+		}
+	}
+	return out
+}
+
+func join(field, name string) string {
+	if field == "" {
+		return name
+	}
+	return field + "." + name
+}
+
+// str decodes a scalar string; an empty string is reported as missing.
+func (p *specParser) str(n *yaml.Node, field string) (string, bool) {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		p.fail(n, field, "must be a string")
+		return "", false
+	}
+	if n.Value == "" {
+		p.fail(n, field, "must not be empty")
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (p *specParser) parse(src []byte) *Spec {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		p.errs = append(p.errs, &SpecError{File: p.file, Problem: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")})
+		return nil
+	}
+	if len(doc.Content) == 0 {
+		p.fail(nil, "", "the file is empty; a spec needs source, table and columns")
+		return nil
+	}
+	top := p.mapping(doc.Content[0], "", topFields)
+	if top == nil {
+		return nil
+	}
+	spec := &Spec{File: p.file}
+	for _, f := range []string{"source", "table", "columns"} {
+		if top[f] == nil {
+			p.fail(doc.Content[0], f, "missing; a spec needs source, table and columns")
+		}
+	}
+	if n := top["source"]; n != nil {
+		if s, ok := p.str(n, "source"); ok {
+			if err := topology.ValidateSource(s); err != nil {
+				p.fail(n, "source", "%v", err)
+			}
+			spec.Source = s
+		}
+	}
+	if n := top["table"]; n != nil {
+		if s, ok := p.str(n, "table"); ok {
+			schema, name, err := worker.ParseTableName(s)
+			if err != nil {
+				p.fail(n, "table", "%v", err)
+			}
+			spec.Schema, spec.Table = schema, name
+		}
+	}
+	if n := top["filter"]; n != nil {
+		if s, ok := p.str(n, "filter"); ok {
+			spec.Filter, spec.filterLine, spec.filterColumn = s, n.Line, n.Column
+		}
+	}
+	if n := top["columns"]; n != nil {
+		p.columns(spec, n)
+	}
+	if n := top["key"]; n != nil {
+		p.key(spec, n)
+	} else if spec.column(SeqColumn) != nil {
+		p.fail(spec.column(SeqColumn).node(top["columns"]), "columns", "a column is named %q, which is the stream sequence column of a spec without a key; rename it or set key", SeqColumn)
+	}
+	if spec.Filter != "" && len(p.errs) == 0 {
+		if _, err := compileFilter(spec.Filter); err != nil {
+			p.fail(top["filter"], "filter", "%v", err)
+		}
+	}
+	return spec
+}
+
+// node returns the YAML node of c within the columns sequence, for messages.
+func (c *ColumnSpec) node(columns *yaml.Node) *yaml.Node {
+	return &yaml.Node{Line: c.line, Column: columns.Column}
+}
+
+func (s *Spec) column(name string) *ColumnSpec {
+	for i := range s.Columns {
+		if s.Columns[i].Name == name {
+			return &s.Columns[i]
+		}
+	}
+	return nil
+}
+
+func (p *specParser) key(spec *Spec, n *yaml.Node) {
+	var names []*yaml.Node
+	switch n.Kind {
+	case yaml.ScalarNode:
+		names = []*yaml.Node{n}
+	case yaml.SequenceNode:
+		names = n.Content
+		if len(names) == 0 {
+			p.fail(n, "key", "is empty; name the key column(s), or leave key out to key rows by stream sequence")
+		}
+	default:
+		p.fail(n, "key", "must be a column name or a list of column names")
+		return
+	}
+	for i, kn := range names {
+		field := "key"
+		if n.Kind == yaml.SequenceNode {
+			field = fmt.Sprintf("key[%d]", i)
+		}
+		name, ok := p.str(kn, field)
+		if !ok {
+			continue
+		}
+		c := spec.column(name)
+		switch {
+		case c == nil:
+			p.fail(kn, field, "%q is not one of the columns (%s)", name, strings.Join(spec.columnNames(), ", "))
+		case slices.Contains(spec.Key, name):
+			p.fail(kn, field, "%q is named twice", name)
+		case !c.Required && !c.HasDefault:
+			p.fail(kn, field, "key column %q must be required: true (or have a default), since a key cannot be NULL", name)
+		case c.Type == TypeJSONB:
+			p.fail(kn, field, "key column %q is jsonb, which cannot be a primary key; use text or bigint", name)
+		}
+		spec.Key = append(spec.Key, name)
+	}
+}
+
+func (s *Spec) columnNames() []string {
+	names := make([]string, len(s.Columns))
+	for i, c := range s.Columns {
+		names[i] = c.Name
+	}
+	return names
+}
+
+func (p *specParser) columns(spec *Spec, n *yaml.Node) {
+	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
+		p.fail(n, "columns", "must be a non-empty list of columns, each with name, path and type")
+		return
+	}
+	for i, cn := range n.Content {
+		field := fmt.Sprintf("columns[%d]", i)
+		f := p.mapping(cn, field, columnFields)
+		if f == nil {
+			continue
+		}
+		c := ColumnSpec{line: cn.Line}
+		if v := f["name"]; v == nil {
+			p.fail(cn, field+".name", "missing; every column needs a name")
+		} else if name, ok := p.str(v, field+".name"); ok {
+			c.Name = name
+			field = fmt.Sprintf("columns[%d] (%s)", i, name)
+			if !identPattern(name) {
+				p.fail(v, field+".name", "%q is not a plain SQL identifier: use 1 to 63 letters, digits or '_', not starting with a digit", name)
+			} else if spec.column(name) != nil {
+				p.fail(v, field+".name", "column %q is declared twice", name)
+			}
+		}
+		if v := f["path"]; v == nil {
+			p.fail(cn, field+".path", "missing; give the gjson path of the value, e.g. user.screen_name or entities.hashtags.#.text")
+		} else if path, ok := p.str(v, field+".path"); ok {
+			if err := checkPath(path); err != nil {
+				p.fail(v, field+".path", "%v", err)
+			}
+			c.Path = path
+		}
+		typeOK := false
+		if v := f["type"]; v == nil {
+			p.fail(cn, field+".type", "missing; valid types are %s", typeList())
+		} else if s, ok := p.str(v, field+".type"); ok {
+			if t, ok := parseType(s); ok {
+				c.Type, typeOK = t, true
+			} else {
+				p.fail(v, field+".type", "unknown type %q; valid types are %s", s, typeList())
+			}
+		}
+		if v := f["layout"]; v != nil {
+			if s, ok := p.str(v, field+".layout"); ok {
+				switch {
+				case !typeOK:
+				case c.Type != TypeTimestamptz && c.Type != TypeDate:
+					p.fail(v, field+".layout", "only timestamptz and date columns take a layout (this column is %s)", c.Type)
+				default:
+					if err := checkLayout(c.Type, s); err != nil {
+						p.fail(v, field+".layout", "%v", err)
+					}
+					c.Layout = s
+				}
+			}
+		}
+		if v := f["required"]; v != nil {
+			if err := v.Decode(&c.Required); err != nil || v.Tag != "!!bool" {
+				p.fail(v, field+".required", "must be true or false (got %q)", v.Value)
+			}
+		}
+		if v := f["clean"]; v != nil {
+			c.Clean = p.steps(v, field+".clean")
+			if typeOK && c.Type == TypeJSONB && len(c.Clean) > 0 {
+				p.fail(v, field+".clean", "jsonb values are stored as they are; cleaning steps apply to text, text[] and values parsed from strings")
+			}
+		}
+		if v := f["default"]; v != nil {
+			switch {
+			case c.Required:
+				p.fail(v, field+".default", "a required column cannot have a default; drop one of them")
+			case typeOK:
+				col := column{ColumnSpec: c}
+				if val, err := defaultValue(&col, v); err != nil {
+					p.fail(v, field+".default", "%v", err)
+				} else {
+					c.Default, c.HasDefault = val, true
+				}
+			}
+		}
+		spec.Columns = append(spec.Columns, c)
+	}
+}
+
+// defaultValue converts a YAML default to the column's value, the way a
+// JSON value at the column's path would be, without cleaning.
+func defaultValue(c *column, n *yaml.Node) (any, error) {
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return nil, fmt.Errorf("cannot read the default: %w", err)
+	}
+	if v == nil {
+		return nil, errors.New("a null default is the same as no default; leave it out")
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("the default must be a scalar or a list of scalars: %w", err)
+	}
+	val, reason, detail := c.convert(parseJSONValue(string(raw)), false)
+	if reason != "" {
+		return nil, fmt.Errorf("the default %s does not fit type %s: %s", raw, c.Type, detail)
+	}
+	return val, nil
+}
+
+func (p *specParser) steps(n *yaml.Node, field string) []Step {
+	if n.Kind != yaml.SequenceNode {
+		p.fail(n, field, "must be a list of cleaning steps, e.g. [trim, lower, {truncate: 280}]")
+		return nil
+	}
+	var steps []Step
+	for i, sn := range n.Content {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		var name string
+		var arg *yaml.Node
+		switch sn.Kind {
+		case yaml.ScalarNode:
+			name = sn.Value
+		case yaml.MappingNode:
+			if len(sn.Content) != 2 {
+				p.fail(sn, f, "a step with an argument is a mapping with one entry, e.g. {truncate: 280}")
+				continue
+			}
+			name, arg = sn.Content[0].Value, sn.Content[1]
+		default:
+			p.fail(sn, f, "must be a step name or {step: argument}; steps are %s", stepList())
+			continue
+		}
+		st, err := newStep(name, arg)
+		if err != nil {
+			p.fail(sn, f, "%v", err)
+			continue
+		}
+		steps = append(steps, st)
+	}
+	return steps
+}
+
+func identPattern(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// WorkerTable returns the table the spec describes.
+func (s *Spec) WorkerTable() worker.Table {
+	t := worker.Table{Schema: s.Schema, Name: s.Table, Key: s.Key}
+	if len(s.Key) == 0 {
+		t.Columns = append(t.Columns, worker.Column{Name: SeqColumn, Type: "bigint", NotNull: true})
+		t.Key = []string{SeqColumn}
+	}
+	for _, c := range s.Columns {
+		t.Columns = append(t.Columns, worker.Column{Name: c.Name, Type: c.Type.String(), NotNull: c.Required || c.HasDefault})
+	}
+	return t
+}

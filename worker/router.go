@@ -1,0 +1,92 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// Route is where the lines of a source go: a [Transform] turns them into
+// rows of its table and a [Store] writes those rows. The store must write
+// to the transform's table.
+type Route struct {
+	Transform Transform
+	Store     Store
+}
+
+// Router maps each source to its [Route]; sources without a route of their
+// own take the default route (the raw landing). A batch of mixed sources is
+// split by route, and each route's rows are written by its store in a
+// transaction of their own.
+//
+// Build a Router with [NewRouter] and [Router.Handle] before passing it to
+// [New]; it must not be changed afterwards. It is then safe for
+// concurrent use.
+type Router struct {
+	routes   []Route
+	bySource map[string]int
+	sources  []string
+}
+
+// NewRouter returns a router sending every source to def.
+func NewRouter(def Route) (*Router, error) {
+	r := &Router{bySource: map[string]int{}}
+	if err := r.add(def); err != nil {
+		return nil, fmt.Errorf("default route: %w", err)
+	}
+	return r, nil
+}
+
+// Handle sends the lines of source to route. Each source has at most one
+// route, and no two routes may write the same table: the tables' keys
+// would not tell their rows apart.
+func (r *Router) Handle(source string, route Route) error {
+	if err := topology.ValidateSource(source); err != nil {
+		return err
+	}
+	if _, ok := r.bySource[source]; ok {
+		return fmt.Errorf("source %q has two routes; give each source one pipeline", source)
+	}
+	if err := r.add(route); err != nil {
+		return fmt.Errorf("route of source %q: %w", source, err)
+	}
+	r.bySource[source] = len(r.routes) - 1
+	r.sources = append(r.sources, source)
+	return nil
+}
+
+func (r *Router) add(route Route) error {
+	if route.Transform == nil || route.Store == nil {
+		return errors.New("a route needs a transform and a store")
+	}
+	table := route.Transform.Table()
+	if err := table.Validate(); err != nil {
+		return err
+	}
+	name := table.Ident().Sanitize()
+	for i, other := range r.routes {
+		if other.Transform.Table().Ident().Sanitize() == name {
+			what := "the default route"
+			if i > 0 {
+				what = fmt.Sprintf("source %q", r.sources[i-1])
+			}
+			return fmt.Errorf("table %s is already written by %s", name, what)
+		}
+	}
+	r.routes = append(r.routes, route)
+	return nil
+}
+
+// route returns the index of source's route; 0 is the default.
+func (r *Router) route(source string) int {
+	if i, ok := r.bySource[source]; ok {
+		return i
+	}
+	return 0
+}
+
+// Sources returns the sources with a route of their own, in the order
+// they were added.
+func (r *Router) Sources() []string { return slices.Clone(r.sources) }
