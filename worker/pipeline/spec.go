@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -199,8 +200,10 @@ func (p *specParser) str(n *yaml.Node, field string) (string, bool) {
 func (p *specParser) parse(src []byte) *Spec {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		p.fail(nil, "", "the file is empty; a spec needs source, table and columns")
+		return nil
+	} else if err != nil {
 		p.errs = append(p.errs, &SpecError{File: p.file, Problem: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")})
 		return nil
 	}
@@ -323,6 +326,13 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 	}
 	for i, cn := range n.Content {
 		field := fmt.Sprintf("columns[%d]", i)
+		// Name the column in messages as soon as possible.
+		for j := 0; cn.Kind == yaml.MappingNode && j+1 < len(cn.Content); j += 2 {
+			if k, v := cn.Content[j], cn.Content[j+1]; k.Value == "name" && v.Kind == yaml.ScalarNode && v.Value != "" {
+				field = fmt.Sprintf("columns[%d] (%s)", i, v.Value)
+				break
+			}
+		}
 		f := p.mapping(cn, field, columnFields)
 		if f == nil {
 			continue
@@ -332,7 +342,6 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 			p.fail(cn, field+".name", "missing; every column needs a name")
 		} else if name, ok := p.str(v, field+".name"); ok {
 			c.Name = name
-			field = fmt.Sprintf("columns[%d] (%s)", i, name)
 			if !identPattern(name) {
 				p.fail(v, field+".name", "%q is not a plain SQL identifier: use 1 to 63 letters, digits or '_', not starting with a digit", name)
 			} else if spec.column(name) != nil {
