@@ -1,8 +1,9 @@
 // Package worker moves received lines from the shared JetStream consumer
 // into PostgreSQL. Each [Worker] runs a few loops that fetch a fixed-size
-// batch, turn every line into a row with a [Transform], store the rows in
-// one transaction with a [Store] and acknowledge the batch after the
-// commit. Any number of worker processes share the consumer; keyed inserts
+// batch, send each line where its source's [Route] says, turn it into a
+// row with the route's [Transform], store each table's rows in one
+// transaction with the route's [Store] and acknowledge each line after
+// the commit that holds its row. Any number of worker processes share the consumer; keyed inserts
 // make a redelivered batch harmless.
 package worker
 

@@ -84,8 +84,6 @@ type Spec struct {
 	Filter string
 	// Columns are the table's columns in order.
 	Columns []ColumnSpec
-
-	filterLine, filterColumn int
 }
 
 // ColumnSpec is one column of a [Spec].
@@ -103,13 +101,14 @@ type ColumnSpec struct {
 	// Required rejects lines where the value is missing, null, or made
 	// NULL by cleaning.
 	Required bool
-	// Default, when HasDefault, replaces a missing or null value.
+	// Default, when HasDefault, replaces a value that is missing, null
+	// or made NULL by cleaning; the column is then NOT NULL.
 	Default    any
 	HasDefault bool
 	// Clean are the cleaning steps applied to string values, in order.
 	Clean []Step
 
-	line int
+	line, column int
 }
 
 // SeqColumn is the key column added to tables whose spec has no key: the
@@ -240,7 +239,7 @@ func (p *specParser) parse(src []byte) *Spec {
 	}
 	if n := top["filter"]; n != nil {
 		if s, ok := p.str(n, "filter"); ok {
-			spec.Filter, spec.filterLine, spec.filterColumn = s, n.Line, n.Column
+			spec.Filter = s
 		}
 	}
 	if n := top["columns"]; n != nil {
@@ -248,8 +247,8 @@ func (p *specParser) parse(src []byte) *Spec {
 	}
 	if n := top["key"]; n != nil {
 		p.key(spec, n)
-	} else if spec.column(SeqColumn) != nil {
-		p.fail(spec.column(SeqColumn).node(top["columns"]), "columns", "a column is named %q, which is the stream sequence column of a spec without a key; rename it or set key", SeqColumn)
+	} else if c := spec.column(SeqColumn); c != nil {
+		p.fail(&yaml.Node{Line: c.line, Column: c.column}, "columns", "a column is named %q, which is the stream sequence column of a spec without a key; rename it or set key", SeqColumn)
 	}
 	if spec.Filter != "" && len(p.errs) == 0 {
 		if _, err := compileFilter(spec.Filter); err != nil {
@@ -257,11 +256,6 @@ func (p *specParser) parse(src []byte) *Spec {
 		}
 	}
 	return spec
-}
-
-// node returns the YAML node of c within the columns sequence, for messages.
-func (c *ColumnSpec) node(columns *yaml.Node) *yaml.Node {
-	return &yaml.Node{Line: c.line, Column: columns.Column}
 }
 
 func (s *Spec) column(name string) *ColumnSpec {
@@ -337,7 +331,7 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 		if f == nil {
 			continue
 		}
-		c := ColumnSpec{line: cn.Line}
+		c := ColumnSpec{line: cn.Line, column: cn.Column}
 		if v := f["name"]; v == nil {
 			p.fail(cn, field+".name", "missing; every column needs a name")
 		} else if name, ok := p.str(v, field+".name"); ok {

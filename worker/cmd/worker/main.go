@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -189,6 +190,10 @@ func routes(pool *pgxpool.Pool, rawTable string, pipelines []*pipeline.Pipeline,
 // checkSpec checks the spec file args[0] and, given a sample file
 // args[1], shows what the pipeline makes of each of its lines.
 func checkSpec(_ context.Context, _ worker.Config, args []string) error {
+	return checkSpecTo(os.Stdout, args)
+}
+
+func checkSpecTo(w io.Writer, args []string) error {
 	if len(args) < 1 || len(args) > 2 {
 		return errors.New("usage: worker check-spec FILE [SAMPLE.ndjson]")
 	}
@@ -196,7 +201,7 @@ func checkSpec(_ context.Context, _ worker.Config, args []string) error {
 	if err != nil {
 		return err
 	}
-	out := bufio.NewWriter(os.Stdout)
+	out := bufio.NewWriter(w)
 	defer out.Flush()
 	p.Describe(out)
 	if len(args) == 1 {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +166,91 @@ func TestDispatchUnknownCommand(t *testing.T) {
 	err := dispatch(t.Context(), []string{"frobnicate"})
 	if err == nil || !strings.Contains(err.Error(), "healthcheck") {
 		t.Fatalf("dispatch(frobnicate) = %v, want an error listing the commands", err)
+	}
+}
+
+const tweetsSpec = "../../../deploy/pipelines/tweets.yaml"
+
+func TestRunWithPipeline(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.Postgres(t)
+	cfg := setup(t, dsn)
+	cfg.Pipelines = []string{tweetsSpec}
+	stop := start(t, cfg)
+
+	nc, err := nats.Connect(cfg.NATS.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for _, m := range []struct{ source, data string }{
+		{"tweets", `{"id": 1, "created_at": "Mon Jan 01 10:00:00 +0000 2018", "text": " hi ", "lang": "en", "user": {"screen_name": "Ann"}}`},
+		{"tweets", `{"id": 2, "created_at": "Mon Jan 01 10:00:00 +0000 2018", "text": "rt", "lang": "en", "user": {"screen_name": "Bob"}, "retweeted_status": {"id": 1}}`},
+		{"smoke", `{"i": 1}`},
+	} {
+		if _, err := js.Publish(t.Context(), topology.Subject(m.source), []byte(m.data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	eventually(t, "rows stored", func() error {
+		var tweets, events int
+		var author, text string
+		if err := conn.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM tweets), (SELECT count(*) FROM events),
+			(SELECT author FROM tweets WHERE id = 1), (SELECT text FROM tweets WHERE id = 1)`).Scan(&tweets, &events, &author, &text); err != nil {
+			return err
+		}
+		if tweets != 1 || events != 1 || author != "ann" || text != "hi" {
+			return fmt.Errorf("%d tweets (%s: %q), %d events; want 1 (ann: \"hi\"), 1", tweets, author, text, events)
+		}
+		return nil
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+func TestRunRefusesBadSpec(t *testing.T) {
+	t.Parallel()
+	bad := t.TempDir() + "/bad.yaml"
+	if err := os.WriteFile(bad, []byte("source: tweets\ntable: tweets\ncolumns:\n  - {name: id, path: id, type: bigin}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := setup(t, "postgres://postgres@"+freeAddr(t)+"/jetline?sslmode=disable")
+	cfg.Pipelines = []string{bad}
+	err := run(t.Context(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml:4:32: columns[0] (id).type: unknown type \"bigin\"") {
+		t.Fatalf("run with a bad spec: %v", err)
+	}
+}
+
+func TestCheckSpec(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	if err := checkSpecTo(&out, []string{tweetsSpec, "../../../deploy/samples/tweets.ndjson"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`tweets.yaml: ok: source tweets (subject ingest.tweets)`,
+		`CREATE TABLE IF NOT EXISTS "tweets"`,
+		"line 1: filtered\n",
+		`line 251: insert {"id": 9000000001, "created_at": "2018-03-06T10:00:00Z", "author": "nasty_case", "lang": "en", "text": "Héllo Café world", "retweet_count": 1, "favorite_count": 2, "hashtags": ["nowplaying","café"], "followers": 1234}`,
+		"line 259: reject missing_field: column author: path user.screen_name is missing or null\n",
+		"268 lines: 63 insert, 200 filtered, 5 rejected (bad_value 2, invalid_json 2, missing_field 1)\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check-spec output lacks %q", want)
+		}
+	}
+	if err := checkSpecTo(io.Discard, nil); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("check-spec without a file: %v", err)
+	}
+	if err := checkSpecTo(io.Discard, []string{"no-such.yaml"}); err == nil {
+		t.Error("check-spec of a missing file succeeded")
 	}
 }
