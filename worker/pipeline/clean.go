@@ -156,38 +156,47 @@ func isControl(r rune) bool {
 // collapseSpace replaces every run of white space (Unicode's definition,
 // newlines included) with one space.
 func collapseSpace(s string) (string, bool) {
-	prevSpace, clean := false, true
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			clean = false // decide below, rune by rune
-			break
-		}
-		sp := c == ' ' || c >= '\t' && c <= '\r'
-		if sp && (prevSpace || c != ' ') {
-			clean = false
-			break
-		}
-		prevSpace = sp
-	}
-	if clean {
-		return s, true
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	prevSpace = false
-	for _, r := range s {
-		if unicode.IsSpace(r) {
-			if !prevSpace {
-				b.WriteByte(' ')
+	// Most text needs no change: look for a space other than ' ', or a
+	// space after a space, before building anything.
+	prev := false
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			sp := c == ' ' || c >= '\t' && c <= '\r'
+			if sp && (prev || c != ' ') {
+				return collapseSpaceFrom(s), true
 			}
-			prevSpace = true
+			prev = sp
+			i++
 			continue
 		}
-		prevSpace = false
-		b.WriteRune(r)
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if unicode.IsSpace(r) {
+			return collapseSpaceFrom(s), true
+		}
+		prev = false
+		i += size
 	}
-	return b.String(), true
+	return s, true
+}
+
+func collapseSpaceFrom(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	prev := false
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if unicode.IsSpace(r) {
+			if !prev {
+				b.WriteByte(' ')
+			}
+			prev = true
+		} else {
+			prev = false
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // truncate keeps the first n user-perceived characters (grapheme
