@@ -101,6 +101,15 @@ func (p *Pipeline) Describe(w io.Writer) {
 	fmt.Fprintf(w, "%s: ok: source %s (subject ingest.%s) → table %s, key %s\n", p.spec.File, p.Source(), p.Source(), p.table.Ident().Sanitize(), key)
 	if p.spec.Filter != "" {
 		fmt.Fprintf(w, "filter: %s\n", p.spec.Filter)
+		var reads []string
+		for _, v := range p.filter.vars {
+			if v.presence {
+				reads = append(reads, v.path+" (present or not)")
+			} else {
+				reads = append(reads, v.path)
+			}
+		}
+		fmt.Fprintf(w, "filter reads: %s\n", strings.Join(reads, ", "))
 	}
 	fmt.Fprintf(w, "%s\n", p.table.CreateSQL())
 }
