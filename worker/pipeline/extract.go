@@ -3,7 +3,6 @@ package pipeline
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"unsafe"
 
@@ -31,6 +30,8 @@ type extractPath struct {
 	path string
 	// rest is the path after the first key; "" when the path is the key.
 	rest string
+	// whole means the path is resolved on the whole line.
+	whole bool
 }
 
 // add returns the index of path, adding it if it is new.
@@ -45,7 +46,7 @@ func (e *extractor) add(path string) int {
 	}
 	i := len(e.paths)
 	key, rest, plain := splitPath(path)
-	e.paths = append(e.paths, extractPath{path: path, rest: rest})
+	e.paths = append(e.paths, extractPath{path: path, rest: rest, whole: !plain})
 	if plain {
 		e.byKey[key] = append(e.byKey[key], i)
 	} else {
@@ -160,7 +161,7 @@ func (e *extractor) value(x *extraction, i int) gjson.Result {
 	p := e.paths[i]
 	var r gjson.Result
 	switch {
-	case slices.Contains(e.whole, i):
+	case p.whole:
 		r = gjson.Get(x.doc, p.path)
 	case p.rest == "":
 		r = parseJSONValue(x.raw[i])

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -206,7 +205,7 @@ func exprValue(r gjson.Result) any {
 func (f *filter) run(ex *extractor, x *extraction, env map[string]any, machine *vm.VM) (bool, error) {
 	for _, v := range f.vars {
 		var r gjson.Result
-		if v.presence && x.state[v.index] == pathFound && ex.paths[v.index].rest == "" && !slices.Contains(ex.whole, v.index) {
+		if v.presence && x.state[v.index] == pathFound && ex.paths[v.index].rest == "" && !ex.paths[v.index].whole {
 			// Present unless it is null; no need to parse it.
 			if x.raw[v.index] != "null" {
 				env[v.name] = true

@@ -39,7 +39,8 @@ type scratch struct {
 	machine vm.VM
 }
 
-// New compiles spec into a pipeline.
+// New compiles spec, as [ParseSpec] or [LoadSpec] returned it, into a
+// pipeline.
 func New(spec *Spec) (*Pipeline, error) {
 	p := &Pipeline{spec: spec, table: spec.WorkerTable(), seq: len(spec.Key) == 0}
 	if err := p.table.Validate(); err != nil {
@@ -60,15 +61,8 @@ func New(spec *Spec) (*Pipeline, error) {
 		c.path = p.ex.add(cs.Path)
 		p.columns = append(p.columns, c)
 	}
-	p.scratch.New = func() any { return &scratch{env: make(map[string]any, len(p.filter.varsOrNil()))} }
+	p.scratch.New = func() any { return &scratch{env: map[string]any{}} }
 	return p, nil
-}
-
-func (f *filter) varsOrNil() []filterVar {
-	if f == nil {
-		return nil
-	}
-	return f.vars
 }
 
 // Load reads, checks and compiles the spec file at path.
