@@ -43,8 +43,8 @@ fuzz: ## Fuzz each Fuzz* target (FuzzFramer, ...) for FUZZTIME
 	done; \
 	if [ $$found -eq 0 ]; then echo "no Fuzz* functions found" >&2; exit 1; fi
 
-bench: ## Run the end-to-end benchmark (deploy/bench; pass flags in BENCH_ARGS)
-	$(GO) run ./deploy/bench $(BENCH_ARGS)
+bench: build ## Run the end-to-end benchmark (deploy/bench; pass flags in BENCH_ARGS)
+	$(GO) run ./deploy/bench -gateway-bin $(BIN)/gateway -worker-bin $(BIN)/worker $(BENCH_ARGS)
 
 lint: ## Check formatting (gofmt) and run go vet
 	@unformatted=$$(find . -name '*.go' -not -path './.data/*' -not -path './.git/*' -exec $(GOFMT) -l {} +); \

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Defaults of the flags. DefaultLines is sized so that a whole run (corpus,
+// raw publish, end to end) takes a minute or two on a 2-core machine.
+const (
+	DefaultLines        = 400_000
+	DefaultConns        = 4
+	DefaultWorkers      = 2
+	DefaultGatewayBin   = ".data/bin/gateway"
+	DefaultWorkerBin    = ".data/bin/worker"
+	DefaultSeed         = 1
+	DefaultStallTimeout = time.Minute
+)
+
+// Config is what one bench run measures and with what. [parseFlags] fills it
+// from the command line.
+type Config struct {
+	// Mode selects the measurement; see [modes]. Defaults to "e2e".
+	Mode string
+	// Lines is how many tweet lines are generated and sent. Defaults to
+	// [DefaultLines].
+	Lines int
+	// Conns is how many TCP connections send the lines, and how many
+	// publishers the raw publish runs. Defaults to [DefaultConns].
+	Conns int
+	// Workers is how many worker processes run. Defaults to
+	// [DefaultWorkers].
+	Workers int
+	// WorkerConcurrency is passed as WORKER_CONCURRENCY; 0 leaves the
+	// worker's default.
+	WorkerConcurrency int
+	// BatchSize is passed as WORKER_BATCH_SIZE; 0 leaves the worker's
+	// default.
+	BatchSize int
+	// GatewayBin and WorkerBin are the programs to run. When a path does
+	// not exist the program is built from source into the run's temporary
+	// directory.
+	GatewayBin string
+	WorkerBin  string
+	// Seed seeds the tweet generator, so runs send the same bytes.
+	// Defaults to [DefaultSeed].
+	Seed uint64
+	// PGSettings override the bench's Postgres settings (see
+	// [postgresSettings]); durability settings cannot be turned off.
+	PGSettings map[string]string
+	// ChildEnv holds extra NAME=VALUE variables for the gateway and the
+	// workers, such as GATEWAY_INFLIGHT_MESSAGES=8192.
+	ChildEnv []string
+	// StallTimeout fails the run when no row lands for this long.
+	// Defaults to [DefaultStallTimeout].
+	StallTimeout time.Duration
+	// JSON writes the report as JSON to standard output, and the text
+	// report to standard error.
+	JSON bool
+	// Verbose logs the harness's own steps (servers started, stopped).
+	Verbose bool
+}
+
+// parseFlags parses args (without the program name) into a Config.
+func parseFlags(args []string) (Config, error) {
+	cfg := Config{PGSettings: map[string]string{}}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: go run ./deploy/bench [flags]\n\n"+
+			"Measures jetline end to end on this machine: raw JetStream publish rate, then\n"+
+			"NDJSON over TCP → gateway → JetStream → workers → Postgres, with real servers.\n\nModes:\n")
+		for _, m := range modes {
+			fmt.Fprintf(fs.Output(), "  %-8s %s\n", m.name, m.about)
+		}
+		fmt.Fprintf(fs.Output(), "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
+	fs.IntVar(&cfg.Lines, "lines", DefaultLines, "number of ~6 KB tweet lines to send")
+	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "concurrent TCP connections (and raw publishers)")
+	fs.IntVar(&cfg.Workers, "workers", DefaultWorkers, "worker processes")
+	fs.IntVar(&cfg.WorkerConcurrency, "worker-concurrency", 0, "WORKER_CONCURRENCY for each worker (0: the worker's default)")
+	fs.IntVar(&cfg.BatchSize, "batch", 0, "WORKER_BATCH_SIZE (0: the worker's default)")
+	fs.StringVar(&cfg.GatewayBin, "gateway-bin", DefaultGatewayBin, "gateway `program`; built from source if missing")
+	fs.StringVar(&cfg.WorkerBin, "worker-bin", DefaultWorkerBin, "worker `program`; built from source if missing")
+	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the tweet generator")
+	fs.Var(settingsFlag(cfg.PGSettings), "pg", "extra Postgres setting `name=value` (repeatable), e.g. -pg wal_buffers=64MB")
+	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_MESSAGES=8192", func(s string) error {
+		name, _, ok := strings.Cut(s, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("%q is not NAME=VALUE", s)
+		}
+		cfg.ChildEnv = append(cfg.ChildEnv, s)
+		return nil
+	})
+	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", DefaultStallTimeout, "fail when no row lands for this long")
+	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON on stdout (the text report goes to stderr)")
+	fs.BoolVar(&cfg.Verbose, "v", false, "log the harness's own steps")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments %q: everything is set with flags (see -h)", fs.Args())
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate reports what is wrong with c, in terms of the flags.
+func (c Config) Validate() error {
+	var errs []error
+	if _, ok := findMode(c.Mode); !ok {
+		errs = append(errs, fmt.Errorf("-mode %q is unknown: use one of %s", c.Mode, strings.Join(modeNames(), ", ")))
+	}
+	if c.Lines < 1 {
+		errs = append(errs, fmt.Errorf("-lines must be at least 1 (got %d)", c.Lines))
+	}
+	if c.Conns < 1 || c.Conns > 10_000 {
+		errs = append(errs, fmt.Errorf("-conns must be between 1 and 10000 (got %d)", c.Conns))
+	}
+	if c.Conns > c.Lines {
+		errs = append(errs, fmt.Errorf("-conns (%d) must not exceed -lines (%d): every connection sends at least one line", c.Conns, c.Lines))
+	}
+	if c.Workers < 1 || c.Workers > 64 {
+		errs = append(errs, fmt.Errorf("-workers must be between 1 and 64 (got %d)", c.Workers))
+	}
+	if c.WorkerConcurrency < 0 || c.WorkerConcurrency > 64 {
+		errs = append(errs, fmt.Errorf("-worker-concurrency must be between 0 (the worker's default) and 64 (got %d)", c.WorkerConcurrency))
+	}
+	if c.BatchSize < 0 || c.BatchSize > 10_000 {
+		errs = append(errs, fmt.Errorf("-batch must be between 0 (the worker's default) and 10000 (got %d)", c.BatchSize))
+	}
+	if c.GatewayBin == "" || c.WorkerBin == "" {
+		errs = append(errs, errors.New("-gateway-bin and -worker-bin must not be empty"))
+	}
+	if c.StallTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("-stall-timeout must be at least 1s (got %s)", c.StallTimeout))
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.PGSettings)) {
+		if err := checkPGSetting(name, c.PGSettings[name]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, kv := range c.ChildEnv {
+		name, _, _ := strings.Cut(kv, "=")
+		if flag, owned := harnessOwned[name]; owned {
+			if flag != "" {
+				errs = append(errs, fmt.Errorf("-env %s: set %s with %s", kv, name, flag))
+			} else {
+				errs = append(errs, fmt.Errorf("-env %s: the bench sets %s itself", kv, name))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settingsFlag collects repeated -pg name=value flags.
+type settingsFlag map[string]string
+
+func (f settingsFlag) String() string {
+	parts := make([]string, 0, len(f))
+	for _, k := range slices.Sorted(maps.Keys(f)) {
+		parts = append(parts, k+"="+f[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f settingsFlag) Set(s string) error {
+	name, value, ok := strings.Cut(s, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" {
+		return fmt.Errorf("%q is not name=value", s)
+	}
+	f[name] = strings.TrimSpace(value)
+	return nil
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseFlagsDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Mode != "e2e" || cfg.Lines != DefaultLines || cfg.Conns != DefaultConns || cfg.Workers != DefaultWorkers {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+	if cfg.WorkerConcurrency != 0 || cfg.BatchSize != 0 {
+		t.Fatalf("worker settings must default to the worker's own (0), got %d and %d", cfg.WorkerConcurrency, cfg.BatchSize)
+	}
+	if cfg.GatewayBin != DefaultGatewayBin || cfg.WorkerBin != DefaultWorkerBin {
+		t.Fatalf("binaries = %q, %q", cfg.GatewayBin, cfg.WorkerBin)
+	}
+}
+
+func TestParseFlagsRepeatable(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags([]string{"-pg", "wal_buffers=64MB", "-pg", "wal_compression = lz4",
+		"-env", "GATEWAY_INFLIGHT_MESSAGES=8192", "-env", "WORKER_FETCH_MAX_WAIT=500ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PGSettings["wal_buffers"] != "64MB" || cfg.PGSettings["wal_compression"] != "lz4" {
+		t.Fatalf("pg settings = %v", cfg.PGSettings)
+	}
+	if strings.Join(cfg.ChildEnv, " ") != "GATEWAY_INFLIGHT_MESSAGES=8192 WORKER_FETCH_MAX_WAIT=500ms" {
+		t.Fatalf("child env = %v", cfg.ChildEnv)
+	}
+}
+
+func TestParseFlagsRejects(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown mode", []string{"-mode", "nope"}, "-mode"},
+		{"no lines", []string{"-lines", "0"}, "-lines"},
+		{"more conns than lines", []string{"-lines", "3", "-conns", "4"}, "-conns"},
+		{"no workers", []string{"-workers", "0"}, "-workers"},
+		{"batch too big", []string{"-batch", "20000"}, "-batch"},
+		{"fsync off", []string{"-pg", "fsync=off"}, "durability"},
+		{"async commit", []string{"-pg", "synchronous_commit=off"}, "durable"},
+		{"port", []string{"-pg", "port=5432"}, "set by the bench"},
+		{"owned env", []string{"-env", "NATS_URL=nats://elsewhere:4222"}, "sets NATS_URL itself"},
+		{"env with a flag", []string{"-env", "WORKER_BATCH_SIZE=100"}, "with -batch"},
+		{"env without value", []string{"-env", "JUSTANAME"}, "NAME=VALUE"},
+		{"stray argument", []string{"extra"}, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseFlags(tt.args)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("parseFlags(%q) = %v, want an error mentioning %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestEffectiveSettings(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags([]string{"-worker-concurrency", "3", "-env", "GATEWAY_INFLIGHT_BYTES=16777216"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	win, wc, err := effectiveSettings(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if win.Bytes != 16<<20 || win.Messages < 1 {
+		t.Fatalf("window = %+v, want the -env byte limit and the gateway's default message limit", win)
+	}
+	if wc.Concurrency != 3 || wc.BatchSize < 1 {
+		t.Fatalf("worker concurrency %d, batch %d; want 3 and the worker's default", wc.Concurrency, wc.BatchSize)
+	}
+}
+
+func TestChildEnvironDropsJetlineVariables(t *testing.T) {
+	t.Parallel()
+	got := childEnviron([]string{"PATH=/bin", "WORKER_BATCH_SIZE=9", "GATEWAY_LISTEN=:1", "INGEST_MAX_BYTES=1",
+		"NATS_URL=x", "LOG_LEVEL=debug", "DATABASE_URL=y", "HOME=/root"})
+	if strings.Join(got, " ") != "PATH=/bin HOME=/root" {
+		t.Fatalf("childEnviron = %v", got)
+	}
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// The raw publish goes to a stream of its own, configured like the ingest
+// stream, which is deleted afterwards so the end-to-end run starts on an
+// empty server.
+const (
+	rawStream   = "BENCH_RAW"
+	rawSubjects = "bench-raw.>"
+	rawSubject  = "bench-raw." + topology.DefaultSource
+	rawInstance = "bench-raw"
+	// rawAckTimeout bounds the wait for one acknowledgement; no publish
+	// should come near it on an idle local server.
+	rawAckTimeout = 30 * time.Second
+	// stampEvery is how many lines share one Jetline-Received-At value,
+	// as lines of one read do in the gateway.
+	stampEvery = 64
+)
+
+// rate is the outcome of moving some lines: how many, how many payload
+// bytes (without newlines), in how long.
+type rate struct {
+	Lines        int     `json:"lines"`
+	PayloadBytes int64   `json:"payload_bytes"`
+	Seconds      float64 `json:"seconds"`
+	LinesPerSec  float64 `json:"lines_per_sec"`
+	MiBPerSec    float64 `json:"mib_per_sec"`
+}
+
+// rawResult is the raw publish rate and what it cost.
+type rawResult struct {
+	rate
+	// CPUSeconds is the CPU time of the bench process, which hosts NATS
+	// and the publishers, during the publish.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// BusyPct is the machine's CPU busy share during the publish.
+	BusyPct float64 `json:"machine_busy_pct"`
+}
+
+func newRate(lines int, bytes int64, d time.Duration) rate {
+	secs := d.Seconds()
+	r := rate{Lines: lines, PayloadBytes: bytes, Seconds: secs}
+	if secs > 0 {
+		r.LinesPerSec = float64(lines) / secs
+		r.MiBPerSec = float64(bytes) / secs / (1 << 20)
+	}
+	return r
+}
+
+// window is the gateway's per-connection in-flight limit, which the raw
+// publishers apply too so that both are measured with the same pipelining.
+type window struct {
+	Messages int   `json:"messages"`
+	Bytes    int64 `json:"bytes"`
+}
+
+// measurePublish publishes every line of c into a fresh stream configured
+// like the ingest stream, from conns publishers on one NATS connection as
+// the gateway's sessions do, each with its own in-flight window and the
+// gateway's headers, and waits for every acknowledgement. It then checks
+// the stream holds every line and deletes it.
+func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, win window) (_ rawResult, err error) {
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(conns*win.Messages),
+		jetstream.WithPublishAsyncTimeout(rawAckTimeout))
+	if err != nil {
+		return rawResult{}, fmt.Errorf("open jetstream: %w", err)
+	}
+	sc := topology.StreamConfig{
+		MaxBytes:        max(10<<30, 2*int64(len(c.data))),
+		DuplicateWindow: topology.MinDuplicateWindow,
+		Replicas:        1,
+	}.Stream()
+	sc.Name, sc.Subjects, sc.Description = rawStream, []string{rawSubjects}, "jetline bench: raw publish rate"
+	stream, err := js.CreateStream(ctx, sc)
+	if err != nil {
+		return rawResult{}, fmt.Errorf("create stream %s: %w", rawStream, err)
+	}
+	defer func() {
+		if derr := js.DeleteStream(context.WithoutCancel(ctx), rawStream); derr != nil {
+			err = errors.Join(err, fmt.Errorf("delete stream %s: %w", rawStream, derr))
+		}
+	}()
+
+	cpuBefore, err := cpuTime(os.Getpid())
+	if err != nil {
+		return rawResult{}, err
+	}
+	ticksBefore, err := readMachineTicks()
+	if err != nil {
+		return rawResult{}, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	start := time.Now()
+	for i, s := range c.Split(conns) {
+		g.Go(func() error { return publishSpan(gctx, js, c, s, strconv.Itoa(i+1), win) })
+	}
+	if err := g.Wait(); err != nil {
+		return rawResult{}, err
+	}
+	elapsed := time.Since(start)
+	cpuAfter, err := cpuTime(os.Getpid())
+	if err != nil {
+		return rawResult{}, err
+	}
+	ticksAfter, err := readMachineTicks()
+	if err != nil {
+		return rawResult{}, err
+	}
+
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return rawResult{}, fmt.Errorf("read stream %s: %w", rawStream, err)
+	}
+	if info.State.Msgs != uint64(c.Len()) {
+		return rawResult{}, fmt.Errorf("stream %s holds %d messages after %d acknowledged publishes", rawStream, info.State.Msgs, c.Len())
+	}
+	res := rawResult{rate: newRate(c.Len(), c.PayloadBytes(), elapsed), CPUSeconds: (cpuAfter - cpuBefore).Seconds()}
+	res.BusyPct, _ = busy(ticksBefore, ticksAfter)
+	return res, nil
+}
+
+// pending is one publish awaiting its acknowledgement.
+type pending struct {
+	ack  jetstream.PubAckFuture
+	size int64
+	line int
+}
+
+// publishSpan publishes the lines of s as connection conn of the gateway
+// would: asynchronously, at most win in flight, acknowledgements taken in
+// order.
+func publishSpan(ctx context.Context, js jetstream.JetStream, c *corpus, s span, conn string, win window) error {
+	inflight := make(chan pending, win.Messages)
+	var bytes int64
+	await := func() error {
+		p := <-inflight
+		bytes -= p.size
+		select {
+		case <-p.ack.Ok():
+			return nil
+		case err := <-p.ack.Err():
+			return fmt.Errorf("publish line %d of publisher %s: %w", p.line, conn, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	gateway, connVal := []string{rawInstance}, []string{conn}
+	idPrefix := rawInstance + "." + conn + "."
+	var stamp []string
+	for k := range s.N {
+		data := c.Line(s.First + k)
+		size := int64(len(data))
+		for len(inflight) == win.Messages || (len(inflight) > 0 && bytes+size > win.Bytes) {
+			if err := await(); err != nil {
+				return err
+			}
+		}
+		if k%stampEvery == 0 {
+			stamp = []string{time.Now().UTC().Format(time.RFC3339Nano)}
+		}
+		line := strconv.Itoa(k + 1)
+		msg := &nats.Msg{Subject: rawSubject, Data: data, Header: nats.Header{
+			topology.HeaderMsgID:      {idPrefix + line},
+			topology.HeaderGateway:    gateway,
+			topology.HeaderConn:       connVal,
+			topology.HeaderLine:       {line},
+			topology.HeaderReceivedAt: stamp,
+		}}
+		ack, err := js.PublishMsgAsync(msg)
+		if err != nil {
+			return fmt.Errorf("publish line %d of publisher %s: %w", k+1, conn, err)
+		}
+		inflight <- pending{ack: ack, size: size, line: k + 1}
+		bytes += size
+	}
+	for len(inflight) > 0 {
+		if err := await(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

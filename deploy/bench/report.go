@@ -1,0 +1,339 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// goalRatio is the target of the end-to-end rate as a share of the raw
+// publish rate.
+const goalRatio = 0.5
+
+// goalText states the goal the way the report checks it.
+const goalText = "goal: end to end ≥ 0.5× raw publish"
+
+// Report is everything a run measured and what it ran with. It is printed
+// as aligned text, or as JSON with -json.
+type Report struct {
+	Mode       string      `json:"mode"`
+	Started    time.Time   `json:"started"`
+	RunSeconds float64     `json:"run_seconds"`
+	Machine    machine     `json:"machine"`
+	Corpus     corpusFacts `json:"corpus"`
+	Setup      setup       `json:"setup"`
+	Postgres   pgFacts     `json:"postgres"`
+	NATS       natsFacts   `json:"nats"`
+	Binaries   binaries    `json:"binaries"`
+	Raw        *rawResult  `json:"raw_publish,omitempty"`
+	E2E        *e2eResult  `json:"e2e,omitempty"`
+	// Ratio is the end-to-end rate over the raw publish rate.
+	Ratio float64 `json:"e2e_to_raw_ratio,omitempty"`
+	Goal  goal    `json:"goal"`
+}
+
+// machine is what the numbers were measured on.
+type machine struct {
+	CPUModel   string `json:"cpu_model"`
+	CPUs       int    `json:"cpus"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	MemBytes   int64  `json:"mem_bytes"`
+	GoVersion  string `json:"go_version"`
+	OSArch     string `json:"os_arch"`
+	// BackgroundCores is how many cores other processes kept busy in the
+	// second before the run.
+	BackgroundCores float64 `json:"background_cores"`
+}
+
+func (m machine) summary() string {
+	return fmt.Sprintf("%s, %d CPUs, GOMAXPROCS %d, %s RAM, %s %s; %.2f cores busy before the run",
+		m.CPUModel, m.CPUs, m.GOMAXPROCS, gib(m.MemBytes), m.GoVersion, m.OSArch, m.BackgroundCores)
+}
+
+// corpusFacts describes the lines sent.
+type corpusFacts struct {
+	Lines         int     `json:"lines"`
+	PayloadBytes  int64   `json:"payload_bytes"`
+	AvgLineBytes  int64   `json:"avg_line_bytes"`
+	Seed          uint64  `json:"seed"`
+	GenerationSec float64 `json:"generation_seconds"`
+}
+
+// setup is how the programs were run.
+type setup struct {
+	Conns   int `json:"conns"`
+	Workers int `json:"workers"`
+	// WorkerConcurrency, BatchSize and MaxAckPending are the workers'
+	// effective settings; the *Default fields say they were not set.
+	WorkerConcurrency        int      `json:"worker_concurrency"`
+	WorkerConcurrencyDefault bool     `json:"worker_concurrency_default"`
+	BatchSize                int      `json:"batch_size"`
+	BatchSizeDefault         bool     `json:"batch_size_default"`
+	MaxAckPending            int      `json:"max_ack_pending"`
+	ChildEnv                 []string `json:"child_env,omitempty"`
+	// RawWindow is the gateway's per-connection in-flight window, which
+	// the raw publishers use too.
+	RawWindow window `json:"window"`
+}
+
+// pgFacts is the Postgres the rows went to.
+type pgFacts struct {
+	Version  string    `json:"version"`
+	Settings []setting `json:"settings"`
+}
+
+func (p pgFacts) settingsLine() string {
+	parts := make([]string, len(p.Settings))
+	for i, s := range p.Settings {
+		parts[i] = s.Name + "=" + s.Value
+	}
+	return strings.Join(parts, " ")
+}
+
+// natsFacts is the NATS server the lines went through.
+type natsFacts struct {
+	Version string `json:"version"`
+	Store   string `json:"store"`
+}
+
+// goal is whether the run met [goalRatio].
+type goal struct {
+	Text  string  `json:"text"`
+	Ratio float64 `json:"ratio"`
+	Met   bool    `json:"met"`
+}
+
+// newReport starts the report of a run of cfg with the machine's facts.
+func newReport(cfg Config) (*Report, error) {
+	win, wc, err := effectiveSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Report{
+		Mode:    cfg.Mode,
+		Started: time.Now().UTC().Truncate(time.Second),
+		Machine: machine{
+			CPUModel:   cpuModel(),
+			CPUs:       runtime.NumCPU(),
+			GOMAXPROCS: runtime.GOMAXPROCS(0),
+			MemBytes:   memTotal(),
+			GoVersion:  runtime.Version(),
+			OSArch:     runtime.GOOS + "/" + runtime.GOARCH,
+		},
+		Setup: setup{
+			Conns:                    cfg.Conns,
+			Workers:                  cfg.Workers,
+			WorkerConcurrency:        wc.Concurrency,
+			WorkerConcurrencyDefault: cfg.WorkerConcurrency == 0,
+			BatchSize:                wc.BatchSize,
+			BatchSizeDefault:         cfg.BatchSize == 0,
+			MaxAckPending:            wc.EffectiveMaxAckPending(),
+			ChildEnv:                 cfg.ChildEnv,
+			RawWindow:                win,
+		},
+		Goal: goal{Text: goalText},
+	}, nil
+}
+
+func (r *Report) setCorpus(c *corpus, seed uint64, took time.Duration) {
+	r.Corpus = corpusFacts{
+		Lines:         c.Len(),
+		PayloadBytes:  c.PayloadBytes(),
+		AvgLineBytes:  c.PayloadBytes() / int64(max(c.Len(), 1)),
+		Seed:          seed,
+		GenerationSec: took.Seconds(),
+	}
+}
+
+func (r *Report) setHarness(h *harness) {
+	r.Postgres = pgFacts{Version: h.pgVer, Settings: h.pgFacts}
+	r.NATS = natsFacts{Version: h.natsVer, Store: "embedded, JetStream file store, fsync every 2m (server default sync_interval)"}
+	r.Binaries = h.binaries
+}
+
+func (r *Report) setE2E(res e2eResult) {
+	r.E2E = &res
+	if r.Raw != nil && r.Raw.LinesPerSec > 0 {
+		r.Ratio = res.EndToEnd.LinesPerSec / r.Raw.LinesPerSec
+		r.Goal.Ratio = r.Ratio
+		r.Goal.Met = r.Ratio >= goalRatio
+	}
+}
+
+func (r *Report) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// writeText writes the report as aligned text.
+func (r *Report) writeText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\njetline bench — mode %s — %s\n\n", r.Mode, r.Started.Format(time.RFC3339))
+
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "machine\t%s\n", r.Machine.summary())
+	fmt.Fprintf(tw, "corpus\t%s tweet lines, %s payload, %s B/line avg, seed %d\n",
+		thousands(int64(r.Corpus.Lines)), mib(r.Corpus.PayloadBytes), thousands(r.Corpus.AvgLineBytes), r.Corpus.Seed)
+	s := r.Setup
+	fmt.Fprintf(tw, "setup\t%d connections, %d workers × WORKER_CONCURRENCY %d%s, WORKER_BATCH_SIZE %d%s, max ack pending %s\n",
+		s.Conns, s.Workers, s.WorkerConcurrency, defaultMark(s.WorkerConcurrencyDefault),
+		s.BatchSize, defaultMark(s.BatchSizeDefault), thousands(int64(s.MaxAckPending)))
+	fmt.Fprintf(tw, "\tin-flight window per connection %s lines / %s (gateway and raw publishers)\n",
+		thousands(int64(s.RawWindow.Messages)), mib(s.RawWindow.Bytes))
+	if len(s.ChildEnv) > 0 {
+		fmt.Fprintf(tw, "\textra env %s\n", strings.Join(s.ChildEnv, " "))
+	}
+	fmt.Fprintf(tw, "postgres\t%s, %s\n", r.Postgres.Version, r.Postgres.settingsLine())
+	fmt.Fprintf(tw, "nats\t%s, %s\n", r.NATS.Version, r.NATS.Store)
+	fmt.Fprintf(tw, "programs\tgateway %s, worker %s\n", r.Binaries.Gateway.describe(), r.Binaries.Worker.describe())
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(&b, "\n%-18s %10s %8s %8s\n", "measurement", "lines/s", "MiB/s", "time")
+	row := func(name string, rt *rate, what string) {
+		if rt != nil {
+			fmt.Fprintf(&b, "%-18s %10s %8.1f %7.1fs   %s\n", name, thousands(int64(rt.LinesPerSec)), rt.MiBPerSec, rt.Seconds, what)
+		}
+	}
+	if r.Raw != nil {
+		row("raw publish", &r.Raw.rate, fmt.Sprintf("JetStream PublishMsgAsync, every ack; %.0f µs CPU/line, machine %.0f%% busy",
+			perLine(r.Raw.CPUSeconds, r.Raw.Lines), r.Raw.BusyPct))
+	}
+	if e := r.E2E; e != nil {
+		row("gateway ingest", &e.Ingest, "first byte sent → last receipt")
+		row("end to end", &e.EndToEnd, "first byte sent → last row committed")
+	}
+	if r.Raw != nil && r.E2E != nil {
+		fmt.Fprintf(&b, "%-18s %9.2f×\n", "e2e / raw", r.Ratio)
+	}
+
+	if e := r.E2E; e != nil {
+		fmt.Fprintf(&b, "\n%-18s p50 %s, p99 %s (row commit time − gateway read time; includes the wait behind the backlog)\n",
+			"line→row latency", seconds(e.LatencyP50), seconds(e.LatencyP99))
+		checked := fmt.Sprintf("%s rows", thousands(int64(e.EndToEnd.Lines)))
+		if e.DistinctLines >= 0 {
+			checked += fmt.Sprintf(", %s distinct lines", thousands(e.DistinctLines))
+		}
+		fmt.Fprintf(&b, "%-18s %s, %d receipts ok, %s redelivered\n", "checked", checked, r.Setup.Conns, thousands(int64(e.Redelivered)))
+
+		fmt.Fprintf(&b, "\n%-24s %8s %7s %10s %10s   (first byte → last row, %.1fs)\n", "process", "CPU s", "cores", "µs/line", "peak RSS", e.WindowSeconds)
+		var total float64
+		for _, p := range e.Processes {
+			rss := "-"
+			if p.PeakRSS > 0 {
+				rss = mib(p.PeakRSS)
+			}
+			total += p.CPUSeconds
+			fmt.Fprintf(&b, "%-24s %8.1f %7.2f %10.0f %10s\n", p.Name, p.CPUSeconds, p.Cores, perLine(p.CPUSeconds, e.EndToEnd.Lines), rss)
+		}
+		fmt.Fprintf(&b, "%-24s %8.1f %7.2f %10.0f\n", "total", total, total/e.WindowSeconds, perLine(total, e.EndToEnd.Lines))
+		fmt.Fprintf(&b, "%-24s %8s %7.2f\n", "other (not this run)", "", e.OtherCores)
+		fmt.Fprintf(&b, "machine busy %.0f%% of %d CPUs, iowait %.0f%%\n", e.BusyPct, r.Machine.CPUs, e.IOWaitPct)
+		if top, share := e.topConsumer(); total > 0 {
+			fmt.Fprintf(&b, "CPU ceiling: all %d CPUs at %.0f µs/line would carry %s lines/s; %s takes %.0f%% of the run's CPU\n",
+				r.Machine.CPUs, perLine(total, e.EndToEnd.Lines), thousands(int64(float64(r.Machine.CPUs)/total*float64(e.EndToEnd.Lines))), top, 100*share)
+		}
+		if e.OtherCores > backgroundWarn {
+			fmt.Fprintf(&b, "WARNING: %.2f cores went to work outside this run; its rates are skewed low\n", e.OtherCores)
+		}
+	}
+
+	verdict := "not measured"
+	if r.Raw != nil && r.E2E != nil {
+		verdict = fmt.Sprintf("missed (%.2f×)", r.Ratio)
+		if r.Goal.Met {
+			verdict = fmt.Sprintf("met (%.2f×)", r.Ratio)
+		}
+	}
+	fmt.Fprintf(&b, "\n%s: %s\n", goalText, verdict)
+	fmt.Fprintf(&b, "run time %s\n", (time.Duration(r.RunSeconds*10) * time.Second / 10).String())
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (b binary) describe() string {
+	switch {
+	case b.Built:
+		return "built from source"
+	case b.Stale:
+		return b.Path + " (STALE: older than its sources)"
+	}
+	return b.Path
+}
+
+// topConsumer returns the process with the most CPU time and its share of
+// the run's CPU time.
+func (e *e2eResult) topConsumer() (string, float64) {
+	var top string
+	var most, total float64
+	for _, p := range e.Processes {
+		total += p.CPUSeconds
+		if p.CPUSeconds > most {
+			top, most = p.Name, p.CPUSeconds
+		}
+	}
+	if total == 0 {
+		return "", 0
+	}
+	return top, most / total
+}
+
+// perLine returns CPU seconds spread over lines, in microseconds.
+func perLine(cpuSeconds float64, lines int) float64 {
+	if lines == 0 {
+		return 0
+	}
+	return cpuSeconds / float64(lines) * 1e6
+}
+
+func defaultMark(d bool) string {
+	if d {
+		return " (default)"
+	}
+	return ""
+}
+
+// thousands formats n with comma separators: 1234567 → "1,234,567".
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// mib formats a byte count in MiB, or GiB from 10 GiB up.
+func mib(n int64) string {
+	if n >= 10<<30 {
+		return gib(n)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+func gib(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }
+
+// seconds formats a duration in seconds, in ms below one second.
+func seconds(s float64) string {
+	if s < 1 {
+		return fmt.Sprintf("%.0fms", s*1000)
+	}
+	return fmt.Sprintf("%.2fs", s)
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/worker"
+)
+
+// mode is one kind of measurement. Every mode runs on the same harness
+// (NATS, Postgres, the programs) and corpus, and fills its part of the
+// report; a new mode is one more entry in [modes].
+type mode struct {
+	name  string
+	about string
+	run   func(ctx context.Context, b *bench) error
+}
+
+// modes are the measurements the bench can make, the default first.
+var modes = []mode{
+	{
+		name:  "e2e",
+		about: "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres",
+		run:   runE2E,
+	},
+}
+
+func findMode(name string) (mode, bool) {
+	i := slices.IndexFunc(modes, func(m mode) bool { return m.name == name })
+	if i < 0 {
+		return mode{}, false
+	}
+	return modes[i], true
+}
+
+func modeNames() []string {
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = m.name
+	}
+	return names
+}
+
+// backgroundWarn is the load of other processes, in cores, above which the
+// run warns that its numbers are skewed.
+const backgroundWarn = 0.2
+
+// bench is the state of one run that modes share.
+type bench struct {
+	cfg    Config
+	pr     *progress
+	stderr io.Writer
+	corpus *corpus
+	h      *harness
+	report *Report
+
+	// gatewayAddr is where the running gateway listens.
+	gatewayAddr string
+}
+
+// run generates the corpus, starts the harness, runs the mode, tears
+// everything down and writes the report. It fails only when the run
+// itself fails; missing the goal is reported, not an error.
+func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) {
+	m, ok := findMode(cfg.Mode)
+	if !ok {
+		return fmt.Errorf("unknown mode %q", cfg.Mode)
+	}
+	level := slog.LevelWarn
+	if cfg.Verbose {
+		level = slog.LevelInfo
+	}
+	logger := logging.New(logging.Config{Format: "auto", Level: level}, stderr).With("component", "bench")
+	pr := newProgress(stderr)
+	rep, err := newReport(cfg)
+	if err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, pr: pr, stderr: stderr, report: rep}
+
+	pr.step("jetline bench, mode %s: %s", m.name, m.about)
+	if rep.Machine.BackgroundCores, err = backgroundLoad(time.Second, rep.Machine.CPUs); err != nil {
+		return err
+	}
+	pr.step("machine: %s", rep.Machine.summary())
+	if rep.Machine.BackgroundCores > backgroundWarn {
+		pr.warn("other processes keep %.2f cores busy: the numbers will be low and noisy", rep.Machine.BackgroundCores)
+	}
+	pr.step("%s", goalText)
+	pr.step("generating %s tweet lines (seed %d)", thousands(int64(cfg.Lines)), cfg.Seed)
+	start := time.Now()
+	b.corpus = newCorpus(cfg.Seed, cfg.Lines)
+	rep.setCorpus(b.corpus, cfg.Seed, time.Since(start))
+	pr.step("generated %s in %s, %s bytes per line on average", mib(b.corpus.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
+
+	b.h, err = startHarness(ctx, cfg, logger, pr)
+	if err != nil {
+		return err
+	}
+	rep.setHarness(b.h)
+	pr.step("postgres %s: %s", rep.Postgres.Version, rep.Postgres.settingsLine())
+	pr.step("nats %s: %s", rep.NATS.Version, rep.NATS.Store)
+
+	runErr := m.run(ctx, b)
+	pr.step("stopping Postgres and NATS, removing the temporary directory")
+	closeErr := b.h.close(context.WithoutCancel(ctx))
+	if err := errors.Join(runErr, closeErr); err != nil {
+		return err
+	}
+	rep.RunSeconds = pr.Elapsed().Seconds()
+
+	if cfg.JSON {
+		if err := rep.writeText(stderr); err != nil {
+			return err
+		}
+		return rep.writeJSON(stdout)
+	}
+	return rep.writeText(stdout)
+}
+
+// runE2E is the e2e mode: the raw publish rate, then end to end.
+func runE2E(ctx context.Context, b *bench) error {
+	win := b.report.Setup.RawWindow
+	b.pr.step("raw publish: %s lines from %d publishers, at most %d lines / %s in flight each",
+		thousands(int64(b.corpus.Len())), b.cfg.Conns, win.Messages, mib(win.Bytes))
+	settle()
+	raw, err := measurePublish(ctx, b.h.nc, b.corpus, b.cfg.Conns, win)
+	if err != nil {
+		return fmt.Errorf("raw publish: %w", err)
+	}
+	b.report.Raw = &raw
+	b.pr.step("raw publish: %s lines/s, %.1f MiB/s in %.1fs", thousands(int64(raw.LinesPerSec)), raw.MiBPerSec, raw.Seconds)
+
+	settle()
+	res, err := measureE2E(ctx, b, rawLanding)
+	if err != nil {
+		return fmt.Errorf("end to end: %w", err)
+	}
+	b.report.setE2E(res)
+	return nil
+}
+
+// settle writes dirty pages out before a measurement, so that the kernel
+// flushing what came before (the corpus, an earlier run, the raw publish
+// stream) does not steal from it.
+func settle() { syscall.Sync() }
+
+// effectiveSettings returns the gateway's in-flight window and the
+// workers' settings that the children will run with: the programs' own
+// defaults, overridden by the flags and -env.
+func effectiveSettings(cfg Config) (window, worker.Config, error) {
+	vars := map[string]string{}
+	for _, kv := range cfg.ChildEnv {
+		name, value, _ := strings.Cut(kv, "=")
+		vars[name] = value
+	}
+	var gc gateway.Config
+	if err := env.ParseWithOptions(&gc, env.Options{Environment: maps.Clone(vars)}); err != nil {
+		return window{}, worker.Config{}, fmt.Errorf("gateway settings from -env: %w", err)
+	}
+	if cfg.WorkerConcurrency > 0 {
+		vars["WORKER_CONCURRENCY"] = fmt.Sprint(cfg.WorkerConcurrency)
+	}
+	if cfg.BatchSize > 0 {
+		vars["WORKER_BATCH_SIZE"] = fmt.Sprint(cfg.BatchSize)
+	}
+	var wc worker.Config
+	if err := env.ParseWithOptions(&wc, env.Options{Environment: vars}); err != nil {
+		return window{}, worker.Config{}, fmt.Errorf("worker settings from -env: %w", err)
+	}
+	return window{Messages: gc.InflightMessages, Bytes: gc.InflightBytes}, wc, nil
+}

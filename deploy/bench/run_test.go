@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jetline/jetline/shared/privatepg"
+)
+
+// TestRunE2E runs the whole bench on a few hundred lines, building the
+// programs from source, and checks the report and that nothing is left
+// behind.
+func TestRunE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the programs and starts real servers")
+	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	cfg, err := parseFlags([]string{"-lines", "600", "-conns", "3", "-workers", "2", "-batch", "100",
+		"-gateway-bin", missing + "/gateway", "-worker-bin", missing + "/worker", "-json", "-stall-timeout", "30s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))
+
+	var stdout, stderr bytes.Buffer
+	err = run(t.Context(), cfg, &stdout, &stderr)
+	if errors.Is(err, privatepg.ErrNoBinaries) && os.Getenv("CI") != "true" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+
+	var r Report
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("JSON report: %v\n%s", err, stdout.String())
+	}
+	if r.Raw == nil || r.Raw.Lines != 600 || r.Raw.LinesPerSec <= 0 {
+		t.Errorf("raw publish = %+v", r.Raw)
+	}
+	e := r.E2E
+	if e == nil {
+		t.Fatalf("no end-to-end result:\n%s", stdout.String())
+	}
+	if e.EndToEnd.Lines != 600 || e.EndToEnd.LinesPerSec <= 0 || e.DistinctLines != 600 || e.Ingest.Seconds > e.EndToEnd.Seconds {
+		t.Errorf("end to end = %+v, ingest %+v", e.EndToEnd, e.Ingest)
+	}
+	if e.LatencyP50 <= 0 || e.LatencyP99 < e.LatencyP50 {
+		t.Errorf("latency p50 %v, p99 %v", e.LatencyP50, e.LatencyP99)
+	}
+	if r.Ratio <= 0 || !r.Binaries.Gateway.Built || !r.Binaries.Worker.Built || r.Setup.BatchSize != 100 {
+		t.Errorf("report = %+v", r)
+	}
+	names := map[string]bool{}
+	for _, p := range e.Processes {
+		names[p.Name] = true
+		if p.Name != "postgres" && p.Name != benchProcName && p.PeakRSS <= 0 {
+			t.Errorf("%s: no peak RSS", p.Name)
+		}
+	}
+	for _, want := range []string{"gateway", "worker-1", "worker-2", "postgres"} {
+		if !names[want] {
+			t.Errorf("process table lacks %s: %+v", want, e.Processes)
+		}
+	}
+	for _, s := range []string{"fsync=on", "synchronous_commit=on", "track_commit_timestamp=on"} {
+		if !strings.Contains(r.Postgres.settingsLine(), s) {
+			t.Errorf("postgres settings %q lack %s", r.Postgres.settingsLine(), s)
+		}
+	}
+	if !strings.Contains(stderr.String(), goalText) || !strings.Contains(stderr.String(), "end to end") {
+		t.Errorf("text report missing from stderr:\n%s", stderr.String())
+	}
+
+	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))
+	if len(after) > len(before) {
+		t.Errorf("temporary directories left behind: %v (before: %v)", after, before)
+	}
+	if kids := children(t); len(kids) > 0 {
+		t.Errorf("processes left behind: %v", kids)
+	}
+}
+
+// children returns the live processes whose parent is this one.
+func children(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	self := strconv.Itoa(os.Getpid())
+	var out []string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == self && f[0] != "Z" {
+			out = append(out, e.Name()+" "+string(b[:i+1]))
+		}
+	}
+	return out
+}
