@@ -58,7 +58,9 @@ func New(spec *Spec) (*Pipeline, error) {
 	}
 	for _, cs := range spec.Columns {
 		c := newColumn(cs)
-		c.path = p.ex.add(cs.Path)
+		if cs.Meta == "" {
+			c.path = p.ex.add(cs.Path)
+		}
 		p.columns = append(p.columns, c)
 	}
 	p.scratch.New = func() any { return &scratch{env: map[string]any{}} }
@@ -108,6 +110,17 @@ func (p *Pipeline) Transform(line *worker.Line, row []any) worker.Result {
 	}
 	for i := range p.columns {
 		c := &p.columns[i]
+		switch c.Meta {
+		case MetaSeq:
+			row[off+i] = int64(line.Seq)
+			continue
+		case MetaSource:
+			row[off+i] = line.Source
+			continue
+		case MetaReceivedAt:
+			row[off+i] = line.ReceivedAt
+			continue
+		}
 		v, reason, detail := c.value(p.ex.value(&s.x, c.path))
 		if reason != "" {
 			return worker.Result{Outcome: worker.Reject, Reason: reason, Detail: detail}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jetline/jetline/worker"
@@ -189,4 +190,38 @@ func equalValue(a, b any) bool {
 		return aok && bok && slices.Equal(as, bs)
 	}
 	return a == b
+}
+
+func TestMetaColumns(t *testing.T) {
+	t.Parallel()
+	spec, err := ParseSpec("meta.yaml", []byte(`source: s
+table: t
+key: [src, seq]
+columns:
+  - {name: seq, meta: seq, type: bigint}
+  - {name: src, meta: source, type: text}
+  - {name: at, meta: received_at, type: timestamptz}
+  - {name: v, path: v, type: text}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2018, 1, 2, 3, 4, 5, 6, time.UTC)
+	row := make([]any, len(p.Table().Columns))
+	line := worker.Line{Seq: 77, Source: "s", ReceivedAt: at, Data: []byte(`{"v": "x"}`)}
+	if res := p.Transform(&line, row); res.Outcome != worker.Insert {
+		t.Fatalf("%+v", res)
+	}
+	if row[0] != int64(77) || row[1] != "s" || row[2] != at || row[3] != "x" {
+		t.Fatalf("row %#v", row)
+	}
+	for _, c := range p.Table().Columns[:3] {
+		if !c.NotNull {
+			t.Errorf("meta column %s is nullable", c.Name)
+		}
+	}
 }

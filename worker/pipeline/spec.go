@@ -18,6 +18,9 @@
 //	    path: text
 //	    type: text
 //	    clean: [nfc, strip_control, {max_marks: 2}, collapse_space, trim, {truncate: 280}, empty_null]
+//	  - name: received_at
+//	    meta: received_at          # or seq, source: the line's metadata
+//	    type: timestamptz
 //
 // Everything is checked when the spec is loaded; [LoadSpec] reports every
 // mistake with its file, line and field, what is wrong and what would be
@@ -90,8 +93,12 @@ type Spec struct {
 type ColumnSpec struct {
 	// Name is the column's name.
 	Name string
-	// Path is the gjson path of the value in the line.
+	// Path is the gjson path of the value in the line; empty when Meta
+	// is set.
 	Path string
+	// Meta, when set, names the line metadata the column holds instead
+	// of a value from the line: seq, source or received_at.
+	Meta string
 	// Type is the column's type.
 	Type Type
 	// Layout is how timestamptz and date values are written: a Go time
@@ -117,7 +124,7 @@ const SeqColumn = "seq"
 
 var (
 	topFields    = []string{"source", "table", "key", "filter", "columns"}
-	columnFields = []string{"name", "path", "type", "layout", "required", "default", "clean"}
+	columnFields = []string{"name", "path", "meta", "type", "layout", "required", "default", "clean"}
 )
 
 // LoadSpec reads and checks the spec file at path. The error joins a
@@ -296,7 +303,7 @@ func (p *specParser) key(spec *Spec, n *yaml.Node) {
 			p.fail(kn, field, "%q is not one of the columns (%s)", name, strings.Join(spec.columnNames(), ", "))
 		case slices.Contains(spec.Key, name):
 			p.fail(kn, field, "%q is named twice", name)
-		case !c.Required && !c.HasDefault:
+		case !c.Required && !c.HasDefault && c.Meta == "":
 			p.fail(kn, field, "key column %q must be required: true (or have a default), since a key cannot be NULL", name)
 		case c.Type == TypeJSONB:
 			p.fail(kn, field, "key column %q is jsonb, which cannot be a primary key; use text or bigint", name)
@@ -342,8 +349,22 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 				p.fail(v, field+".name", "column %q is declared twice", name)
 			}
 		}
-		if v := f["path"]; v == nil {
-			p.fail(cn, field+".path", "missing; give the gjson path of the value, e.g. user.screen_name or entities.hashtags.#.text")
+		if v := f["meta"]; v != nil {
+			if f["path"] != nil {
+				p.fail(v, field+".meta", "a column takes its value from the line (path) or from the line's metadata (meta), not both")
+			} else if m, ok := p.str(v, field+".meta"); ok {
+				if _, known := metaTypes[m]; !known {
+					p.fail(v, field+".meta", "unknown metadata %q; valid are seq (bigint), source (text) and received_at (timestamptz)", m)
+				}
+				c.Meta = m
+			}
+			for _, other := range []string{"layout", "required", "default", "clean"} {
+				if f[other] != nil {
+					p.fail(f[other], field+"."+other, "a meta column is always present and stored as it is; drop %s", other)
+				}
+			}
+		} else if v := f["path"]; v == nil {
+			p.fail(cn, field+".path", "missing; give the gjson path of the value, e.g. user.screen_name or entities.hashtags.#.text, or meta: seq, source or received_at")
 		} else if path, ok := p.str(v, field+".path"); ok {
 			if err := checkPath(path); err != nil {
 				p.fail(v, field+".path", "%v", err)
@@ -398,9 +419,30 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 				}
 			}
 		}
+		if want, known := metaTypes[c.Meta]; c.Meta != "" && known && typeOK && c.Type != want {
+			p.fail(f["type"], field+".type", "meta %s is %s, not %s", c.Meta, want, c.Type)
+		}
 		spec.Columns = append(spec.Columns, c)
 	}
 }
+
+// metaTypes are the metadata a column may hold instead of a value from the
+// line, with their types.
+var metaTypes = map[string]Type{
+	MetaSeq:        TypeBigint,
+	MetaSource:     TypeText,
+	MetaReceivedAt: TypeTimestamptz,
+}
+
+// Metadata a column may hold (ColumnSpec.Meta).
+const (
+	// MetaSeq is the line's stream sequence number.
+	MetaSeq = "seq"
+	// MetaSource is the source the line arrived on.
+	MetaSource = "source"
+	// MetaReceivedAt is when the gateway read the line.
+	MetaReceivedAt = "received_at"
+)
 
 // defaultValue converts a YAML default to the column's value, the way a
 // JSON value at the column's path would be, without cleaning.
@@ -476,7 +518,7 @@ func (s *Spec) WorkerTable() worker.Table {
 		t.Key = []string{SeqColumn}
 	}
 	for _, c := range s.Columns {
-		t.Columns = append(t.Columns, worker.Column{Name: c.Name, Type: c.Type.String(), NotNull: c.Required || c.HasDefault})
+		t.Columns = append(t.Columns, worker.Column{Name: c.Name, Type: c.Type.String(), NotNull: c.Required || c.HasDefault || c.Meta != ""})
 	}
 	return t
 }
