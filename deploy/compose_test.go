@@ -357,3 +357,32 @@ func TestComposeClusterProfile(t *testing.T) {
 		}
 	}
 }
+
+// TestComposePipelinesShipInTheImage checks that the specs the compose file
+// names are in deploy/pipelines, which the worker image copies to
+// /etc/jetline/pipelines.
+func TestComposePipelinesShipInTheImage(t *testing.T) {
+	t.Parallel()
+	dockerfile, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(dockerfile), "COPY deploy/pipelines /etc/jetline/pipelines") {
+		t.Fatal("the worker image does not copy deploy/pipelines to /etc/jetline/pipelines")
+	}
+	p := loadCompose(t)
+	v := p.Services["worker"].Environment["WORKER_PIPELINES"]
+	if v == nil || *v == "" {
+		t.Fatal("worker has no WORKER_PIPELINES")
+	}
+	for _, spec := range strings.Split(*v, ",") {
+		rel, ok := strings.CutPrefix(spec, "/etc/jetline/pipelines/")
+		if !ok {
+			t.Errorf("WORKER_PIPELINES entry %q is not under /etc/jetline/pipelines", spec)
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("pipelines", rel)); err != nil {
+			t.Errorf("WORKER_PIPELINES names %s, but deploy/pipelines/%s is missing: %v", spec, rel, err)
+		}
+	}
+}
