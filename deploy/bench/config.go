@@ -20,6 +20,7 @@ const (
 	DefaultWorkerBin    = ".data/bin/worker"
 	DefaultSeed         = 1
 	DefaultStallTimeout = time.Minute
+	DefaultSpec         = "deploy/pipelines/tweets.yaml"
 )
 
 // Config is what one bench run measures and with what. [parseFlags] fills it
@@ -27,6 +28,9 @@ const (
 type Config struct {
 	// Mode selects the measurement; see [modes]. Defaults to "e2e".
 	Mode string
+	// Spec is the pipeline spec file the typed mode runs the workers with.
+	// Defaults to [DefaultSpec].
+	Spec string
 	// Lines is how many tweet lines are generated and sent. Defaults to
 	// [DefaultLines].
 	Lines int
@@ -81,6 +85,7 @@ func parseFlags(args []string) (Config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
+	fs.StringVar(&cfg.Spec, "spec", DefaultSpec, "pipeline spec `file` of -mode typed")
 	fs.IntVar(&cfg.Lines, "lines", DefaultLines, "number of ~6 KB tweet lines to send")
 	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "concurrent TCP connections (and raw publishers)")
 	fs.IntVar(&cfg.Workers, "workers", DefaultWorkers, "worker processes")
@@ -115,6 +120,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, ok := findMode(c.Mode); !ok {
 		errs = append(errs, fmt.Errorf("-mode %q is unknown: use one of %s", c.Mode, strings.Join(modeNames(), ", ")))
+	}
+	if c.Mode == "typed" && c.Spec == "" {
+		errs = append(errs, errors.New("-spec must name a pipeline spec file with -mode typed, e.g. "+DefaultSpec))
 	}
 	if c.Lines < 1 {
 		errs = append(errs, fmt.Errorf("-lines must be at least 1 (got %d)", c.Lines))

@@ -45,6 +45,8 @@ func TestParseFlagsRejects(t *testing.T) {
 		want string
 	}{
 		{"unknown mode", []string{"-mode", "nope"}, "-mode"},
+		{"typed without spec", []string{"-mode", "typed", "-spec", ""}, "-spec"},
+		{"pipelines by env", []string{"-env", "WORKER_PIPELINES=x.yaml"}, "with -spec"},
 		{"no lines", []string{"-lines", "0"}, "-lines"},
 		{"more conns than lines", []string{"-lines", "3", "-conns", "4"}, "-conns"},
 		{"no workers", []string{"-workers", "0"}, "-workers"},

@@ -38,7 +38,11 @@ const (
 type pipeline struct {
 	// Name describes the pipeline in the report.
 	Name string `json:"name"`
-	// Table is where rows land, "name" or "schema.name" (WORKER_TABLE).
+	// Source is the gateway listener the lines are sent to. Empty means
+	// the default listener, whose lines land raw in Table (WORKER_TABLE);
+	// otherwise a pipeline in WorkerEnv takes the source's lines to Table.
+	Source string `json:"source,omitempty"`
+	// Table is where rows land, "name" or "schema.name".
 	Table string `json:"table"`
 	// WorkerEnv is added to every worker's environment.
 	WorkerEnv []string `json:"worker_env,omitempty"`
@@ -129,26 +133,43 @@ func measureE2E(ctx context.Context, b *bench, pl pipeline) (e2eResult, error) {
 	if err != nil {
 		return e2eResult{}, err
 	}
-	// Peak RSS is a high-water mark: read it as late as possible.
-	for i := range res.Processes {
-		if p := &res.Processes[i]; p.PID != 0 && p.Name != benchProcName {
+	if err := readPeakRSS(res.Processes); err != nil {
+		return e2eResult{}, err
+	}
+	if err := r.stopPrograms(); err != nil {
+		return e2eResult{}, err
+	}
+	return res, nil
+}
+
+// stopPrograms fails if a program has exited on its own, and otherwise
+// stops them all.
+func (r *e2eRun) stopPrograms() error {
+	if err := r.exited(); err != nil {
+		return err
+	}
+	r.b.pr.step("stopping the gateway and the workers (SIGTERM)")
+	all := append([]*child{r.gateway}, r.workers...)
+	r.b.h.children = nil
+	if err := stopChildren(all, childStopTimeout); err != nil {
+		return fmt.Errorf("stop programs: %w", err)
+	}
+	return nil
+}
+
+// readPeakRSS fills in the peak RSS of the programs in procs. Peak RSS is
+// a high-water mark: call it as late as possible, before stopping them.
+func readPeakRSS(procs []procUsage) error {
+	for i := range procs {
+		if p := &procs[i]; p.PID != 0 && p.Name != benchProcName {
 			rss, err := peakRSS(p.PID)
 			if err != nil {
-				return e2eResult{}, err
+				return err
 			}
 			p.PeakRSS = rss
 		}
 	}
-	if err := r.exited(); err != nil {
-		return e2eResult{}, err
-	}
-	b.pr.step("stopping the gateway and the workers (SIGTERM)")
-	all := append([]*child{r.gateway}, r.workers...)
-	b.h.children = nil
-	if err := stopChildren(all, childStopTimeout); err != nil {
-		return e2eResult{}, fmt.Errorf("stop programs: %w", err)
-	}
-	return res, nil
+	return nil
 }
 
 // childEnv is the environment every program gets besides its own address
@@ -160,7 +181,9 @@ func (r *e2eRun) childEnv() []string {
 		"DATABASE_URL=" + h.pg.URL(),
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=warn",
-		"WORKER_TABLE=" + r.pl.Table,
+	}
+	if r.pl.Source == "" {
+		env = append(env, "WORKER_TABLE="+r.pl.Table)
 	}
 	if cfg.WorkerConcurrency > 0 {
 		env = append(env, "WORKER_CONCURRENCY="+strconv.Itoa(cfg.WorkerConcurrency))
@@ -215,9 +238,13 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pr.step("starting the gateway on %s (%s)", listen, h.binaries.Gateway.Path)
+	listener := listen
+	if r.pl.Source != "" {
+		listener = r.pl.Source + "=" + listen
+	}
+	pr.step("starting the gateway on %s (%s)", listener, h.binaries.Gateway.Path)
 	r.gateway, err = startChild("gateway", h.binaries.Gateway.Path, slices.Concat(env,
-		[]string{"GATEWAY_LISTEN=" + listen, "GATEWAY_HEALTH_ADDR=" + gwHealth, "GATEWAY_INSTANCE=bench-gateway"}), r.b.stderr)
+		[]string{"GATEWAY_LISTEN=" + listener, "GATEWAY_HEALTH_ADDR=" + gwHealth, "GATEWAY_INSTANCE=bench-gateway"}), r.b.stderr)
 	if err != nil {
 		return err
 	}

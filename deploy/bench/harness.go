@@ -72,7 +72,7 @@ func checkPGSetting(name, value string) error {
 var harnessOwned = map[string]string{
 	"NATS_URL": "", "DATABASE_URL": "", "LOG_FORMAT": "",
 	"GATEWAY_LISTEN": "", "GATEWAY_HEALTH_ADDR": "", "GATEWAY_INSTANCE": "",
-	"WORKER_HEALTH_ADDR": "", "WORKER_INSTANCE": "", "WORKER_TABLE": "",
+	"WORKER_HEALTH_ADDR": "", "WORKER_INSTANCE": "", "WORKER_TABLE": "", "WORKER_PIPELINES": "-spec",
 	"WORKER_CONCURRENCY": "-worker-concurrency", "WORKER_BATCH_SIZE": "-batch",
 }
 

@@ -32,6 +32,8 @@ type Report struct {
 	Binaries   binaries    `json:"binaries"`
 	Raw        *rawResult  `json:"raw_publish,omitempty"`
 	E2E        *e2eResult  `json:"e2e,omitempty"`
+	// Typed is what the typed mode found besides E2E.
+	Typed *typedResult `json:"typed,omitempty"`
 	// Ratio is the end-to-end rate over the raw publish rate.
 	Ratio float64 `json:"e2e_to_raw_ratio,omitempty"`
 	Goal  goal    `json:"goal"`
@@ -208,13 +210,19 @@ func (r *Report) writeText(w io.Writer) error {
 	}
 	if e := r.E2E; e != nil {
 		row("gateway ingest", &e.Ingest, "first byte sent → last receipt")
-		row("end to end", &e.EndToEnd, "first byte sent → last row committed")
+		end := "first byte sent → last row committed"
+		if r.Typed != nil {
+			end = "first byte sent → " + r.Typed.EndBasis
+		}
+		row("end to end", &e.EndToEnd, end)
 	}
 	if r.Raw != nil && r.E2E != nil {
 		fmt.Fprintf(&b, "%-18s %9.2f×\n", "e2e / raw", r.Ratio)
 	}
 
-	if e := r.E2E; e != nil {
+	if e := r.E2E; e != nil && r.Typed != nil {
+		r.Typed.writeText(&b, e, r.Setup.Conns)
+	} else if e != nil {
 		fmt.Fprintf(&b, "\n%-18s p50 %s, p99 %s (row commit time − gateway read time; includes the wait behind the backlog)\n",
 			"line→row latency", seconds(e.LatencyP50), seconds(e.LatencyP99))
 		checked := fmt.Sprintf("%s rows", thousands(int64(e.EndToEnd.Lines)))
@@ -222,6 +230,8 @@ func (r *Report) writeText(w io.Writer) error {
 			checked += fmt.Sprintf(", %s distinct lines", thousands(e.DistinctLines))
 		}
 		fmt.Fprintf(&b, "%-18s %s, %d receipts ok, %s redelivered\n", "checked", checked, r.Setup.Conns, thousands(int64(e.Redelivered)))
+	}
+	if e := r.E2E; e != nil {
 
 		fmt.Fprintf(&b, "\n%-24s %8s %7s %10s %10s   (first byte → last row, %.1fs)\n", "process", "CPU s", "cores", "µs/line", "peak RSS", e.WindowSeconds)
 		var total float64

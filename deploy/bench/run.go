@@ -35,6 +35,11 @@ var modes = []mode{
 		about: "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres",
 		run:   runE2E,
 	},
+	{
+		name:  "typed",
+		about: "raw JetStream publish rate, then the same lines end to end through the pipeline spec of -spec into its typed table",
+		run:   runTyped,
+	},
 }
 
 func findMode(name string) (mode, bool) {
@@ -132,6 +137,21 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 
 // runE2E is the e2e mode: the raw publish rate, then end to end.
 func runE2E(ctx context.Context, b *bench) error {
+	if err := measureRaw(ctx, b); err != nil {
+		return err
+	}
+	settle()
+	res, err := measureE2E(ctx, b, rawLanding)
+	if err != nil {
+		return fmt.Errorf("end to end: %w", err)
+	}
+	b.report.setE2E(res)
+	return nil
+}
+
+// measureRaw measures the raw JetStream publish rate of the corpus into
+// the report.
+func measureRaw(ctx context.Context, b *bench) error {
 	win := b.report.Setup.RawWindow
 	b.pr.step("raw publish: %s lines from %d publishers, at most %d lines / %s in flight each",
 		thousands(int64(b.corpus.Len())), b.cfg.Conns, win.Messages, mib(win.Bytes))
@@ -142,13 +162,6 @@ func runE2E(ctx context.Context, b *bench) error {
 	}
 	b.report.Raw = &raw
 	b.pr.step("raw publish: %s lines/s, %.1f MiB/s in %.1fs", thousands(int64(raw.LinesPerSec)), raw.MiBPerSec, raw.Seconds)
-
-	settle()
-	res, err := measureE2E(ctx, b, rawLanding)
-	if err != nil {
-		return fmt.Errorf("end to end: %w", err)
-	}
-	b.report.setE2E(res)
 	return nil
 }
 
