@@ -388,16 +388,7 @@ func (r *e2eRun) measure(ctx context.Context) (e2eResult, error) {
 		return e2eResult{}, fmt.Errorf("read consumer: %w", err)
 	}
 	res.Redelivered = uint64(info.NumRedelivered)
-
-	window := after.at.Sub(before.at)
-	res.WindowSeconds = window.Seconds()
-	res.Processes = r.usage(before, after, window)
-	res.BusyPct, res.IOWaitPct = busy(before.machine, after.machine)
-	ours := 0.0
-	for _, p := range res.Processes {
-		ours += p.Cores
-	}
-	res.OtherCores = max(0, res.BusyPct/100*float64(b.report.Machine.CPUs)-ours)
+	r.account(&res, before, after)
 	return res, nil
 }
 
@@ -504,6 +495,20 @@ func (r *e2eRun) sample() (usageSample, error) {
 		return s, err
 	}
 	return s, nil
+}
+
+// account fills res with the CPU each process used between before and
+// after, and the CPU that went to work outside the run.
+func (r *e2eRun) account(res *e2eResult, before, after usageSample) {
+	window := after.at.Sub(before.at)
+	res.WindowSeconds = window.Seconds()
+	res.Processes = r.usage(before, after, window)
+	res.BusyPct, res.IOWaitPct = busy(before.machine, after.machine)
+	ours := 0.0
+	for _, p := range res.Processes {
+		ours += p.Cores
+	}
+	res.OtherCores = max(0, res.BusyPct/100*float64(r.b.report.Machine.CPUs)-ours)
 }
 
 // usage turns two samples into the usage table, in a fixed order.

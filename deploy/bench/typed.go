@@ -202,16 +202,7 @@ func (r *typedRun) measure(ctx context.Context) (e2eResult, typedResult, error) 
 		return e2eResult{}, typedResult{}, fmt.Errorf("read consumer: %w", err)
 	}
 	res.Redelivered = uint64(info.NumRedelivered)
-
-	window := after.at.Sub(before.at)
-	res.WindowSeconds = window.Seconds()
-	res.Processes = r.usage(before, after, window)
-	res.BusyPct, res.IOWaitPct = busy(before.machine, after.machine)
-	ours := 0.0
-	for _, p := range res.Processes {
-		ours += p.Cores
-	}
-	res.OtherCores = max(0, res.BusyPct/100*float64(b.report.Machine.CPUs)-ours)
+	r.account(&res, before, after)
 	return res, tr, nil
 }
 
