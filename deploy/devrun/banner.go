@@ -38,6 +38,11 @@ func (r *runner) printBanner(natsURL, dbURL string) {
 	fmt.Fprintf(&b, "\nSend newline-delimited JSON (the gateway answers with a receipt at the end):\n\n")
 	fmt.Fprintf(&b, "  ncat %s %s < file.ndjson\n", host, port)
 	fmt.Fprintf(&b, "  xz -dc dump.xz | ncat %s %s\n", host, port)
+	if _, ok := demoPipeline(); ok {
+		fmt.Fprintf(&b, "\nTweets on port 4001 go through %s into table tweets:\n\n", demoSpec)
+		fmt.Fprintf(&b, "  ncat %s 4001 < %s\n", host, demoSample)
+		fmt.Fprintf(&b, "  psql %s -c 'select id, author, lang, text from tweets limit 5'\n", dbArg)
+	}
 	fmt.Fprintf(&b, "\nLook at it:\n\n")
 	fmt.Fprintf(&b, "  psql %s -c 'select count(*) from %s'\n", dbArg, table)
 	fmt.Fprintf(&b, "  nats --server %s stream info INGEST\n", natsArg)

@@ -120,10 +120,16 @@ func (r *runner) programs() (gateway Program, workers []Program, endpoints []end
 		return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.cfg.HealthPort+offset))
 	}
 
+	gatewayEnv := env("GATEWAY_HEALTH_ADDR=" + healthAddr(0))
+	var workerEnv []string
+	if spec, ok := demoPipeline(); ok {
+		gatewayEnv = append(gatewayEnv, "GATEWAY_LISTEN="+demoListen)
+		workerEnv = append(workerEnv, "WORKER_PIPELINES="+spec)
+	}
 	gateway = Program{
 		Name:        "gateway",
 		Path:        r.cfg.GatewayBin,
-		Env:         env("GATEWAY_HEALTH_ADDR=" + healthAddr(0)),
+		Env:         gatewayEnv,
 		StopTimeout: r.cfg.StopTimeout,
 	}
 	endpoints = append(endpoints, endpoint{gateway.Name, healthAddr(0)})
@@ -132,7 +138,7 @@ func (r *runner) programs() (gateway Program, workers []Program, endpoints []end
 		workers = append(workers, Program{
 			Name:        name,
 			Path:        r.cfg.WorkerBin,
-			Env:         env("WORKER_HEALTH_ADDR="+healthAddr(i), "WORKER_INSTANCE="+name),
+			Env:         env(append([]string{"WORKER_HEALTH_ADDR=" + healthAddr(i), "WORKER_INSTANCE=" + name}, workerEnv...)...),
 			StopTimeout: r.cfg.StopTimeout,
 		})
 		endpoints = append(endpoints, endpoint{name, healthAddr(i)})
@@ -161,8 +167,13 @@ func (r *runner) checkBinaries() error {
 // port is reported before anything starts.
 func (r *runner) checkChildPorts(endpoints []endpoint) error {
 	if _, set := os.LookupEnv("GATEWAY_LISTEN"); !set {
-		if err := checkPortFree(":4000", "the gateway", "stop that process, or set GATEWAY_LISTEN=:4001 to listen elsewhere"); err != nil {
+		if err := checkPortFree(":4000", "the gateway", "stop that process, or set GATEWAY_LISTEN=:4100 to listen elsewhere"); err != nil {
 			return err
+		}
+		if _, demo := demoPipeline(); demo {
+			if err := checkPortFree(":4001", "the gateway's tweets listener", "stop that process, or set GATEWAY_LISTEN=:4000 to run without the tweets pipeline"); err != nil {
+				return err
+			}
 		}
 	}
 	for _, e := range endpoints {
