@@ -40,6 +40,13 @@ type Config struct {
 	// ReadBufferBytes is the size of each connection's read buffer; it
 	// grows up to MaxLineBytes for longer lines. Defaults to 65536.
 	ReadBufferBytes int `env:"GATEWAY_READ_BUFFER_BYTES" envDefault:"65536"`
+	// MaxDecompressedBytes bounds, per connection, the size of a gzip,
+	// zstd, xz or bzip2 stream after decompression, so a small stream
+	// cannot make the gateway read without end. Going over it ends the
+	// connection with an error receipt; the lines before the limit are
+	// stored. Uncompressed input is not limited by it. Defaults to
+	// 1099511627776 (1 TiB).
+	MaxDecompressedBytes int64 `env:"GATEWAY_MAX_DECOMPRESSED_BYTES" envDefault:"1099511627776"`
 	// InflightMessages caps, per connection, the lines published but not
 	// yet acknowledged by JetStream. When the window is full the gateway
 	// stops reading the connection until acknowledgements arrive.
@@ -156,6 +163,9 @@ func (c Config) validateGateway() error {
 	}
 	if c.ReadBufferBytes < 512 || c.ReadBufferBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("GATEWAY_READ_BUFFER_BYTES must be between 512 and 67108864 (got %d); 65536 suits most loads", c.ReadBufferBytes))
+	}
+	if c.MaxDecompressedBytes < 1 {
+		errs = append(errs, fmt.Errorf("GATEWAY_MAX_DECOMPRESSED_BYTES must be positive (got %d); the default is 1099511627776 (1 TiB)", c.MaxDecompressedBytes))
 	}
 	if c.InflightMessages < 1 || c.InflightMessages > 1_000_000 {
 		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_MESSAGES must be between 1 and 1000000 (got %d)", c.InflightMessages))

@@ -122,9 +122,10 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 		active:    map[*session]struct{}{},
 	}
 	g.session = sessionConfig{
-		maxLine:     maxLine,
-		readBuffer:  cfg.ReadBufferBytes,
-		idleTimeout: cfg.IdleTimeout,
+		maxLine:         maxLine,
+		readBuffer:      cfg.ReadBufferBytes,
+		idleTimeout:     cfg.IdleTimeout,
+		maxDecompressed: cfg.MaxDecompressedBytes,
 		publisher: publisherConfig{
 			inflightMessages: cfg.InflightMessages,
 			inflightBytes:    cfg.InflightBytes,

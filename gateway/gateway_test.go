@@ -305,7 +305,8 @@ func TestGatewayStoresEveryLineWithHeaders(t *testing.T) {
 	byConn := map[string]sent{}
 	for _, s := range results {
 		r := s.receipt
-		want := gateway.Receipt{Status: gateway.StatusOK, Lines: int64(len(s.lines)), Bytes: int64(s.bytes), Blank: s.blank, Gateway: "test-gw", Conn: r.Conn}
+		want := gateway.Receipt{Status: gateway.StatusOK, Lines: int64(len(s.lines)), Bytes: int64(s.bytes), Compression: gateway.CompressionNone,
+			BytesDecompressed: int64(s.bytes), Blank: s.blank, Gateway: "test-gw", Conn: r.Conn}
 		if r != want {
 			t.Errorf("receipt = %+v, want %+v", r, want)
 		}
@@ -374,7 +375,8 @@ func TestGatewayOversizeLineIsSkipped(t *testing.T) {
 	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_LINE_BYTES": "100", "GATEWAY_READ_BUFFER_BYTES": "512"}})
 	input := "first\n" + strings.Repeat("y", 5000) + "\nthird\n" + strings.Repeat("z", 101)
 	r := send(t, b.addr(t, 0), []byte(input))
-	want := gateway.Receipt{Status: gateway.StatusOK, Lines: 2, Bytes: int64(len(input)), TooLong: 2, Gateway: "test-gw", Conn: r.Conn}
+	want := gateway.Receipt{Status: gateway.StatusOK, Lines: 2, Bytes: int64(len(input)), Compression: gateway.CompressionNone,
+		BytesDecompressed: int64(len(input)), TooLong: 2, Gateway: "test-gw", Conn: r.Conn}
 	if r != want {
 		t.Fatalf("receipt = %+v, want %+v", r, want)
 	}
@@ -405,7 +407,7 @@ func TestGatewayEmptyConnection(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOptions{})
 	r := send(t, b.addr(t, 0), nil)
-	if want := (gateway.Receipt{Status: gateway.StatusOK, Gateway: "test-gw", Conn: r.Conn}); r != want {
+	if want := (gateway.Receipt{Status: gateway.StatusOK, Compression: gateway.CompressionNone, Gateway: "test-gw", Conn: r.Conn}); r != want {
 		t.Fatalf("receipt = %+v, want %+v", r, want)
 	}
 }

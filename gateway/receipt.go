@@ -14,27 +14,38 @@ const (
 	// StatusIdleTimeout means the sender sent nothing for
 	// GATEWAY_IDLE_TIMEOUT.
 	StatusIdleTimeout = "idle_timeout"
-	// StatusError means reading the connection failed or a line could not
-	// be stored.
+	// StatusError means reading the connection failed, a compressed
+	// stream was corrupt, truncated or over GATEWAY_MAX_DECOMPRESSED_BYTES,
+	// or a line could not be stored.
 	StatusError = "error"
 )
 
 // Receipt is the one JSON line the gateway writes back on a connection
 // before closing it, e.g.
 //
-//	{"status":"ok","lines":100000,"bytes":562066000,"blank":0,"too_long":0,"gateway":"gw1-1a2b3c4d","conn":7}
+//	{"status":"ok","lines":100000,"bytes":61540210,"compression":"xz","bytes_decompressed":562066000,"blank":0,"too_long":0,"gateway":"gw1-1a2b3c4d","conn":7}
 //
 // Counts cover only what is durable in JetStream. Unless Status is
 // [StatusOK], ResumeLine tells the sender where to start again: every line
-// before it is stored (lines after it may be stored too).
+// before it is stored (lines after it may be stored too). Line numbers
+// count lines of the decompressed input.
 type Receipt struct {
 	// Status is [StatusOK], [StatusShutdown], [StatusIdleTimeout] or
 	// [StatusError].
 	Status string `json:"status"`
 	// Lines is the number of lines stored in JetStream (acknowledged).
 	Lines int64 `json:"lines"`
-	// Bytes is the number of bytes received on the connection.
+	// Bytes is the number of bytes received on the connection, compressed
+	// if the input is.
 	Bytes int64 `json:"bytes"`
+	// Compression is the input's format, detected from its first bytes:
+	// [CompressionNone], [CompressionGzip], [CompressionZstd],
+	// [CompressionXz] or [CompressionBzip2].
+	Compression string `json:"compression"`
+	// BytesDecompressed is the number of bytes of the decompressed input
+	// read into lines; for uncompressed input it is the same as Bytes once
+	// the input has been read to its end.
+	BytesDecompressed int64 `json:"bytes_decompressed"`
 	// Blank is the number of empty lines skipped.
 	Blank int64 `json:"blank"`
 	// TooLong is the number of lines skipped for exceeding the maximum

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -34,7 +35,10 @@ type sessionConfig struct {
 	maxLine     int
 	readBuffer  int
 	idleTimeout time.Duration
-	publisher   publisherConfig
+	// maxDecompressed bounds the decompressed size of a compressed
+	// connection.
+	maxDecompressed int64
+	publisher       publisherConfig
 	// abort is closed when the shutdown deadline leaves no more time to
 	// wait for acknowledgements.
 	abort <-chan struct{}
@@ -59,9 +63,11 @@ type session struct {
 	stopped atomic.Bool // reads fail from now on (shutdown)
 
 	// Read side state, owned by the session goroutine.
-	readAt time.Time // when the latest read returned data
-	fresh  bool      // readAt changed since stamp was formatted
-	stamp  []string  // Jetline-Received-At value for lines of the latest read
+	readAt   time.Time // when the latest read returned data
+	fresh    bool      // readAt changed since stamp was formatted
+	stamp    []string  // Jetline-Received-At value for lines of the latest read
+	received int64     // bytes read from the connection
+	readErr  error     // the connection's read error other than EOF, if any
 }
 
 // serve runs the session to its end and closes the connection. ctx is the
@@ -76,7 +82,8 @@ func (s *session) serve(ctx context.Context) {
 	}
 	werr := s.sendReceipt(r, timeout, linger)
 
-	attrs := []any{"status", r.Status, "lines", r.Lines, "bytes", r.Bytes, "blank", r.Blank, "too_long", r.TooLong,
+	attrs := []any{"status", r.Status, "lines", r.Lines, "bytes", r.Bytes, "compression", r.Compression,
+		"bytes_decompressed", r.BytesDecompressed, "blank", r.Blank, "too_long", r.TooLong,
 		"duration", time.Since(start).Round(time.Millisecond)}
 	if r.Status != StatusOK {
 		attrs = append(attrs, "resume_line", r.ResumeLine, "err", r.Error)
@@ -96,7 +103,19 @@ func (s *session) run(ctx context.Context) Receipt {
 	pub := newPublisher(s.js, s.cfg.publisher, s.subject, s.instance, strconv.FormatUint(s.id, 10), s.logger)
 	go pub.run(s.cfg.abort)
 
-	fr := newFramer(s, s.cfg.readBuffer, s.cfg.maxLine)
+	// Sniff the compression through a buffer, so the bytes looked at are
+	// read again by the decoder or, for plain input, the framer.
+	br := bufio.NewReaderSize(s, sniffBuffer)
+	compression := sniff(br)
+	var input io.Reader = br
+	if compression != CompressionNone {
+		dec := newDecompressor(compression, br, s.cfg.maxDecompressed)
+		defer dec.Close()
+		input = dec
+		s.logger.Debug("compressed input", "compression", compression)
+	}
+
+	fr := newFramer(input, s.cfg.readBuffer, s.cfg.maxLine)
 	fr.onTooLong = func(line, length int64) {
 		s.logger.Warn("line too long; skipped", "line", line, "length", length, "max_line_bytes", s.cfg.maxLine)
 	}
@@ -121,7 +140,8 @@ func (s *session) run(ctx context.Context) Receipt {
 	pub.close()
 	acked, pending := pub.outcome()
 
-	r := Receipt{Lines: acked, Bytes: fr.bytes, Blank: fr.blank, TooLong: fr.tooLong, Gateway: s.instance, Conn: s.id}
+	r := Receipt{Lines: acked, Bytes: s.received, Compression: compression, BytesDecompressed: fr.bytes,
+		Blank: fr.blank, TooLong: fr.tooLong, Gateway: s.instance, Conn: s.id}
 	r.ResumeLine = fr.Line() + 1
 	if held > 0 {
 		r.ResumeLine = held
@@ -129,6 +149,12 @@ func (s *session) run(ctx context.Context) Receipt {
 	if pending > 0 {
 		r.ResumeLine = pending
 	}
+	// A decoder may wrap the connection's own error beyond recognition;
+	// that error, not the decoder's account of it, says what happened.
+	if s.readErr != nil && !errors.Is(readErr, io.EOF) {
+		readErr = s.readErr
+	}
+	var derr *DecompressError
 	switch {
 	case pub.failed != nil:
 		r.Status, r.Error = StatusError, fmt.Sprintf("storing line %d failed: %v", r.ResumeLine, pub.failed)
@@ -141,6 +167,8 @@ func (s *session) run(ctx context.Context) Receipt {
 		}
 	case errors.Is(readErr, os.ErrDeadlineExceeded):
 		r.Status, r.Error = StatusIdleTimeout, fmt.Sprintf("nothing received for %s", s.cfg.idleTimeout)
+	case errors.As(readErr, &derr):
+		r.Status, r.Error = StatusError, derr.Error()
 	default:
 		r.Status, r.Error = StatusError, fmt.Sprintf("reading from connection: %v", readErr)
 	}
@@ -164,9 +192,13 @@ func (s *session) Read(p []byte) (int, error) {
 	n, err := s.conn.Read(p)
 	if n > 0 {
 		s.readAt, s.fresh = time.Now(), true
+		s.received += int64(n)
 	}
 	if err != nil && s.stopped.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 		err = errStopped
+	}
+	if err != nil && err != io.EOF {
+		s.readErr = err
 	}
 	return n, err
 }
