@@ -14,16 +14,21 @@ import (
 
 // Compression formats, as reported in [Receipt.Compression].
 const (
-	CompressionNone  = "none"
-	CompressionGzip  = "gzip"
-	CompressionZstd  = "zstd"
-	CompressionXz    = "xz"
+	// CompressionNone is plain input: it starts with no known magic number.
+	CompressionNone = "none"
+	// CompressionGzip is gzip (RFC 1952), one member or several.
+	CompressionGzip = "gzip"
+	// CompressionZstd is Zstandard (RFC 8878), one frame or several.
+	CompressionZstd = "zstd"
+	// CompressionXz is xz, one stream or several.
+	CompressionXz = "xz"
+	// CompressionBzip2 is bzip2, one stream or several (pbzip2).
 	CompressionBzip2 = "bzip2"
 )
 
 // sniffBuffer is the size of the buffer between the connection and the
-// sniffer and decoders. Decoders read through it in small pieces; the
-// framer's large reads of plain input bypass it.
+// sniffer and decoders. Decoders read through it in small pieces; reads of
+// plain input as large as it go straight to the connection.
 const sniffBuffer = 32 << 10
 
 // zstdMaxWindow caps the window a zstd stream may ask for, and so the
@@ -40,10 +45,10 @@ type magic struct {
 	match  func(b byte, i int) bool
 }
 
-// exactly matches the bytes of prefix, or any byte where any is true.
-func exactly(prefix []byte, any func(b byte, i int) bool) func(b byte, i int) bool {
+// exactly matches the bytes of prefix, and also any byte alt accepts.
+func exactly(prefix []byte, alt func(b byte, i int) bool) func(b byte, i int) bool {
 	return func(b byte, i int) bool {
-		return b == prefix[i] || any != nil && any(b, i)
+		return b == prefix[i] || alt != nil && alt(b, i)
 	}
 }
 
@@ -122,6 +127,8 @@ func (e *DecompressError) Error() string {
 	switch {
 	case e.Limit > 0:
 		return fmt.Sprintf("%s: stream decompresses to more than %d bytes (GATEWAY_MAX_DECOMPRESSED_BYTES); lines up to the limit were read", e.Format, e.Limit)
+	case errors.Is(e.Err, zstd.ErrWindowSizeExceeded):
+		return fmt.Sprintf("%s: stream needs a window over %d MiB, more than the gateway allows per connection: compress without --long or with --long=27 at most", e.Format, zstdMaxWindow>>20)
 	case errors.Is(e.Err, io.ErrUnexpectedEOF):
 		return fmt.Sprintf("%s: truncated stream after %d decompressed bytes: %v", e.Format, e.Decompressed, e.Err)
 	}
@@ -182,7 +189,14 @@ func (d *decompressor) open() error {
 // Read returns decompressed bytes. Errors other than io.EOF are
 // [*DecompressError]s wrapping what the decoder returned, which may in turn
 // be the connection's own read error (idle timeout, shutdown).
-func (d *decompressor) Read(p []byte) (int, error) {
+func (d *decompressor) Read(p []byte) (n int, err error) {
+	// The decoders parse what any peer sends; should one panic on it,
+	// that ends this connection, not every connection of the gateway.
+	defer func() {
+		if v := recover(); v != nil {
+			n, err = 0, d.fail(fmt.Errorf("decoder panicked: %v", v))
+		}
+	}()
 	if d.err != nil {
 		return 0, d.err
 	}
@@ -194,13 +208,13 @@ func (d *decompressor) Read(p []byte) (int, error) {
 	if d.n >= d.limit {
 		// At the limit: fine if the stream ends exactly here.
 		var one [1]byte
-		n, err := io.ReadFull(d.dec, one[:])
-		if n == 0 && errors.Is(err, io.EOF) {
+		k, rerr := io.ReadFull(d.dec, one[:])
+		if k == 0 && errors.Is(rerr, io.EOF) {
 			d.err = io.EOF
 			return 0, io.EOF
 		}
-		if n == 0 {
-			return 0, d.fail(err)
+		if k == 0 {
+			return 0, d.fail(rerr)
 		}
 		d.err = &DecompressError{Format: d.format, Decompressed: d.n, Limit: d.limit}
 		return 0, d.err
@@ -208,7 +222,7 @@ func (d *decompressor) Read(p []byte) (int, error) {
 	if rem := d.limit - d.n; int64(len(p)) > rem {
 		p = p[:rem]
 	}
-	n, err := d.dec.Read(p)
+	n, err = d.dec.Read(p)
 	d.n += int64(n)
 	if err != nil && err != io.EOF {
 		return n, d.fail(err)

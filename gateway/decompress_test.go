@@ -248,7 +248,10 @@ func TestGatewayDecompressedLimit(t *testing.T) {
 	limit := len(small)
 	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_DECOMPRESSED_BYTES": strconv.Itoa(limit)}})
 	raw := ndjson(lines)
-	receipts := sendAll(t, b.addr(t, 0), [][]byte{zstded(t, raw), gzipped(t, small), raw})
+	// A zstd frame header asking for a 256 MiB window, then an empty
+	// last block.
+	bigWindow := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 18 << 3, 0x01, 0x00, 0x00}
+	receipts := sendAll(t, b.addr(t, 0), [][]byte{zstded(t, raw), gzipped(t, small), raw, bigWindow})
 
 	over := receipts[0]
 	// Line 101 straddles the limit: 100 whole lines fit.
@@ -262,6 +265,9 @@ func TestGatewayDecompressedLimit(t *testing.T) {
 	// Plain text is not limited.
 	if r := receipts[2]; r.Status != gateway.StatusOK || r.Lines != int64(len(lines)) {
 		t.Errorf("plain text: receipt = %+v, want ok with %d lines", r, len(lines))
+	}
+	if r := receipts[3]; r.Status != gateway.StatusError || !strings.Contains(r.Error, "window over 128 MiB") {
+		t.Errorf("zstd window of 256 MiB: receipt = %+v, want an error about the window", r)
 	}
 	if got := linesByConn(b.storedMsgs(t))[over.Conn]; len(got) != 100 || got[100] != lines[99] {
 		t.Errorf("over the limit: stream holds %d lines of the connection, want the first 100", len(got))

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -55,4 +57,40 @@ func TestSniffDoesNotWaitForMore(t *testing.T) {
 	if got := sniff(bufio.NewReader(pr)); got != CompressionNone {
 		t.Fatalf("sniff = %s, want none", got)
 	}
+}
+
+// FuzzDecompress feeds arbitrary bytes, most of them starting with a magic
+// number, through sniffing and decoding: every input ends with EOF or a
+// [*DecompressError], never a panic, and never more than the limit.
+func FuzzDecompress(f *testing.F) {
+	for _, seed := range []string{
+		"plain\n",
+		"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\xca\x48\xcd\xc9\xc9\xe7\x02\x04\x00\x00\xff\xff\x56\x2e\xa5\xa0\x06\x00\x00\x00",
+		"\x28\xb5\x2f\xfd\x04\x58\x31\x00\x00\x68\x65\x6c\x6c\x6f\x0a",
+		"\xfd7zXZ\x00\x00\x04\xe6\xd6\xb4\x46\x02\x00\x21\x01\x16\x00\x00\x00\x74\x2f\xe5\xa3\x01\x00\x05hello\n",
+		"BZh91AY&SY\x00\x00\x00\x00\x00\x00",
+		"BZh9\x17\x72\x45\x38\x50\x90\x00\x00\x00\x00",
+	} {
+		f.Add([]byte(seed))
+	}
+	const limit = 1 << 20
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(data), 64)
+		format := sniff(br)
+		if format == CompressionNone {
+			return
+		}
+		d := newDecompressor(format, br, limit)
+		defer d.Close()
+		n, err := io.Copy(io.Discard, d)
+		var derr *DecompressError
+		switch {
+		case n > limit:
+			t.Fatalf("%s: decompressed %d bytes, over the limit of %d", format, n, limit)
+		case err != nil && !errors.As(err, &derr):
+			t.Fatalf("%s: error %v (%T), want a *DecompressError", format, err, err)
+		case derr != nil && strings.Contains(derr.Error(), "decoder panicked"):
+			t.Fatalf("%s: %v", format, derr)
+		}
+	})
 }
