@@ -74,6 +74,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero connections", map[string]string{"GATEWAY_MAX_CONNECTIONS": "0"}, "GATEWAY_MAX_CONNECTIONS"},
 		{"window smaller than a line", map[string]string{"GATEWAY_INFLIGHT_BYTES": "1000"}, "must be at least GATEWAY_MAX_LINE_BYTES"},
 		{"zero inflight messages", map[string]string{"GATEWAY_INFLIGHT_MESSAGES": "0"}, "GATEWAY_INFLIGHT_MESSAGES"},
+		{"zero decompressed limit", map[string]string{"GATEWAY_MAX_DECOMPRESSED_BYTES": "0"}, "GATEWAY_MAX_DECOMPRESSED_BYTES"},
 		{"tiny read buffer", map[string]string{"GATEWAY_READ_BUFFER_BYTES": "10"}, "GATEWAY_READ_BUFFER_BYTES"},
 		{"publish timeout beyond dedupe", map[string]string{"GATEWAY_PUBLISH_TIMEOUT": "90s"}, "half of INGEST_DUPLICATE_WINDOW"},
 		{"zero idle timeout", map[string]string{"GATEWAY_IDLE_TIMEOUT": "0s"}, "GATEWAY_IDLE_TIMEOUT"},

@@ -26,10 +26,14 @@ const (
 	CompressionBzip2 = "bzip2"
 )
 
-// sniffBuffer is the size of the buffer between the connection and the
-// sniffer and decoders. Decoders read through it in small pieces; reads of
-// plain input as large as it go straight to the connection.
-const sniffBuffer = 32 << 10
+// sniffBuffer is the size of the buffer the first bytes are peeked in:
+// enough for the longest magic number, and small, because it stays with a
+// plain connection for its life (the framer's reads bypass it).
+const sniffBuffer = 16
+
+// decodeBuffer is the size of the buffer decoders read the connection
+// through; they read in small pieces.
+const decodeBuffer = 32 << 10
 
 // zstdMaxWindow caps the window a zstd stream may ask for, and so the
 // memory one connection's decoder may hold. 128 MiB covers every level up
@@ -152,8 +156,10 @@ type decompressor struct {
 	err   error // sticky
 }
 
-func newDecompressor(format string, src *bufio.Reader, limit int64) *decompressor {
-	return &decompressor{format: format, src: src, limit: limit}
+// newDecompressor returns a decompressor of format reading src, which
+// still holds the sniffed bytes.
+func newDecompressor(format string, src io.Reader, limit int64) *decompressor {
+	return &decompressor{format: format, src: bufio.NewReaderSize(src, decodeBuffer), limit: limit}
 }
 
 func (d *decompressor) open() error {
@@ -173,7 +179,10 @@ func (d *decompressor) open() error {
 		}
 		d.dec, d.close = zr, zr.Close
 	case CompressionXz:
-		zr, err := xz.NewReader(d.src) // reads concatenated streams and padding
+		// Reads concatenated streams and padding. The library offers no
+		// cap on the dictionary a stream declares (xz -9 uses 64 MiB; a
+		// header may ask for up to 4 GiB), unlike zstd's window above.
+		zr, err := xz.NewReader(d.src)
 		if err != nil {
 			return err
 		}

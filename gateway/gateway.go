@@ -214,7 +214,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	g.logger.Info("gateway started", "instance", g.instance, "acceptors_per_listener", g.acceptors,
 		"max_line_bytes", g.session.maxLine, "inflight_messages", g.session.publisher.inflightMessages,
-		"inflight_bytes", g.session.publisher.inflightBytes)
+		"inflight_bytes", g.session.publisher.inflightBytes, "max_decompressed_bytes", g.session.maxDecompressed)
 
 	<-ctx.Done()
 	start := time.Now()
