@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ulikunitz/xz"
+
 	"github.com/jetline/jetline/shared/topology"
 )
 
@@ -298,6 +300,62 @@ func TestBackpressure(t *testing.T) {
 func TestNcat(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOptions{})
+	ncat := lookNcat(t)
+	gw := b.startGateway(t)
+	b.startWorkers(t, 1, nil)
+
+	p := newPlan(rngFor(inputSeed(t), 0), "nc", topology.DefaultSource, mix{
+		records: 2000, large: 1, blanks: 20, invalid: 8, crlfPercent: 20, last: kindRecord,
+	})
+	r := sendWithNcat(t, ncat, gw.addrs[topology.DefaultSource], p.data)
+	if err := p.check(r); err != nil {
+		t.Fatal(err)
+	}
+	b.waitDrained(t, drainTimeout)
+	want := expect([]*plan{p})
+	b.checkRows(t, want.rows)
+	b.checkAccounting(t, want)
+	b.checkTexts(t, want.texts)
+}
+
+// TestNcatXz is the seeds' way of sending an archive, `ncat host 4000 <
+// dump.xz`: the gateway detects xz and every line lands as if sent plain.
+func TestNcatXz(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{})
+	ncat := lookNcat(t)
+	gw := b.startGateway(t)
+	b.startWorkers(t, 1, nil)
+
+	p := newPlan(rngFor(inputSeed(t), 1), "xz", topology.DefaultSource, mix{
+		records: 3000, large: 1, blanks: 20, invalid: 8, crlfPercent: 20, last: kindRecord,
+	})
+	var compressed bytes.Buffer
+	w, err := xz.NewWriter(&compressed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(p.data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := sendWithNcat(t, ncat, gw.addrs[topology.DefaultSource], compressed.Bytes())
+	if err := p.checkCompressed(r, "xz", int64(compressed.Len())); err != nil {
+		t.Fatal(err)
+	}
+	b.waitDrained(t, drainTimeout)
+	want := expect([]*plan{p})
+	b.checkRows(t, want.rows)
+	b.checkAccounting(t, want)
+	b.checkTexts(t, want.texts)
+}
+
+// lookNcat returns ncat's path; without it the test is skipped, or fails
+// in CI, where .ci/run installs it.
+func lookNcat(t *testing.T) string {
+	t.Helper()
 	ncat, err := exec.LookPath("ncat")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -305,14 +363,15 @@ func TestNcat(t *testing.T) {
 		}
 		t.Skipf("ncat not installed: %v", err)
 	}
-	gw := b.startGateway(t)
-	b.startWorkers(t, 1, nil)
+	return ncat
+}
 
-	p := newPlan(rngFor(inputSeed(t), 0), "nc", topology.DefaultSource, mix{
-		records: 2000, large: 1, blanks: 20, invalid: 8, crlfPercent: 20, last: kindRecord,
-	})
-	file := filepath.Join(t.TempDir(), "lines.ndjson")
-	if err := os.WriteFile(file, p.data, 0o644); err != nil {
+// sendWithNcat runs `ncat host port < file` with data in the file and
+// returns the receipt ncat printed.
+func sendWithNcat(t *testing.T, ncat, addr string, data []byte) receipt {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "input")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	in, err := os.Open(file)
@@ -323,7 +382,7 @@ func TestNcat(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), receiptTimeout)
 	defer cancel()
-	host, port, err := net.SplitHostPort(gw.addrs[topology.DefaultSource])
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,12 +397,5 @@ func TestNcat(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ncat printed: %v", err)
 	}
-	if err := p.check(r); err != nil {
-		t.Fatal(err)
-	}
-	b.waitDrained(t, drainTimeout)
-	want := expect([]*plan{p})
-	b.checkRows(t, want.rows)
-	b.checkAccounting(t, want)
-	b.checkTexts(t, want.texts)
+	return r
 }

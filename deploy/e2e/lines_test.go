@@ -314,7 +314,10 @@ type receipt struct {
 	TooLong    int64  `json:"too_long"`
 	ResumeLine int64  `json:"resume_line"`
 	Error      string `json:"error"`
-	Gateway    string `json:"gateway"`
+	// Compression and BytesDecompressed describe a compressed input.
+	Compression       string `json:"compression"`
+	BytesDecompressed int64  `json:"bytes_decompressed"`
+	Gateway           string `json:"gateway"`
 	Conn       uint64 `json:"conn"`
 }
 
@@ -428,7 +431,21 @@ func parseReceipt(raw []byte) (receipt, error) {
 // check returns an error unless r is the ok receipt of p.
 func (p *plan) check(r receipt) error {
 	want := receipt{Status: "ok", Lines: p.lines, Bytes: int64(len(p.data)), Blank: p.blank, TooLong: p.tooLong,
+		Compression: "none", BytesDecompressed: int64(len(p.data)),
 		Gateway: r.Gateway, Conn: r.Conn}
+	return p.checkAgainst(r, want)
+}
+
+// checkCompressed is check for the plan's data sent compressed as format,
+// wireBytes long.
+func (p *plan) checkCompressed(r receipt, format string, wireBytes int64) error {
+	want := receipt{Status: "ok", Lines: p.lines, Bytes: wireBytes, Blank: p.blank, TooLong: p.tooLong,
+		Compression: format, BytesDecompressed: int64(len(p.data)),
+		Gateway: r.Gateway, Conn: r.Conn}
+	return p.checkAgainst(r, want)
+}
+
+func (p *plan) checkAgainst(r, want receipt) error {
 	var errs []error
 	if r != want {
 		errs = append(errs, fmt.Errorf("receipt %+v, want %+v", r, want))
