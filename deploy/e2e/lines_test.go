@@ -318,7 +318,7 @@ type receipt struct {
 	Compression       string `json:"compression"`
 	BytesDecompressed int64  `json:"bytes_decompressed"`
 	Gateway           string `json:"gateway"`
-	Conn       uint64 `json:"conn"`
+	Conn              uint64 `json:"conn"`
 }
 
 // receiptTimeout bounds waiting for a receipt after the input ended.
