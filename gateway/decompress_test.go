@@ -39,10 +39,14 @@ func ndjson(lines []string) []byte {
 	return []byte(strings.Join(lines, "\n") + "\n")
 }
 
-func gzipped(t testing.TB, raw []byte) []byte {
+// compressed returns raw written through the encoder newWriter makes.
+func compressed(t testing.TB, raw []byte, newWriter func(io.Writer) (io.WriteCloser, error)) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
+	w, err := newWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := w.Write(raw); err != nil {
 		t.Fatal(err)
 	}
@@ -50,38 +54,20 @@ func gzipped(t testing.TB, raw []byte) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+func gzipped(t testing.TB, raw []byte) []byte {
+	return compressed(t, raw, func(w io.Writer) (io.WriteCloser, error) { return gzip.NewWriter(w), nil })
 }
 
 func zstded(t testing.TB, raw []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w, err := zstd.NewWriter(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(raw); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return compressed(t, raw, func(w io.Writer) (io.WriteCloser, error) { return zstd.NewWriter(w) })
 }
 
 func xzed(t testing.TB, raw []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w, err := xz.WriterConfig{BlockSize: 64 << 10}.NewWriter(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(raw); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return compressed(t, raw, func(w io.Writer) (io.WriteCloser, error) {
+		return xz.WriterConfig{BlockSize: 64 << 10}.NewWriter(w)
+	})
 }
 
 // bzipped returns the fixture; the standard library has no bzip2 encoder.

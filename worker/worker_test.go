@@ -59,26 +59,14 @@ func setupNATS(t testing.TB, ackWait time.Duration) *natsBundle {
 // returns when the stream has stored them all.
 func (nb *natsBundle) publish(t testing.TB, source string, lines [][]byte) {
 	t.Helper()
-	var futures []jetstream.PubAckFuture
+	msgs := make([]*nats.Msg, len(lines))
 	for i, line := range lines {
 		m := nats.NewMsg(topology.Subject(source))
 		m.Data = line
 		m.Header.Set(topology.HeaderReceivedAt, receivedAt(i).Format(time.RFC3339Nano))
-		f, err := nb.js.PublishMsgAsync(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		futures = append(futures, f)
+		msgs[i] = m
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("publish not acknowledged in 30s")
-		}
-	}
+	testenv.Publish(t, nb.js, msgs)
 }
 
 func receivedAt(i int) time.Time { return baseTime.Add(time.Duration(i) * time.Microsecond) }

@@ -82,9 +82,7 @@ func TestEndToEnd(t *testing.T) {
 		want.lines, len(want.rows), want.invalid, mib(want.bytes), conns, sent.Round(time.Millisecond),
 		time.Since(start).Round(time.Millisecond), redeliveries(info))
 
-	b.checkRows(t, want.rows)
-	b.checkAccounting(t, want)
-	b.checkTexts(t, want.texts)
+	b.checkLanded(t, want)
 }
 
 // TestWorkerKilled kills one of three workers while they work through a
@@ -312,10 +310,7 @@ func TestNcat(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.waitDrained(t, drainTimeout)
-	want := expect([]*plan{p})
-	b.checkRows(t, want.rows)
-	b.checkAccounting(t, want)
-	b.checkTexts(t, want.texts)
+	b.checkLanded(t, expect([]*plan{p}))
 }
 
 // TestNcatXz is the seeds' way of sending an archive, `ncat host 4000 <
@@ -346,10 +341,7 @@ func TestNcatXz(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.waitDrained(t, drainTimeout)
-	want := expect([]*plan{p})
-	b.checkRows(t, want.rows)
-	b.checkAccounting(t, want)
-	b.checkTexts(t, want.texts)
+	b.checkLanded(t, expect([]*plan{p}))
 }
 
 // lookNcat returns ncat's path; without it the test is skipped, or fails

@@ -432,6 +432,15 @@ func (b *bundle) checkRows(t *testing.T, want map[string]string) {
 	}
 }
 
+// checkLanded checks that exactly the expected rows landed, with the
+// expected texts, and that the accounting adds up.
+func (b *bundle) checkLanded(t *testing.T, want expectation) {
+	t.Helper()
+	b.checkRows(t, want.rows)
+	b.checkAccounting(t, want)
+	b.checkTexts(t, want.texts)
+}
+
 // checkTexts checks that the "text" of each line in want reads back from
 // Postgres as the characters sent, escapes decoded.
 func (b *bundle) checkTexts(t *testing.T, want map[string]string) {

@@ -212,23 +212,11 @@ func TestTweetsPipeline(t *testing.T) {
 
 func publish(t *testing.T, js jetstream.JetStream, source string, lines [][]byte) {
 	t.Helper()
-	var futures []jetstream.PubAckFuture
-	for _, l := range lines {
-		f, err := js.PublishAsync(topology.Subject(source), l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		futures = append(futures, f)
+	msgs := make([]*nats.Msg, len(lines))
+	for i, l := range lines {
+		msgs[i] = &nats.Msg{Subject: topology.Subject(source), Data: l}
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("publish not acknowledged")
-		}
-	}
+	testenv.Publish(t, js, msgs)
 }
 
 // expectTweets computes the rows the tweets spec should make of lines,
