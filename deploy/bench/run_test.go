@@ -13,40 +13,46 @@ import (
 	"github.com/jetline/jetline/shared/privatepg"
 )
 
-// TestRunE2E runs the whole bench on a few hundred lines, building the
-// programs from source, and checks the report and that nothing is left
-// behind.
-func TestRunE2E(t *testing.T) {
+// runReport runs the bench with args on a few hundred lines, building the
+// programs from source, and returns its JSON report and its output. It
+// skips in -short mode, and where Postgres is missing outside CI.
+func runReport(t *testing.T, args ...string) (r Report, stdout, stderr string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the programs and starts real servers")
 	}
 	missing := filepath.Join(t.TempDir(), "missing")
-	cfg, err := parseFlags([]string{"-lines", "600", "-conns", "3", "-workers", "2", "-batch", "100",
-		"-gateway-bin", missing + "/gateway", "-worker-bin", missing + "/worker", "-json", "-stall-timeout", "30s"})
+	cfg, err := parseFlags(append(args, "-gateway-bin", missing+"/gateway", "-worker-bin", missing+"/worker",
+		"-json", "-stall-timeout", "30s"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))
-
-	var stdout, stderr bytes.Buffer
-	err = run(t.Context(), cfg, &stdout, &stderr)
+	var out, errOut bytes.Buffer
+	err = run(t.Context(), cfg, &out, &errOut)
 	if errors.Is(err, privatepg.ErrNoBinaries) && os.Getenv("CI") != "true" {
 		t.Skip(err)
 	}
 	if err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
+		t.Fatalf("run: %v\n%s", err, errOut.String())
 	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("JSON report: %v\n%s", err, out.String())
+	}
+	return r, out.String(), errOut.String()
+}
 
-	var r Report
-	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-		t.Fatalf("JSON report: %v\n%s", err, stdout.String())
-	}
+// TestRunE2E runs the whole bench on a few hundred lines, building the
+// programs from source, and checks the report and that nothing is left
+// behind.
+func TestRunE2E(t *testing.T) {
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))
+	r, stdout, stderr := runReport(t, "-lines", "600", "-conns", "3", "-workers", "2", "-batch", "100")
 	if r.Raw == nil || r.Raw.Lines != 600 || r.Raw.LinesPerSec <= 0 {
 		t.Errorf("raw publish = %+v", r.Raw)
 	}
 	e := r.E2E
 	if e == nil {
-		t.Fatalf("no end-to-end result:\n%s", stdout.String())
+		t.Fatalf("no end-to-end result:\n%s", stdout)
 	}
 	if e.EndToEnd.Lines != 600 || e.EndToEnd.LinesPerSec <= 0 || e.DistinctLines != 600 || e.Ingest.Seconds > e.EndToEnd.Seconds {
 		t.Errorf("end to end = %+v, ingest %+v", e.EndToEnd, e.Ingest)
@@ -74,8 +80,8 @@ func TestRunE2E(t *testing.T) {
 			t.Errorf("postgres settings %q lack %s", r.Postgres.settingsLine(), s)
 		}
 	}
-	if !strings.Contains(stderr.String(), goalText) || !strings.Contains(stderr.String(), "end to end") {
-		t.Errorf("text report missing from stderr:\n%s", stderr.String())
+	if !strings.Contains(stderr, goalText) || !strings.Contains(stderr, "end to end") {
+		t.Errorf("text report missing from stderr:\n%s", stderr)
 	}
 
 	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))

@@ -1,52 +1,24 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/jetline/jetline/shared/privatepg"
 )
 
 // TestRunTyped runs the typed mode on a few hundred lines with the tweets
 // spec, building the programs from source, and checks that the table
 // holds exactly the rows the spec keeps.
 func TestRunTyped(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the programs and starts real servers")
-	}
-	missing := filepath.Join(t.TempDir(), "missing")
-	cfg, err := parseFlags([]string{"-mode", "typed", "-spec", "../pipelines/tweets.yaml",
-		"-lines", "500", "-conns", "2", "-workers", "2", "-batch", "100",
-		"-gateway-bin", missing + "/gateway", "-worker-bin", missing + "/worker", "-json", "-stall-timeout", "30s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr bytes.Buffer
-	err = run(t.Context(), cfg, &stdout, &stderr)
-	if errors.Is(err, privatepg.ErrNoBinaries) && os.Getenv("CI") != "true" {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
-	}
-
-	var r Report
-	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-		t.Fatalf("JSON report: %v\n%s", err, stdout.String())
-	}
+	r, stdout, stderr := runReport(t, "-mode", "typed", "-spec", "../pipelines/tweets.yaml",
+		"-lines", "500", "-conns", "2", "-workers", "2", "-batch", "100")
 	if r.Raw == nil || r.Raw.Lines != 500 || r.Ratio <= 0 {
 		t.Errorf("raw publish = %+v, ratio %v", r.Raw, r.Ratio)
 	}
 	e, x := r.E2E, r.Typed
 	if e == nil || x == nil || x.Expected == nil {
-		t.Fatalf("no typed result:\n%s", stdout.String())
+		t.Fatalf("no typed result:\n%s", stdout)
 	}
 	if x.Expected.Kept+x.Expected.Filtered+x.Expected.Rejected != 500 || x.Expected.Kept == 0 || x.Expected.Filtered == 0 {
 		t.Errorf("expected outcomes = %+v; the tweets spec keeps some lines and filters others", x.Expected)
@@ -64,8 +36,8 @@ func TestRunTyped(t *testing.T) {
 		t.Errorf("latency p50 %v, p99 %v over %d rows (%s)", e.LatencyP50, e.LatencyP99, x.LatencySamples, x.Latency)
 	}
 	for _, want := range []string{"rows stored", "kept", "filtered", "exactly once", "count(DISTINCT id)"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("text report lacks %q:\n%s", want, stderr.String())
+		if !strings.Contains(stderr, want) {
+			t.Errorf("text report lacks %q:\n%s", want, stderr)
 		}
 	}
 	if kids := children(t); len(kids) > 0 {
