@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/jetline/jetline/shared/childproc"
 )
 
 // Program is a child process for the [supervisor] to run.
@@ -94,7 +94,7 @@ func (s *supervisor) Start(progs ...Program) error {
 		s.mu.Lock()
 		s.groups[g] = append(s.groups[g], c)
 		s.mu.Unlock()
-		s.logger.Info("started", slog.String("child", p.Name), slog.Int("pid", c.pid), slog.String("path", p.Path))
+		s.logger.Info("started", slog.String("child", p.Name), slog.Int("pid", c.proc.Pid()), slog.String("path", p.Path))
 	}
 	return nil
 }
@@ -130,9 +130,9 @@ func (s *supervisor) Stop(ctx context.Context) error {
 // fail records that c exited unexpectedly; only the first such exit counts.
 func (s *supervisor) fail(c *child) {
 	s.failOnce.Do(func() {
-		status := exitStatus(c.err)
-		s.failErr = fmt.Errorf("%s (pid %d) exited unexpectedly: %s", c.prog.Name, c.pid, status)
-		s.logger.Error("child exited unexpectedly", slog.String("child", c.prog.Name), slog.Int("pid", c.pid), slog.String("exit", status))
+		status := exitStatus(c.proc.Err())
+		s.failErr = fmt.Errorf("%s (pid %d) exited unexpectedly: %s", c.prog.Name, c.proc.Pid(), status)
+		s.logger.Error("child exited unexpectedly", slog.String("child", c.prog.Name), slog.Int("pid", c.proc.Pid()), slog.String("exit", status))
 		close(s.failed)
 	})
 }
@@ -140,82 +140,34 @@ func (s *supervisor) fail(c *child) {
 // child is a running [Program].
 type child struct {
 	prog Program
-	pid  int           // also its process group id
-	done chan struct{} // closed once the child is reaped
-	err  error         // from Wait; valid after done
+	proc *childproc.Process
 
 	stopping atomic.Bool // set before we signal it: its exit is expected
 	stopOnce sync.Once
 	stopErr  error
 }
 
-// spawn starts p and reaps it in the background.
-//
-// The child is started and waited for on one goroutine locked to its OS
-// thread: Pdeathsig fires when the *thread* that forked the child exits, and
-// the Go runtime may retire an unlocked goroutine's thread while the child
-// is still wanted. Keeping the thread until the child is reaped costs one
-// parked thread per child; if the runner dies, even by SIGKILL, the thread
-// dies with it and the kernel kills the child.
-//
-// The child's stdout and stderr go, line by line and prefixed with its
-// name, to the supervisor's output.
+// spawn starts p (see [childproc.Start]); its stdout and stderr go, line by
+// line and prefixed with its name, to the supervisor's output. An exit
+// nobody asked for makes the supervisor fail.
 func (s *supervisor) spawn(p Program) (*child, error) {
-	// The child writes into a pipe of our own rather than one exec.Cmd
-	// makes, so that Wait returns when the child exits even if something it
-	// started still holds the pipe; that straggler is then killed below.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("start %s: make output pipe: %w", p.Name, err)
-	}
 	cmd := exec.Command(p.Path, p.Args...)
 	cmd.Env = append(os.Environ(), p.Env...)
-	cmd.Stdout = pw
-	cmd.Stderr = pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-
-	c := &child{prog: p, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		err := cmd.Start()
-		pw.Close() // The child has its own copy now.
-		if err != nil {
-			pr.Close()
-			started <- err
-			return
-		}
-		c.pid = cmd.Process.Pid
-		started <- nil
-
-		out := newPrefixWriter(fmt.Sprintf("%-*s | ", s.width, p.Name), s.out)
-		copied := make(chan struct{})
-		go func() {
-			defer close(copied)
-			_, _ = io.Copy(out, pr)
-		}()
-		c.err = cmd.Wait()
-		// Whatever the child left behind in its group goes with it. The
-		// group id cannot be reused while any member is alive.
-		_ = syscall.Kill(-c.pid, syscall.SIGKILL)
-		select {
-		case <-copied:
-		case <-time.After(time.Second):
-			// Something outside the group holds the pipe; stop reading.
-			pr.Close()
-			<-copied
-		}
-		pr.Close()
+	out := newPrefixWriter(fmt.Sprintf("%-*s | ", s.width, p.Name), s.out)
+	proc, err := childproc.Start(cmd, func(r io.Reader) {
+		_, _ = io.Copy(out, r)
 		_ = out.Flush()
-		close(c.done)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start %s (%s): %w", p.Name, p.Path, err)
+	}
+	c := &child{prog: p, proc: proc}
+	go func() {
+		<-proc.Done()
 		if !c.stopping.Load() {
 			s.fail(c)
 		}
 	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start %s (%s): %w", p.Name, p.Path, err)
-	}
 	return c, nil
 }
 
@@ -230,33 +182,20 @@ func (c *child) stop(ctx context.Context, logger *slog.Logger) error {
 
 func (c *child) terminate(ctx context.Context, logger *slog.Logger) error {
 	c.stopping.Store(true)
-	attrs := []any{slog.String("child", c.prog.Name), slog.Int("pid", c.pid)}
+	attrs := []any{slog.String("child", c.prog.Name), slog.Int("pid", c.proc.Pid())}
 	select {
-	case <-c.done:
+	case <-c.proc.Done():
 		return nil // It exited before; the supervisor has reported it.
 	default:
 	}
 	logger.Info("stopping", append(attrs, slog.Duration("timeout", c.prog.StopTimeout))...)
 	start := time.Now()
-	if err := syscall.Kill(-c.pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		logger.Warn("cannot signal child", append(attrs, slog.Any("err", err))...)
+	if err := c.proc.Terminate(ctx, c.prog.StopTimeout); err != nil {
+		logger.Warn("killed", append(attrs, slog.String("reason", err.Error()))...)
+		return fmt.Errorf("%s (pid %d): %w", c.prog.Name, c.proc.Pid(), err)
 	}
-	timer := time.NewTimer(c.prog.StopTimeout)
-	defer timer.Stop()
-	var why string
-	select {
-	case <-c.done:
-		logger.Info("stopped", append(attrs, slog.String("exit", exitStatus(c.err)), slog.Duration("elapsed", time.Since(start)))...)
-		return nil
-	case <-timer.C:
-		why = fmt.Sprintf("still running %s after SIGTERM", c.prog.StopTimeout)
-	case <-ctx.Done():
-		why = "stop cut short"
-	}
-	_ = syscall.Kill(-c.pid, syscall.SIGKILL)
-	<-c.done
-	logger.Warn("killed", append(attrs, slog.String("reason", why))...)
-	return fmt.Errorf("%s (pid %d): %s, killed it", c.prog.Name, c.pid, why)
+	logger.Info("stopped", append(attrs, slog.String("exit", exitStatus(c.proc.Err())), slog.Duration("elapsed", time.Since(start)))...)
+	return nil
 }
 
 // exitStatus describes how a child ended, from its Wait error.
