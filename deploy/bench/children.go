@@ -2,16 +2,17 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/jetline/jetline/shared/childproc"
 )
 
 // childStopTimeout is how long a child may take to exit after SIGTERM
@@ -29,8 +30,7 @@ const tailLines = 20
 type child struct {
 	name string
 	pid  int
-	done chan struct{} // closed once reaped
-	err  error         // from Wait; valid after done
+	proc *childproc.Process
 
 	stopOnce sync.Once
 	stopErr  error
@@ -40,56 +40,17 @@ type child struct {
 }
 
 // startChild starts path with env added to a cleaned copy of the bench's
-// environment (see [childEnviron]).
-//
-// The child gets its own process group, so that stopping it stops whatever
-// it started, and the kernel kills it if the bench dies (Pdeathsig). The
-// death signal fires when the thread that forked the child exits, so the
-// child is started and waited for on one goroutine locked to its thread.
+// environment (see [childEnviron]), in its own process group and killed if
+// the bench dies (see [childproc.Start]).
 func startChild(name, path string, env []string, out io.Writer) (*child, error) {
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("start %s: make output pipe: %w", name, err)
-	}
 	cmd := exec.Command(path)
 	cmd.Env = append(childEnviron(os.Environ()), env...)
-	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-
-	c := &child{name: name, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		err := cmd.Start()
-		pw.Close() // the child has its own copy now
-		if err != nil {
-			pr.Close()
-			started <- err
-			return
-		}
-		c.pid = cmd.Process.Pid
-		started <- nil
-
-		copied := make(chan struct{})
-		go func() {
-			defer close(copied)
-			c.copyOutput(pr, out)
-		}()
-		c.err = cmd.Wait()
-		_ = syscall.Kill(-c.pid, syscall.SIGKILL) // anything left in its group
-		select {
-		case <-copied:
-		case <-time.After(time.Second):
-			pr.Close() // something outside the group holds the pipe
-			<-copied
-		}
-		pr.Close()
-		close(c.done)
-	}()
-	if err := <-started; err != nil {
+	c := &child{name: name}
+	proc, err := childproc.Start(cmd, func(r io.Reader) { c.copyOutput(r, out) })
+	if err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", name, path, err)
 	}
+	c.proc, c.pid = proc, proc.Pid()
 	return c, nil
 }
 
@@ -130,7 +91,7 @@ func (c *child) copyOutput(r io.Reader, out io.Writer) {
 }
 
 // Done is closed when the child has exited.
-func (c *child) Done() <-chan struct{} { return c.done }
+func (c *child) Done() <-chan struct{} { return c.proc.Done() }
 
 // exitError describes an exit nobody asked for, with the child's last
 // output lines.
@@ -139,8 +100,8 @@ func (c *child) exitError() error {
 	tail := strings.Join(c.tail, "\n  ")
 	c.mu.Unlock()
 	status := "status 0"
-	if c.err != nil {
-		status = c.err.Error()
+	if err := c.proc.Err(); err != nil {
+		status = err.Error()
 	}
 	if tail == "" {
 		return fmt.Errorf("%s (pid %d) exited unexpectedly: %s", c.name, c.pid, status)
@@ -160,26 +121,17 @@ func (c *child) stop(timeout time.Duration) error {
 
 func (c *child) terminate(timeout time.Duration) error {
 	select {
-	case <-c.done:
+	case <-c.proc.Done():
 		return nil
 	default:
 	}
-	if err := syscall.Kill(-c.pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("stop %s (pid %d): %w", c.name, c.pid, err)
+	if err := c.proc.Terminate(context.Background(), timeout); err != nil {
+		return fmt.Errorf("%s (pid %d): %w", c.name, c.pid, err)
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-c.done:
-		if c.err != nil {
-			return fmt.Errorf("%s (pid %d) exited with %v after SIGTERM", c.name, c.pid, c.err)
-		}
-		return nil
-	case <-t.C:
-		_ = syscall.Kill(-c.pid, syscall.SIGKILL)
-		<-c.done
-		return fmt.Errorf("%s (pid %d) still running %s after SIGTERM; killed it", c.name, c.pid, timeout)
+	if err := c.proc.Err(); err != nil {
+		return fmt.Errorf("%s (pid %d) exited with %v after SIGTERM", c.name, c.pid, err)
 	}
+	return nil
 }
 
 // stopChildren stops cs in parallel and waits for all of them.
