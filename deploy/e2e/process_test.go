@@ -2,18 +2,20 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jetline/jetline/shared/childproc"
 )
 
 // stopTimeout bounds how long a program may take to exit after SIGTERM; it
@@ -23,58 +25,41 @@ const stopTimeout = 30 * time.Second
 // proc is a running program under test: a gateway or a worker.
 type proc struct {
 	name   string
-	cmd    *exec.Cmd
-	stderr lockedBuffer
-
-	done    chan struct{} // closed once the process has been reaped
-	waitErr error         // Wait's result, once done is closed
+	proc   *childproc.Process
+	stderr lockedBuffer // its stdout and stderr
 	// dismissed is set when the test ends the process on purpose (or
 	// expects it to end), so its exit status is not held against it.
 	dismissed atomic.Bool
 }
 
-// startProc starts path with exactly the environment env (plus PATH). The
-// caller must see that it is stopped and checked (see [proc.stop] and
-// [proc.check]).
+// startProc starts path with exactly the environment env (plus PATH), in
+// its own process group and killed if the test binary dies (see
+// [childproc.Start]). The caller must see that it is stopped and checked
+// (see [proc.stop] and [proc.check]).
 func startProc(t *testing.T, name, path string, env map[string]string) *proc {
 	t.Helper()
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(path)
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	p := &proc{name: name}
+	cmd := exec.Command(path)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
-		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	slices.Sort(p.cmd.Env)
-	p.cmd.Stderr = &p.stderr
-	p.cmd.SysProcAttr = childAttr()
-
-	// The death signal fires when the thread that forked the child exits,
-	// so that thread stays locked until the child is reaped.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := p.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	slices.Sort(cmd.Env)
+	var err error
+	p.proc, err = childproc.Start(cmd, func(r io.Reader) { _, _ = io.Copy(&p.stderr, r) })
+	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	return p
 }
 
 // pid returns the process id.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.proc.Pid() }
 
 // exited reports whether the process has ended.
 func (p *proc) exited() bool {
 	select {
-	case <-p.done:
+	case <-p.proc.Done():
 		return true
 	default:
 		return false
@@ -85,39 +70,21 @@ func (p *proc) exited() bool {
 func (p *proc) kill(t *testing.T) {
 	t.Helper()
 	p.dismissed.Store(true)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatalf("kill %s: %v", p.name, err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s still running 10s after SIGKILL", p.name)
-	}
+	p.proc.Kill()
 }
 
 // stop asks the process to stop with SIGTERM and waits for it to exit,
 // killing it after stopTimeout. It reports false if it had to kill it.
 func (p *proc) stop() bool {
-	if p.exited() {
-		return true
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return true
-	case <-time.After(stopTimeout):
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
-		return false
-	}
+	return p.proc.Terminate(context.Background(), stopTimeout) == nil
 }
 
 // check fails t if the stopped process exited other than cleanly (unless
 // the test dismissed it), reported a data race or logged at level ERROR.
 func (p *proc) check(t *testing.T) {
 	t.Helper()
-	if !p.dismissed.Load() && p.waitErr != nil {
-		t.Errorf("%s exited with %v", p.name, p.waitErr)
+	if !p.dismissed.Load() && p.proc.Err() != nil {
+		t.Errorf("%s exited with %v", p.name, p.proc.Err())
 	}
 	logs := p.stderr.String()
 	if strings.Contains(logs, "WARNING: DATA RACE") {
@@ -133,10 +100,10 @@ func (p *proc) exitErr() error {
 	if !p.exited() {
 		return nil
 	}
-	if p.waitErr == nil {
+	if p.proc.Err() == nil {
 		return fmt.Errorf("%s exited with status 0", p.name)
 	}
-	return fmt.Errorf("%s exited: %w", p.name, p.waitErr)
+	return fmt.Errorf("%s exited: %w", p.name, p.proc.Err())
 }
 
 // errorRecords returns the JSON log records of level ERROR in logs.

@@ -103,6 +103,13 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // status 0. Valid once [Process.Done] is closed.
 func (p *Process) Err() error { return p.err }
 
+// Kill sends SIGKILL to the child's process group, as a crash would, and
+// waits until the child has been reaped.
+func (p *Process) Kill() {
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	<-p.done
+}
+
 // ErrKilled is wrapped by [Process.Terminate] when the child had to be
 // killed.
 var ErrKilled = errors.New("killed it")
