@@ -47,6 +47,11 @@ const (
 	// HeaderReceivedAt is when the gateway read the line, RFC 3339 with
 	// nanoseconds ([time.RFC3339Nano]).
 	HeaderReceivedAt = "Jetline-Received-At"
+	// HeaderOriginSeq is set on a line replayed from the dead letters
+	// (`worker dlq replay`): the line's sequence when it was first in the
+	// ingest stream. Workers key the row by it instead of the new
+	// sequence, so a line replayed twice is stored once.
+	HeaderOriginSeq = "Jetline-Origin-Seq"
 )
 
 // MinDuplicateWindow is the shortest de-duplication window accepted: a
