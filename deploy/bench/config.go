@@ -60,6 +60,10 @@ type Config struct {
 	// ChildEnv holds extra NAME=VALUE variables for the gateway and the
 	// workers, such as GATEWAY_INFLIGHT_MESSAGES=8192.
 	ChildEnv []string
+	// NATSSync is JetStream's fsync setting for the run: "" keeps the
+	// server default (every 2m), "always" fsyncs every write as
+	// deploy/nats/ does in production, a duration sets the interval.
+	NATSSync string
 	// StallTimeout fails the run when no row lands for this long.
 	// Defaults to [DefaultStallTimeout].
 	StallTimeout time.Duration
@@ -103,6 +107,7 @@ func parseFlags(args []string) (Config, error) {
 		cfg.ChildEnv = append(cfg.ChildEnv, s)
 		return nil
 	})
+	fs.StringVar(&cfg.NATSSync, "nats-sync", "", "JetStream fsync: `always` or an interval such as 1s (empty: the server default, 2m)")
 	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", DefaultStallTimeout, "fail when no row lands for this long")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON on stdout (the text report goes to stderr)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "log the harness's own steps")
@@ -148,6 +153,9 @@ func (c Config) Validate() error {
 	if c.StallTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-stall-timeout must be at least 1s (got %s)", c.StallTimeout))
 	}
+	if _, _, err := c.natsSync(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, name := range slices.Sorted(maps.Keys(c.PGSettings)) {
 		if err := checkPGSetting(name, c.PGSettings[name]); err != nil {
 			errs = append(errs, err)
@@ -185,4 +193,30 @@ func (f settingsFlag) Set(s string) error {
 	}
 	f[name] = strings.TrimSpace(value)
 	return nil
+}
+
+// natsSync returns the embedded server's fsync options for -nats-sync.
+func (c Config) natsSync() (always bool, interval time.Duration, err error) {
+	switch c.NATSSync {
+	case "":
+		return false, 0, nil
+	case "always":
+		return true, 0, nil
+	}
+	d, err := time.ParseDuration(c.NATSSync)
+	if err != nil || d <= 0 {
+		return false, 0, fmt.Errorf("-nats-sync %q: use always or a positive duration such as 1s", c.NATSSync)
+	}
+	return false, d, nil
+}
+
+// natsSyncText describes the -nats-sync setting for the report.
+func (c Config) natsSyncText() string {
+	switch c.NATSSync {
+	case "":
+		return "fsync every 2m (server default sync_interval)"
+	case "always":
+		return "fsync every write (sync_interval: always)"
+	}
+	return "fsync every " + c.NATSSync
 }

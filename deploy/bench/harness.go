@@ -82,8 +82,10 @@ var harnessOwned = map[string]string{
 type harness struct {
 	dir  string // temporary root, removed by close
 	nats *embeddednats.Server
-	nc   *nats.Conn
-	js   jetstream.JetStream
+	// natsSync describes JetStream's fsync setting (-nats-sync).
+	natsSync string
+	nc       *nats.Conn
+	js       jetstream.JetStream
 
 	pg       *privatepg.Server
 	pgDir    string    // resolved data directory, to find its processes
@@ -123,7 +125,10 @@ func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *prog
 	}
 
 	pr.step("starting NATS (embedded, JetStream file store in %s)", dir)
-	h.nats, err = embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(dir, "nats")}, logger)
+	syncAlways, syncInterval, _ := cfg.natsSync()
+	h.natsSync = cfg.natsSyncText()
+	h.nats, err = embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(dir, "nats"),
+		SyncAlways: syncAlways, SyncInterval: syncInterval}, logger)
 	if err != nil {
 		return h, fmt.Errorf("start nats: %w", err)
 	}

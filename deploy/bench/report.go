@@ -154,7 +154,7 @@ func (r *Report) setCorpus(c *corpus, seed uint64, took time.Duration) {
 
 func (r *Report) setHarness(h *harness) {
 	r.Postgres = pgFacts{Version: h.pgVer, Settings: h.pgFacts}
-	r.NATS = natsFacts{Version: h.natsVer, Store: "embedded, JetStream file store, fsync every 2m (server default sync_interval)"}
+	r.NATS = natsFacts{Version: h.natsVer, Store: "embedded, JetStream file store, " + h.natsSync}
 	r.Binaries = h.binaries
 }
 
