@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/topology"
@@ -56,6 +57,12 @@ type Config struct {
 	// RetryMaxBackoff caps the redelivery delay
 	// (WORKER_RETRY_MAX_BACKOFF). Defaults to 1m.
 	RetryMaxBackoff time.Duration `env:"WORKER_RETRY_MAX_BACKOFF" envDefault:"1m"`
+	// MaxDeliver is how many times a line is delivered before a failed
+	// store gives up on it (WORKER_MAX_DELIVER): on that delivery the line
+	// goes to the dead-letter stream with reason max_deliveries and the
+	// last error, and is terminated. Lines the transform or the database
+	// refuse go there at once, whatever this says. Defaults to 10.
+	MaxDeliver int `env:"WORKER_MAX_DELIVER" envDefault:"10"`
 	// Table is the table raw lines land in, "name" or "schema.name"; it is
 	// created if missing (WORKER_TABLE). Defaults to events.
 	Table string `env:"WORKER_TABLE" envDefault:"events"`
@@ -83,6 +90,9 @@ type Config struct {
 	// Stream holds the ingest stream's settings (INGEST_*), which the
 	// worker applies at start like the gateway does.
 	Stream topology.StreamConfig
+	// DLQ holds the dead-letter stream's settings (INGEST_DLQ_*), which
+	// both programs apply at start.
+	DLQ deadletter.Config
 	// Log selects the log format and level (LOG_FORMAT, LOG_LEVEL).
 	Log logging.Config
 }
@@ -115,6 +125,9 @@ func (c Config) Validate() error {
 	if c.RetryMaxBackoff < c.RetryBackoff {
 		errs = append(errs, fmt.Errorf("WORKER_RETRY_MAX_BACKOFF (%s) must be at least WORKER_RETRY_BACKOFF (%s)", c.RetryMaxBackoff, c.RetryBackoff))
 	}
+	if c.MaxDeliver < 1 || c.MaxDeliver > maxMaxDeliver {
+		errs = append(errs, fmt.Errorf("WORKER_MAX_DELIVER must be between 1 and %d (got %d); 10 with the default backoff gives a line about 5 minutes to be stored", maxMaxDeliver, c.MaxDeliver))
+	}
 	if _, _, err := ParseTableName(c.Table); err != nil {
 		errs = append(errs, fmt.Errorf("WORKER_TABLE: %w", err))
 	}
@@ -136,6 +149,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Stream.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.DLQ.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Log.Validate(); err != nil {
@@ -165,19 +181,32 @@ func (c Config) EffectiveMaxAckPending() int {
 	return c.BatchSize * c.Concurrency * 8
 }
 
-// Consumer returns the settings of the shared durable consumer. Lines are
-// delivered without limit: a line the database refuses is acknowledged
-// after it is counted, and transient failures must not lose lines.
+// maxMaxDeliver bounds WORKER_MAX_DELIVER: beyond it a line the database
+// keeps refusing would hold its place for days.
+const maxMaxDeliver = 1000
+
+// spareDeliveries is how many deliveries the consumer allows beyond
+// MaxDeliver. A line on its last delivery whose store fails is
+// dead-lettered; if writing the dead letter fails too (NATS trouble at that
+// moment), the line is handed back, and without spare deliveries JetStream
+// would never deliver it again, leaving it stuck in the stream.
+const spareDeliveries = 3
+
+// Consumer returns the settings of the shared durable consumer. A line
+// whose store keeps failing is dead-lettered by the worker on delivery
+// MaxDeliver; the consumer allows [spareDeliveries] more, for lines whose
+// dead letter could not be written.
 func (c Config) Consumer() topology.ConsumerConfig {
 	return topology.ConsumerConfig{
 		AckWait:       c.AckWait,
 		MaxAckPending: c.EffectiveMaxAckPending(),
-		MaxDeliver:    -1,
+		MaxDeliver:    c.MaxDeliver + spareDeliveries,
 	}
 }
 
-// Options returns the worker's own settings.
-func (c Config) Options() Options {
+// Options returns the worker's own settings; dead letters are published
+// through deadLetters, normally the program's JetStream context.
+func (c Config) Options(deadLetters DeadLetterPublisher) Options {
 	return Options{
 		BatchSize:       c.BatchSize,
 		FetchMaxWait:    c.FetchMaxWait,
@@ -186,5 +215,8 @@ func (c Config) Options() Options {
 		RetryMaxBackoff: c.RetryMaxBackoff,
 		ShutdownTimeout: c.ShutdownTimeout,
 		WriteTimeout:    max(c.AckWait-c.FetchMaxWait, time.Second),
+		DeadLetters:     deadLetters,
+		MaxDeliver:      c.MaxDeliver,
+		Instance:        c.InstanceName(),
 	}
 }

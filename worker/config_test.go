@@ -29,8 +29,14 @@ func TestConfigDefaults(t *testing.T) {
 		cfg.ShutdownTimeout != 30*time.Second || cfg.HealthAddr != ":8081" || cfg.NATS.URL != "nats://127.0.0.1:4222" {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
-	if got := cfg.Consumer(); got.MaxAckPending != 500*2*8 || got.AckWait != 30*time.Second || got.MaxDeliver != -1 {
+	if got := cfg.Consumer(); got.MaxAckPending != 500*2*8 || got.AckWait != 30*time.Second || got.MaxDeliver != 10+spareDeliveries {
 		t.Fatalf("consumer config %+v", got)
+	}
+	if cfg.MaxDeliver != 10 || cfg.DLQ.MaxAge != 720*time.Hour || cfg.DLQ.MaxBytes != 1<<30 {
+		t.Fatalf("dead-letter defaults: max deliver %d, %+v", cfg.MaxDeliver, cfg.DLQ)
+	}
+	if o := cfg.Options(nil); o.MaxDeliver != 10 || o.Instance != cfg.InstanceName() {
+		t.Fatalf("options %+v", o)
 	}
 	if len(cfg.Pipelines) != 0 {
 		t.Fatalf("pipelines %q by default, want none", cfg.Pipelines)
@@ -60,6 +66,8 @@ func TestConfigValidate(t *testing.T) {
 		{map[string]string{"DATABASE_URL": "postgres://a:b@host:notaport/db"}, []string{"DATABASE_URL is not a usable"}},
 		{map[string]string{"WORKER_HEALTH_ADDR": "8081"}, []string{"WORKER_HEALTH_ADDR"}},
 		{map[string]string{"WORKER_PIPELINES": "a.yaml,,b.yaml"}, []string{"WORKER_PIPELINES has an empty entry"}},
+		{map[string]string{"WORKER_MAX_DELIVER": "0"}, []string{"WORKER_MAX_DELIVER must be between 1 and 1000 (got 0)"}},
+		{map[string]string{"INGEST_DLQ_MAX_AGE": "0s", "INGEST_DLQ_MAX_BYTES": "-1"}, []string{"INGEST_DLQ_MAX_AGE must be positive", "INGEST_DLQ_MAX_BYTES must be a positive"}},
 		{map[string]string{"NATS_CONNECT_TIMEOUT": "0s", "LOG_FORMAT": "xml", "INGEST_REPLICAS": "0"}, []string{"NATS_CONNECT_TIMEOUT", "LOG_FORMAT", "INGEST_REPLICAS"}},
 	}
 	for _, tt := range tests {

@@ -46,6 +46,24 @@ type Options struct {
 	// ProgressInterval is how often progress is logged, when there was
 	// any. Defaults to 10s.
 	ProgressInterval time.Duration
+
+	// DeadLetters is where lines that cannot be stored are written (the
+	// INGEST_DLQ stream, through the program's JetStream context); each is
+	// terminated once its dead letter is acknowledged. nil means lines
+	// the transform or the database refuse are acknowledged and only
+	// counted, as tools and tests that keep no dead letters want; the
+	// worker program always sets it.
+	DeadLetters DeadLetterPublisher
+	// DeadLetterTimeout bounds waiting for the dead letters of one batch
+	// to be acknowledged; lines whose dead letter is not acknowledged by
+	// then are handed back for redelivery. Defaults to 10s.
+	DeadLetterTimeout time.Duration
+	// MaxDeliver is the delivery of a line from which a failed store gives
+	// up on it: the line is dead-lettered (reason max_deliveries) instead
+	// of handed back. 0 means never; it needs DeadLetters.
+	MaxDeliver int
+	// Instance names this worker in the dead letters it writes.
+	Instance string
 }
 
 func (o Options) validate() error {
@@ -62,6 +80,10 @@ func (o Options) validate() error {
 		return fmt.Errorf("shutdown timeout must be positive (got %s)", o.ShutdownTimeout)
 	case o.WriteTimeout < 0:
 		return fmt.Errorf("write timeout must not be negative (got %s)", o.WriteTimeout)
+	case o.MaxDeliver < 0:
+		return fmt.Errorf("max deliver must not be negative (got %d)", o.MaxDeliver)
+	case o.MaxDeliver > 0 && o.DeadLetters == nil:
+		return fmt.Errorf("max deliver %d needs a dead-letter publisher to put lines that run out of deliveries", o.MaxDeliver)
 	}
 	return nil
 }
@@ -92,6 +114,9 @@ func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Log
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 10 * time.Second
 	}
+	if opts.DeadLetterTimeout <= 0 {
+		opts.DeadLetterTimeout = 10 * time.Second
+	}
 	w := &Worker{
 		cons:   cons,
 		router: router,
@@ -99,6 +124,7 @@ func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Log
 		logger: logger.With("component", "worker"),
 	}
 	w.stats.rejectedBy = map[string]uint64{}
+	w.stats.deadLetteredBy = map[string]uint64{}
 	w.stats.rejectLogBudget.Store(rejectLogsPerInterval)
 	return w, nil
 }
@@ -153,20 +179,21 @@ func (w *Worker) Run(ctx context.Context) error {
 	s := w.Stats()
 	w.logger.Info("worker stopped", "uptime", time.Since(started).Round(time.Millisecond),
 		"batches", s.Batches, "lines", s.Lines, "inserted", s.Inserted, "duplicates", s.Duplicates,
-		"filtered", s.Filtered, "rejected", s.Rejected, "retried", s.Retried)
+		"filtered", s.Filtered, "rejected", s.Rejected, "dead_lettered", s.DeadLettered, "retried", s.Retried)
 	return err
 }
 
 // Stats are the worker's running totals since New. A line is counted once
-// it is acknowledged; a line retried and then stored counts once in Retried
-// and once in its final outcome.
+// it is settled (acknowledged, or terminated after its dead letter was
+// written); a line retried and then settled counts once in Retried and once
+// in its final outcome.
 type Stats struct {
 	// Batches counts fetched batches that were finished and acknowledged.
 	Batches uint64
-	// Lines counts acknowledged lines: Inserted + Duplicates + Filtered +
-	// Rejected.
+	// Lines counts settled lines: Inserted + Duplicates + Filtered +
+	// Rejected + DeadLetteredBy["max_deliveries"].
 	Lines uint64
-	// Bytes counts the bytes of acknowledged lines.
+	// Bytes counts the bytes of settled lines.
 	Bytes uint64
 	// Inserted counts rows newly stored.
 	Inserted uint64
@@ -175,12 +202,23 @@ type Stats struct {
 	// Filtered counts lines the transform did not want.
 	Filtered uint64
 	// Rejected counts lines refused by the transform or the database; they
-	// are acknowledged and not stored.
+	// are not stored, but dead-lettered (when the worker has
+	// Options.DeadLetters) and terminated, or else acknowledged.
 	Rejected uint64
 	// RejectedBy splits Rejected by reason ("invalid_json", "pg_22P05" …).
 	RejectedBy map[string]uint64
+	// DeadLettered counts lines written to the dead-letter stream and
+	// terminated: the rejected ones and those that ran out of deliveries.
+	DeadLettered uint64
+	// DeadLetteredBy splits DeadLettered by reason ("invalid_json",
+	// "pg_22003", "max_deliveries" …).
+	DeadLetteredBy map[string]uint64
+	// DeadLetterFailures counts lines whose dead letter could not be
+	// written; they were handed back for redelivery (and counted in
+	// Retried).
+	DeadLetterFailures uint64
 	// Retried counts lines negatively acknowledged for redelivery after a
-	// failed store.
+	// failed store or a failed dead letter.
 	Retried uint64
 	// Failures counts batches whose store failed.
 	Failures uint64
@@ -188,14 +226,17 @@ type Stats struct {
 
 type counters struct {
 	batches, lines, bytes, inserted, duplicates, filtered, rejected, retried, failures atomic.Uint64
+	deadLettered, deadLetterFailures                                                   atomic.Uint64
 
-	// rejectLogBudget is how many more rejected lines may be logged one by
-	// one in this progress interval; unlogged counts the others.
+	// rejectLogBudget is how many more dead-lettered or rejected lines may
+	// be logged one by one in this progress interval; unlogged counts the
+	// others.
 	rejectLogBudget atomic.Int64
 	unlogged        atomic.Uint64
 
-	mu         sync.Mutex
-	rejectedBy map[string]uint64
+	mu             sync.Mutex
+	rejectedBy     map[string]uint64
+	deadLetteredBy map[string]uint64
 }
 
 // Stats returns a snapshot of the running totals. Safe for concurrent use.
@@ -203,18 +244,22 @@ func (w *Worker) Stats() Stats {
 	c := &w.stats
 	c.mu.Lock()
 	by := maps.Clone(c.rejectedBy)
+	dlBy := maps.Clone(c.deadLetteredBy)
 	c.mu.Unlock()
 	return Stats{
-		Batches:    c.batches.Load(),
-		Lines:      c.lines.Load(),
-		Bytes:      c.bytes.Load(),
-		Inserted:   c.inserted.Load(),
-		Duplicates: c.duplicates.Load(),
-		Filtered:   c.filtered.Load(),
-		Rejected:   c.rejected.Load(),
-		RejectedBy: by,
-		Retried:    c.retried.Load(),
-		Failures:   c.failures.Load(),
+		Batches:            c.batches.Load(),
+		Lines:              c.lines.Load(),
+		Bytes:              c.bytes.Load(),
+		Inserted:           c.inserted.Load(),
+		Duplicates:         c.duplicates.Load(),
+		Filtered:           c.filtered.Load(),
+		Rejected:           c.rejected.Load(),
+		RejectedBy:         by,
+		DeadLettered:       c.deadLettered.Load(),
+		DeadLetteredBy:     dlBy,
+		DeadLetterFailures: c.deadLetterFailures.Load(),
+		Retried:            c.retried.Load(),
+		Failures:           c.failures.Load(),
 	}
 }
 
@@ -242,6 +287,7 @@ func (w *Worker) reportProgress(ctx context.Context) {
 				"duplicates", s.Duplicates - last.Duplicates,
 				"filtered", s.Filtered - last.Filtered,
 				"rejected", s.Rejected - last.Rejected,
+				"dead_lettered", s.DeadLettered - last.DeadLettered,
 				"retried", s.Retried - last.Retried,
 				"lines_per_sec", int(float64(s.Lines-last.Lines) / secs),
 				"mib_per_sec", float64(int(float64(s.Bytes-last.Bytes)/secs/(1<<20)*10)) / 10,
@@ -254,6 +300,18 @@ func (w *Worker) reportProgress(ctx context.Context) {
 					}
 				}
 				attrs = append(attrs, slog.Group("rejected_by", by...))
+			}
+			if s.DeadLettered != last.DeadLettered {
+				var by []any
+				for reason, n := range s.DeadLetteredBy {
+					if d := n - last.DeadLetteredBy[reason]; d > 0 {
+						by = append(by, slog.Uint64(reason, d))
+					}
+				}
+				attrs = append(attrs, slog.Group("dead_lettered_by", by...))
+			}
+			if n := s.DeadLetterFailures - last.DeadLetterFailures; n > 0 {
+				attrs = append(attrs, "dead_letter_failures", n)
 			}
 			if n := w.stats.unlogged.Swap(0); n > 0 {
 				attrs = append(attrs, "rejected_not_logged", n)

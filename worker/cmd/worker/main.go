@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/topology"
@@ -97,6 +98,9 @@ func run(ctx context.Context, cfg worker.Config) error {
 	if _, err := topology.EnsureStream(ctx, js, cfg.Stream); err != nil {
 		return err
 	}
+	if _, err := deadletter.EnsureStream(ctx, js, cfg.DLQ, cfg.Stream.Replicas); err != nil {
+		return err
+	}
 	cons, err := topology.EnsureConsumer(ctx, js, cfg.Consumer())
 	if err != nil {
 		return err
@@ -111,7 +115,7 @@ func run(ctx context.Context, cfg worker.Config) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(cons, router, cfg.Options(), logger)
+	w, err := worker.New(cons, router, cfg.Options(js), logger)
 	if err != nil {
 		return err
 	}
