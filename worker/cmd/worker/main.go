@@ -22,6 +22,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/shared/deadletter"
@@ -95,7 +96,8 @@ func run(ctx context.Context, cfg worker.Config) error {
 		return err
 	}
 	defer nc.Close()
-	if _, err := topology.EnsureStream(ctx, js, cfg.Stream); err != nil {
+	stream, err := topology.EnsureStream(ctx, js, cfg.Stream)
+	if err != nil {
 		return err
 	}
 	if _, err := deadletter.EnsureStream(ctx, js, cfg.DLQ, cfg.Stream.Replicas); err != nil {
@@ -140,6 +142,9 @@ func run(ctx context.Context, cfg worker.Config) error {
 				}
 				return err
 			}
+		}
+		if err := guardStream(gctx, pool, stream, stores, logger); err != nil {
+			return err
 		}
 		if err := w.Run(gctx); err != nil {
 			return fmt.Errorf("worker: %w", err)
@@ -254,6 +259,30 @@ func createTable(ctx context.Context, store *worker.PostgresStore, logger *slog.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// guardStream refuses to store lines of a recreated ingest stream into
+// tables keyed by the old stream's sequences (see
+// worker.GuardStreamSequences).
+func guardStream(ctx context.Context, pool *pgxpool.Pool, stream jetstream.Stream, stores []*worker.PostgresStore, logger *slog.Logger) error {
+	tables := make([]worker.Table, len(stores))
+	for i, s := range stores {
+		tables[i] = s.Table()
+	}
+	wait := 250 * time.Millisecond
+	for {
+		err := worker.GuardStreamSequences(ctx, pool, topology.StreamName, stream.CachedInfo().Created, tables, logger)
+		if err == nil || worker.Classify(err) != worker.Transient {
+			return err
+		}
+		logger.Info("waiting for postgres", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 5*time.Second)
