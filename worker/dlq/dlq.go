@@ -1,0 +1,64 @@
+// Package dlq holds the operator commands of the worker program: reading,
+// replaying and purging the dead letters (the deadletter stream), and the
+// one-screen status of the pipeline. The commands in worker/cmd/worker parse
+// flags and print; everything that talks to JetStream is here, so it can be
+// tested against a real server.
+//
+// Every operation reads the streams as they are and creates nothing: a
+// missing stream is reported with [ErrNoDeadLetters] or [ErrNoIngest].
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// ErrNoDeadLetters is returned when the dead-letter stream does not exist:
+// nothing has been dead-lettered since NATS was set up.
+var ErrNoDeadLetters = errors.New("no dead letters yet: stream " + deadletter.StreamName + " does not exist")
+
+// ErrNoIngest is returned when the ingest stream does not exist, so there
+// is nowhere to replay to and nothing to report on.
+var ErrNoIngest = errors.New("stream " + topology.StreamName + " does not exist: start a worker or the gateway, which create it with its configured limits")
+
+// deadLetters returns the dead-letter stream.
+func deadLetters(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, deadletter.StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, ErrNoDeadLetters
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", deadletter.StreamName, err)
+	}
+	return s, nil
+}
+
+// ingest returns the ingest stream.
+func ingest(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, topology.StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, ErrNoIngest
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", topology.StreamName, err)
+	}
+	return s, nil
+}
+
+// subjectParts splits a dead-letter subject dlq.<source>.<reason>; ok is
+// false for any other subject.
+func subjectParts(subject string) (source, reason string, ok bool) {
+	rest, found := strings.CutPrefix(subject, deadletter.SubjectPrefix)
+	if !found {
+		return "", "", false
+	}
+	source, reason, found = strings.Cut(rest, ".")
+	return source, reason, found && source != "" && reason != "" && !strings.Contains(reason, ".")
+}
