@@ -20,6 +20,8 @@ type bundle struct {
 	js     jetstream.JetStream
 	ingest jetstream.Stream
 	dlq    jetstream.Stream
+	// at holds times a test wants to remember, by dead-letter seq.
+	at map[uint64]time.Time
 }
 
 // setup starts a server with the ingest stream (limited to ingestBytes;
