@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Class is how the worker treats a failed database operation.
@@ -43,10 +45,11 @@ func (c Class) String() string {
 	return "unknown"
 }
 
-// Classify sorts a database error into a [Class]. It looks at the
+// Classify sorts a database or NATS error into a [Class]. It looks at the
 // PostgreSQL SQLSTATE when the server answered, and at the network error
-// otherwise; an operation cut short by its context is transient. A nil
-// error has no class (0).
+// otherwise; an operation cut short by its context, and a NATS request that
+// timed out or found no responder (a stream leader moving, a server
+// restarting), are transient. A nil error has no class (0).
 func Classify(err error) Class {
 	if err == nil {
 		return 0
@@ -63,7 +66,14 @@ func Classify(err error) Class {
 		errors.Is(err, net.ErrClosed),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.ETIMEDOUT):
+		return Transient
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrStaleConnection),
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, jetstream.ErrAsyncPublishTimeout),
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs):
 		return Transient
 	}
 	var netErr net.Error
@@ -83,6 +93,7 @@ func classifyCode(code string) Class {
 	switch {
 	case code == "40001", // serialization_failure
 		code == "40P01",                 // deadlock_detected
+		code == "40003",                 // statement_completion_unknown
 		strings.HasPrefix(code, "08"),   // connection exception
 		strings.HasPrefix(code, "53"),   // insufficient resources
 		strings.HasPrefix(code, "57P0"), // admin/crash shutdown, cannot connect now, database dropped

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestClassify(t *testing.T) {
@@ -41,6 +43,23 @@ func TestClassify(t *testing.T) {
 		{"unexpected EOF", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), Transient},
 		{"deadline", fmt.Errorf("query: %w", context.DeadlineExceeded), Transient},
 		{"canceled", context.Canceled, Transient},
+		{"statement completion unknown", pg("40003"), Transient},
+		{"crash shutdown", pg("57P02"), Transient},
+		{"database dropped", pg("57P04"), Transient},
+		{"out of memory", pg("53200"), Transient},
+		{"lock not available", pg("55P03"), Transient},
+		{"connect error", &pgconn.ConnectError{Config: &pgconn.Config{}}, Transient},
+		{"dial timeout", fmt.Errorf("dial: %w", &net.OpError{Op: "dial", Err: syscall.ETIMEDOUT}), Transient},
+		{"connection timed out", fmt.Errorf("read: %w", syscall.ETIMEDOUT), Transient},
+		{"broken pipe", fmt.Errorf("write: %w", syscall.EPIPE), Transient},
+		{"nats timeout", fmt.Errorf("publish: %w", nats.ErrTimeout), Transient},
+		{"nats no responders", fmt.Errorf("publish: %w", nats.ErrNoResponders), Transient},
+		{"nats reconnecting", nats.ErrConnectionReconnecting, Transient},
+		{"no stream response", fmt.Errorf("publish: %w", jetstream.ErrNoStreamResponse), Transient},
+		{"async publish timeout", jetstream.ErrAsyncPublishTimeout, Transient},
+		{"stalled async publishes", jetstream.ErrTooManyStalledMsgs, Transient},
+		{"undefined column", pg("42703"), Permanent},
+		{"read-only transaction", pg("25006"), Permanent},
 		{"bug", errors.New("expected 4 values, got 3 values"), Permanent},
 	}
 	for _, tt := range tests {

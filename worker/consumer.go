@@ -3,18 +3,21 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/topology"
 )
 
-// rejectLogsPerInterval caps how many rejected lines are logged one by one
-// per progress interval; the rest are only counted, so a file of garbage
-// does not flood the log.
+// rejectLogsPerInterval caps how many dead-lettered (or rejected) lines
+// are logged one by one per progress interval; the rest are only counted,
+// so a file of garbage does not flood the log.
 const rejectLogsPerInterval = 100
 
 // batch holds one loop's buffers, reused from batch to batch so steady
@@ -27,6 +30,11 @@ type batch struct {
 	route []int
 	// delivered[i] is how many times msgs[i] has been delivered.
 	delivered []uint64
+	// ingestSeq[i] is msgs[i]'s own stream sequence; lines[i].Seq differs
+	// for a replayed line.
+	ingestSeq []uint64
+	// dead are the batch's dead letters, published and not yet settled.
+	dead []pendingDeadLetter
 	// groups[r] holds the rows of route r.
 	groups []group
 }
@@ -50,6 +58,7 @@ func newBatch(size int, router *Router) *batch {
 		results:   make([]Result, 0, size),
 		route:     make([]int, 0, size),
 		delivered: make([]uint64, 0, size),
+		ingestSeq: make([]uint64, 0, size),
 		groups:    make([]group, len(router.routes)),
 	}
 	for i, r := range router.routes {
@@ -127,21 +136,29 @@ func (w *Worker) fetch(b *batch) error {
 // are grouped by route and each group is stored in its own transaction.
 // It reports false when a store failed and that group's lines were handed
 // back for redelivery; lines of groups that were stored are acknowledged
-// all the same.
+// all the same. Lines the transform or the database refuse are
+// dead-lettered and terminated (see deadletter.go); their dead letters are
+// published as soon as the refusal is known, so the PubAcks come back
+// while the database works, and are waited for after the stored lines are
+// acknowledged.
 func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) bool {
 	b.lines = b.lines[:0]
 	b.results = b.results[:0]
 	b.route = b.route[:0]
 	b.delivered = b.delivered[:0]
+	b.ingestSeq = b.ingestSeq[:0]
+	clear(b.dead)
+	b.dead = b.dead[:0]
 	for i := range b.groups {
 		g := &b.groups[i]
 		g.rows, g.rowMsg, g.err = g.rows[:0], g.rowMsg[:0], nil
 	}
 
 	for i, m := range b.msgs {
-		line, delivered, res := readLine(m)
+		line, seq, delivered, res := readLine(m)
 		b.lines = append(b.lines, line)
 		b.delivered = append(b.delivered, delivered)
+		b.ingestSeq = append(b.ingestSeq, seq)
 		r := w.router.route(line.Source)
 		b.route = append(b.route, r)
 		if res.Outcome == Insert {
@@ -154,6 +171,13 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 			}
 		}
 		b.results = append(b.results, res)
+	}
+	if w.opts.DeadLetters != nil {
+		for i, res := range b.results {
+			if res.Outcome == Reject {
+				w.deadLetter(b, i, res.Reason, deadletter.ClassPermanent, res.Detail)
+			}
+		}
 	}
 
 	stored := true
@@ -183,6 +207,9 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 				reason = "pg_" + code
 			}
 			b.results[i] = Result{Outcome: Reject, Reason: reason, Detail: msg}
+			if w.opts.DeadLetters != nil {
+				w.deadLetter(b, i, reason, deadletter.ClassPermanent, msg)
+			}
 		}
 		if wr.Splits > 0 {
 			logger.Info("isolated rows the database refused", "table", w.router.routes[r].Transform.Table().Ident().Sanitize(),
@@ -192,35 +219,60 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 		total.Duplicates += wr.Duplicates
 	}
 	w.finish(logger, b, total, stored)
+	w.settleDeadLetters(ctx, logger, b)
 	return stored
 }
 
-// readLine builds the Line of m and reports how often m was delivered. A
-// message that is not a JetStream delivery (no metadata) cannot be keyed
-// and is rejected.
-func readLine(m jetstream.Msg) (Line, uint64, Result) {
-	line := Line{Source: topology.Source(m.Subject()), Data: m.Data()}
+// Reasons the worker itself refuses a line before any transform.
+const (
+	// ReasonNoMetadata: the message is not a JetStream delivery, so it has
+	// no sequence to key its row by.
+	ReasonNoMetadata = "no_metadata"
+	// ReasonInvalidOriginSeq: a replayed line's origin sequence header is
+	// not a positive number, so it cannot be keyed as it was first.
+	ReasonInvalidOriginSeq = "invalid_origin_seq"
+)
+
+// readLine builds the Line of m and returns m's own stream sequence and how
+// often m was delivered. A line replayed from the dead letters is keyed by
+// its origin sequence (topology.HeaderOriginSeq), so a line replayed twice,
+// or replayed after all, is stored once. A message that cannot be keyed
+// (no metadata, a malformed origin sequence) is rejected.
+func readLine(m jetstream.Msg) (line Line, seq, delivered uint64, res Result) {
+	line = Line{Source: topology.Source(m.Subject()), Data: m.Data()}
 	md, err := m.Metadata()
 	if err != nil {
-		return line, 1, Result{Outcome: Reject, Reason: "no_metadata", Detail: err.Error()}
+		return line, 0, 1, Result{Outcome: Reject, Reason: ReasonNoMetadata, Detail: err.Error()}
 	}
 	line.Seq = md.Sequence.Stream
 	line.ReceivedAt = md.Timestamp
+	res = Result{Outcome: Insert}
 	if h := m.Headers(); h != nil {
 		if v := h.Get(topology.HeaderReceivedAt); v != "" {
 			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 				line.ReceivedAt = t
 			}
 		}
+		if v := h.Get(topology.HeaderOriginSeq); v != "" {
+			origin, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || origin == 0 {
+				res = Result{Outcome: Reject, Reason: ReasonInvalidOriginSeq,
+					Detail: fmt.Sprintf("header %s is %q, not a stream sequence", topology.HeaderOriginSeq, v)}
+			} else {
+				line.Seq = origin
+			}
+		}
 	}
-	return line, md.NumDelivered, Result{Outcome: Insert}
+	return line, md.Sequence.Stream, md.NumDelivered, res
 }
 
 // finish acknowledges the lines of a batch and counts and logs their
-// outcomes. Lines whose group failed to store were handed back by retry
-// and are skipped; the others, including every line the transform settled
-// on its own (filtered, rejected), are acknowledged. complete says whether
-// every group was stored.
+// outcomes. Lines whose group failed to store were handed back or
+// dead-lettered by retry, and rejected lines are dead-lettered
+// (settleDeadLetters settles both); the others, including every line the
+// transform filtered, are acknowledged. Without a dead-letter publisher,
+// rejected lines are acknowledged here too. complete says whether every
+// group was stored.
 func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, complete bool) {
 	var lines, filtered, rejected, bytes uint64
 	var ackErr error
@@ -234,6 +286,9 @@ func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, complete 
 		case Filter:
 			filtered++
 		case Reject:
+			if w.opts.DeadLetters != nil {
+				continue
+			}
 			rejected++
 			w.countReject(r.Reason)
 			if w.stats.rejectLogBudget.Add(-1) >= 0 {
@@ -270,16 +325,27 @@ func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, complete 
 
 // retry hands the lines of route r whose store failed back to JetStream:
 // they are negatively acknowledged with a delay growing with their
-// delivery count. Lines of other routes, and lines the transform settled
-// on its own, do not depend on this store; finish acknowledges them.
+// delivery count. A line on its last allowed delivery (Options.MaxDeliver)
+// is dead-lettered instead, with reason max_deliveries and err, so it is
+// not handed back into oblivion. Lines of other routes, and lines the
+// transform settled on its own, do not depend on this store; finish
+// acknowledges them.
 func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, r int, err error) {
 	shuttingDown := ctx.Err() != nil
 	class := Classify(err)
 	maxDelay := time.Duration(0)
-	retried := 0
+	retried, gaveUp := 0, 0
 	var maxDelivery uint64
 	for i, m := range b.msgs {
 		if b.route[i] != r || b.results[i].Outcome != Insert {
+			continue
+		}
+		maxDelivery = max(maxDelivery, b.delivered[i])
+		// A store cut short by shutdown says nothing about the line: it
+		// is handed back whatever its delivery count.
+		if !shuttingDown && w.opts.MaxDeliver > 0 && b.delivered[i] >= uint64(w.opts.MaxDeliver) {
+			w.deadLetter(b, i, deadletter.ReasonMaxDeliveries, deadletter.ClassTransient, err.Error())
+			gaveUp++
 			continue
 		}
 		delay := backoff(w.opts.RetryBackoff, w.opts.RetryMaxBackoff, int(b.delivered[i]))
@@ -288,13 +354,15 @@ func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, r int
 			delay = 0
 		}
 		maxDelay = max(maxDelay, delay)
-		maxDelivery = max(maxDelivery, b.delivered[i])
 		// A failed Nak is harmless: the line is redelivered after AckWait.
 		_ = m.NakWithDelay(delay)
 		retried++
 	}
 	attrs := []any{"err", err, "class", class.String(), "table", w.router.routes[r].Transform.Table().Ident().Sanitize(),
 		"lines", retried, "redeliver_in", maxDelay, "delivery", maxDelivery}
+	if gaveUp > 0 {
+		attrs = append(attrs, "dead_lettered", gaveUp, "max_deliver", w.opts.MaxDeliver)
+	}
 	switch {
 	case shuttingDown:
 		logger.Warn("batch not stored before shutdown deadline; handed back", attrs...)

@@ -1,8 +1,16 @@
 package worker
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/deadletter"
 )
 
 // DeadLetterPublisher publishes dead letters to the INGEST_DLQ stream.
@@ -11,4 +19,156 @@ import (
 // closes the publisher.
 type DeadLetterPublisher interface {
 	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
+// errDeadLetterTimeout is why a dead letter whose PubAck did not come
+// within Options.DeadLetterTimeout is given up on for this delivery.
+var errDeadLetterTimeout = errors.New("no acknowledgement from the dead-letter stream in time")
+
+// pendingDeadLetter is a dead letter published for one line of a batch and
+// not yet settled.
+type pendingDeadLetter struct {
+	// i is the line's index in the batch.
+	i int
+	// reason, class and detail are what the entry says.
+	reason, class, detail string
+	// future is the publish's PubAck; err is set instead when publishing
+	// failed outright.
+	future jetstream.PubAckFuture
+	err    error
+}
+
+// deadLetter publishes the dead letter of line i of b: the line's bytes and
+// headers as they came, plus why it is given up on. It does not wait;
+// settleDeadLetters does. The message id is "dlq.<ingest seq>", so a dead
+// letter published again after a lost PubAck (the line was handed back and
+// failed again) is stored once.
+func (w *Worker) deadLetter(b *batch, i int, reason, class, detail string) {
+	m := b.msgs[i]
+	e := deadletter.Entry{
+		Subject: m.Subject(),
+		Reason:  reason,
+		Class:   class,
+		Error:   detail,
+		// The line's key: its origin sequence if it was replayed, so
+		// replaying it again keys it as it was first.
+		StreamSeq:  b.lines[i].Seq,
+		Deliveries: b.delivered[i],
+		By:         w.opts.Instance,
+		At:         time.Now(),
+		Data:       b.lines[i].Data,
+		Header:     m.Headers(),
+	}
+	var id string
+	if seq := b.ingestSeq[i]; seq > 0 {
+		id = "dlq." + strconv.FormatUint(seq, 10)
+	}
+	d := pendingDeadLetter{i: i, reason: reason, class: class, detail: detail}
+	d.future, d.err = w.opts.DeadLetters.PublishMsgAsync(e.Msg(id))
+	b.dead = append(b.dead, d)
+}
+
+// settleDeadLetters waits, at most Options.DeadLetterTimeout in all, for
+// the PubAcks of the batch's dead letters. A line whose dead letter is
+// stored is terminated, with its reason; a line whose dead letter failed or
+// timed out is negatively acknowledged with backoff, never acknowledged, so
+// it comes back and is dead-lettered again (stored once, by its message
+// id). Lines of the batch that were stored are acknowledged before this
+// runs, so a slow dead-letter stream delays only the next fetch.
+func (w *Worker) settleDeadLetters(ctx context.Context, logger *slog.Logger, b *batch) {
+	if len(b.dead) == 0 {
+		return
+	}
+	timer := time.NewTimer(w.opts.DeadLetterTimeout)
+	defer timer.Stop()
+	expired := false
+	var failed, termFailed int
+	var failErr, termErr error
+	for k := range b.dead {
+		d := &b.dead[k]
+		if d.err == nil {
+			d.err = awaitPubAck(ctx, timer.C, d.future, &expired)
+		}
+		m, line := b.msgs[d.i], &b.lines[d.i]
+		if d.err != nil {
+			failed++
+			failErr = d.err
+			// A failed Nak is harmless: the line is redelivered after
+			// AckWait.
+			_ = m.NakWithDelay(backoff(w.opts.RetryBackoff, w.opts.RetryMaxBackoff, int(b.delivered[d.i])))
+			continue
+		}
+		if err := m.TermWithReason(d.reason); err != nil {
+			// The line is redelivered after AckWait, fails again and its
+			// dead letter is dropped as a duplicate within the stream's
+			// duplicate window.
+			termFailed++
+			termErr = err
+		}
+		w.countDeadLetter(d, uint64(len(line.Data)))
+		if w.stats.rejectLogBudget.Add(-1) >= 0 {
+			logger.Warn("line dead-lettered", "seq", line.Seq, "source", line.Source, "reason", d.reason,
+				"class", d.class, "detail", d.detail, "delivery", b.delivered[d.i], "bytes", len(line.Data))
+		} else {
+			w.stats.unlogged.Add(1)
+		}
+	}
+	if failed > 0 {
+		logger.Warn("writing dead letters failed; lines handed back for redelivery",
+			"err", failErr, "lines", failed, "stream", deadletter.StreamName)
+		w.stats.deadLetterFailures.Add(uint64(failed))
+		w.stats.retried.Add(uint64(failed))
+	}
+	if termFailed > 0 {
+		logger.Warn("terminating dead-lettered lines failed; they will be redelivered and their dead letters dropped as duplicates",
+			"err", termErr, "lines", termFailed)
+	}
+}
+
+// awaitPubAck waits for f's PubAck until timeout fires or ctx is done, and
+// returns why it did not come. Once the time is up (*expired), it only
+// takes a PubAck that is already in.
+func awaitPubAck(ctx context.Context, timeout <-chan time.Time, f jetstream.PubAckFuture, expired *bool) error {
+	if *expired {
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return err
+		default:
+			return errDeadLetterTimeout
+		}
+	}
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-timeout:
+		*expired = true
+		return errDeadLetterTimeout
+	case <-ctx.Done():
+		*expired = true
+		return ctx.Err()
+	}
+}
+
+// countDeadLetter counts a line settled by its dead letter. Lines refused
+// for what they hold (class permanent) count as rejected too; lines that
+// ran out of deliveries only as dead-lettered.
+func (w *Worker) countDeadLetter(d *pendingDeadLetter, bytes uint64) {
+	s := &w.stats
+	s.lines.Add(1)
+	s.bytes.Add(bytes)
+	s.deadLettered.Add(1)
+	permanent := d.class == deadletter.ClassPermanent
+	if permanent {
+		s.rejected.Add(1)
+	}
+	s.mu.Lock()
+	s.deadLetteredBy[d.reason]++
+	if permanent {
+		s.rejectedBy[d.reason]++
+	}
+	s.mu.Unlock()
 }

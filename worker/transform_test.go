@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"strings"
 	"testing"
@@ -46,6 +47,7 @@ func TestRawLandingTransform(t *testing.T) {
 		wantResult Result
 		wantSource string
 		wantAt     time.Time
+		wantSeq    uint64 // 0 means the message's own, 4242
 	}{
 		{
 			name:       "valid line",
@@ -118,9 +120,26 @@ func TestRawLandingTransform(t *testing.T) {
 			wantAt:     stored,
 		},
 		{
+			name: "replayed line keyed by its origin sequence",
+			msg: &testMsg{subject: "ingest.tweets", data: []byte(`{"a":1}`), md: md,
+				headers: nats.Header{topology.HeaderOriginSeq: []string{"17"}}},
+			wantResult: Result{Outcome: Insert},
+			wantSource: "tweets",
+			wantAt:     stored,
+			wantSeq:    17,
+		},
+		{
+			name: "malformed origin sequence",
+			msg: &testMsg{subject: "ingest.tweets", data: []byte(`{"a":1}`), md: md,
+				headers: nats.Header{topology.HeaderOriginSeq: []string{"-3"}}},
+			wantResult: Result{Outcome: Reject, Reason: ReasonInvalidOriginSeq},
+			wantSource: "tweets",
+			wantAt:     stored,
+		},
+		{
 			name:       "no metadata",
 			msg:        &testMsg{subject: "ingest.tweets", data: []byte(`{}`)},
-			wantResult: Result{Outcome: Reject, Reason: "no_metadata"},
+			wantResult: Result{Outcome: Reject, Reason: ReasonNoMetadata},
 			wantSource: "tweets",
 		},
 	}
@@ -131,7 +150,7 @@ func TestRawLandingTransform(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			line, delivered, res := readLine(tt.msg)
+			line, seq, delivered, res := readLine(tt.msg)
 			row := make([]any, len(raw.Table().Columns))
 			if res.Outcome == Insert {
 				res = raw.Transform(&line, row)
@@ -148,8 +167,9 @@ func TestRawLandingTransform(t *testing.T) {
 			if tt.msg.md == nil {
 				return
 			}
-			if delivered != 3 || line.Seq != 4242 {
-				t.Errorf("delivered %d, seq %d; want 3, 4242", delivered, line.Seq)
+			wantSeq := cmp.Or(tt.wantSeq, 4242)
+			if delivered != 3 || seq != 4242 || line.Seq != wantSeq {
+				t.Errorf("delivered %d, seq %d, line seq %d; want 3, 4242, %d", delivered, seq, line.Seq, wantSeq)
 			}
 			if !line.ReceivedAt.Equal(tt.wantAt) {
 				t.Errorf("received at %s, want %s", line.ReceivedAt, tt.wantAt)
@@ -159,8 +179,8 @@ func TestRawLandingTransform(t *testing.T) {
 			}
 			at, _ := row[2].(time.Time)
 			payload, _ := row[3].([]byte)
-			if row[0] != int64(4242) || row[1] != tt.wantSource || !at.Equal(tt.wantAt) || !bytes.Equal(payload, tt.msg.data) {
-				t.Errorf("row (%v, %v, %v, %.20q), want (4242, %s, %s, %.20q)", row[0], row[1], row[2], payload, tt.wantSource, tt.wantAt, tt.msg.data)
+			if row[0] != int64(wantSeq) || row[1] != tt.wantSource || !at.Equal(tt.wantAt) || !bytes.Equal(payload, tt.msg.data) {
+				t.Errorf("row (%v, %v, %v, %.20q), want (%d, %s, %s, %.20q)", row[0], row[1], row[2], payload, wantSeq, tt.wantSource, tt.wantAt, tt.msg.data)
 			}
 		})
 	}

@@ -1,11 +1,13 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,18 +15,20 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
 
-// natsBundle is an embedded NATS server with the ingest stream and the
-// shared consumer.
+// natsBundle is an embedded NATS server with the ingest stream, the shared
+// consumer and the dead-letter stream.
 type natsBundle struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	cons   jetstream.Consumer
+	dlq    jetstream.Stream
 }
 
 func setupNATS(t testing.TB, ackWait time.Duration) *natsBundle {
@@ -52,7 +56,36 @@ func setupNATS(t testing.TB, ackWait time.Duration) *natsBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &natsBundle{nc: nc, js: js, stream: stream, cons: cons}
+	dlq, err := deadletter.EnsureStream(ctx, js, deadletter.Config{MaxAge: time.Hour, MaxBytes: 1 << 30}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &natsBundle{nc: nc, js: js, stream: stream, cons: cons, dlq: dlq}
+}
+
+// deadLetters returns every entry in the dead-letter stream, in order.
+func (nb *natsBundle) deadLetters(t testing.TB) []deadletter.Entry {
+	t.Helper()
+	si, err := nb.dlq.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []deadletter.Entry
+	for seq := si.State.FirstSeq; seq <= si.State.LastSeq && si.State.Msgs > 0; seq++ {
+		m, err := nb.dlq.GetMsg(t.Context(), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := deadletter.Decode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // publish publishes lines on source's subject the way the gateway does and
@@ -205,8 +238,10 @@ func TestWorkerStoresEveryLineOnce(t *testing.T) {
 	lines, want, wantRejected := mixedLines(n)
 	nb.publish(t, "tweets", lines)
 
-	w, stop := startWorker(t, nb.cons, sb.store, testOptions())
-	waitFor(t, 30*time.Second, "all lines acknowledged", func() bool { return w.Stats().Lines == n })
+	opts := testOptions()
+	opts.DeadLetters, opts.Instance = nb.js, "w-test"
+	w, stop := startWorker(t, nb.cons, sb.store, opts)
+	waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +257,26 @@ func TestWorkerStoresEveryLineOnce(t *testing.T) {
 	if s.Inserted != uint64(len(want)) || s.Duplicates != 0 || s.Rejected != rejected || s.Lines != n || s.Retried != 0 {
 		t.Fatalf("stats %+v, want %d inserted, %d rejected, %d lines", s, len(want), rejected, n)
 	}
-	if !maps.Equal(s.RejectedBy, wantRejected) {
-		t.Fatalf("rejected by reason %v, want %v", s.RejectedBy, wantRejected)
+	if !maps.Equal(s.RejectedBy, wantRejected) || !maps.Equal(s.DeadLetteredBy, wantRejected) || s.DeadLettered != rejected {
+		t.Fatalf("rejected by reason %v, dead-lettered %d by %v; want %v", s.RejectedBy, s.DeadLettered, s.DeadLetteredBy, wantRejected)
+	}
+	// Every refused line is in the dead letters once, as it came, with
+	// who refused it and why; it was dead-lettered on its first delivery.
+	gotBy := map[string]uint64{}
+	entries := nb.deadLetters(t)
+	for _, e := range entries {
+		gotBy[e.Reason]++
+		line := lines[e.StreamSeq-1]
+		if !bytes.Equal(e.Data, line) || e.Subject != "ingest.tweets" || e.Source != "tweets" || e.Class != deadletter.ClassPermanent ||
+			e.Deliveries != 1 || e.By != "w-test" || e.Error == "" || e.Header.Get(topology.HeaderReceivedAt) != receivedAt(int(e.StreamSeq-1)).Format(time.RFC3339Nano) {
+			t.Errorf("dead letter %+v for line %d %.40q", e, e.StreamSeq, line)
+		}
+		if e.Reason == "pg_22003" && !strings.Contains(e.Error, "numeric") {
+			t.Errorf("dead letter of line %d: error %q, want the database's message", e.StreamSeq, e.Error)
+		}
+	}
+	if len(entries) != int(rejected) || !maps.Equal(gotBy, wantRejected) {
+		t.Fatalf("%d dead letters by %v, want %d by %v", len(entries), gotBy, rejected, wantRejected)
 	}
 	if s.Batches < n/100 {
 		t.Fatalf("%d batches for %d lines in batches of 100", s.Batches, n)

@@ -1,0 +1,334 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// splitCountingStore passes writes to a real store and records the batch
+// sizes it was given and the extra attempts it needed to isolate rows.
+type splitCountingStore struct {
+	Store
+	mu      sync.Mutex
+	batches []int
+	splits  int
+}
+
+func (s *splitCountingStore) Write(ctx context.Context, rows [][]any) (WriteResult, error) {
+	wr, err := s.Store.Write(ctx, rows)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches = append(s.batches, len(rows))
+	s.splits += wr.Splits
+	return wr, err
+}
+
+// failingStore fails every write with err.
+type failingStore struct {
+	err   error
+	calls atomic.Int64
+}
+
+func (s *failingStore) Write(context.Context, [][]any) (WriteResult, error) {
+	s.calls.Add(1)
+	return WriteResult{}, s.err
+}
+
+// TestDeadLetterPoisonRows: a batch of 500 with a few rows the database
+// refuses stores all the others, puts exactly those in the dead letters
+// with the database's message, and finds them in O(log n) extra attempts.
+func TestDeadLetterPoisonRows(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	sb := setupStore(t)
+	const n = 500
+	poison := []int{1, 222, 223, 500} // 1-based sequences
+	lines := make([][]byte, n)
+	for i := range lines {
+		lines[i] = tweetLine(i + 1)
+	}
+	for _, seq := range poison {
+		// Valid JSON (the transform takes it) that jsonb cannot hold.
+		lines[seq-1] = fmt.Appendf(nil, `{"id":%d,"n":-1e1000000}`, seq)
+	}
+	nb.publish(t, "tweets", lines)
+
+	store := &splitCountingStore{Store: sb.store}
+	opts := testOptions()
+	opts.BatchSize, opts.Concurrency, opts.FetchMaxWait = n, 1, 2*time.Second
+	opts.DeadLetters, opts.Instance = nb.js, "w-poison"
+	w, stop := startWorker(t, nb.cons, store, opts)
+	waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	if !slices.Equal(store.batches, []int{n}) {
+		t.Fatalf("store given batches of %v, want one of %d", store.batches, n)
+	}
+	if got := sb.storedSeqs(t); len(got) != n-len(poison) || slices.ContainsFunc(poison, func(seq int) bool { return slices.Contains(got, int64(seq)) }) {
+		t.Fatalf("stored %d rows, want all %d but the poison ones %v", len(got), n-len(poison), poison)
+	}
+	var gotSeqs []int
+	for _, e := range nb.deadLetters(t) {
+		gotSeqs = append(gotSeqs, int(e.StreamSeq))
+		if e.Reason != "pg_22003" || e.Class != deadletter.ClassPermanent || !strings.Contains(e.Error, "numeric") ||
+			string(e.Data) != string(lines[e.StreamSeq-1]) || e.By != "w-poison" {
+			t.Errorf("dead letter %+v", e)
+		}
+	}
+	if slices.Sort(gotSeqs); !slices.Equal(gotSeqs, poison) {
+		t.Fatalf("dead letters for lines %v, want %v", gotSeqs, poison)
+	}
+	s := w.Stats()
+	if s.Inserted != n-uint64(len(poison)) || s.DeadLettered != uint64(len(poison)) || s.DeadLetteredBy["pg_22003"] != uint64(len(poison)) || s.Retried != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	// Each poison row costs at most two attempts per level of halving.
+	levels := bits.Len(uint(n))
+	t.Logf("isolated %d poison rows of %d in %d extra attempts", len(poison), n, store.splits)
+	if limit := 2 * len(poison) * levels; store.splits > limit || store.splits == 0 {
+		t.Fatalf("%d extra attempts to isolate %d rows of %d, want 1..%d", store.splits, len(poison), n, limit)
+	}
+	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+}
+
+// TestDeadLetterMaxDeliveries: lines whose store fails on every delivery
+// are dead-lettered on the last one allowed, with reason max_deliveries and
+// the last error, and terminated; a line the transform refuses does not
+// wait for that.
+func TestDeadLetterMaxDeliveries(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		store   func(t *testing.T) Store
+		wantErr string
+	}{
+		{
+			name:    "transient",
+			store:   func(*testing.T) Store { return &failingStore{err: fmt.Errorf("begin transaction: %w", &pgconn.ConnectError{})} },
+			wantErr: "begin transaction",
+		},
+		{
+			name: "table dropped",
+			store: func(t *testing.T) Store {
+				sb := setupStore(t)
+				if _, err := sb.pool.Exec(t.Context(), `DROP TABLE events`); err != nil {
+					t.Fatal(err)
+				}
+				return sb.store
+			},
+			wantErr: `relation "events" does not exist`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			nb := setupNATS(t, 30*time.Second)
+			const n, maxDeliver = 20, 3
+			lines := make([][]byte, n)
+			for i := range lines {
+				lines[i] = tweetLine(i + 1)
+			}
+			lines[4] = []byte(`{"truncated":`)
+			nb.publish(t, "tweets", lines)
+
+			opts := testOptions()
+			opts.DeadLetters, opts.MaxDeliver = nb.js, maxDeliver
+			w, stop := startWorker(t, nb.cons, tt.store(t), opts)
+			waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+
+			entries := nb.deadLetters(t)
+			if len(entries) != n {
+				t.Fatalf("%d dead letters, want %d", len(entries), n)
+			}
+			for _, e := range entries {
+				switch {
+				case e.StreamSeq == 5:
+					if e.Reason != ReasonInvalidJSON || e.Deliveries != 1 {
+						t.Errorf("invalid line dead-lettered as %s on delivery %d, want invalid_json on 1", e.Reason, e.Deliveries)
+					}
+				case e.Reason != deadletter.ReasonMaxDeliveries || e.Class != deadletter.ClassTransient ||
+					e.Deliveries != maxDeliver || !strings.Contains(e.Error, tt.wantErr):
+					t.Errorf("line %d: dead letter %s/%s on delivery %d with %q, want max_deliveries/transient on %d with %q",
+						e.StreamSeq, e.Reason, e.Class, e.Deliveries, e.Error, maxDeliver, tt.wantErr)
+				}
+			}
+			s := w.Stats()
+			if s.DeadLetteredBy[deadletter.ReasonMaxDeliveries] != n-1 || s.Rejected != 1 || s.Retried != (maxDeliver-1)*(n-1) || s.Inserted != 0 {
+				t.Fatalf("stats %+v, want %d max_deliveries, 1 rejected, %d retried", s, n-1, (maxDeliver-1)*(n-1))
+			}
+			// Terminated, not handed back: nothing comes again.
+			waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+		})
+	}
+}
+
+// TestDeadLetterPublishFailure: while the dead-letter stream cannot take a
+// dead letter, the line is handed back, never acknowledged, and the rest of
+// the batch is stored; once it can, the line is dead-lettered.
+func TestDeadLetterPublishFailure(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	sb := setupStore(t)
+	if err := nb.js.DeleteStream(t.Context(), deadletter.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	lines := make([][]byte, n)
+	var bad int
+	for i := range lines {
+		lines[i] = tweetLine(i + 1)
+		if i%4 == 0 {
+			lines[i] = []byte("not json")
+			bad++
+		}
+	}
+	nb.publish(t, "tweets", lines)
+
+	opts := testOptions()
+	opts.DeadLetters, opts.DeadLetterTimeout = nb.js, time.Second
+	w, stop := startWorker(t, nb.cons, sb.store, opts)
+	waitFor(t, 30*time.Second, "dead letters failing twice", func() bool { return w.Stats().DeadLetterFailures >= 2*uint64(bad) })
+	s := w.Stats()
+	if s.Inserted != n-uint64(bad) || s.Lines != n-uint64(bad) || s.DeadLettered != 0 || s.Rejected != 0 {
+		t.Fatalf("stats with the dead-letter stream gone: %+v", s)
+	}
+	si, err := nb.stream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si.State.Msgs != uint64(bad) {
+		t.Fatalf("ingest stream holds %d lines, want the %d that could not be dead-lettered", si.State.Msgs, bad)
+	}
+
+	if _, err := deadletter.EnsureStream(t.Context(), nb.js, deadletter.Config{MaxAge: time.Hour, MaxBytes: 1 << 30}, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	entries := nb.deadLetters(t)
+	if len(entries) != bad {
+		t.Fatalf("%d dead letters, want %d", len(entries), bad)
+	}
+	for _, e := range entries {
+		if e.Reason != ReasonInvalidJSON || e.Deliveries < 3 || (e.StreamSeq-1)%4 != 0 {
+			t.Errorf("dead letter of line %d: %s on delivery %d, want invalid_json after two failed tries", e.StreamSeq, e.Reason, e.Deliveries)
+		}
+	}
+	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+}
+
+// TestReplayedLineStoredOnce: a line carrying topology.HeaderOriginSeq is
+// keyed by it, in the raw landing and in a typed route alike, so replaying
+// it twice stores it once.
+func TestReplayedLineStoredOnce(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	sb := setupStore(t)
+	typed := seqTransform{name: "typed_seqs"}
+	typedStore, err := NewPostgresStore(sb.pool, typed.Table(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := typedStore.CreateTable(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := NewRawLanding("events")
+	router, err := NewRouter(Route{Transform: raw, Store: sb.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := router.Handle("typed", Route{Transform: typed, Store: typedStore}); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions()
+	opts.DeadLetters = nb.js
+	w, err := New(nb.cons, router, opts, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	replay := func(source, origin string) *nats.Msg {
+		m := nats.NewMsg(topology.Subject(source))
+		m.Data = []byte(`{"replayed":true}`)
+		m.Header.Set(topology.HeaderOriginSeq, origin)
+		return m
+	}
+	plain := nats.NewMsg(topology.Subject("tweets"))
+	plain.Data = []byte(`{"plain":true}`)
+	// The first replay, then the second in a later batch.
+	testenv.Publish(t, nb.js, []*nats.Msg{plain, replay("tweets", "1000"), replay("typed", "2000")})
+	waitFor(t, 30*time.Second, "first replay settled", func() bool { return w.Stats().Lines == 3 })
+	testenv.Publish(t, nb.js, []*nats.Msg{replay("tweets", "1000"), replay("typed", "2000"), replay("tweets", "1000"), replay("tweets", "x")})
+	waitFor(t, 30*time.Second, "second replay settled", func() bool { return w.Stats().Lines == 7 })
+
+	if got := sb.storedSeqs(t); !slices.Equal(got, []int64{1, 1000}) {
+		t.Fatalf("raw landing holds seqs %v, want [1 1000]", got)
+	}
+	var typedSeqs []int64
+	rows, err := sb.pool.Query(t.Context(), `SELECT seq FROM typed_seqs ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s int64
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		typedSeqs = append(typedSeqs, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(typedSeqs, []int64{2000}) {
+		t.Fatalf("typed table holds seqs %v, want [2000]", typedSeqs)
+	}
+	if s := w.Stats(); s.Inserted != 3 || s.Duplicates != 3 || s.DeadLetteredBy[ReasonInvalidOriginSeq] != 1 {
+		t.Fatalf("stats %+v, want 3 inserted, 3 duplicates, 1 invalid origin", s)
+	}
+	entries := nb.deadLetters(t)
+	if len(entries) != 1 || entries[0].StreamSeq != 7 || entries[0].Header.Get(topology.HeaderOriginSeq) != "x" {
+		t.Fatalf("dead letters %+v, want the line with the malformed origin", entries)
+	}
+}
+
+// TestNewRefusesMaxDeliverWithoutDeadLetters: giving up on lines needs
+// somewhere to put them.
+func TestNewRefusesMaxDeliverWithoutDeadLetters(t *testing.T) {
+	t.Parallel()
+	raw, _ := NewRawLanding("events")
+	router, err := NewRouter(Route{Transform: raw, Store: &failingStore{err: errors.New("unused")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions()
+	opts.MaxDeliver = 3
+	if _, err := New(nil, router, opts, testenv.Logger(t)); err == nil || !strings.Contains(err.Error(), "dead-letter") {
+		t.Fatalf("New with MaxDeliver and no dead-letter publisher: %v", err)
+	}
+}
