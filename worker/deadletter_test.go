@@ -120,8 +120,10 @@ func TestDeadLetterMaxDeliveries(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name:    "transient",
-			store:   func(*testing.T) Store { return &failingStore{err: fmt.Errorf("begin transaction: %w", &pgconn.ConnectError{})} },
+			name: "transient",
+			store: func(*testing.T) Store {
+				return &failingStore{err: fmt.Errorf("begin transaction: %w", &pgconn.ConnectError{})}
+			},
 			wantErr: "begin transaction",
 		},
 		{
