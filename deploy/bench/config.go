@@ -21,6 +21,9 @@ const (
 	DefaultSeed         = 1
 	DefaultStallTimeout = time.Minute
 	DefaultSpec         = "deploy/pipelines/tweets.yaml"
+	DefaultIdleConns    = 10_000
+	DefaultClients      = 32
+	DefaultDuration     = 10 * time.Second
 )
 
 // Config is what one bench run measures and with what. [parseFlags] fills it
@@ -72,6 +75,18 @@ type Config struct {
 	JSON bool
 	// Verbose logs the harness's own steps (servers started, stopped).
 	Verbose bool
+
+	// IdleConns is how many idle connections the connections mode opens
+	// to measure the gateway's memory per connection. Defaults to
+	// [DefaultIdleConns].
+	IdleConns int
+	// Clients is how many clients the connections mode runs at once to
+	// measure the plain and TLS connection rates. Defaults to
+	// [DefaultClients].
+	Clients int
+	// Duration is how long each connection rate is measured. Defaults to
+	// [DefaultDuration].
+	Duration time.Duration
 }
 
 // parseFlags parses args (without the program name) into a Config.
@@ -83,7 +98,7 @@ func parseFlags(args []string) (Config, error) {
 			"Measures jetline end to end on this machine: raw JetStream publish rate, then\n"+
 			"NDJSON over TCP → gateway → JetStream → workers → Postgres, with real servers.\n\nModes:\n")
 		for _, m := range modes {
-			fmt.Fprintf(fs.Output(), "  %-8s %s\n", m.name, m.about)
+			fmt.Fprintf(fs.Output(), "  %-11s %s\n", m.name, m.about)
 		}
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
@@ -111,6 +126,9 @@ func parseFlags(args []string) (Config, error) {
 	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", DefaultStallTimeout, "fail when no row lands for this long")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON on stdout (the text report goes to stderr)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "log the harness's own steps")
+	fs.IntVar(&cfg.IdleConns, "idle-conns", DefaultIdleConns, "idle connections held open by -mode connections")
+	fs.IntVar(&cfg.Clients, "clients", DefaultClients, "concurrent clients of the connection rates of -mode connections")
+	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "how long -mode connections measures each connection rate")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -149,6 +167,15 @@ func (c Config) Validate() error {
 	}
 	if c.GatewayBin == "" || c.WorkerBin == "" {
 		errs = append(errs, errors.New("-gateway-bin and -worker-bin must not be empty"))
+	}
+	if c.IdleConns < 1 || c.IdleConns > 1_000_000 {
+		errs = append(errs, fmt.Errorf("-idle-conns must be between 1 and 1000000 (got %d)", c.IdleConns))
+	}
+	if c.Clients < 1 || c.Clients > 10_000 {
+		errs = append(errs, fmt.Errorf("-clients must be between 1 and 10000 (got %d)", c.Clients))
+	}
+	if c.Duration < time.Second {
+		errs = append(errs, fmt.Errorf("-duration must be at least 1s (got %s)", c.Duration))
 	}
 	if c.StallTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-stall-timeout must be at least 1s (got %s)", c.StallTimeout))

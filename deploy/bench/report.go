@@ -34,6 +34,8 @@ type Report struct {
 	E2E        *e2eResult  `json:"e2e,omitempty"`
 	// Typed is what the typed mode found besides E2E.
 	Typed *typedResult `json:"typed,omitempty"`
+	// Connections is what the connections mode found.
+	Connections *connectionsResult `json:"connections,omitempty"`
 	// Ratio is the end-to-end rate over the raw publish rate.
 	Ratio float64 `json:"e2e_to_raw_ratio,omitempty"`
 	Goal  goal    `json:"goal"`
@@ -175,6 +177,9 @@ func (r *Report) writeJSON(w io.Writer) error {
 
 // writeText writes the report as aligned text.
 func (r *Report) writeText(w io.Writer) error {
+	if r.Connections != nil {
+		return r.writeConnectionsText(w)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\njetline bench — mode %s — %s\n\n", r.Mode, r.Started.Format(time.RFC3339))
 

@@ -25,6 +25,11 @@ import (
 type mode struct {
 	name  string
 	about string
+	// goal is what the mode measures against, printed before it starts.
+	goal string
+	// lines says the mode sends the generated tweet lines, so the run
+	// generates them first.
+	lines bool
 	run   func(ctx context.Context, b *bench) error
 }
 
@@ -33,12 +38,22 @@ var modes = []mode{
 	{
 		name:  "e2e",
 		about: "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres",
+		goal:  goalText,
+		lines: true,
 		run:   runE2E,
 	},
 	{
 		name:  "typed",
 		about: "raw JetStream publish rate, then the same lines end to end through the pipeline spec of -spec into its typed table",
+		goal:  goalText,
+		lines: true,
 		run:   runTyped,
+	},
+	{
+		name:  "connections",
+		about: "gateway memory per idle connection, then plain and TLS connections per second (one line each; no workers)",
+		goal:  connGoalText,
+		run:   runConnections,
 	},
 }
 
@@ -103,12 +118,14 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if rep.Machine.BackgroundCores > backgroundWarn {
 		pr.warn("other processes keep %.2f cores busy: the numbers will be low and noisy", rep.Machine.BackgroundCores)
 	}
-	pr.step("%s", goalText)
-	pr.step("generating %s tweet lines (seed %d)", thousands(int64(cfg.Lines)), cfg.Seed)
-	start := time.Now()
-	b.corpus = newCorpus(cfg.Seed, cfg.Lines)
-	rep.setCorpus(b.corpus, cfg.Seed, time.Since(start))
-	pr.step("generated %s in %s, %s bytes per line on average", mib(b.corpus.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
+	pr.step("%s", m.goal)
+	if m.lines {
+		pr.step("generating %s tweet lines (seed %d)", thousands(int64(cfg.Lines)), cfg.Seed)
+		start := time.Now()
+		b.corpus = newCorpus(cfg.Seed, cfg.Lines)
+		rep.setCorpus(b.corpus, cfg.Seed, time.Since(start))
+		pr.step("generated %s in %s, %s bytes per line on average", mib(b.corpus.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
+	}
 
 	b.h, err = startHarness(ctx, cfg, logger, pr)
 	if err != nil {
