@@ -32,6 +32,11 @@ type Options struct {
 	SyncInterval time.Duration
 	// SyncAlways fsyncs every write; slow but survives an OS crash.
 	SyncAlways bool
+	// Configure, if set, is called with the server's options once the
+	// ones above are filled in, before the server starts: tests use it to
+	// require users, nkeys, tokens, operator JWTs or TLS. What it sets is
+	// kept across [Server.Restart].
+	Configure func(*server.Options)
 }
 
 // Server is a running embedded NATS server.
@@ -64,6 +69,9 @@ func Start(opts Options, logger *slog.Logger) (*Server, error) {
 	}
 	if sopts.MaxPayload == 0 {
 		sopts.MaxPayload = DefaultMaxPayload
+	}
+	if opts.Configure != nil {
+		opts.Configure(sopts)
 	}
 	s := &Server{opts: sopts}
 	if err := s.start(); err != nil {

@@ -77,14 +77,3 @@ func TestConsumerConfig(t *testing.T) {
 		t.Fatalf("consumer config = %+v", cc)
 	}
 }
-
-func TestRedact(t *testing.T) {
-	t.Parallel()
-	got := redact("nats://user:secret@a:4222, nats://tok@b:4222,nats://c:4222")
-	if strings.Contains(got, "secret") || strings.Contains(got, "tok@") {
-		t.Fatalf("redact leaked a secret: %s", got)
-	}
-	if !strings.Contains(got, "nats://c:4222") {
-		t.Fatalf("redact lost a plain url: %s", got)
-	}
-}
