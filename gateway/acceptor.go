@@ -63,15 +63,17 @@ func (l *connLimiter) closed() {
 	}
 }
 
-// acceptor runs accept loops on one listener and hands each connection to
-// serve, which takes over the connection and must call limit.closed when it
-// ends.
+// acceptor runs accept loops on one listener. It asks admit about each
+// connection at once, before anything is read, and closes those refused;
+// it hands the others to serve, which takes over the connection and must
+// call limit.closed when it ends.
 type acceptor struct {
-	ln     net.Listener
-	source string
-	limit  *connLimiter
-	serve  func(conn net.Conn, source string)
-	logger *slog.Logger
+	ln       net.Listener
+	listener Listener
+	limit    *connLimiter
+	admit    func(conn net.Conn) bool
+	serve    func(conn net.Conn, l Listener)
+	logger   *slog.Logger
 }
 
 // runPool runs n accept loops on the listener and returns when all have
@@ -111,7 +113,12 @@ func (a *acceptor) loop(done <-chan struct{}) {
 			continue
 		}
 		delay = 0
+		if !a.admit(conn) {
+			conn.Close()
+			a.limit.release()
+			continue
+		}
 		a.limit.opened()
-		a.serve(conn, a.source)
+		a.serve(conn, a.listener)
 	}
 }

@@ -23,8 +23,36 @@ type Config struct {
 	// Listen is a comma-separated list of listeners, each "[source=]addr",
 	// e.g. ":4000,tweets=:4001". Lines received on a listener are published
 	// for its source; a listener without a name feeds source "default".
-	// Defaults to ":4000".
+	// Defaults to ":4000"; "off" opens no plain listener (TLS only).
 	Listen string `env:"GATEWAY_LISTEN" envDefault:":4000"`
+	// TLSListen lists the TLS listeners, in the format of Listen, e.g.
+	// ":4443,tweets=:4444". They need TLSCert and TLSKey. Defaults to
+	// empty: no TLS listener.
+	TLSListen string `env:"GATEWAY_TLS_LISTEN"`
+	// TLSCert is the PEM file of the TLS listeners' certificate, followed
+	// by any intermediate certificates. Defaults to empty.
+	TLSCert string `env:"GATEWAY_TLS_CERT"`
+	// TLSKey is the PEM file of TLSCert's private key. Defaults to empty.
+	TLSKey string `env:"GATEWAY_TLS_KEY"`
+	// TLSClientCA is a PEM bundle of the certificate authorities that sign
+	// client certificates. When set, TLS clients must present a
+	// certificate one of them signed (mutual TLS). Defaults to empty: no
+	// client certificate is asked for.
+	TLSClientCA string `env:"GATEWAY_TLS_CLIENT_CA"`
+	// TLSHandshakeTimeout is how long a TLS client has to finish its
+	// handshake; one that takes longer is closed and counted as refused.
+	// Defaults to 10s.
+	TLSHandshakeTimeout time.Duration `env:"GATEWAY_TLS_HANDSHAKE_TIMEOUT" envDefault:"10s"`
+	// AllowCIDRs lists, comma-separated, the networks ("10.0.0.0/8",
+	// "2001:db8::/32") and addresses ("192.0.2.7") allowed to connect. A
+	// connection from anywhere else is closed as soon as it is accepted,
+	// before anything is read. Defaults to empty: everyone is allowed.
+	AllowCIDRs string `env:"GATEWAY_ALLOW_CIDRS"`
+	// MaxConnectionsPerIP caps the connections open at once from one
+	// address; a newcomer over it is closed at once. 0 means no cap
+	// beyond MaxConnections, since senders behind one NAT or proxy share
+	// an address. Defaults to 0.
+	MaxConnectionsPerIP int `env:"GATEWAY_MAX_CONNECTIONS_PER_IP" envDefault:"0"`
 	// Acceptors is the number of goroutines accepting connections on each
 	// listener; 0 means GOMAXPROCS×4. Defaults to 0.
 	Acceptors int `env:"GATEWAY_ACCEPTORS" envDefault:"0"`
@@ -98,29 +126,70 @@ type Listener struct {
 	Source string
 	// Addr is a host:port to listen on, e.g. ":4000" or "127.0.0.1:0".
 	Addr string
+	// TLS is set for the listeners of [Config.TLSListen].
+	TLS bool
+}
+
+// ListenOff is the [Config.Listen] value that opens no plain listener.
+const ListenOff = "off"
+
+// Listeners returns every listener: those of [Config.Listen], then those
+// of [Config.TLSListen]. It fails if there are none, or if an address is
+// listed twice.
+func (c Config) Listeners() ([]Listener, error) {
+	var plain []Listener
+	if strings.TrimSpace(c.Listen) != ListenOff {
+		var err error
+		if plain, err = ParseListen(c.Listen); err != nil {
+			return nil, err
+		}
+	}
+	var secure []Listener
+	if strings.TrimSpace(c.TLSListen) != "" {
+		var err error
+		if secure, err = parseListen(c.TLSListen, "GATEWAY_TLS_LISTEN", true); err != nil {
+			return nil, err
+		}
+	}
+	if len(plain) == 0 && len(secure) == 0 {
+		return nil, errors.New("GATEWAY_LISTEN is off and GATEWAY_TLS_LISTEN is empty: set at least one of them, e.g. GATEWAY_LISTEN=:4000")
+	}
+	for _, p := range plain {
+		for _, s := range secure {
+			if p.Addr == s.Addr && !strings.HasSuffix(p.Addr, ":0") {
+				return nil, fmt.Errorf("address %q is in both GATEWAY_LISTEN and GATEWAY_TLS_LISTEN: give the TLS listener its own port", p.Addr)
+			}
+		}
+	}
+	return append(plain, secure...), nil
 }
 
 // ParseListen parses a [Config.Listen] value such as ":4000,tweets=:4001".
 func ParseListen(s string) ([]Listener, error) {
+	return parseListen(s, "GATEWAY_LISTEN", false)
+}
+
+// parseListen parses the listeners of the variable name, s.
+func parseListen(s, name string, tls bool) ([]Listener, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, errors.New("GATEWAY_LISTEN is empty: set it to at least one address, e.g. :4000")
+		return nil, fmt.Errorf("%s is empty: set it to at least one address, e.g. :4000", name)
 	}
 	var out []Listener
 	seen := map[string]bool{}
 	for _, item := range strings.Split(s, ",") {
 		item = strings.TrimSpace(item)
-		l := Listener{Source: topology.DefaultSource, Addr: item}
+		l := Listener{Source: topology.DefaultSource, Addr: item, TLS: tls}
 		if name, addr, ok := strings.Cut(item, "="); ok {
 			l.Source, l.Addr = strings.TrimSpace(name), strings.TrimSpace(addr)
 		}
 		if err := topology.ValidateSource(l.Source); err != nil {
-			return nil, fmt.Errorf("GATEWAY_LISTEN entry %q: %w", item, err)
+			return nil, fmt.Errorf("%s entry %q: %w", name, item, err)
 		}
 		if _, _, err := net.SplitHostPort(l.Addr); err != nil {
-			return nil, fmt.Errorf("GATEWAY_LISTEN entry %q: address %q is not host:port (e.g. :4000 or 0.0.0.0:4000): %w", item, l.Addr, err)
+			return nil, fmt.Errorf("%s entry %q: address %q is not host:port (e.g. :4000 or 0.0.0.0:4000): %w", name, item, l.Addr, err)
 		}
 		if seen[l.Addr] && !strings.HasSuffix(l.Addr, ":0") {
-			return nil, fmt.Errorf("GATEWAY_LISTEN lists address %q twice: give each listener its own port", l.Addr)
+			return nil, fmt.Errorf("%s lists address %q twice: give each listener its own port", name, l.Addr)
 		}
 		seen[l.Addr] = true
 		out = append(out, l)
@@ -149,8 +218,17 @@ func (c Config) Validate() error {
 // validateGateway checks the settings [New] uses.
 func (c Config) validateGateway() error {
 	var errs []error
-	if _, err := ParseListen(c.Listen); err != nil {
+	if _, err := c.Listeners(); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := c.tlsConfig(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := ParseAllowCIDRs(c.AllowCIDRs); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		errs = append(errs, fmt.Errorf("GATEWAY_MAX_CONNECTIONS_PER_IP must be 0 (no per-address cap) or more (got %d)", c.MaxConnectionsPerIP))
 	}
 	if c.Acceptors < 0 || c.Acceptors > 4096 {
 		errs = append(errs, fmt.Errorf("GATEWAY_ACCEPTORS must be between 0 (automatic: GOMAXPROCS×4) and 4096 (got %d)", c.Acceptors))

@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +45,10 @@ func TestConfigDefaults(t *testing.T) {
 		{"ShutdownTimeout", cfg.ShutdownTimeout, 30 * time.Second},
 		{"Instance", cfg.Instance, ""},
 		{"HealthAddr", cfg.HealthAddr, ":8080"},
+		{"TLSListen", cfg.TLSListen, ""},
+		{"TLSHandshakeTimeout", cfg.TLSHandshakeTimeout, 10 * time.Second},
+		{"AllowCIDRs", cfg.AllowCIDRs, ""},
+		{"MaxConnectionsPerIP", cfg.MaxConnectionsPerIP, 0},
 		// Nested settings are read from the same variables as the worker's.
 		{"NATS.URL", cfg.NATS.URL, "nats://127.0.0.1:4222"},
 		{"Stream.MaxBytes", cfg.Stream.MaxBytes, int64(10 << 30)},
@@ -82,6 +88,17 @@ func TestConfigValidate(t *testing.T) {
 		{"bad health addr", map[string]string{"GATEWAY_HEALTH_ADDR": "8080"}, "GATEWAY_HEALTH_ADDR"},
 		{"health disabled", map[string]string{"GATEWAY_HEALTH_ADDR": "off"}, ""},
 		{"nested settings are checked", map[string]string{"INGEST_MAX_BYTES": "0"}, "INGEST_MAX_BYTES"},
+		{"tls listener without certificate", map[string]string{"GATEWAY_TLS_LISTEN": ":4443"}, "set GATEWAY_TLS_CERT and GATEWAY_TLS_KEY"},
+		{"certificate without tls listener", map[string]string{"GATEWAY_TLS_CERT": "c.pem"}, "GATEWAY_TLS_CERT is set but GATEWAY_TLS_LISTEN is empty"},
+		{"client CA without tls listener", map[string]string{"GATEWAY_TLS_CLIENT_CA": "ca.pem"}, "GATEWAY_TLS_CLIENT_CA is set but GATEWAY_TLS_LISTEN is empty"},
+		{"missing certificate file", map[string]string{"GATEWAY_TLS_LISTEN": ":4443", "GATEWAY_TLS_CERT": "/nonexistent/c.pem", "GATEWAY_TLS_KEY": "/nonexistent/k.pem"}, "GATEWAY_TLS_CERT=/nonexistent/c.pem"},
+		{"bad tls listener", map[string]string{"GATEWAY_TLS_LISTEN": "4443"}, "GATEWAY_TLS_LISTEN entry"},
+		{"same port plain and tls", map[string]string{"GATEWAY_LISTEN": ":4000", "GATEWAY_TLS_LISTEN": ":4000"}, "in both GATEWAY_LISTEN and GATEWAY_TLS_LISTEN"},
+		{"no listener at all", map[string]string{"GATEWAY_LISTEN": "off"}, "set at least one of them"},
+		{"allow list", map[string]string{"GATEWAY_ALLOW_CIDRS": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"}, ""},
+		{"bad allow list", map[string]string{"GATEWAY_ALLOW_CIDRS": "10.0.0.0/33"}, "GATEWAY_ALLOW_CIDRS entry"},
+		{"per-ip cap", map[string]string{"GATEWAY_MAX_CONNECTIONS_PER_IP": "100"}, ""},
+		{"negative per-ip cap", map[string]string{"GATEWAY_MAX_CONNECTIONS_PER_IP": "-1"}, "GATEWAY_MAX_CONNECTIONS_PER_IP"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +123,45 @@ func TestParseListen(t *testing.T) {
 	want := []gateway.Listener{{Source: topology.DefaultSource, Addr: ":4000"}, {Source: "tweets", Addr: "127.0.0.1:4001"}}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("ParseListen = %+v, want %+v", got, want)
+	}
+}
+
+func TestParseAllowCIDRs(t *testing.T) {
+	t.Parallel()
+	got, err := gateway.ParseAllowCIDRs("10.1.2.3/8, 192.0.2.7, ::ffff:198.51.100.1, 2001:db8::/32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"),
+		netip.MustParsePrefix("198.51.100.1/32"), netip.MustParsePrefix("2001:db8::/32"),
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("ParseAllowCIDRs = %v, want %v", got, want)
+	}
+	if got, err := gateway.ParseAllowCIDRs(" "); err != nil || got != nil {
+		t.Fatalf("ParseAllowCIDRs(empty) = %v, %v; want nothing (everyone allowed)", got, err)
+	}
+}
+
+func TestConfigListeners(t *testing.T) {
+	t.Parallel()
+	cfg := parseConfig(t, map[string]string{"GATEWAY_LISTEN": ":4000", "GATEWAY_TLS_LISTEN": ":4443,tweets=:4444"})
+	got, err := cfg.Listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []gateway.Listener{
+		{Source: topology.DefaultSource, Addr: ":4000"},
+		{Source: topology.DefaultSource, Addr: ":4443", TLS: true},
+		{Source: "tweets", Addr: ":4444", TLS: true},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Listeners = %+v, want %+v", got, want)
+	}
+	cfg.Listen = gateway.ListenOff
+	if got, err := cfg.Listeners(); err != nil || len(got) != 2 || !got[0].TLS {
+		t.Fatalf("Listeners with GATEWAY_LISTEN=off = %+v, %v; want the two TLS listeners", got, err)
 	}
 }
 

@@ -1,5 +1,6 @@
-// Package gateway is jetline's TCP gateway. It accepts plain TCP
-// connections (`ncat host 4000 < file`), splits what arrives into lines,
+// Package gateway is jetline's TCP gateway. It accepts plain TCP and TLS
+// connections (`ncat host 4000 < file`, `ncat --ssl host 4443 < file`)
+// from the allowed networks, splits what arrives into lines,
 // publishes every line to the JetStream ingest stream and, when the sender
 // has finished and every line is stored, writes one JSON receipt line back
 // (see [Receipt]).
@@ -22,6 +23,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,9 +61,15 @@ type Gateway struct {
 	shutdown  time.Duration
 	reserve   time.Duration // end of shutdown kept for receipts
 	limiter   *connLimiter
+	guard     *guard
 	abort     chan struct{}
 	nextConn  atomic.Uint64
 	running   atomic.Bool
+
+	// tls serves the TLS listeners (nil if there are none); a client has
+	// handshakeTimeout to finish its handshake.
+	tls              *tls.Config
+	handshakeTimeout time.Duration
 
 	mu     sync.Mutex
 	lns    []net.Listener
@@ -78,7 +86,15 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 	if err := cfg.validateGateway(); err != nil {
 		return nil, err
 	}
-	listeners, err := ParseListen(cfg.Listen)
+	listeners, err := cfg.Listeners()
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	allow, err := ParseAllowCIDRs(cfg.AllowCIDRs)
 	if err != nil {
 		return nil, err
 	}
@@ -118,8 +134,12 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 		shutdown:  cfg.ShutdownTimeout,
 		reserve:   reserve,
 		limiter:   newConnLimiter(cfg.MaxConnections, logger),
+		guard:     newGuard(allow, cfg.MaxConnectionsPerIP, newRefusalLog(logger, time.Now)),
 		abort:     make(chan struct{}),
 		active:    map[*session]struct{}{},
+
+		tls:              tlsConfig,
+		handshakeTimeout: cfg.TLSHandshakeTimeout,
 	}
 	g.session = sessionConfig{
 		maxLine:         maxLine,
@@ -145,7 +165,7 @@ func (g *Gateway) Instance() string { return g.instance }
 // GATEWAY_MAX_LINE_BYTES to fit the NATS server's maximum payload.
 func (g *Gateway) MaxLineBytes() int { return g.session.maxLine }
 
-// Listen binds every listener of cfg.Listen, so that [Gateway.Addrs] can
+// Listen binds every listener of cfg.Listen and cfg.TLSListen, so that [Gateway.Addrs] can
 // report the bound addresses (useful with port 0) before [Gateway.Run]. It
 // is optional: Run listens if Listen was not called. Calling it again is a
 // no-op. Run closes the listeners when it stops.
@@ -163,7 +183,11 @@ func (g *Gateway) Listen() error {
 			for _, ln := range lns {
 				ln.Close()
 			}
-			return fmt.Errorf("listen for source %s on %s (is the port in use? set GATEWAY_LISTEN): %w", l.Source, l.Addr, err)
+			variable := "GATEWAY_LISTEN"
+			if l.TLS {
+				variable = "GATEWAY_TLS_LISTEN"
+			}
+			return fmt.Errorf("listen for source %s on %s (is the port in use? set %s): %w", l.Source, l.Addr, variable, err)
 		}
 		lns = append(lns, ln)
 	}
@@ -172,7 +196,7 @@ func (g *Gateway) Listen() error {
 }
 
 // Addrs returns the bound address of each listener, in the order of
-// cfg.Listen, or nil before [Gateway.Listen] (or Run) has bound them.
+// cfg.Listen then cfg.TLSListen (see [Config.Listeners]), or nil before [Gateway.Listen] (or Run) has bound them.
 func (g *Gateway) Addrs() []net.Addr {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -202,19 +226,22 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Lock()
 	for i, ln := range g.lns {
 		a := &acceptor{
-			ln:     ln,
-			source: g.listeners[i].Source,
-			limit:  g.limiter,
-			serve:  func(conn net.Conn, source string) { g.serve(ctx, conn, source) },
-			logger: g.logger,
+			ln:       ln,
+			listener: g.listeners[i],
+			limit:    g.limiter,
+			admit:    g.admit,
+			serve:    func(conn net.Conn, l Listener) { g.serve(ctx, conn, l) },
+			logger:   g.logger,
 		}
 		acceptors.Go(func() { a.runPool(g.acceptors, ctx.Done()) })
-		g.logger.Info("listening", "source", a.source, "addr", ln.Addr().String(), "subject", topology.Subject(a.source))
+		g.logger.Info("listening", "source", a.listener.Source, "addr", ln.Addr().String(), "tls", a.listener.TLS,
+			"subject", topology.Subject(a.listener.Source))
 	}
 	g.mu.Unlock()
 	g.logger.Info("gateway started", "instance", g.instance, "acceptors_per_listener", g.acceptors,
 		"max_line_bytes", g.session.maxLine, "inflight_messages", g.session.publisher.inflightMessages,
-		"inflight_bytes", g.session.publisher.inflightBytes, "max_decompressed_bytes", g.session.maxDecompressed)
+		"inflight_bytes", g.session.publisher.inflightBytes, "max_decompressed_bytes", g.session.maxDecompressed,
+		"allow_cidrs", len(g.guard.allow), "max_connections_per_ip", g.guard.perIP, "mutual_tls", g.tls != nil && g.tls.ClientCAs != nil)
 
 	<-ctx.Done()
 	start := time.Now()
@@ -252,30 +279,54 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return nil
 }
 
-// serve starts a session for conn, which holds a limiter slot the session
-// gives back when it ends.
-func (g *Gateway) serve(ctx context.Context, conn net.Conn, source string) {
+// serve starts a session for conn, accepted on listener l and admitted by
+// the guard. conn holds a limiter slot and a guard slot the session gives
+// back when it ends. On a TLS listener the handshake runs first, in the
+// session's goroutine.
+func (g *Gateway) serve(ctx context.Context, conn net.Conn, l Listener) {
 	id := g.nextConn.Add(1)
+	peer := peerAddr(conn)
+	var tc *tls.Conn
+	if l.TLS {
+		tc = tls.Server(conn, g.tls)
+		conn = tc
+	}
 	s := &session{
 		cfg:      g.session,
 		conn:     conn,
 		id:       id,
-		source:   source,
-		subject:  topology.Subject(source),
+		source:   l.Source,
+		subject:  topology.Subject(l.Source),
 		instance: g.instance,
 		js:       g.js,
-		logger:   g.logger.With("conn", id, "source", source, "remote", conn.RemoteAddr().String()),
+		logger:   g.logger.With("conn", id, "source", l.Source, "remote", conn.RemoteAddr().String()),
 	}
 	g.mu.Lock()
 	g.active[s] = struct{}{}
 	g.mu.Unlock()
 	g.wg.Go(func() {
 		defer g.limiter.closed()
+		defer g.guard.leave(peer)
 		defer func() {
 			g.mu.Lock()
 			delete(g.active, s)
 			g.mu.Unlock()
 		}()
+		if tc != nil {
+			if err := g.handshake(ctx, tc); err != nil {
+				conn.Close()
+				if ctx.Err() == nil {
+					g.refuse(RefusedTLSHandshake, peer, err)
+				}
+				return
+			}
+			st := tc.ConnectionState()
+			attrs := []any{"tls_version", tls.VersionName(st.Version)}
+			if len(st.PeerCertificates) > 0 {
+				attrs = append(attrs, "client_cert", st.PeerCertificates[0].Subject.String())
+			}
+			s.logger.Debug("tls handshake done", attrs...)
+		}
 		s.logger.Debug("connection accepted")
 		s.serve(ctx)
 	})

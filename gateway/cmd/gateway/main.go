@@ -1,5 +1,5 @@
 // Command gateway runs jetline's TCP gateway: it receives newline-delimited
-// JSON over plain TCP and stores every line in the JetStream ingest stream.
+// JSON over plain TCP or TLS and stores every line in the JetStream ingest stream.
 // Configuration comes from the environment; see gateway.Config.
 //
 // `gateway healthcheck` probes the running gateway's /readyz on this host
@@ -49,6 +49,7 @@ func run() error {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	logger := logging.New(cfg.Log, os.Stderr)
+	gateway.RaiseOpenFilesLimit(cfg.MaxConnections, logger)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,72 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// tlsConfig returns the TLS listeners' configuration, or nil if there are
+// none. Its errors name the variable to set or fix.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	if strings.TrimSpace(c.TLSListen) == "" {
+		var errs []error
+		for _, v := range []struct{ name, value string }{
+			{"GATEWAY_TLS_CERT", c.TLSCert}, {"GATEWAY_TLS_KEY", c.TLSKey}, {"GATEWAY_TLS_CLIENT_CA", c.TLSClientCA},
+		} {
+			// A certificate without a listener is most likely a listener
+			// forgotten; serving plain text then would be a surprise.
+			if v.value != "" {
+				errs = append(errs, fmt.Errorf("%s is set but GATEWAY_TLS_LISTEN is empty: set GATEWAY_TLS_LISTEN (e.g. :4443) or unset %s", v.name, v.name))
+			}
+		}
+		return nil, errors.Join(errs...)
+	}
+	var errs []error
+	if c.TLSCert == "" || c.TLSKey == "" {
+		errs = append(errs, errors.New("GATEWAY_TLS_LISTEN needs a certificate: set GATEWAY_TLS_CERT and GATEWAY_TLS_KEY to the PEM files of the server certificate and its private key"))
+	}
+	if c.TLSHandshakeTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("GATEWAY_TLS_HANDSHAKE_TIMEOUT must be positive (got %s)", c.TLSHandshakeTimeout))
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.TLSCert != "" && c.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("load the TLS certificate GATEWAY_TLS_CERT=%s with its key GATEWAY_TLS_KEY=%s: %w", c.TLSCert, c.TLSKey, err))
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if c.TLSClientCA != "" {
+		pem, err := os.ReadFile(c.TLSClientCA)
+		pool := x509.NewCertPool()
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("read the client CA bundle GATEWAY_TLS_CLIENT_CA: %w", err))
+		case !pool.AppendCertsFromPEM(pem):
+			errs = append(errs, fmt.Errorf("GATEWAY_TLS_CLIENT_CA=%s holds no PEM certificate: point it at the CA certificates that sign client certificates", c.TLSClientCA))
+		}
+		cfg.ClientAuth, cfg.ClientCAs = tls.RequireAndVerifyClientCert, pool
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// handshake runs the server side of conn's TLS handshake, giving up after
+// the handshake timeout or when ctx is done. It runs in the connection's
+// goroutine, so a slow client holds up no one else.
+func (g *Gateway) handshake(ctx context.Context, conn *tls.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, g.handshakeTimeout)
+	defer cancel()
+	err := conn.HandshakeContext(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("no TLS handshake within %s (GATEWAY_TLS_HANDSHAKE_TIMEOUT; is the client speaking TLS?)", g.handshakeTimeout)
+	}
+	return err
+}

@@ -1,0 +1,329 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetline/jetline/gateway"
+)
+
+// certAuthority signs test certificates. Keys are made fresh in every test
+// run; none is checked in.
+type certAuthority struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  string // file holding the CA certificate
+}
+
+// pair is a certificate and its key, parsed and as PEM files.
+type pair struct {
+	tls       tls.Certificate
+	cert, key string
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func writePEM(t testing.TB, name, kind string, der []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+var serial int64
+
+func template(cn string) *x509.Certificate {
+	serial++
+	return &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+}
+
+func newCA(t testing.TB, name string) *certAuthority {
+	t.Helper()
+	key := newKey(t)
+	tmpl := template(name)
+	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+	tmpl.KeyUsage = x509.KeyUsageCertSign
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &certAuthority{cert: cert, key: key, pem: writePEM(t, name+".pem", "CERTIFICATE", der)}
+}
+
+func (ca *certAuthority) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+// issue signs a server certificate for 127.0.0.1, or a client certificate.
+func (ca *certAuthority) issue(t testing.TB, cn string, server bool) pair {
+	t.Helper()
+	key := newKey(t)
+	tmpl := template(cn)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	} else {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pair{cert: writePEM(t, cn+".pem", "CERTIFICATE", der), key: writePEM(t, cn+"-key.pem", "PRIVATE KEY", keyDER)}
+	if p.tls, err = tls.LoadX509KeyPair(p.cert, p.key); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tlsSetup is a gateway with one TLS listener (and no plain one) and the
+// authority that signed its certificate.
+type tlsSetup struct {
+	*bundle
+	ca *certAuthority
+}
+
+func setupTLS(t *testing.T, environ map[string]string) tlsSetup {
+	t.Helper()
+	ca := newCA(t, "server-ca")
+	server := ca.issue(t, "127.0.0.1", true) // ncat checks the common name, not IP addresses
+	e := map[string]string{
+		"GATEWAY_LISTEN":     "off",
+		"GATEWAY_TLS_LISTEN": "127.0.0.1:0",
+		"GATEWAY_TLS_CERT":   server.cert,
+		"GATEWAY_TLS_KEY":    server.key,
+	}
+	for k, v := range environ {
+		e[k] = v
+	}
+	return tlsSetup{bundle: setup(t, setupOptions{env: e}), ca: ca}
+}
+
+// sendTLS sends data over TLS, presenting client if it is not nil, and
+// returns the receipt or the error that prevented reading it.
+func (s tlsSetup) sendTLS(t *testing.T, client *pair, data []byte) (gateway.Receipt, error) {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: s.ca.pool(), MinVersion: tls.VersionTLS12}
+	if client != nil {
+		cfg.Certificates = []tls.Certificate{client.tls}
+	}
+	d := tls.Dialer{Config: cfg}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", s.addr(t, 0))
+	if err != nil {
+		return gateway.Receipt{}, err
+	}
+	defer conn.Close()
+	c := conn.(*tls.Conn)
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	// Under TLS 1.3 the client finishes its handshake before the server
+	// has checked its certificate; a refusal shows on the first read.
+	if _, err := c.Write(data); err != nil {
+		return gateway.Receipt{}, err
+	}
+	if err := c.CloseWrite(); err != nil {
+		return gateway.Receipt{}, err
+	}
+	line, err := io.ReadAll(c)
+	if err != nil {
+		return gateway.Receipt{}, err
+	}
+	var r gateway.Receipt
+	if err := json.Unmarshal(line, &r); err != nil {
+		return gateway.Receipt{}, errors.New("no receipt: " + string(line))
+	}
+	return r, nil
+}
+
+func TestGatewayTLS(t *testing.T) {
+	t.Parallel()
+	s := setupTLS(t, nil)
+	input := []byte("{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n")
+	r, err := s.sendTLS(t, nil, input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != gateway.StatusOK || r.Lines != 3 || r.Bytes != int64(len(input)) {
+		t.Fatalf("receipt = %+v, want ok with 3 lines", r)
+	}
+	var got []string
+	for _, m := range s.storedMsgs(t) {
+		got = append(got, string(m.Data()))
+	}
+	if want := `{"a":1},{"b":2},{"c":3}`; strings.Join(got, ",") != want {
+		t.Fatalf("stored %v, want %s", got, want)
+	}
+	if n := s.gw.Refused()[gateway.RefusedTLSHandshake]; n != 0 {
+		t.Fatalf("%d handshakes refused, want 0", n)
+	}
+}
+
+func TestGatewayMutualTLS(t *testing.T) {
+	t.Parallel()
+	clientCA := newCA(t, "client-ca")
+	s := setupTLS(t, map[string]string{"GATEWAY_TLS_CLIENT_CA": clientCA.pem})
+	good := clientCA.issue(t, "sender", false)
+	stranger := newCA(t, "other-ca").issue(t, "stranger", false)
+
+	r, err := s.sendTLS(t, &good, []byte("{\"signed\":true}\n"))
+	if err != nil {
+		t.Fatalf("client with a certificate of GATEWAY_TLS_CLIENT_CA: %v", err)
+	}
+	if r.Status != gateway.StatusOK || r.Lines != 1 {
+		t.Fatalf("receipt = %+v, want ok with 1 line", r)
+	}
+
+	for i, client := range []*pair{nil, &stranger} {
+		if r, err := s.sendTLS(t, client, []byte("{\"signed\":false}\n")); err == nil {
+			t.Errorf("client %d (without a certificate, then with one of another CA) got a receipt: %+v", i, r)
+		}
+		waitFor(t, 10*time.Second, "the refusal to be counted", func() bool {
+			return s.gw.Refused()[gateway.RefusedTLSHandshake] == uint64(i+1)
+		})
+	}
+	if n := s.msgCount(t); n != 1 {
+		t.Fatalf("stream holds %d lines, want only the signed one", n)
+	}
+}
+
+// A client that does not speak TLS is closed after the handshake timeout
+// if it says nothing, and at once if it sends plain lines.
+func TestGatewayTLSRefusesPlainClients(t *testing.T) {
+	t.Parallel()
+	s := setupTLS(t, map[string]string{"GATEWAY_TLS_HANDSHAKE_TIMEOUT": "300ms"})
+
+	silent := dial(t, s.addr(t, 0))
+	_ = silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := silent.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+		t.Fatalf("silent client read = %d, %v; want the connection closed", n, err)
+	}
+	waitFor(t, 10*time.Second, "the silent client to be counted", func() bool {
+		return s.gw.Refused()[gateway.RefusedTLSHandshake] == 1
+	})
+
+	plain := dial(t, s.addr(t, 0))
+	if _, err := plain.Write([]byte("{\"plain\":1}\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = plain.CloseWrite()
+	_ = plain.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(plain)
+	if bytes.Contains(b, []byte(`"status"`)) || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("plain client read %q, %v; want the connection closed without a receipt", b, err)
+	}
+	waitFor(t, 10*time.Second, "the plain client to be counted", func() bool {
+		return s.gw.Refused()[gateway.RefusedTLSHandshake] == 2
+	})
+	if n := s.msgCount(t); n != 0 {
+		t.Fatalf("stream holds %d lines, want 0", n)
+	}
+}
+
+func isReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
+}
+
+// lookNcat returns ncat's path; without it the test is skipped, or fails
+// in CI, where .ci/run installs it.
+func lookNcat(t *testing.T) string {
+	t.Helper()
+	ncat, err := exec.LookPath("ncat")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("ncat is required when CI=true (.ci/run installs it): %v", err)
+		}
+		t.Skipf("ncat not installed: %v", err)
+	}
+	return ncat
+}
+
+// ncatReceipt runs `ncat args... HOST PORT < file` and parses the receipt
+// it prints.
+func ncatReceipt(t *testing.T, addr string, data []byte, args ...string) gateway.Receipt {
+	t.Helper()
+	ncat := lookNcat(t)
+	file := filepath.Join(t.TempDir(), "input")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ncat, append(args, host, port)...)
+	cmd.Stdin = in
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ncat %s: %v\nstdout: %q\nstderr: %s", strings.Join(cmd.Args[1:], " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	var r gateway.Receipt
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("ncat printed %q: %v", stdout.Bytes(), err)
+	}
+	return r
+}
+
+func TestGatewayTLSWithNcat(t *testing.T) {
+	t.Parallel()
+	clientCA := newCA(t, "client-ca")
+	s := setupTLS(t, map[string]string{"GATEWAY_TLS_CLIENT_CA": clientCA.pem})
+	client := clientCA.issue(t, "ncat", false)
+	input := []byte("{\"n\":1}\n{\"n\":2}\n")
+	r := ncatReceipt(t, s.addr(t, 0), input, "--ssl", "--ssl-verify", "--ssl-trustfile", s.ca.pem,
+		"--ssl-cert", client.cert, "--ssl-key", client.key)
+	if r.Status != gateway.StatusOK || r.Lines != 2 {
+		t.Fatalf("receipt = %+v, want ok with 2 lines", r)
+	}
+}
