@@ -2,10 +2,12 @@ package deploy
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +15,10 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/metrics"
 	"github.com/jetline/jetline/worker"
 )
 
@@ -53,11 +57,11 @@ func TestComposeServices(t *testing.T) {
 			t.Errorf("service %s missing; have %v", name, p.ServiceNames())
 		}
 	}
-	// The cluster belongs to its profile; without it only the main
-	// services run.
-	for _, name := range []string{"nats-1", "nats-2", "nats-3"} {
+	// The cluster and the monitoring belong to their profiles; without
+	// them only the main services run.
+	for _, name := range []string{"nats-1", "nats-2", "nats-3", "prometheus", "grafana"} {
 		if _, ok := p.Services[name]; ok {
-			t.Errorf("service %s runs without the cluster profile", name)
+			t.Errorf("service %s runs without its profile", name)
 		}
 	}
 }
@@ -190,7 +194,7 @@ func TestComposeEnvironmentParses(t *testing.T) {
 
 func TestComposeHealthchecks(t *testing.T) {
 	t.Parallel()
-	p := loadCompose(t, "cluster")
+	p := loadCompose(t, "cluster", "monitoring")
 	for name, svc := range p.Services {
 		hc := svc.HealthCheck
 		if hc == nil || hc.Disable || len(hc.Test) < 2 || hc.Test[0] == "NONE" {
@@ -215,7 +219,7 @@ func TestComposeHealthchecks(t *testing.T) {
 
 func TestComposeDependsOnHealthy(t *testing.T) {
 	t.Parallel()
-	p := loadCompose(t)
+	p := loadCompose(t, "monitoring")
 	want := map[string][]string{
 		"gateway": {"nats"},
 		"worker":  {"nats", "postgres"},
@@ -264,7 +268,7 @@ func TestComposeBuildsFromDockerfile(t *testing.T) {
 
 func TestComposeImagesPinned(t *testing.T) {
 	t.Parallel()
-	p := loadCompose(t, "cluster")
+	p := loadCompose(t, "cluster", "monitoring")
 	for name, svc := range p.Services {
 		if svc.Build != nil {
 			continue
@@ -278,7 +282,7 @@ func TestComposeImagesPinned(t *testing.T) {
 
 func TestComposeMountsExist(t *testing.T) {
 	t.Parallel()
-	p := loadCompose(t, "cluster")
+	p := loadCompose(t, "cluster", "monitoring")
 	for name, svc := range p.Services {
 		for _, v := range svc.Volumes {
 			if v.Type != types.VolumeTypeBind {
@@ -384,5 +388,187 @@ func TestComposePipelinesShipInTheImage(t *testing.T) {
 		if _, err := os.Stat(filepath.Join("pipelines", rel)); err != nil {
 			t.Errorf("WORKER_PIPELINES names %s, but deploy/pipelines/%s is missing: %v", spec, rel, err)
 		}
+	}
+}
+
+// dashboardDir holds the Grafana dashboards the monitoring profile
+// provisions.
+const dashboardDir = "grafana/dashboards"
+
+// dashboardDatasourceUID is the uid of the provisioned Prometheus data
+// source, which every panel must use.
+const dashboardDatasourceUID = "prometheus"
+
+// TestComposeMonitoringProfile checks the `monitoring` profile: Prometheus
+// scrapes every gateway and worker on the port their health server (which
+// serves /metrics) listens on, and Grafana provisions the Prometheus data
+// source and the dashboards, readable without a login.
+func TestComposeMonitoringProfile(t *testing.T) {
+	t.Parallel()
+	p := loadCompose(t, "monitoring")
+	for _, name := range []string{"prometheus", "grafana"} {
+		svc, ok := p.Services[name]
+		if !ok {
+			t.Fatalf("monitoring profile lacks %s; have %v", name, p.ServiceNames())
+		}
+		if !slices.Equal(svc.Profiles, []string{"monitoring"}) {
+			t.Errorf("%s profiles = %v, want [monitoring]", name, svc.Profiles)
+		}
+	}
+
+	t.Run("prometheus", func(t *testing.T) {
+		t.Parallel()
+		prom := p.Services["prometheus"]
+		var configFile string
+		for _, arg := range prom.Command {
+			if v, ok := strings.CutPrefix(arg, "--config.file="); ok {
+				configFile = v
+			}
+		}
+		host := hostPath(prom, configFile)
+		if configFile == "" || host == "" {
+			t.Fatalf("prometheus command %q does not name a config file in a mounted directory", prom.Command)
+		}
+		var cfg struct {
+			ScrapeConfigs []struct {
+				JobName     string `yaml:"job_name"`
+				MetricsPath string `yaml:"metrics_path"`
+				DNSSD       []struct {
+					Names []string `yaml:"names"`
+					Type  string   `yaml:"type"`
+					Port  int      `yaml:"port"`
+				} `yaml:"dns_sd_configs"`
+			} `yaml:"scrape_configs"`
+		}
+		readYAML(t, host, &cfg)
+		want := map[string]int{"gateway": healthPort(t, p, "gateway"), "worker": healthPort(t, p, "worker")}
+		for _, sc := range cfg.ScrapeConfigs {
+			if sc.MetricsPath != "" && sc.MetricsPath != metrics.Path {
+				t.Errorf("job %s scrapes %s; the programs serve %s", sc.JobName, sc.MetricsPath, metrics.Path)
+			}
+			for _, sd := range sc.DNSSD {
+				for _, name := range sd.Names {
+					port, ok := want[name]
+					if !ok {
+						continue
+					}
+					delete(want, name)
+					// Docker's DNS answers a service name with the address of
+					// every replica: type A finds them all.
+					if sd.Type != "A" || sd.Port != port {
+						t.Errorf("job %s finds %s by DNS type %q port %d; want type A, port %d (its health address)", sc.JobName, name, sd.Type, sd.Port, port)
+					}
+				}
+			}
+		}
+		for name := range want {
+			t.Errorf("prometheus.yml has no dns_sd_configs entry for service %s", name)
+		}
+	})
+
+	t.Run("grafana", func(t *testing.T) {
+		t.Parallel()
+		g := p.Services["grafana"]
+		env := map[string]string{}
+		for k, v := range g.Environment {
+			if v != nil {
+				env[k] = *v
+			}
+		}
+		if env["GF_AUTH_ANONYMOUS_ENABLED"] != "true" || env["GF_AUTH_ANONYMOUS_ORG_ROLE"] != "Viewer" {
+			t.Errorf("grafana should let anonymous viewers in (GF_AUTH_ANONYMOUS_ENABLED=true, GF_AUTH_ANONYMOUS_ORG_ROLE=Viewer); environment %v", env)
+		}
+		if _, ok := g.DependsOn["prometheus"]; !ok {
+			t.Error("grafana does not depend on prometheus")
+		}
+		provisioning := hostPath(g, "/etc/grafana/provisioning")
+		if provisioning == "" {
+			t.Fatal("grafana mounts nothing at /etc/grafana/provisioning")
+		}
+
+		var ds struct {
+			Datasources []struct {
+				UID, Type, URL string
+			} `yaml:"datasources"`
+		}
+		readYAML(t, filepath.Join(provisioning, "datasources", "prometheus.yaml"), &ds)
+		if len(ds.Datasources) != 1 || ds.Datasources[0].Type != "prometheus" || ds.Datasources[0].UID != dashboardDatasourceUID {
+			t.Fatalf("datasources %+v: want one of type prometheus with uid %q, the uid the dashboards use", ds.Datasources, dashboardDatasourceUID)
+		}
+		if want := "http://prometheus:" + strconv.FormatUint(uint64(p.Services["prometheus"].Ports[0].Target), 10); ds.Datasources[0].URL != want {
+			t.Errorf("datasource url %q, want %q", ds.Datasources[0].URL, want)
+		}
+
+		var dash struct {
+			Providers []struct {
+				Options struct{ Path string } `yaml:"options"`
+			} `yaml:"providers"`
+		}
+		readYAML(t, filepath.Join(provisioning, "dashboards", "jetline.yaml"), &dash)
+		if len(dash.Providers) != 1 {
+			t.Fatalf("dashboard providers %+v, want one", dash.Providers)
+		}
+		dir := hostPath(g, dash.Providers[0].Options.Path)
+		if dir == "" {
+			t.Fatalf("dashboard provider reads %s, which is not mounted", dash.Providers[0].Options.Path)
+		}
+		if abs, _ := filepath.Abs(dashboardDir); dir != abs {
+			t.Errorf("dashboard provider reads %s, want %s", dir, abs)
+		}
+		if home := env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]; home != "" {
+			if h := hostPath(g, home); h == "" {
+				t.Errorf("home dashboard %s is not mounted", home)
+			} else if _, err := os.Stat(h); err != nil {
+				t.Errorf("home dashboard: %v", err)
+			}
+		}
+	})
+}
+
+// healthPort returns the port of service's health server (which also
+// serves /metrics): its HEALTH_ADDR from the compose environment, else
+// the program's default.
+func healthPort(t *testing.T, p *types.Project, service string) int {
+	t.Helper()
+	e := map[string]string{}
+	for k, v := range p.Services[service].Environment {
+		if v != nil {
+			e[k] = *v
+		}
+	}
+	var addr string
+	switch service {
+	case "gateway":
+		var c gateway.Config
+		if err := env.ParseWithOptions(&c, env.Options{Environment: e}); err != nil {
+			t.Fatal(err)
+		}
+		addr = c.HealthAddr
+	case "worker":
+		var c worker.Config
+		if err := env.ParseWithOptions(&c, env.Options{Environment: e}); err != nil {
+			t.Fatal(err)
+		}
+		addr = c.HealthAddr
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("%s health address %q: %v", service, addr, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatalf("%s health address %q: %v", service, addr, err)
+	}
+	return n
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }
