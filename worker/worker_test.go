@@ -5,7 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +21,7 @@ import (
 
 	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/embeddednats"
+	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -514,5 +519,151 @@ func TestWorkerShutdownTimeout(t *testing.T) {
 	}
 	if got != n {
 		t.Fatalf("refetched %d lines after shutdown, want %d", got, n)
+	}
+}
+
+// switchableProxy forwards TCP connections to a target until it is
+// switched off: then it cuts every connection and refuses new ones, as a
+// database host dropping off the network would look to the worker.
+type switchableProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	off   bool
+	conns map[net.Conn]struct{}
+}
+
+func newSwitchableProxy(t testing.TB, target string) *switchableProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &switchableProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	t.Cleanup(func() { ln.Close(); p.switchOff(true) })
+	go p.serve()
+	return p
+}
+
+func (p *switchableProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.forward(c)
+	}
+}
+
+func (p *switchableProxy) forward(c net.Conn) {
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.off {
+		p.mu.Unlock()
+		c.Close()
+		up.Close()
+		return
+	}
+	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	go func() { _, _ = io.Copy(up, c); up.Close() }()
+	_, _ = io.Copy(c, up)
+	c.Close()
+}
+
+// switchOff cuts all connections and refuses new ones (off), or lets them
+// through again.
+func (p *switchableProxy) switchOff(off bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.off = off
+	if off {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+// TestWorkerReadinessDatabaseDown: while the database is unreachable,
+// /readyz (which pings it, as the worker program wires it) says not ready
+// and the worker keeps running, handing lines back; when the database is
+// back, readiness returns and the lines are stored.
+func TestWorkerReadinessDatabaseDown(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	dsn, err := url.Parse(testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newSwitchableProxy(t, dsn.Host)
+	dsn.Host = proxy.ln.Addr().String()
+	q := dsn.Query()
+	q.Set("connect_timeout", "1")
+	dsn.RawQuery = q.Encode()
+	pool := newPool(t, dsn.String())
+	raw, _ := NewRawLanding("events")
+	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateTable(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	hs := health.New("127.0.0.1:0", testenv.Logger(t))
+	hs.AddCheck("postgres", pool.Ping)
+	hctx, stopHealth := context.WithCancel(context.Background())
+	healthDone := make(chan error, 1)
+	go func() { healthDone <- hs.Run(hctx) }()
+	t.Cleanup(func() { stopHealth(); <-healthDone })
+	waitFor(t, 10*time.Second, "health server listening", func() bool { return hs.Addr() != nil })
+	ready := func() bool {
+		resp, err := http.Get("http://" + hs.Addr().String() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+
+	opts := testOptions()
+	opts.DeadLetters = nb.js
+	w, stop := startWorker(t, nb.cons, store, opts)
+	lines := make([][]byte, 200)
+	for i := range lines {
+		lines[i] = tweetLine(i + 1)
+	}
+	nb.publish(t, "tweets", lines[:100])
+	waitFor(t, 30*time.Second, "first lines stored", func() bool { return w.Stats().Lines == 100 })
+	if !ready() {
+		t.Fatal("not ready with the database up")
+	}
+
+	proxy.switchOff(true)
+	waitFor(t, 10*time.Second, "not ready with the database down", func() bool { return !ready() })
+	nb.publish(t, "tweets", lines[100:])
+	waitFor(t, 30*time.Second, "stores failing and lines handed back", func() bool { return w.Stats().Retried >= 100 })
+	if s := w.Stats(); s.Lines != 100 || s.DeadLettered != 0 {
+		t.Fatalf("stats with the database down %+v: want nothing more settled, nothing dead-lettered", s)
+	}
+	if ready() {
+		t.Fatal("ready with the database down")
+	}
+
+	proxy.switchOff(false)
+	waitFor(t, 10*time.Second, "ready again", ready)
+	waitFor(t, 30*time.Second, "all lines stored after recovery", func() bool { return w.Stats().Lines == 200 })
+	if err := stop(); err != nil {
+		t.Fatalf("worker: %v", err)
+	}
+	var stored int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM events`).Scan(&stored); err != nil || stored != 200 {
+		t.Fatalf("%d rows stored (%v), want 200", stored, err)
 	}
 }
