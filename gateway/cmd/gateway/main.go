@@ -40,15 +40,18 @@ func main() {
 	}
 }
 
-func run() error {
+func run() (err error) {
 	cfg, err := env.ParseAs[gateway.Config]()
 	if err != nil {
 		return fmt.Errorf("read configuration: %w", err)
 	}
+	// Errors may quote NATS_URL: never print its password.
+	defer func() { err = logging.Scrub(err, logging.ConfigSecrets(cfg)...) }()
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	logger := logging.New(cfg.Log, os.Stderr)
+	logging.Effective(logger, cfg)
 	gateway.RaiseOpenFilesLimit(cfg.MaxConnections, logger)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -1,0 +1,159 @@
+// Package secrettest runs a program's main function in a child process,
+// with an environment of the test's choosing, and checks that nothing the
+// program writes (logs, errors) holds a secret. The child is the test
+// binary itself, so no build step is needed:
+//
+//	func TestRunMain(t *testing.T) { secrettest.Main(t, main) }
+//
+//	func TestSecrets(t *testing.T) {
+//		p := secrettest.Start(t, "TestRunMain", map[string]string{"NATS_URL": "nats://u:pw@host:4222"})
+//		p.WaitFor(t, "nats connected")
+//		p.Stop(t)
+//		secrettest.NoSecrets(t, p.Output(), "pw")
+//	}
+package secrettest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetline/jetline/shared/childproc"
+)
+
+// childEnv marks a child started by [Start]; its value names the test
+// that runs main.
+const childEnv = "JETLINE_SECRETTEST_MAIN"
+
+// stopTimeout bounds how long a program may take to exit after SIGTERM or,
+// for [Program.Wait], on its own.
+const stopTimeout = 30 * time.Second
+
+// Main runs main as the program when this test binary is a child started by
+// [Start] for the test calling it, and skips the test otherwise. main sees
+// no command-line arguments.
+func Main(t *testing.T, main func()) {
+	if os.Getenv(childEnv) != t.Name() {
+		t.Skip("runs the program's main in a child process started by secrettest.Start")
+	}
+	os.Args = os.Args[:1]
+	main()
+}
+
+// Program is a program running in a child process. Its methods are safe for
+// concurrent use.
+type Program struct {
+	proc *childproc.Process
+	mu   sync.Mutex
+	out  bytes.Buffer // stdout and stderr
+}
+
+// Start runs the test named mainTest (which calls [Main]) in a child process
+// with exactly env plus PATH, HOME and TMPDIR, collecting its output. The
+// child is killed when the test ends if it is still running.
+func Start(t *testing.T, mainTest string, env map[string]string) *Program {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+mainTest+"$", "-test.count=1")
+	cmd.Env = []string{childEnv + "=" + mainTest}
+	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &Program{}
+	var err error
+	p.proc, err = childproc.Start(cmd, func(r io.Reader) { _, _ = io.Copy(p, r) })
+	if err != nil {
+		t.Fatalf("start %s: %v", mainTest, err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-p.proc.Done():
+		default:
+			p.proc.Kill()
+		}
+	})
+	return p
+}
+
+// Write collects the child's output.
+func (p *Program) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// Output returns what the program has written so far.
+func (p *Program) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// WaitFor waits until the program's output holds want, failing the test if
+// the program exits first or 30 s pass.
+func (p *Program) WaitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(stopTimeout)
+	for !strings.Contains(p.Output(), want) {
+		select {
+		case <-p.proc.Done():
+			if strings.Contains(p.Output(), want) {
+				return
+			}
+			t.Fatalf("program exited (%v) before writing %q; its output:\n%s", p.proc.Err(), want, p.Output())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("program did not write %q in %s; its output:\n%s", want, stopTimeout, p.Output())
+		}
+	}
+}
+
+// Stop sends SIGTERM and waits for the program to exit, failing the test if
+// it had to be killed; it returns how the program ended (nil for status 0).
+func (p *Program) Stop(t *testing.T) error {
+	t.Helper()
+	if err := p.proc.Terminate(context.Background(), stopTimeout); err != nil {
+		t.Fatalf("stop: %v; output:\n%s", err, p.Output())
+	}
+	return p.proc.Err()
+}
+
+// Wait waits for the program to exit on its own and returns how it ended
+// (nil for status 0), failing the test if it runs for 30 s.
+func (p *Program) Wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-p.proc.Done():
+		return p.proc.Err()
+	case <-time.After(stopTimeout):
+		t.Fatalf("program still running after %s; output:\n%s", stopTimeout, p.Output())
+		return nil
+	}
+}
+
+// NoSecrets fails the test if output holds any of secrets, showing the
+// lines that do.
+func NoSecrets(t *testing.T, output string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if s == "" {
+			t.Fatal("NoSecrets: an empty secret matches everything")
+		}
+		for _, line := range strings.Split(output, "\n") {
+			if strings.Contains(line, s) {
+				t.Errorf("output holds secret %q: %s", s, line)
+			}
+		}
+	}
+}
