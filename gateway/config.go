@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/topology"
@@ -114,6 +115,10 @@ type Config struct {
 	// Stream holds the ingest stream's settings (INGEST_MAX_BYTES,
 	// INGEST_DUPLICATE_WINDOW, INGEST_REPLICAS), shared with the worker.
 	Stream topology.StreamConfig
+	// DLQ holds the dead-letter stream's settings (INGEST_DLQ_MAX_AGE,
+	// INGEST_DLQ_MAX_BYTES), shared with the worker. The gateway writes
+	// lines over MaxLineBytes there.
+	DLQ deadletter.Config
 	// Log selects the log format and level (LOG_FORMAT, LOG_LEVEL).
 	Log logging.Config
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -34,6 +35,9 @@ const sniffBuffer = 16
 // decodeBuffer is the size of the buffer decoders read the connection
 // through; they read in small pieces.
 const decodeBuffer = 32 << 10
+
+// decodeReaders recycles the buffered readers decoders read through.
+var decodeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, decodeBuffer) }}
 
 // zstdMaxWindow caps the window a zstd stream may ask for, and so the
 // memory one connection's decoder may hold. 128 MiB covers every level up
@@ -144,7 +148,8 @@ func (e *DecompressError) Unwrap() error { return e.Err }
 // decompressor decodes one connection's compressed stream for the framer
 // and enforces the decompressed size limit. The decoder is opened on the
 // first Read, so reading its header fails like any other read. Close
-// releases the decoder; a decompressor is not safe for concurrent use.
+// releases the decoder and its buffer; a decompressor is not safe for
+// concurrent use.
 type decompressor struct {
 	format string
 	src    *bufio.Reader
@@ -159,7 +164,9 @@ type decompressor struct {
 // newDecompressor returns a decompressor of format reading src, which
 // still holds the sniffed bytes.
 func newDecompressor(format string, src io.Reader, limit int64) *decompressor {
-	return &decompressor{format: format, src: bufio.NewReaderSize(src, decodeBuffer), limit: limit}
+	br := decodeReaders.Get().(*bufio.Reader)
+	br.Reset(src)
+	return &decompressor{format: format, src: br, limit: limit}
 }
 
 func (d *decompressor) open() error {
@@ -247,10 +254,16 @@ func (d *decompressor) fail(err error) error {
 	return d.err
 }
 
-// Close releases the decoder's resources. Safe to call more than once.
+// Close releases the decoder's resources. Safe to call more than once;
+// Read must not be called after it.
 func (d *decompressor) Close() {
 	if d.close != nil {
 		d.close()
 		d.close = nil
+	}
+	if d.src != nil {
+		d.src.Reset(nil)
+		decodeReaders.Put(d.src)
+		d.src = nil
 	}
 }

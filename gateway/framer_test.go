@@ -51,22 +51,33 @@ type frameResult struct {
 	lines   []int64 // line number of each record
 	blank   int64
 	tooLong []int64 // line numbers of oversize lines
-	total   int64   // physical lines
+	lengths []int64 // length of each oversize line
+	kept    []string
+	total   int64 // physical lines
 	bytes   int64
 }
 
-func runFramer(t testing.TB, r io.Reader, readBuffer, maxLine int) frameResult {
+func runFramer(t testing.TB, r io.Reader, readBuffer, maxLine, keep int) frameResult {
 	t.Helper()
 	var res frameResult
-	f := newFramer(r, readBuffer, maxLine)
-	f.onTooLong = func(line, _ int64) { res.tooLong = append(res.tooLong, line) }
+	f := newFramer(r, readBuffer, maxLine, keep)
+	defer f.close()
 	for {
-		rec, err := f.Next()
+		rec, tooLong, err := f.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			t.Fatalf("Next: %v", err)
+		}
+		if tooLong > 0 {
+			if len(rec) > keep {
+				t.Fatalf("kept %d bytes of an oversize line, want at most %d", len(rec), keep)
+			}
+			res.tooLong = append(res.tooLong, f.Line())
+			res.lengths = append(res.lengths, tooLong)
+			res.kept = append(res.kept, string(rec))
+			continue
 		}
 		if len(rec) > maxLine {
 			t.Fatalf("record of %d bytes exceeds max %d", len(rec), maxLine)
@@ -75,14 +86,17 @@ func runFramer(t testing.TB, r io.Reader, readBuffer, maxLine int) frameResult {
 		res.lines = append(res.lines, f.Line())
 	}
 	if int64(len(res.tooLong)) != f.tooLong {
-		t.Fatalf("onTooLong called %d times, counter says %d", len(res.tooLong), f.tooLong)
+		t.Fatalf("returned %d oversize lines, counter says %d", len(res.tooLong), f.tooLong)
+	}
+	if len(f.buf) > max(readBuffer, maxLine+2) {
+		t.Fatalf("buffer of %d bytes, past max(read buffer, max line + 2)", len(f.buf))
 	}
 	res.blank, res.total, res.bytes = f.blank, f.Line(), f.bytes
 	return res
 }
 
 // referenceFrame frames input the slow, obvious way.
-func referenceFrame(input []byte, maxLine int) frameResult {
+func referenceFrame(input []byte, maxLine, keep int) frameResult {
 	res := frameResult{bytes: int64(len(input))}
 	if len(input) == 0 {
 		return res
@@ -99,6 +113,8 @@ func referenceFrame(input []byte, maxLine int) frameResult {
 			res.blank++
 		case len(p) > maxLine:
 			res.tooLong = append(res.tooLong, line)
+			res.lengths = append(res.lengths, int64(len(p)))
+			res.kept = append(res.kept, string(p[:min(keep, len(p))]))
 		default:
 			res.records = append(res.records, string(p))
 			res.lines = append(res.lines, line)
@@ -118,6 +134,12 @@ func compareFrames(t *testing.T, got, want frameResult) {
 	}
 	if fmt.Sprint(got.tooLong) != fmt.Sprint(want.tooLong) {
 		t.Errorf("too long lines = %v, want %v", got.tooLong, want.tooLong)
+	}
+	if fmt.Sprint(got.lengths) != fmt.Sprint(want.lengths) {
+		t.Errorf("too long lengths = %v, want %v", got.lengths, want.lengths)
+	}
+	if fmt.Sprintf("%q", got.kept) != fmt.Sprintf("%q", want.kept) {
+		t.Errorf("kept of too long lines = %q, want %q", got.kept, want.kept)
 	}
 	if got.blank != want.blank || got.total != want.total || got.bytes != want.bytes {
 		t.Errorf("blank, lines, bytes = %d, %d, %d; want %d, %d, %d", got.blank, got.total, got.bytes, want.blank, want.total, want.bytes)
@@ -246,11 +268,17 @@ func TestFramer(t *testing.T) {
 				maxLine = 1 << 10
 			}
 			tt.want.bytes = int64(len(tt.input))
-			for _, eofWithData := range []bool{false, true} {
-				for _, readBuffer := range []int{1, 4, 64} {
-					r := &chunkReader{data: []byte(tt.input), sizes: tt.sizes, eofWithData: eofWithData}
-					got := runFramer(t, r, readBuffer, maxLine)
-					compareFrames(t, got, tt.want)
+			for _, keep := range []int{0, 3, 1 << 10} {
+				// What is kept of oversize lines is checked against the
+				// reference; the rest against the table.
+				ref := referenceFrame([]byte(tt.input), maxLine, keep)
+				tt.want.lengths, tt.want.kept = ref.lengths, ref.kept
+				for _, eofWithData := range []bool{false, true} {
+					for _, readBuffer := range []int{1, 4, 64} {
+						r := &chunkReader{data: []byte(tt.input), sizes: tt.sizes, eofWithData: eofWithData}
+						got := runFramer(t, r, readBuffer, maxLine, keep)
+						compareFrames(t, got, tt.want)
+					}
 				}
 			}
 		})
@@ -261,15 +289,18 @@ func TestFramer(t *testing.T) {
 func TestFramerBufferGrowth(t *testing.T) {
 	t.Parallel()
 	input := strings.Repeat("a", 100) + "\n" + strings.Repeat("b", 5000) + "\n"
-	f := newFramer(strings.NewReader(input), 16, 200)
-	rec, err := f.Next()
+	f := newFramer(strings.NewReader(input), 16, 200, 0)
+	rec, _, err := f.Next()
 	if err != nil || len(rec) != 100 {
 		t.Fatalf("Next = %d bytes, %v; want 100 bytes", len(rec), err)
 	}
 	if len(f.buf) > 202 {
 		t.Fatalf("buffer grew to %d bytes for a 100-byte line", len(f.buf))
 	}
-	if _, err := f.Next(); !errors.Is(err, io.EOF) {
+	if _, tooLong, err := f.Next(); err != nil || tooLong != 5000 {
+		t.Fatalf("Next = %d bytes too long, %v; want the oversize line of 5000 bytes", tooLong, err)
+	}
+	if _, _, err := f.Next(); !errors.Is(err, io.EOF) {
 		t.Fatalf("Next after oversize line = %v, want EOF", err)
 	}
 	if len(f.buf) > 202 {
@@ -286,11 +317,11 @@ func TestFramerReadError(t *testing.T) {
 	t.Parallel()
 	boom := errors.New("boom")
 	r := io.MultiReader(strings.NewReader("a\npartial"), &errReader{boom})
-	f := newFramer(r, 64, 64)
-	if rec, err := f.Next(); err != nil || string(rec) != "a" {
+	f := newFramer(r, 64, 64, 0)
+	if rec, _, err := f.Next(); err != nil || string(rec) != "a" {
 		t.Fatalf("Next = %q, %v; want a", rec, err)
 	}
-	if _, err := f.Next(); !errors.Is(err, boom) {
+	if _, _, err := f.Next(); !errors.Is(err, boom) {
 		t.Fatalf("Next = %v, want %v", err, boom)
 	}
 	if f.Line() != 1 {
@@ -316,9 +347,10 @@ func FuzzFramer(f *testing.F) {
 		}
 		ml := 1 + int(maxLine)%64
 		rb := 1 + int(readBuffer)%128
+		keep := int(maxLine) / 64 * 7 // 0 to 21: shorter and longer than ml
 		eofWithData := len(cuts) > 0 && cuts[0]&1 == 1
-		got := runFramer(t, &chunkReader{data: input, sizes: sizes, eofWithData: eofWithData}, rb, ml)
-		compareFrames(t, got, referenceFrame(input, ml))
+		got := runFramer(t, &chunkReader{data: input, sizes: sizes, eofWithData: eofWithData}, rb, ml, keep)
+		compareFrames(t, got, referenceFrame(input, ml, keep))
 	})
 }
 
@@ -340,11 +372,11 @@ func BenchmarkFramer(b *testing.B) {
 		b.Run(fmt.Sprintf("line=%d", size), func(b *testing.B) {
 			line := append(bytes.Repeat([]byte("x"), size-1), '\n')
 			block := bytes.Repeat(line, max(1, (1<<20)/size))
-			f := newFramer(&infiniteReader{block: block}, 64<<10, 1<<20)
+			f := newFramer(&infiniteReader{block: block}, 64<<10, 1<<20, 64<<10)
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			for b.Loop() {
-				rec, err := f.Next()
+				rec, _, err := f.Next()
 				if err != nil || len(rec) != size-1 {
 					b.Fatalf("Next = %d bytes, %v", len(rec), err)
 				}

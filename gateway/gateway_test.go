@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -96,6 +97,9 @@ func setup(t testing.TB, opts setupOptions) *bundle {
 	}
 	stream, err := js.CreateOrUpdateStream(ctx, scfg)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deadletter.EnsureStream(ctx, js, deadletter.Config{MaxAge: time.Hour, MaxBytes: 256 << 20}, 1); err != nil {
 		t.Fatal(err)
 	}
 
@@ -376,7 +380,7 @@ func TestGatewayOversizeLineIsSkipped(t *testing.T) {
 	input := "first\n" + strings.Repeat("y", 5000) + "\nthird\n" + strings.Repeat("z", 101)
 	r := send(t, b.addr(t, 0), []byte(input))
 	want := gateway.Receipt{Status: gateway.StatusOK, Lines: 2, Bytes: int64(len(input)), Compression: gateway.CompressionNone,
-		BytesDecompressed: int64(len(input)), TooLong: 2, Gateway: "test-gw", Conn: r.Conn}
+		BytesDecompressed: int64(len(input)), TooLong: 2, DeadLettered: 2, Gateway: "test-gw", Conn: r.Conn}
 	if r != want {
 		t.Fatalf("receipt = %+v, want %+v", r, want)
 	}

@@ -93,6 +93,9 @@ type entry struct {
 
 	line int64
 	size int64
+	// deadLetter marks the dead-letter entry of an oversize line: it is
+	// counted apart and not pooled (its message is built whole).
+	deadLetter bool
 
 	paf   jetstream.PubAckFuture // nil if the publish call itself failed
 	err   error                  // known failure of the latest attempt
@@ -333,11 +336,13 @@ type publisher struct {
 	done chan struct{} // closed when run returns
 
 	// Owned by run until done is closed, then read by the session.
-	acked   int64 // lines acknowledged
-	lastErr error // the last publish failure, for the receipt
-	failed  error // a permanent failure that stopped the publisher
-	lastLog time.Time
-	quiet   int // retries not logged since lastLog
+	acked        int64 // lines acknowledged
+	deadLettered int64 // dead letters acknowledged
+	lastErr      error // the last publish failure, for the receipt
+	failed       error // a permanent failure that stopped the publisher
+	failedEntry  *entry
+	lastLog      time.Time
+	quiet        int // retries not logged since lastLog
 }
 
 func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject, instance, conn string, logger *slog.Logger) *publisher {
@@ -381,9 +386,30 @@ func (p *publisher) publish(ctx context.Context, rec []byte, line int64, receive
 	return nil
 }
 
+// publishDeadLetter sends m, the dead-letter entry of the oversize line
+// numbered line, in the window with the lines, so it is acknowledged,
+// retried and reported in the receipt like them. m is not modified or
+// reused; its data must not change. It blocks and fails as publish does.
+func (p *publisher) publishDeadLetter(ctx context.Context, m *nats.Msg, line int64) error {
+	size := int64(len(m.Data))
+	if err := p.win.reserve(ctx, size); err != nil {
+		return err
+	}
+	e := &entry{line: line, size: size, deadLetter: true}
+	e.msg.Subject, e.msg.Header, e.msg.Data = m.Subject, m.Header, m.Data
+	e.paf, e.err = p.js.PublishMsgAsync(&e.msg)
+	p.win.push(e)
+	return nil
+}
+
 // close tells run that no more lines will come; run returns once every
-// queued line is acknowledged.
-func (p *publisher) close() { p.win.close() }
+// queued line is acknowledged. A nil publisher (none started) has nothing
+// to close.
+func (p *publisher) close() {
+	if p != nil {
+		p.win.close()
+	}
+}
 
 // run processes acknowledgements in publish order until the window is closed
 // and drained, a publish fails permanently, or abort is closed. Failed and
@@ -400,8 +426,12 @@ func (p *publisher) run(abort <-chan struct{}) {
 		err := p.await(e, abort)
 		if err == nil {
 			p.win.pop()
-			p.acked++
-			putEntry(e)
+			if e.deadLetter {
+				p.deadLettered++
+			} else {
+				p.acked++
+				putEntry(e)
+			}
 			delay = 0
 			if retrying {
 				// The head got through; the lines behind it that failed
@@ -417,8 +447,8 @@ func (p *publisher) run(abort <-chan struct{}) {
 		p.lastErr = err
 		kind := classify(err)
 		if kind == failPermanent {
-			p.logger.Error("publish failed and cannot succeed by retrying; closing the connection", "line", e.line, "err", err)
-			p.failed = err
+			p.logger.Error("publish failed and cannot succeed by retrying; closing the connection", "line", e.line, "dead_letter", e.deadLetter, "err", err)
+			p.failed, p.failedEntry = err, e
 			p.win.fail(err)
 			return
 		}
@@ -500,23 +530,49 @@ func (p *publisher) logRetry(kind failure, line int64, err error) {
 	p.lastLog, p.quiet = now, 0
 }
 
-// outcome summarises the publisher after run has returned: lines stored,
-// and the first line not known to be stored (0 if all are).
-func (p *publisher) outcome() (acked, firstPending int64) {
+// outcome is what a connection's publisher achieved, for the receipt.
+type outcome struct {
+	acked        int64 // lines stored
+	deadLettered int64 // dead letters stored
+	// firstPending is the first line (or oversize line) not known to be
+	// stored, 0 if all are.
+	firstPending int64
+	// failed is the permanent failure that stopped the publisher, of the
+	// line failedLine, or of its dead letter if failedDeadLetter.
+	failed           error
+	failedLine       int64
+	failedDeadLetter bool
+	lastErr          error // the last publish failure
+}
+
+// outcome waits for run to return and summarises the publisher. A nil
+// publisher (none started) stored nothing and has nothing pending.
+func (p *publisher) outcome() outcome {
+	if p == nil {
+		return outcome{}
+	}
 	<-p.done
-	acked = p.acked
+	o := outcome{acked: p.acked, deadLettered: p.deadLettered, failed: p.failed, lastErr: p.lastErr}
+	if e := p.failedEntry; e != nil {
+		o.failedLine, o.failedDeadLetter = e.line, e.deadLetter
+	}
 	// Lines behind a stuck one may have been stored; count them so the
 	// receipt matches the stream. Everything before firstPending is stored.
 	for _, e := range p.win.snapshot() {
 		if e.paf != nil {
 			p.poll(e)
 		}
-		if e.acked {
-			acked++
-		} else if firstPending == 0 {
-			firstPending = e.line
+		switch {
+		case !e.acked:
+			if o.firstPending == 0 {
+				o.firstPending = e.line
+			}
+		case e.deadLetter:
+			o.deadLettered++
+		default:
+			o.acked++
 		}
 	}
 	p.win.releaseTotal()
-	return acked, firstPending
+	return o
 }

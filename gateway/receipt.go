@@ -6,7 +6,8 @@ import (
 
 // Receipt statuses.
 const (
-	// StatusOK means the sender's input ended and every line was stored.
+	// StatusOK means the sender's input ended and every line was stored,
+	// each line too long as a dead letter.
 	StatusOK = "ok"
 	// StatusShutdown means the gateway stopped before it had stored the
 	// whole input.
@@ -23,7 +24,7 @@ const (
 // Receipt is the one JSON line the gateway writes back on a connection
 // before closing it, e.g.
 //
-//	{"status":"ok","lines":100000,"bytes":61540210,"compression":"xz","bytes_decompressed":562066000,"blank":0,"too_long":0,"gateway":"gw1-1a2b3c4d","conn":7}
+//	{"status":"ok","lines":100000,"bytes":61540210,"compression":"xz","bytes_decompressed":562066000,"blank":0,"too_long":1,"dead_lettered":1,"gateway":"gw1-1a2b3c4d","conn":7}
 //
 // Counts cover only what is durable in JetStream. Unless Status is
 // [StatusOK], ResumeLine tells the sender where to start again: every line
@@ -51,6 +52,11 @@ type Receipt struct {
 	// TooLong is the number of lines skipped for exceeding the maximum
 	// line length.
 	TooLong int64 `json:"too_long"`
+	// DeadLettered is the number of those lines whose dead-letter entry
+	// (reason too_long: the line's length and its first 64 KiB, or
+	// GATEWAY_MAX_LINE_BYTES if that is less) is stored in the INGEST_DLQ
+	// stream. It equals TooLong when Status is ok.
+	DeadLettered int64 `json:"dead_lettered"`
 	// ResumeLine is the 1-based line number to resend from; 0 (omitted)
 	// when Status is ok.
 	ResumeLine int64 `json:"resume_line,omitempty"`

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/deadletter"
 )
 
 // Receipt timing.
@@ -61,6 +63,9 @@ type session struct {
 	logger   *slog.Logger
 
 	stopped atomic.Bool // reads fail from now on (shutdown)
+	// pub is the connection's publisher, started on its first line; nil
+	// until then, so a connection that sends nothing holds none.
+	pub atomic.Pointer[publisher]
 
 	// Read side state, owned by the session goroutine.
 	readAt   time.Time // when the latest read returned data
@@ -81,10 +86,16 @@ func (s *session) serve(ctx context.Context) {
 		timeout, linger = s.cfg.shutdownWrite, min(linger, s.cfg.shutdownWrite)
 	}
 	werr := s.sendReceipt(r, timeout, linger)
+	s.logClosed(r, time.Since(start), werr)
+}
 
+// logClosed logs the end of the connection. It is apart from serve so that
+// its many values do not widen serve's stack frame, which every idle
+// connection keeps while it waits.
+func (s *session) logClosed(r Receipt, took time.Duration, werr error) {
 	attrs := []any{"status", r.Status, "lines", r.Lines, "bytes", r.Bytes, "compression", r.Compression,
-		"bytes_decompressed", r.BytesDecompressed, "blank", r.Blank, "too_long", r.TooLong,
-		"duration", time.Since(start).Round(time.Millisecond)}
+		"bytes_decompressed", r.BytesDecompressed, "blank", r.Blank, "too_long", r.TooLong, "dead_lettered", r.DeadLettered,
+		"duration", took.Round(time.Millisecond)}
 	if r.Status != StatusOK {
 		attrs = append(attrs, "resume_line", r.ResumeLine, "err", r.Error)
 	}
@@ -96,12 +107,13 @@ func (s *session) serve(ctx context.Context) {
 
 // run reads, frames and publishes until the input ends or the session must
 // stop, waits for the acknowledgements it can, and returns the receipt.
+//
+// Until the sender's first bytes arrive, a connection holds only the sniff
+// buffer: the framer takes its buffers from a pool while data flows, and
+// the publisher starts with the first line.
 func (s *session) run(ctx context.Context) Receipt {
 	stop := context.AfterFunc(ctx, s.stopReading)
 	defer stop()
-
-	pub := newPublisher(s.js, s.cfg.publisher, s.subject, s.instance, strconv.FormatUint(s.id, 10), s.logger)
-	go pub.run(s.cfg.abort)
 
 	// Sniff the compression through a buffer, so the bytes looked at are
 	// read again by the decoder or, for plain input, the framer.
@@ -115,14 +127,12 @@ func (s *session) run(ctx context.Context) Receipt {
 		s.logger.Debug("compressed input", "compression", compression)
 	}
 
-	fr := newFramer(input, s.cfg.readBuffer, s.cfg.maxLine)
-	fr.onTooLong = func(line, length int64) {
-		s.logger.Warn("line too long; skipped", "line", line, "length", length, "max_line_bytes", s.cfg.maxLine)
-	}
+	fr := newFramer(input, s.cfg.readBuffer, s.cfg.maxLine, min(deadletter.TooLongKeep, s.cfg.maxLine))
+	defer fr.close()
 	var readErr error
-	var held int64 // a record framed but not published
+	var held int64 // a line framed but not published
 	for {
-		rec, err := fr.Next()
+		rec, tooLong, err := fr.Next()
 		if err != nil {
 			readErr = err
 			break
@@ -131,23 +141,29 @@ func (s *session) run(ctx context.Context) Receipt {
 			s.stamp = []string{s.readAt.UTC().Format(time.RFC3339Nano)}
 			s.fresh = false
 		}
-		if err := pub.publish(ctx, rec, fr.Line(), s.stamp); err != nil {
+		if tooLong > 0 {
+			err = s.deadLetter(ctx, rec, tooLong, fr.Line())
+		} else {
+			err = s.publisher().publish(ctx, rec, fr.Line(), s.stamp)
+		}
+		if err != nil {
 			readErr, held = err, fr.Line()
 			break
 		}
 	}
 	stop()
+	pub := s.pub.Load()
 	pub.close()
-	acked, pending := pub.outcome()
+	out := pub.outcome()
 
-	r := Receipt{Lines: acked, Bytes: s.received, Compression: compression, BytesDecompressed: fr.bytes,
-		Blank: fr.blank, TooLong: fr.tooLong, Gateway: s.instance, Conn: s.id}
+	r := Receipt{Lines: out.acked, Bytes: s.received, Compression: compression, BytesDecompressed: fr.bytes,
+		Blank: fr.blank, TooLong: fr.tooLong, DeadLettered: out.deadLettered, Gateway: s.instance, Conn: s.id}
 	r.ResumeLine = fr.Line() + 1
 	if held > 0 {
 		r.ResumeLine = held
 	}
-	if pending > 0 {
-		r.ResumeLine = pending
+	if out.firstPending > 0 {
+		r.ResumeLine = out.firstPending
 	}
 	// A decoder may wrap the connection's own error beyond recognition;
 	// that error, not the decoder's account of it, says what happened.
@@ -156,14 +172,16 @@ func (s *session) run(ctx context.Context) Receipt {
 	}
 	var derr *DecompressError
 	switch {
-	case pub.failed != nil:
-		r.Status, r.Error = StatusError, fmt.Sprintf("storing line %d failed: %v", r.ResumeLine, pub.failed)
-	case errors.Is(readErr, io.EOF) && pending == 0:
+	case out.failed != nil && out.failedDeadLetter:
+		r.Status, r.Error = StatusError, fmt.Sprintf("storing the dead letter of line %d (too long) failed: %v", out.failedLine, out.failed)
+	case out.failed != nil:
+		r.Status, r.Error = StatusError, fmt.Sprintf("storing line %d failed: %v", out.failedLine, out.failed)
+	case errors.Is(readErr, io.EOF) && out.firstPending == 0:
 		r.Status, r.ResumeLine = StatusOK, 0
 	case ctx.Err() != nil:
 		r.Status, r.Error = StatusShutdown, "gateway shutting down"
-		if pub.lastErr != nil && pending > 0 {
-			r.Error += fmt.Sprintf("; line %d not stored: %v", pending, pub.lastErr)
+		if out.lastErr != nil && out.firstPending > 0 {
+			r.Error += fmt.Sprintf("; line %d not stored: %v", out.firstPending, out.lastErr)
 		}
 	case errors.Is(readErr, os.ErrDeadlineExceeded):
 		r.Status, r.Error = StatusIdleTimeout, fmt.Sprintf("nothing received for %s", s.cfg.idleTimeout)
@@ -173,6 +191,17 @@ func (s *session) run(ctx context.Context) Receipt {
 		r.Status, r.Error = StatusError, fmt.Sprintf("reading from connection: %v", readErr)
 	}
 	return r
+}
+
+// publisher returns the connection's publisher, starting it on first use.
+func (s *session) publisher() *publisher {
+	if p := s.pub.Load(); p != nil {
+		return p
+	}
+	p := newPublisher(s.js, s.cfg.publisher, s.subject, s.instance, strconv.FormatUint(s.id, 10), s.logger)
+	go p.run(s.cfg.abort)
+	s.pub.Store(p)
+	return p
 }
 
 // Read reads from the connection for the framer, extending the idle

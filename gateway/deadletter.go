@@ -1,0 +1,44 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// deadLetter publishes the dead-letter entry of the oversize line numbered
+// line, of length bytes, which starts with kept: reason too_long, on
+// dlq.<source>.too_long, with the headers the line would have had. It goes
+// through the connection's window like a line, so the receipt is ok only
+// once the entry is stored, and its message id lets a retry store it once.
+// It blocks and fails as [publisher.publish] does.
+func (s *session) deadLetter(ctx context.Context, kept []byte, length, line int64) error {
+	s.logger.Warn("line too long; skipped and written to the dead-letter stream",
+		"line", line, "length", length, "max_line_bytes", s.cfg.maxLine, "kept_bytes", len(kept), "stream", deadletter.StreamName)
+	conn, num := strconv.FormatUint(s.id, 10), strconv.FormatInt(line, 10)
+	e := deadletter.Entry{
+		Subject: s.subject,
+		Reason:  deadletter.ReasonTooLong,
+		Class:   deadletter.ClassPermanent,
+		Error:   fmt.Sprintf("line of %d bytes exceeds GATEWAY_MAX_LINE_BYTES=%d", length, s.cfg.maxLine),
+		By:      s.instance,
+		At:      time.Now(),
+		Length:  length,
+		// kept is the framer's, valid until its next line.
+		Data: bytes.Clone(kept),
+		Header: nats.Header{
+			topology.HeaderGateway:    {s.instance},
+			topology.HeaderConn:       {conn},
+			topology.HeaderLine:       {num},
+			topology.HeaderReceivedAt: s.stamp,
+		},
+	}
+	return s.publisher().publishDeadLetter(ctx, e.Msg("dlq."+s.instance+"."+conn+"."+num), line)
+}
