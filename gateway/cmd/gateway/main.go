@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/topology"
@@ -70,6 +71,10 @@ func run() (err error) {
 		}
 	}()
 	if _, err := topology.EnsureStream(ctx, js, cfg.Stream); err != nil {
+		return err
+	}
+	// Lines over the maximum length go to the dead-letter stream.
+	if _, err := deadletter.EnsureStream(ctx, js, cfg.DLQ, cfg.Stream.Replicas); err != nil {
 		return err
 	}
 	gw, err := gateway.New(cfg, nc, logger)
