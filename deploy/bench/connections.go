@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -167,11 +169,20 @@ func (r *connRun) startGateway(ctx context.Context) error {
 		return err
 	}
 	h.children = append(h.children, r.gateway)
-	if err := poll(ctx, readyTimeout, "gateway listening", func() (bool, error) { return r.listening(r.plainAddr) }); err != nil {
+	if err := poll(ctx, readyTimeout, "gateway listening", func() (bool, error) { return r.listening(ctx, r.plainAddr, nil) }); err != nil {
 		return err
 	}
 	if r.tlsAddr != "" {
-		if err := poll(ctx, tlsListenWait, "TLS listener", func() (bool, error) { return r.listening(r.tlsAddr) }); err != nil {
+		var broken error
+		err := poll(ctx, tlsListenWait, "TLS listener", func() (bool, error) {
+			ok, err := r.listening(ctx, r.tlsAddr, r.tlsClient)
+			broken = err
+			return ok, err
+		})
+		switch {
+		case broken != nil || ctx.Err() != nil:
+			return err
+		case err != nil:
 			pr.warn("nothing listens on GATEWAY_TLS_LISTEN %s: TLS is not measured (is the gateway binary older than its sources?)", r.tlsAddr)
 			r.res.TLSNote = "gateway has no TLS listener: nothing listens on " + r.tlsAddr
 			r.tlsAddr, r.tlsClient = "", nil
@@ -189,17 +200,22 @@ func (r *connRun) startGateway(ctx context.Context) error {
 	return nil
 }
 
-// listening reports whether addr accepts TCP connections, failing if the
-// gateway has exited.
-func (r *connRun) listening(addr string) (bool, error) {
+// listening reports whether the gateway serves on addr: a connection
+// (over TLS with tlsCfg) that sends nothing gets an "ok" receipt. A
+// connection refused means not yet; it fails if the gateway has exited or
+// answers wrongly.
+func (r *connRun) listening(ctx context.Context, addr string, tlsCfg *tls.Config) (bool, error) {
 	if err := r.exited(); err != nil {
 		return false, err
 	}
-	c, err := r.srcs.dialer(0).Dial("tcp", addr)
-	if err != nil {
+	_, err := exchange(ctx, r.srcs.dialer(0), addr, tlsCfg, nil, bufio.NewReader(nil))
+	var se *stageError
+	if errors.As(err, &se) && se.stage == "connect" {
 		return false, nil
 	}
-	c.Close()
+	if err != nil {
+		return false, fmt.Errorf("probe connection to %s: %w", addr, err)
+	}
 	return true, nil
 }
 

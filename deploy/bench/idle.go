@@ -56,7 +56,8 @@ func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if err := r.waitFiles(ctx, "the gateway to accept every idle connection", func(open int) bool { return open >= base+n }); err != nil {
+	what := fmt.Sprintf("the gateway to accept every idle connection (with GATEWAY_MAX_CONNECTIONS %d unless -env set it)", r.res.MaxConnections)
+	if err := r.waitFiles(ctx, what, func(open int) bool { return open >= base+n }); err != nil {
 		return res, err
 	}
 	res.AcceptSeconds = time.Since(start).Seconds()
