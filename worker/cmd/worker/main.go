@@ -54,11 +54,13 @@ func main() {
 	}
 }
 
-func dispatch(ctx context.Context, args []string) error {
+func dispatch(ctx context.Context, args []string) (err error) {
 	cfg, err := env.ParseAs[worker.Config]()
 	if err != nil {
 		return fmt.Errorf("read configuration: %w", err)
 	}
+	// Errors may quote DATABASE_URL or NATS_URL: never print a password.
+	defer func() { err = logging.Scrub(err, logging.ConfigSecrets(cfg)...) }()
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -85,6 +87,7 @@ func usage() string {
 func run(ctx context.Context, cfg worker.Config) error {
 	instance := cfg.InstanceName()
 	logger := logging.New(cfg.Log, os.Stderr).With("instance", instance)
+	logging.Effective(logger, cfg)
 	// Mistakes in a spec stop the worker before it connects to anything.
 	pipelines, err := loadPipelines(cfg.Pipelines)
 	if err != nil {

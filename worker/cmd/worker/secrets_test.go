@@ -1,0 +1,201 @@
+package main
+
+import (
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/jetline/jetline/shared/embeddednats"
+	"github.com/jetline/jetline/shared/logging/secrettest"
+	"github.com/jetline/jetline/shared/testenv"
+)
+
+// The secrets the worker is given; none may ever be printed.
+const (
+	secretNATSPassword = "wkNatsPassword7Q"
+	secretNATSToken    = "wkNatsToken9Z"
+	secretDBPassword   = "wkDbPassword3M"
+)
+
+// TestRunMain is the worker program in the child processes of
+// TestSecretsNeverPrinted.
+func TestRunMain(t *testing.T) { secrettest.Main(t, main) }
+
+// secretNATS starts a NATS server that takes user jet with
+// secretNATSPassword, or secretNATSToken when token is set, and returns its
+// host:port.
+func secretNATS(t *testing.T, token bool) *embeddednats.Server {
+	t.Helper()
+	configure := func(o *server.Options) {
+		o.Users = []*server.User{{Username: "jet", Password: secretNATSPassword}}
+	}
+	if token {
+		configure = func(o *server.Options) { o.Authorization = secretNATSToken }
+	}
+	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir(), Configure: configure}, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
+// withPassword returns the PostgreSQL URL dsn with secretDBPassword as its
+// password. The test server trusts local connections and never asks for
+// it, but the worker holds it all the same.
+func withPassword(t *testing.T, dsn string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), secretDBPassword)
+	return u.String()
+}
+
+// secretsEnv is what every run gets, plus more: debug logs, so that every
+// line the worker may write is written.
+func secretsEnv(format string, more map[string]string) map[string]string {
+	env := map[string]string{
+		"WORKER_HEALTH_ADDR":      "off",
+		"WORKER_INSTANCE":         "secrets",
+		"WORKER_FETCH_MAX_WAIT":   "100ms",
+		"WORKER_SHUTDOWN_TIMEOUT": "5s",
+		"INGEST_MAX_BYTES":        "104857600",
+		"NATS_CONNECT_TIMEOUT":    "1s",
+		"LOG_LEVEL":               "debug",
+		"LOG_FORMAT":              format,
+	}
+	for k, v := range more {
+		env[k] = v
+	}
+	return env
+}
+
+// TestSecretsNeverPrinted runs the worker with passwords in NATS_URL and
+// DATABASE_URL, or a NATS token, through start-up, failures that put URLs
+// in error messages (unknown hosts, closed ports, strings that do not
+// parse), a NATS restart and shutdown, and checks that its output never
+// holds them.
+func TestSecretsNeverPrinted(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts the worker in child processes")
+	}
+	dbURL := withPassword(t, testenv.Postgres(t))
+	closed := func(t *testing.T) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	natsURL := func(srv *embeddednats.Server) string {
+		return "nats://jet:" + secretNATSPassword + "@" + srv.Addr().String()
+	}
+	wantFailure := func(t *testing.T, p *secrettest.Program, want string) {
+		t.Helper()
+		if err := p.Wait(t); err == nil {
+			t.Fatalf("worker exited with status 0, want a failure; output:\n%s", p.Output())
+		}
+		if !strings.Contains(p.Output(), want) {
+			t.Fatalf("output does not say %q:\n%s", want, p.Output())
+		}
+	}
+	// waitThenStop waits for want in the output, then stops the worker,
+	// which must exit cleanly.
+	waitThenStop := func(t *testing.T, p *secrettest.Program, want string) {
+		t.Helper()
+		p.WaitFor(t, want)
+		if err := p.Stop(t); err != nil {
+			t.Fatalf("worker exited with %v; output:\n%s", err, p.Output())
+		}
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T, format string) *secrettest.Program
+	}{
+		{"nats unreachable", func(t *testing.T, format string) *secrettest.Program {
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+				"NATS_URL":     "nats://jet:" + secretNATSPassword + "@no-such-host.invalid:4222",
+				"DATABASE_URL": dbURL,
+			}))
+			wantFailure(t, p, "worker: connect to nats at nats://jet:xxxxx@no-such-host.invalid:4222")
+			return p
+		}},
+		{"postgres port closed", func(t *testing.T, format string) *secrettest.Program {
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+				"NATS_URL":     natsURL(secretNATS(t, false)),
+				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@" + closed(t) + "/jetline?sslmode=disable",
+			}))
+			waitThenStop(t, p, "waiting for postgres")
+			return p
+		}},
+		{"postgres host unknown", func(t *testing.T, format string) *secrettest.Program {
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+				"NATS_URL":     natsURL(secretNATS(t, false)),
+				"DATABASE_URL": "postgres://jet@no-such-host.invalid/jetline?sslmode=disable&password=" + secretDBPassword,
+			}))
+			waitThenStop(t, p, "waiting for postgres")
+			return p
+		}},
+		{"database url that does not parse", func(t *testing.T, format string) *secrettest.Program {
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+				"NATS_URL":     natsURL(secretNATS(t, false)),
+				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@127.0.0.1:notaport/jetline",
+			}))
+			wantFailure(t, p, "DATABASE_URL is not a usable PostgreSQL connection string")
+			return p
+		}},
+		{"keyword/value string that does not parse", func(t *testing.T, format string) *secrettest.Program {
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+				"NATS_URL":     natsURL(secretNATS(t, false)),
+				"DATABASE_URL": "host=127.0.0.1 password=" + secretDBPassword + " sslmode=bogus",
+			}))
+			wantFailure(t, p, "DATABASE_URL is not a usable PostgreSQL connection string")
+			return p
+		}},
+		{"runs with passwords", func(t *testing.T, format string) *secrettest.Program {
+			srv := secretNATS(t, false)
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+				"NATS_URL":     natsURL(srv),
+				"DATABASE_URL": dbURL,
+			}))
+			p.WaitFor(t, "worker started")
+			// A restart makes the client log a disconnection and a reconnection.
+			if err := srv.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			waitThenStop(t, p, "nats reconnected")
+			return p
+		}},
+		{"runs with a token", func(t *testing.T, format string) *secrettest.Program {
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+				"NATS_URL":     "nats://" + secretNATS(t, true).Addr().String(),
+				"NATS_TOKEN":   secretNATSToken,
+				"DATABASE_URL": dbURL,
+			}))
+			waitThenStop(t, p, "worker started")
+			return p
+		}},
+	}
+	for _, format := range []string{"json", "text"} {
+		for _, tt := range tests {
+			t.Run(format+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				out := tt.run(t, format).Output()
+				if !strings.Contains(out, "configuration") {
+					t.Errorf("no configuration line:\n%s", out)
+				}
+				secrettest.NoSecrets(t, out, secretNATSPassword, secretNATSToken, secretDBPassword)
+				if t.Failed() {
+					t.Logf("output:\n%s", out)
+				}
+			})
+		}
+	}
+}
