@@ -150,14 +150,15 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions) (Re
 
 	r.fill(&res)
 	res.Elapsed = time.Since(start)
-	if ctx.Err() != nil {
+	switch {
+	case scanErr != nil && ctx.Err() != nil:
+		// A replay that had finished when ctx ended was not interrupted.
 		res.Interrupted = true
 		return res, nil
-	}
-	if cause := context.Cause(readCtx); cause != nil {
-		return res, cause
-	}
-	if scanErr != nil {
+	case ctx.Err() == nil && context.Cause(readCtx) != nil:
+		// The confirming goroutine stopped the reading: a publish failed.
+		return res, context.Cause(readCtx)
+	case scanErr != nil:
 		return res, scanErr
 	}
 	return res, nil
@@ -339,7 +340,9 @@ func skipReason(l letter) string {
 // subject: the line's own headers, without the dead-letter ones and
 // without JetStream's (a stale Nats-Msg-Id would be de-duplicated away),
 // plus a replay message id and the origin sequence. A line dead-lettered
-// again after a replay keeps the origin sequence it already had.
+// again after a replay keeps the origin sequence it already had. An entry
+// without an ingest sequence (none is recorded by the gateway) gets no
+// origin and is keyed by its new sequence.
 func replayMsg(e deadletter.Entry) *nats.Msg {
 	h := nats.Header{}
 	for k, v := range e.Header {
@@ -349,7 +352,10 @@ func replayMsg(e deadletter.Entry) *nats.Msg {
 		h[k] = slices.Clone(v)
 	}
 	h.Set(topology.HeaderMsgID, ReplayMsgIDPrefix+strconv.FormatUint(e.Seq, 10))
-	if h.Get(topology.HeaderOriginSeq) == "" && e.StreamSeq > 0 {
+	if origin, err := strconv.ParseUint(h.Get(topology.HeaderOriginSeq), 10, 64); (err != nil || origin == 0) && e.StreamSeq > 0 {
+		// Absent, or malformed (the very reason it was dead-lettered,
+		// invalid_origin_seq): its sequence in the ingest stream is the
+		// best key there is.
 		h.Set(topology.HeaderOriginSeq, strconv.FormatUint(e.StreamSeq, 10))
 	}
 	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Data}

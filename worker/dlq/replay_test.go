@@ -286,6 +286,11 @@ func TestReplayMsgKeepsEarlierOrigin(t *testing.T) {
 	if got := m.Header.Get(jetstream.MsgIDHeader); got != "replay.9" {
 		t.Errorf("msg id = %q, want replay.9", got)
 	}
+	// A malformed origin, which got the line dead-lettered, is replaced.
+	e.Header.Set(topology.HeaderOriginSeq, "x")
+	if got := replayMsg(e).Header.Get(topology.HeaderOriginSeq); got != "500" {
+		t.Errorf("origin seq replacing a malformed one = %q, want 500", got)
+	}
 }
 
 // dlqSeqs returns the sequences of the entries left in the dead letters.

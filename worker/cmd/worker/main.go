@@ -6,6 +6,8 @@
 //	worker                               run the worker
 //	worker healthcheck                   probe this worker's /readyz; exit 0 if ready, 1 if not
 //	worker check-spec FILE [SAMPLE]      check a pipeline spec; show what it makes of each sample line
+//	worker dlq list|show|replay|purge    read, replay or purge dead letters; worker dlq -h for more
+//	worker status [--json]               backlog, workers, dead letters, throughput and a verdict
 package main
 
 import (
@@ -43,6 +45,8 @@ type command struct {
 var commands = []command{
 	{"healthcheck", "probe this worker's /readyz; exit 0 if ready, 1 if not", healthcheck},
 	{"check-spec", "FILE [SAMPLE.ndjson]: check a pipeline spec; show the row, or why not, for each sample line", checkSpec},
+	{"dlq", "list|show SEQ|replay|purge: read, replay or purge dead letters (worker dlq -h)", dlqCommand},
+	{"status", "[--interval D] [--json]: backlog, workers, dead letters, throughput and a verdict", statusCommand},
 }
 
 func main() {
