@@ -366,6 +366,8 @@ func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, r int
 	switch {
 	case shuttingDown:
 		logger.Warn("batch not stored before shutdown deadline; handed back", attrs...)
+	case retried == 0:
+		logger.Error("storing batch failed on the last delivery allowed; lines dead-lettered", attrs...)
 	case class == Permanent:
 		logger.Error("storing batch failed; will retry (fix the cause)", attrs...)
 	default:

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,9 +65,55 @@ func (w *Worker) deadLetter(b *batch, i int, reason, class, detail string) {
 	if seq := b.ingestSeq[i]; seq > 0 {
 		id = "dlq." + strconv.FormatUint(seq, 10)
 	}
+	msg := e.Msg(id)
+	if over := msgSize(msg) - w.maxPayload(); over > 0 {
+		// The line fitted with its own headers, but the dead-letter ones
+		// push it over the server's limit (a NOT NULL violation quotes the
+		// whole row): keep less of the error, or the entry could never be
+		// written.
+		e.Error = shorten(msg.Header.Get(deadletter.HeaderError), over)
+		msg = e.Msg(id)
+	}
 	d := pendingDeadLetter{i: i, reason: reason, class: class, detail: detail}
-	d.future, d.err = w.opts.DeadLetters.PublishMsgAsync(e.Msg(id))
+	d.future, d.err = w.opts.DeadLetters.PublishMsgAsync(msg)
 	b.dead = append(b.dead, d)
+}
+
+// maxPayload returns the largest message the NATS server takes, when the
+// publisher tells (jetstream.JetStream does), and a very large number
+// otherwise.
+func (w *Worker) maxPayload() int {
+	if p, ok := w.opts.DeadLetters.(interface{ Conn() *nats.Conn }); ok {
+		if n := p.Conn().MaxPayload(); n > 0 {
+			return int(n)
+		}
+	}
+	return math.MaxInt
+}
+
+// msgSize is how many bytes of m count against the server's payload limit:
+// its data and its encoded headers.
+func msgSize(m *nats.Msg) int {
+	n := len(m.Data) + len("NATS/1.0\r\n\r\n")
+	for k, vs := range m.Header {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
+}
+
+// shorten cuts at least by bytes off msg, at a rune boundary, marking the
+// cut with "…"; it returns "" when nothing would be left.
+func shorten(msg string, by int) string {
+	keep := len(msg) - by - len("…")
+	if keep <= 0 {
+		return ""
+	}
+	for keep > 0 && !utf8.RuneStart(msg[keep]) {
+		keep--
+	}
+	return msg[:keep] + "…"
 }
 
 // settleDeadLetters waits, at most Options.DeadLetterTimeout in all, for

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -316,6 +317,60 @@ func TestReplayedLineStoredOnce(t *testing.T) {
 	entries := nb.deadLetters(t)
 	if len(entries) != 1 || entries[0].StreamSeq != 7 || entries[0].Header.Get(topology.HeaderOriginSeq) != "x" {
 		t.Fatalf("dead letters %+v, want the line with the malformed origin", entries)
+	}
+}
+
+// wordyReject refuses every line with a long detail, as a NOT NULL
+// violation quoting a whole row would.
+type wordyReject struct{ *RawLanding }
+
+func (wordyReject) Transform(*Line, []any) Result {
+	return Result{Outcome: Reject, Reason: "wordy", Detail: strings.Repeat("too long ", 1000)}
+}
+
+// TestDeadLetterNearMaxPayload: a line that fitted on the server but would
+// not with the dead-letter headers is dead-lettered whole, with less of
+// its error.
+func TestDeadLetterNearMaxPayload(t *testing.T) {
+	t.Parallel()
+	const maxPayload = 16 << 10
+	nb := setupNATSWith(t, 30*time.Second, embeddednats.Options{MaxPayload: maxPayload})
+	// The longest line the gateway lets through: the limit minus 4 KiB.
+	line := []byte(`"` + strings.Repeat("é", (maxPayload-4<<10-2)/2) + `"`)
+	nb.publish(t, "tweets", [][]byte{line, []byte(`{}`)})
+
+	raw, _ := NewRawLanding("events")
+	router, err := NewRouter(Route{Transform: wordyReject{raw}, Store: &failingStore{err: errors.New("unused")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions()
+	opts.DeadLetters = nb.js
+	w, err := New(nb.cons, router, opts, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, 30*time.Second, "both lines dead-lettered", func() bool { return w.Stats().DeadLettered == 2 })
+
+	entries := nb.deadLetters(t)
+	if len(entries) != 2 {
+		t.Fatalf("%d dead letters, want 2", len(entries))
+	}
+	for _, e := range entries {
+		full := len(e.Error) == deadletter.MaxErrorBytes+len("…")
+		switch {
+		case e.StreamSeq == 1 && (string(e.Data) != string(line) || full || !strings.HasPrefix(e.Error, "too long") || !strings.HasSuffix(e.Error, "…")):
+			t.Errorf("long line: %d bytes kept of %d, error of %d bytes %.20q…; want all of it, a shortened error", len(e.Data), len(line), len(e.Error), e.Error)
+		case e.StreamSeq == 2 && !full:
+			t.Errorf("short line: error of %d bytes, want the usual %d", len(e.Error), deadletter.MaxErrorBytes)
+		}
+	}
+	if s := w.Stats(); s.DeadLetterFailures != 0 {
+		t.Fatalf("stats %+v, want no failed dead letters", s)
 	}
 }
 

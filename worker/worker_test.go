@@ -38,7 +38,14 @@ type natsBundle struct {
 
 func setupNATS(t testing.TB, ackWait time.Duration) *natsBundle {
 	t.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, testenv.Logger(t))
+	return setupNATSWith(t, ackWait, embeddednats.Options{})
+}
+
+// setupNATSWith is setupNATS with a server started with opts.
+func setupNATSWith(t testing.TB, ackWait time.Duration, opts embeddednats.Options) *natsBundle {
+	t.Helper()
+	opts.Port, opts.StoreDir = -1, t.TempDir()
+	srv, err := embeddednats.Start(opts, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
