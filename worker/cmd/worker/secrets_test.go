@@ -1,16 +1,30 @@
 package main
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caarlos0/env/v11"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/jetline/jetline/shared/embeddednats"
+	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/logging/secrettest"
 	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/worker"
 )
 
 // The secrets the worker is given; none may ever be printed.
@@ -198,4 +212,88 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			})
 		}
 	}
+}
+
+// selfSignedPEM writes a self-signed ECDSA P-256 certificate for
+// db.example.com and its key into dir, and returns their paths. It serves
+// as the CA a server is checked against and as a client certificate.
+func selfSignedPEM(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "db.example.com"},
+		DNSNames:              []string{"db.example.com"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "db.pem"), filepath.Join(dir, "db-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestDatabaseURLWithTLS gives the worker a DATABASE_URL with a password,
+// sslmode=verify-full, a root certificate and a client certificate, and
+// checks that the pool gets all of them, and that the configuration line
+// shows the file paths but not the password.
+func TestDatabaseURLWithTLS(t *testing.T) {
+	t.Parallel()
+	cert, key := selfSignedPEM(t, t.TempDir())
+	dsn := "postgres://jetline:" + secretDBPassword + "@db.example.com:5432/jetline?sslmode=verify-full" +
+		"&sslrootcert=" + url.QueryEscape(cert) + "&sslcert=" + url.QueryEscape(cert) + "&sslkey=" + url.QueryEscape(key)
+	var cfg worker.Config
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: map[string]string{"DATABASE_URL": dsn}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	pool, err := openPool(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("openPool: %v", err)
+	}
+	defer pool.Close()
+	cc := pool.Config().ConnConfig
+	if cc.Password != secretDBPassword || cc.Host != "db.example.com" {
+		t.Errorf("password or host not taken from DATABASE_URL: host %q", cc.Host)
+	}
+	tc := cc.TLSConfig
+	if tc == nil {
+		t.Fatal("sslmode=verify-full gave no TLS configuration")
+	}
+	if tc.ServerName != "db.example.com" || tc.RootCAs == nil || len(tc.Certificates) != 1 {
+		t.Errorf("TLS configuration: server name %q, root CAs set %t, %d client certificates; want db.example.com, true, 1",
+			tc.ServerName, tc.RootCAs != nil, len(tc.Certificates))
+	}
+	if len(cc.Fallbacks) != 0 {
+		t.Errorf("verify-full must not fall back to plain connections: %d fallbacks", len(cc.Fallbacks))
+	}
+
+	var logs bytes.Buffer
+	logging.Effective(logging.New(logging.Config{Format: "json"}, &logs), cfg)
+	line := logs.String()
+	if !strings.Contains(line, "postgres://jetline:xxxxx@db.example.com:5432/jetline?sslmode=verify-full&sslrootcert="+url.QueryEscape(cert)) {
+		t.Errorf("configuration line does not show DATABASE_URL with its password hidden and its paths: %s", line)
+	}
+	secrettest.NoSecrets(t, line, secretDBPassword)
 }
