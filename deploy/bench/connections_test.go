@@ -284,17 +284,17 @@ func TestParseOpenFilesLimit(t *testing.T) {
 	}
 }
 
-func TestMetricValue(t *testing.T) {
+func TestGaugeValue(t *testing.T) {
 	t.Parallel()
-	exposition := []byte("# HELP go_goroutines Number of goroutines.\n# TYPE go_goroutines gauge\n" +
-		"go_goroutines_extra 3\ngo_goroutines 20017\ngo_threads 9\n")
-	if got := metricValue(exposition, "go_goroutines"); got != 20017 {
+	exposition := "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\n" +
+		"go_goroutines 20017\n# TYPE go_threads gauge\ngo_threads 9\n"
+	if got := gaugeValue(strings.NewReader(exposition), "go_goroutines"); got != 20017 {
 		t.Errorf("go_goroutines = %d", got)
 	}
-	if got := metricValue([]byte("go_goroutines 12 1700000000000\n"), "go_goroutines"); got != 12 {
-		t.Errorf("with a timestamp: %d", got)
-	}
-	if got := metricValue([]byte("go_threads 9\n"), "go_goroutines"); got != -1 {
+	if got := gaugeValue(strings.NewReader(exposition), "go_gc_duration_seconds"); got != -1 {
 		t.Errorf("missing metric = %d", got)
+	}
+	if got := gaugeValue(strings.NewReader("not an exposition {\n"), "go_goroutines"); got != -1 {
+		t.Errorf("garbage = %d", got)
 	}
 }

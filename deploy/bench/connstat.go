@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // currentRSS returns the resident set size (VmRSS) of pid in bytes.
@@ -78,6 +81,9 @@ func (r *connRun) goroutines(ctx context.Context) int {
 	if err != nil {
 		return -1
 	}
+	// Plain text, not the protobuf format a Prometheus server would
+	// negotiate.
+	req.Header.Set("Accept", "text/plain")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return -1
@@ -86,33 +92,20 @@ func (r *connRun) goroutines(ctx context.Context) int {
 	if resp.StatusCode != http.StatusOK {
 		return -1
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return gaugeValue(resp.Body, "go_goroutines")
+}
+
+// gaugeValue returns the value of the unlabelled gauge name in a
+// Prometheus text exposition, or -1.
+func gaugeValue(exposition io.Reader, name string) int {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(exposition)
 	if err != nil {
 		return -1
 	}
-	return metricValue(body, "go_goroutines")
-}
-
-// metricValue returns the value of the unlabelled metric name in a
-// Prometheus text exposition, or -1.
-func metricValue(exposition []byte, name string) int {
-	sc := bufio.NewScanner(bytes.NewReader(exposition))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), name+" ")
-		if !ok {
-			continue
-		}
-		// The value may be followed by a timestamp.
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			return -1
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return -1
-		}
-		return int(v)
+	f := families[name]
+	if f == nil || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetGauge() == nil {
+		return -1
 	}
-	return -1
+	return int(f.GetMetric()[0].GetGauge().GetValue())
 }
