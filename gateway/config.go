@@ -110,7 +110,9 @@ type Config struct {
 	// them. Defaults to ":8080".
 	HealthAddr string `env:"GATEWAY_HEALTH_ADDR" envDefault:":8080"`
 
-	// NATS is how to reach NATS (NATS_URL, NATS_CONNECT_TIMEOUT).
+	// NATS is how to reach NATS (NATS_URL, NATS_CONNECT_TIMEOUT) and with
+	// which credentials and TLS settings (NATS_CREDS, NATS_NKEY, NATS_TOKEN,
+	// NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY).
 	NATS topology.NATSConfig
 	// Stream holds the ingest stream's settings (INGEST_MAX_BYTES,
 	// INGEST_DUPLICATE_WINDOW, INGEST_REPLICAS), shared with the worker.

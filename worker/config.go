@@ -22,7 +22,9 @@ import (
 type Config struct {
 	// DatabaseURL is the PostgreSQL connection string rows are written to
 	// (DATABASE_URL). pgxpool settings such as pool_max_conns may be added
-	// as query parameters. Defaults to
+	// as query parameters, and so may the password and TLS settings
+	// (sslmode=verify-full, sslrootcert, sslcert, sslkey); logs show the
+	// password as xxxxx. Defaults to
 	// postgres://postgres@127.0.0.1:5433/jetline?sslmode=disable, the
 	// database `make run` starts.
 	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5433/jetline?sslmode=disable"`
@@ -85,7 +87,9 @@ type Config struct {
 	// [Config.InstanceName].
 	Instance string `env:"WORKER_INSTANCE"`
 
-	// NATS is how to reach NATS (NATS_URL, NATS_CONNECT_TIMEOUT).
+	// NATS is how to reach NATS (NATS_URL, NATS_CONNECT_TIMEOUT) and with
+	// which credentials and TLS settings (NATS_CREDS, NATS_NKEY, NATS_TOKEN,
+	// NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY).
 	NATS topology.NATSConfig
 	// Stream holds the ingest stream's settings (INGEST_*), which the
 	// worker applies at start like the gateway does.
