@@ -4,7 +4,10 @@
 // row with the route's [Transform], store each table's rows in one
 // transaction with the route's [Store] and acknowledge each line after
 // the commit that holds its row. Any number of worker processes share the consumer; keyed inserts
-// make a redelivered batch harmless.
+// make a redelivered batch harmless. Lines that cannot be stored (refused
+// by the transform or the database, or out of deliveries) are written to
+// the dead-letter stream and then terminated; see package
+// shared/deadletter.
 package worker
 
 import (
