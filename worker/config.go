@@ -52,8 +52,9 @@ type Config struct {
 	// Concurrency × 8: room for eight worker processes to have all their
 	// batches in flight. Defaults to 0.
 	MaxAckPending int `env:"WORKER_MAX_ACK_PENDING" envDefault:"0"`
-	// RetryBackoff is the delay before a batch that failed transiently
-	// (database down) is redelivered; it doubles with each delivery of a
+	// RetryBackoff is the delay before a batch whose store failed (the
+	// database down, a missing table), or a line whose dead letter could
+	// not be written, is redelivered; it doubles with each delivery of a
 	// line up to RetryMaxBackoff (WORKER_RETRY_BACKOFF). Defaults to 1s.
 	RetryBackoff time.Duration `env:"WORKER_RETRY_BACKOFF" envDefault:"1s"`
 	// RetryMaxBackoff caps the redelivery delay
