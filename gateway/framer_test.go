@@ -331,6 +331,109 @@ func TestFramerReadError(t *testing.T) {
 
 type errReader struct{ err error }
 
+// watchReader serves its chunks, at most one per read, and notes for each
+// read its size and the framer's buffer at the time.
+type watchReader struct {
+	f      *framer
+	chunks []string
+	reads  []watchedRead
+}
+
+type watchedRead struct {
+	size   int
+	bufLen int // 0: the framer held no buffer
+}
+
+func (r *watchReader) Read(p []byte) (int, error) {
+	r.reads = append(r.reads, watchedRead{len(p), len(r.f.buf)})
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.chunks[0])
+	if r.chunks[0] = r.chunks[0][n:]; r.chunks[0] == "" {
+		r.chunks = r.chunks[1:]
+	}
+	return n, nil
+}
+
+func watchFramer(chunks []string, readBuffer, maxLine, keep int) (*framer, *watchReader) {
+	r := &watchReader{chunks: chunks}
+	r.f = newFramer(r, readBuffer, maxLine, keep)
+	return r.f, r
+}
+
+// A framer with nothing buffered gives its buffer back and waits in a
+// small read; a buffer grown for a long line goes back once it is framed.
+func TestFramerWaitsWithoutBuffer(t *testing.T) {
+	t.Parallel()
+	f, r := watchFramer([]string{"a\n", "bc", "d\n", strings.Repeat("x", 300) + "\n", "y\n"}, 64, 1000, 0)
+	defer f.close()
+	var got []string
+	for {
+		rec, _, err := f.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(rec))
+		if string(rec) == "y" && len(f.buf) != 64 {
+			t.Errorf("after the long line the buffer has %d bytes, want the read buffer's 64", len(f.buf))
+		}
+	}
+	if want := []string{"a", "bcd", strings.Repeat("x", 300), "y"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("records = %q, want %q", got, want)
+	}
+	want := []watchedRead{
+		{64, 0},    // waiting for the first bytes: "a\n"
+		{64, 0},    // waiting again: "bc"
+		{62, 64},   // the rest of the line into the buffer: "d\n"
+		{64, 0},    // waiting: 64 bytes of the long line
+		{64, 128},  // growing for it…
+		{128, 256}, // …and again…
+		{256, 512}, // …for the rest of it
+		{64, 0},    // its buffer given back: "y\n"
+		{64, 0},    // EOF
+	}
+	if fmt.Sprint(r.reads) != fmt.Sprint(want) {
+		t.Fatalf("reads (size, buffer) = %v, want %v", r.reads, want)
+	}
+}
+
+// Skipping an oversize line of any length holds at most maxLine+2 bytes of
+// buffer and keep bytes of the line.
+func TestFramerOversizeLineStaysBounded(t *testing.T) {
+	t.Parallel()
+	const maxLine, keep = 1000, 100
+	line := make([]byte, 5<<20)
+	for i := range line {
+		line[i] = 'a' + byte(i%26)
+	}
+	chunks := make([]string, 0, 2+len(line)/4096)
+	for rest := line; len(rest) > 0; rest = rest[min(len(rest), 4096):] {
+		chunks = append(chunks, string(rest[:min(len(rest), 4096)]))
+	}
+	chunks = append(chunks, "\r\nnext\n")
+	f, r := watchFramer(chunks, 512, maxLine, keep)
+	defer f.close()
+	rec, tooLong, err := f.Next()
+	if err != nil || tooLong != int64(len(line)) || string(rec) != string(line[:keep]) {
+		t.Fatalf("Next = %q, %d, %v; want the first %d bytes of a %d-byte line", rec, tooLong, err, keep, len(line))
+	}
+	if rec, tooLong, err := f.Next(); err != nil || tooLong != 0 || string(rec) != "next" {
+		t.Fatalf("Next after the oversize line = %q, %d, %v; want next", rec, tooLong, err)
+	}
+	for _, rd := range r.reads {
+		if rd.bufLen > maxLine+2 {
+			t.Fatalf("buffer grew to %d bytes, past max line + 2", rd.bufLen)
+		}
+	}
+	if cap(f.kept) > keep {
+		t.Fatalf("kept %d bytes of the line, want at most %d", cap(f.kept), keep)
+	}
+}
+
 func (r *errReader) Read([]byte) (int, error) { return 0, r.err }
 
 func FuzzFramer(f *testing.F) {
