@@ -164,7 +164,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.logger.InfoContext(ctx, "worker started",
 		"batch_size", w.opts.BatchSize, "concurrency", w.opts.Concurrency, "table", w.router.routes[0].Transform.Table().Ident().Sanitize(),
-		"pipelines", w.router.Sources())
+		"pipelines", w.router.Sources(), "max_deliver", w.opts.MaxDeliver, "dead_letters", w.opts.DeadLetters != nil)
 	started := time.Now()
 
 	loops, loopCtx := errgroup.WithContext(ctx)
