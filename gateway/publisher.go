@@ -452,7 +452,7 @@ func (p *publisher) run(abort <-chan struct{}) {
 			p.win.fail(err)
 			return
 		}
-		p.logRetry(kind, e.line, err)
+		p.logRetry(kind, e, err)
 		delay = min(max(2*delay, retryMin), retryMax)
 		t := time.NewTimer(delay)
 		select {
@@ -516,7 +516,7 @@ func (p *publisher) resendFailed() {
 	}
 }
 
-func (p *publisher) logRetry(kind failure, line int64, err error) {
+func (p *publisher) logRetry(kind failure, e *entry, err error) {
 	now := time.Now()
 	if now.Sub(p.lastLog) < retryLogEvery {
 		p.quiet++
@@ -526,7 +526,7 @@ func (p *publisher) logRetry(kind failure, line int64, err error) {
 	if kind == failFull {
 		msg = "stream full; holding the sender until workers make room"
 	}
-	p.logger.Warn(msg, "line", line, "err", err, "retries_not_logged", p.quiet)
+	p.logger.Warn(msg, "line", e.line, "subject", e.msg.Subject, "err", err, "retries_not_logged", p.quiet)
 	p.lastLog, p.quiet = now, 0
 }
 
