@@ -127,6 +127,9 @@ func (s *session) run(ctx context.Context) Receipt {
 		s.logger.Debug("compressed input", "compression", compression)
 	}
 
+	// Of an oversize line, keep no more than a line may have, so that its
+	// dead letter fits the window and the server's payload limit as lines
+	// do.
 	fr := newFramer(input, s.cfg.readBuffer, s.cfg.maxLine, min(deadletter.TooLongKeep, s.cfg.maxLine))
 	defer fr.close()
 	var readErr error
