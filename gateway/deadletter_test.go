@@ -189,3 +189,22 @@ func TestGatewayDeadLetterRefused(t *testing.T) {
 		t.Errorf("dead-letter stream holds %d entries, want 0", n)
 	}
 }
+
+// Under a maximum line length below 64 KiB, a dead letter keeps as much
+// of the line as a line may have.
+func TestGatewayDeadLetterKeepsAtMostMaxLine(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_LINE_BYTES": "100", "GATEWAY_READ_BUFFER_BYTES": "512"}})
+	line := oversizeLine(5000)
+	r := send(t, b.addr(t, 0), append(line, "\r\nok\n"...))
+	if r.Status != gateway.StatusOK || r.Lines != 1 || r.TooLong != 1 || r.DeadLettered != 1 {
+		t.Fatalf("receipt = %+v, want ok with 1 line, 1 too long and dead-lettered", r)
+	}
+	entries := b.deadLetters(t)
+	if len(entries) != 1 {
+		t.Fatalf("dead-letter stream holds %d entries, want 1", len(entries))
+	}
+	if e := entries[0]; !bytes.Equal(e.Data, line[:100]) || e.Length != 5000 || !e.Truncated() {
+		t.Fatalf("dead letter holds %q of %d bytes, want the first 100 of 5000", e.Data, e.Length)
+	}
+}
