@@ -165,9 +165,9 @@ func (g *guard) counts() map[string]uint64 {
 // refusalLog logs refused connections at most once per peer per minute,
 // so a client retrying in a loop, or a scanner, cannot flood the log. A
 // peer's next line says how many of its refusals were not logged since.
-// Memory is bounded: peers not logged for a minute are forgotten in a
+// Memory is bounded: peers not refused for a minute are forgotten in a
 // sweep at most once a minute, which logs in one line what they had left
-// unsaid, and at most refusalLogPeers are remembered at once. Safe for
+// unlogged, and at most refusalLogPeers are remembered at once. Safe for
 // concurrent use.
 type refusalLog struct {
 	logger *slog.Logger
@@ -181,7 +181,8 @@ type refusalLog struct {
 
 type peerRefusals struct {
 	logged     time.Time // when a refusal of this peer was last logged
-	suppressed uint64    // refusals since then, not logged
+	last       time.Time // when this peer was last refused
+	suppressed uint64    // refusals since logged, not logged
 }
 
 func newRefusalLog(logger *slog.Logger, now func() time.Time) *refusalLog {
@@ -203,20 +204,21 @@ func (l *refusalLog) note(reason string, peer netip.Addr, err error) {
 	switch {
 	case ok && now.Sub(p.logged) < refusalLogEvery:
 		p.suppressed++
+		p.last = now
 		log = false
 	case ok:
 		suppressed = p.suppressed
-		p.logged, p.suppressed = now, 0
+		p.logged, p.last, p.suppressed = now, now, 0
 	case len(l.peers) >= refusalLogPeers:
 		l.overflow++
 		log = false
 	default:
-		l.peers[peer] = &peerRefusals{logged: now}
+		l.peers[peer] = &peerRefusals{logged: now, last: now}
 	}
 	l.mu.Unlock()
 
 	if unlogged > 0 {
-		l.logger.Warn("connections refused and not logged, from peers quiet for a minute or too many to track",
+		l.logger.Warn("connections refused and not logged, from peers not refused for a minute or too many to track",
 			"refused_unlogged", unlogged)
 	}
 	if log {
@@ -228,12 +230,13 @@ func (l *refusalLog) note(reason string, peer netip.Addr, err error) {
 	}
 }
 
-// sweep forgets peers not logged for a minute and returns the refusals
-// left unlogged by them and by peers that could not be remembered. l.mu
+// sweep forgets peers not refused for a minute and returns the refusals
+// left unlogged by them and by peers that could not be remembered. A peer
+// refused all along stays, so that its next line tells its own count. l.mu
 // must be held.
 func (l *refusalLog) sweep(now time.Time) (unlogged uint64) {
 	for a, p := range l.peers {
-		if now.Sub(p.logged) >= refusalLogEvery {
+		if now.Sub(p.last) >= refusalLogEvery {
 			unlogged += p.suppressed
 			delete(l.peers, a)
 		}

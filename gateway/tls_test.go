@@ -57,12 +57,14 @@ func writePEM(t testing.TB, name, kind string, der []byte) string {
 	return path
 }
 
-var serial int64
-
-func template(cn string) *x509.Certificate {
-	serial++
+func template(t testing.TB, cn string) *x509.Certificate {
+	t.Helper()
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
+		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
@@ -72,7 +74,7 @@ func template(cn string) *x509.Certificate {
 func newCA(t testing.TB, name string) *certAuthority {
 	t.Helper()
 	key := newKey(t)
-	tmpl := template(name)
+	tmpl := template(t, name)
 	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 	tmpl.KeyUsage = x509.KeyUsageCertSign
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -96,7 +98,7 @@ func (ca *certAuthority) pool() *x509.CertPool {
 func (ca *certAuthority) issue(t testing.TB, cn string, server bool) pair {
 	t.Helper()
 	key := newKey(t)
-	tmpl := template(cn)
+	tmpl := template(t, cn)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
@@ -325,5 +327,24 @@ func TestGatewayTLSWithNcat(t *testing.T) {
 		"--ssl-cert", client.cert, "--ssl-key", client.key)
 	if r.Status != gateway.StatusOK || r.Lines != 2 {
 		t.Fatalf("receipt = %+v, want ok with 2 lines", r)
+	}
+}
+
+// The idle timeout holds on TLS connections too, and the receipt still
+// reaches the sender after the timed-out read.
+func TestGatewayTLSIdleTimeout(t *testing.T) {
+	t.Parallel()
+	s := setupTLS(t, map[string]string{"GATEWAY_IDLE_TIMEOUT": "300ms"})
+	c, err := tls.Dial("tcp", s.addr(t, 0), &tls.Config{RootCAs: s.ca.pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("one\ntwo\npartial")); err != nil {
+		t.Fatal(err)
+	}
+	r := readReceipt(t, c, 10*time.Second)
+	if r.Status != gateway.StatusIdleTimeout || r.Lines != 2 || r.ResumeLine != 3 {
+		t.Fatalf("receipt = %+v, want idle_timeout with 2 lines, resume at 3", r)
 	}
 }
