@@ -186,7 +186,9 @@ func (r *Report) writeConnectionsText(w io.Writer) error {
 		cpuRow("gateway", func(rr *rateResult) string {
 			return cores(rr.GatewayCores) + ", " + perConn(rr.gatewayCPUPerConn())
 		})
-		cpuRow("bench (clients + NATS)", func(rr *rateResult) string { return cores(rr.BenchCores) })
+		cpuRow("bench (clients + NATS)", func(rr *rateResult) string {
+			return cores(rr.BenchCores) + ", " + perConn(perLine(rr.BenchCPUSeconds, int(rr.OK)))
+		})
 		cpuRow("other (not this run)", func(rr *rateResult) string { return cores(rr.OtherCores) })
 		cpuRow("machine busy", func(rr *rateResult) string { return fmt.Sprintf("%.0f%% of %d CPUs", rr.BusyPct, r.Machine.CPUs) })
 		for _, rr := range rates {
