@@ -241,7 +241,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.logger.Info("gateway started", "instance", g.instance, "acceptors_per_listener", g.acceptors,
 		"max_line_bytes", g.session.maxLine, "inflight_messages", g.session.publisher.inflightMessages,
 		"inflight_bytes", g.session.publisher.inflightBytes, "max_decompressed_bytes", g.session.maxDecompressed,
-		"allow_cidrs", len(g.guard.allow), "max_connections_per_ip", g.guard.perIP, "mutual_tls", g.tls != nil && g.tls.ClientCAs != nil)
+		"allow_cidrs", len(g.guard.allow), "max_connections_per_ip", g.guard.perIP)
+	g.logCertificate()
 
 	<-ctx.Done()
 	start := time.Now()

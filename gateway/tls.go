@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 )
 
 // tlsConfig returns the TLS listeners' configuration, or nil if there are
@@ -69,4 +70,24 @@ func (g *Gateway) handshake(ctx context.Context, conn *tls.Conn) error {
 		return fmt.Errorf("no TLS handshake within %s (GATEWAY_TLS_HANDSHAKE_TIMEOUT; is the client speaking TLS?)", g.handshakeTimeout)
 	}
 	return err
+}
+
+// logCertificate logs the TLS listeners' certificate at start, and warns
+// if it is expired or expires within a week: clients would refuse it, and
+// the gateway does not reload it.
+func (g *Gateway) logCertificate() {
+	if g.tls == nil || len(g.tls.Certificates) == 0 || g.tls.Certificates[0].Leaf == nil {
+		return
+	}
+	leaf := g.tls.Certificates[0].Leaf
+	attrs := []any{"subject", leaf.Subject.String(), "not_after", leaf.NotAfter, "mutual_tls", g.tls.ClientCAs != nil,
+		"handshake_timeout", g.handshakeTimeout}
+	switch left := time.Until(leaf.NotAfter); {
+	case left <= 0:
+		g.logger.Warn("the TLS certificate has expired; clients will refuse it: renew GATEWAY_TLS_CERT and restart", attrs...)
+	case left < 7*24*time.Hour:
+		g.logger.Warn("the TLS certificate expires within a week: renew GATEWAY_TLS_CERT and restart", attrs...)
+	default:
+		g.logger.Info("tls certificate", attrs...)
+	}
 }
