@@ -14,19 +14,23 @@ import (
 // an operator sees at a glance what a process was started with. cfg is a
 // program's Config struct (or a pointer to one) as caarlos0/env parsed it:
 // fields tagged `env:"NAME"`, nested structs without a tag walked into
-// (their envPrefix honoured).
+// (their envPrefix honoured). The attribute keys are the variable names,
+// so the line reads like the environment it came from.
 //
-// Secrets never appear; nothing has to be remembered for that:
-//   - a field of type [Secret] shows [Redacted] (or "" when unset);
-//   - so does a field whose variable name says it holds a secret (PASSWORD,
-//     TOKEN, SECRET, …) whatever its type, and one read from a file with
-//     the env "file" option;
-//   - every other value, strings, lists and anything printed through
-//     fmt, goes through [RedactURLs], so the password of NATS_URL or
-//     DATABASE_URL, or of any URL field added later, shows as [Redacted].
+// Secrets are hidden by three nets, so that a secret field added later is
+// caught by at least one of them:
+//   - a field of type [Secret] (or a list of them) shows [Redacted], or ""
+//     when unset;
+//   - so does any field whose variable name says it holds a secret
+//     (PASSWORD, TOKEN, SECRET, …), whatever its type, and one read from a
+//     file with the env "file" option;
+//   - every other value, strings, lists and anything printed through fmt,
+//     goes through [RedactURLs], so the password of NATS_URL, DATABASE_URL
+//     or any URL field shows as [Redacted].
 //
-// File paths (keys, certificates, .creds files) are shown: they are where
-// a secret is, not the secret.
+// What none of them catches is a bare secret in a string field with an
+// innocent name: declare such fields as [Secret]. File paths (keys,
+// certificates, .creds files) are shown: they say where a secret is.
 func Effective(logger *slog.Logger, cfg any) {
 	var attrs []any
 	walkEnv(reflect.ValueOf(cfg), "", func(name string, f reflect.StructField, v reflect.Value) {
