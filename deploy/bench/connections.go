@@ -77,9 +77,12 @@ type connRun struct {
 func runConnections(ctx context.Context, b *bench) error {
 	r := &connRun{b: b, srcs: newSources(sourceAddrCount)}
 	cfg := b.cfg
+	// The connection cap leaves room for the idle connections and, as a
+	// client may connect again before the gateway has closed its last
+	// connection, for every client twice and the probes.
 	r.res = connectionsResult{
 		IdleConns: cfg.IdleConns, Clients: cfg.Clients, DurationSeconds: cfg.Duration.Seconds(),
-		SourceAddrs: r.srcs.String(), MaxConnections: cfg.IdleConns + cfg.Clients + 100,
+		SourceAddrs: r.srcs.String(), MaxConnections: cfg.IdleConns + 2*cfg.Clients + 100,
 		LoadAvg: loadAvg(),
 	}
 	var err error
