@@ -348,3 +348,16 @@ func TestGatewayTLSIdleTimeout(t *testing.T) {
 		t.Fatalf("receipt = %+v, want idle_timeout with 2 lines, resume at 3", r)
 	}
 }
+
+func TestGatewayTLSRefusesOldVersions(t *testing.T) {
+	t.Parallel()
+	s := setupTLS(t, nil)
+	c, err := tls.Dial("tcp", s.addr(t, 0), &tls.Config{RootCAs: s.ca.pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	if err == nil {
+		c.Close()
+		t.Fatalf("a TLS 1.1 client completed its handshake; want TLS 1.2 at least")
+	}
+	waitFor(t, 10*time.Second, "the refusal to be counted", func() bool {
+		return s.gw.Refused()[gateway.RefusedTLSHandshake] == 1
+	})
+}
