@@ -273,11 +273,14 @@ func TestConnectRejectsUnusableFiles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	junk := writeFile(t, dir, "junk", []byte("not a key\n"))
+	_, seed := nkeyUser(t, dir, "user.nk") // a seed without its JWT
 	for _, tt := range []struct {
 		cfg  topology.NATSConfig
 		want string
 	}{
 		{topology.NATSConfig{NKey: junk}, "NATS_NKEY"},
+		{topology.NATSConfig{Creds: junk}, "NATS_CREDS"},
+		{topology.NATSConfig{Creds: seed}, "NATS_CREDS"},
 		{topology.NATSConfig{TLSCA: junk}, "NATS_TLS_CA"},
 		{topology.NATSConfig{TLSCert: junk, TLSKey: junk}, "NATS_TLS_CERT and NATS_TLS_KEY"},
 	} {
