@@ -185,6 +185,24 @@ func TestConnectCredentials(t *testing.T) {
 	}
 }
 
+// TestConnectBadURLHidesSecrets gives Connect, unvalidated, a URL that does
+// not parse: url.Parse quotes it whole in its error.
+func TestConnectBadURLHidesSecrets(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	cfg := topology.NATSConfig{URL: "nats://jet:pw-unparsed@host:notaport", ConnectTimeout: 3 * time.Second}
+	_, _, err := topology.Connect(t.Context(), cfg, "test", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err == nil || !strings.Contains(err.Error(), "NATS_URL does not parse") {
+		t.Fatalf("Connect with a URL that does not parse: %v", err)
+	}
+	if strings.Contains(logs.String(), "waiting for nats") {
+		t.Errorf("Connect retried a URL that does not parse: %s", logs.String())
+	}
+	if strings.Contains(err.Error()+logs.String(), "pw-unparsed") {
+		t.Errorf("the password leaked:\nerr: %v\nlogs: %s", err, logs.String())
+	}
+}
+
 // TestConnectUnreachableHidesSecrets waits for a server that is not there,
 // with a password in the URL and a token, and checks that neither the log
 // lines nor the final error quote them.

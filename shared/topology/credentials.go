@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 
@@ -129,8 +130,8 @@ func checkCreds(path string) error {
 }
 
 // refusal tells what to fix when err says the server refused the
-// credentials or the TLS handshake failed, and returns "" for errors that
-// waiting may cure (server down, network).
+// credentials, the TLS handshake failed or the URL does not parse, and
+// returns "" for errors that waiting may cure (server down, network).
 func refusal(err error) string {
 	var (
 		unknownCA x509.UnknownAuthorityError
@@ -140,7 +141,10 @@ func refusal(err error) string {
 		verifyErr *tls.CertificateVerificationError
 		opErr     *net.OpError
 	)
+	var urlErr *url.Error
 	switch {
+	case errors.As(err, &urlErr):
+		return "NATS_URL does not parse: use e.g. nats://host:4222 or nats://user:password@host:4222, with special characters in the password percent-encoded"
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
 		errors.Is(err, nats.ErrAccountAuthExpired), errors.Is(err, nats.ErrNkeyAndUser), errors.Is(err, nats.ErrNoUserCB):
 		return "the server refused the credentials: check the user and password or token in NATS_URL, or NATS_CREDS, NATS_NKEY or NATS_TOKEN"
