@@ -126,6 +126,8 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions) (Re
 	if _, err := ingest(ctx, js); err != nil {
 		return res, err
 	}
+	// The total makes progress readable; for sequence and time ranges it
+	// costs a pass over the headers, small beside the replay itself.
 	sum, err := List(ctx, js, opts.Filter)
 	if err != nil {
 		return res, err
@@ -236,9 +238,25 @@ func (r *replayer) replay(ctx context.Context, l letter) error {
 	return nil
 }
 
-// confirm waits for each published line's ack, in order, and removes its
-// entry. It stops the reading at the first failure.
+// removers is how many entries are removed at once. Each removal is a
+// request and reply; one at a time they would bound a replay to a few
+// thousand lines a second.
+const removers = 8
+
+// confirm waits for each published line's ack, in order, and has its entry
+// removed. It stops the reading at the first failure.
 func (r *replayer) confirm(stopReading context.CancelCauseFunc) {
+	remove := make(chan uint64, r.opts.Window)
+	var wg sync.WaitGroup
+	for range removers {
+		wg.Go(func() {
+			for seq := range remove {
+				r.remove(seq)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(remove)
 	for p := range r.inflight {
 		timer := time.NewTimer(r.opts.AckTimeout)
 		var err error
@@ -260,14 +278,18 @@ func (r *replayer) confirm(stopReading context.CancelCauseFunc) {
 		if dup {
 			r.duplicates.Add(1)
 		}
-		// The removal must happen even when the replay is being
-		// interrupted: the line is in the ingest stream now.
-		delCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := r.dl.DeleteMsg(delCtx, p.seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			r.notRemoved.Add(1)
-			r.note(fmt.Sprintf("remove dead letter %d after replaying it: %v", p.seq, err))
-		}
-		cancel()
+		remove <- p.seq
+	}
+}
+
+// remove removes a replayed entry. It runs even when the replay is being
+// interrupted: the line is in the ingest stream now.
+func (r *replayer) remove(seq uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.dl.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		r.notRemoved.Add(1)
+		r.note(fmt.Sprintf("remove dead letter %d after replaying it: %v", seq, err))
 	}
 }
 
@@ -341,8 +363,9 @@ func skipReason(l letter) string {
 // without JetStream's (a stale Nats-Msg-Id would be de-duplicated away),
 // plus a replay message id and the origin sequence. A line dead-lettered
 // again after a replay keeps the origin sequence it already had. An entry
-// without an ingest sequence (none is recorded by the gateway) gets no
-// origin and is keyed by its new sequence.
+// that records no ingest sequence gets no origin and is keyed by its new
+// sequence; only the gateway writes such entries, for lines too long to
+// replay.
 func replayMsg(e deadletter.Entry) *nats.Msg {
 	h := nats.Header{}
 	for k, v := range e.Header {

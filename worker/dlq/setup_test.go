@@ -26,7 +26,7 @@ type bundle struct {
 
 // setup starts a server with the ingest stream (limited to ingestBytes;
 // 0 means 100 MiB) and an empty dead-letter stream.
-func setup(t *testing.T, ingestBytes int64) *bundle {
+func setup(t testing.TB, ingestBytes int64) *bundle {
 	t.Helper()
 	js := connect(t)
 	if ingestBytes == 0 {
@@ -45,7 +45,7 @@ func setup(t *testing.T, ingestBytes int64) *bundle {
 }
 
 // connect starts a private server and returns a JetStream context on it.
-func connect(t *testing.T) jetstream.JetStream {
+func connect(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	srv := testenv.NATS(t)
 	nc, err := nats.Connect(srv.ClientURL())
@@ -94,7 +94,7 @@ func tooLong(source string, length int64) deadletter.Entry {
 
 // deadLetter writes entries to the dead-letter stream, as workers and the
 // gateway do.
-func (b *bundle) deadLetter(t *testing.T, entries ...deadletter.Entry) {
+func (b *bundle) deadLetter(t testing.TB, entries ...deadletter.Entry) {
 	t.Helper()
 	msgs := make([]*nats.Msg, len(entries))
 	for i := range entries {
@@ -104,7 +104,7 @@ func (b *bundle) deadLetter(t *testing.T, entries ...deadletter.Entry) {
 }
 
 // state returns how many messages s holds.
-func state(t *testing.T, s jetstream.Stream) jetstream.StreamState {
+func state(t testing.TB, s jetstream.Stream) jetstream.StreamState {
 	t.Helper()
 	info, err := s.Info(context.Background())
 	if err != nil {

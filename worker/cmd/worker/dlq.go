@@ -78,8 +78,8 @@ func dlqTo(ctx context.Context, cfg worker.Config, args []string, stdout, stderr
 }
 
 // runOperation connects to NATS with the worker's settings and runs op.
-// Operation logs go to stderr at warning level and above unless LOG_LEVEL
-// asks for less, so the output stays what the operator asked for.
+// Logs go to stderr, warnings and errors only unless LOG_LEVEL is debug,
+// so the output stays what the operator asked for.
 func runOperation(ctx context.Context, cfg worker.Config, name string, op operation, stdout, stderr io.Writer) error {
 	logCfg := cfg.Log
 	logCfg.Level = max(logCfg.Level, slog.LevelWarn)
