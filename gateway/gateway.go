@@ -61,6 +61,7 @@ type Gateway struct {
 	shutdown  time.Duration
 	reserve   time.Duration // end of shutdown kept for receipts
 	limiter   *connLimiter
+	metrics   *metrics // see metrics.go
 	guard     *guard
 	abort     chan struct{}
 	nextConn  atomic.Uint64
@@ -141,6 +142,7 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 		tls:              tlsConfig,
 		handshakeTimeout: cfg.TLSHandshakeTimeout,
 	}
+	g.metrics = newMetrics(g, listeners)
 	g.session = sessionConfig{
 		maxLine:         maxLine,
 		readBuffer:      cfg.ReadBufferBytes,
@@ -301,7 +303,9 @@ func (g *Gateway) serve(ctx context.Context, conn net.Conn, l Listener) {
 		instance: g.instance,
 		js:       g.js,
 		logger:   g.logger.With("conn", id, "source", l.Source, "remote", conn.RemoteAddr().String()),
+		metrics:  g.metrics.source(l.Source),
 	}
+	s.metrics.accept()
 	g.mu.Lock()
 	g.active[s] = struct{}{}
 	g.mu.Unlock()

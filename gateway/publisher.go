@@ -96,6 +96,7 @@ type entry struct {
 	// deadLetter marks the dead-letter entry of an oversize line: it is
 	// counted apart and not pooled (its message is built whole).
 	deadLetter bool
+	sent       time.Time // first published, for the latency metric
 
 	paf   jetstream.PubAckFuture // nil if the publish call itself failed
 	err   error                  // known failure of the latest attempt
@@ -153,6 +154,7 @@ type window struct {
 	itemsWaiting bool
 	room         chan struct{}
 	items        chan struct{}
+	wait         waitClock // times waits for room; see metrics.go
 }
 
 func newWindow(maxMsgs int, maxBytes int64, total *semaphore.Weighted) *window {
@@ -167,6 +169,7 @@ func newWindow(maxMsgs int, maxBytes int64, total *semaphore.Weighted) *window {
 // is done or the window has failed. A line larger than the whole byte budget
 // gets in alone.
 func (w *window) reserve(ctx context.Context, n int64) error {
+	defer w.wait.stop()
 	for {
 		w.mu.Lock()
 		if w.failed != nil {
@@ -182,6 +185,7 @@ func (w *window) reserve(ctx context.Context, n int64) error {
 		}
 		w.roomWaiting = true
 		w.mu.Unlock()
+		w.wait.start()
 		select {
 		case <-w.room:
 		case <-ctx.Done():
@@ -196,6 +200,7 @@ func (w *window) reserveTotal(ctx context.Context, n int64) error {
 	if w.total == nil || w.total.TryAcquire(n) {
 		return nil
 	}
+	w.wait.start()
 	if err := w.total.Acquire(ctx, n); err != nil {
 		w.mu.Lock()
 		w.msgs--
@@ -343,6 +348,8 @@ type publisher struct {
 	failedEntry  *entry
 	lastLog      time.Time
 	quiet        int // retries not logged since lastLog
+
+	metrics *sourceMetrics // see metrics.go
 }
 
 func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject, instance, conn string, logger *slog.Logger) *publisher {
@@ -371,6 +378,7 @@ func (p *publisher) publish(ctx context.Context, rec []byte, line int64, receive
 	e := entryPool.Get().(*entry)
 	e.data = append(e.data[:0], rec...)
 	e.line, e.size = line, size
+	e.sent = time.Now()
 	e.msg.Subject = p.subject
 	e.msg.Data = e.data
 	// One allocation for the message id; the line number is its tail.
@@ -428,8 +436,10 @@ func (p *publisher) run(abort <-chan struct{}) {
 			p.win.pop()
 			if e.deadLetter {
 				p.deadLettered++
+				p.metrics.deadLetterAcked()
 			} else {
 				p.acked++
+				p.metrics.acked(e.sent)
 				putEntry(e)
 			}
 			delay = 0
@@ -503,6 +513,7 @@ func (p *publisher) poll(e *entry) {
 // resend publishes e again with the same headers, so the message id lets
 // JetStream drop it if an earlier attempt was stored after all.
 func (p *publisher) resend(e *entry) {
+	p.metrics.retry()
 	e.acked = false
 	e.paf, e.err = p.js.PublishMsgAsync(&e.msg)
 }

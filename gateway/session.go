@@ -61,6 +61,7 @@ type session struct {
 	instance string
 	js       jetstream.JetStream
 	logger   *slog.Logger
+	metrics  *sourceMetrics // see metrics.go
 
 	stopped atomic.Bool // reads fail from now on (shutdown)
 	// pub is the connection's publisher, started on its first line; nil
@@ -145,8 +146,10 @@ func (s *session) run(ctx context.Context) Receipt {
 			s.fresh = false
 		}
 		if tooLong > 0 {
+			s.metrics.lineTooLong()
 			err = s.deadLetter(ctx, rec, tooLong, fr.Line())
 		} else {
+			s.metrics.line()
 			err = s.publisher().publish(ctx, rec, fr.Line(), s.stamp)
 		}
 		if err != nil {
@@ -202,6 +205,7 @@ func (s *session) publisher() *publisher {
 		return p
 	}
 	p := newPublisher(s.js, s.cfg.publisher, s.subject, s.instance, strconv.FormatUint(s.id, 10), s.logger)
+	p.instrument(s.metrics)
 	go p.run(s.cfg.abort)
 	s.pub.Store(p)
 	return p
@@ -225,6 +229,7 @@ func (s *session) Read(p []byte) (int, error) {
 	if n > 0 {
 		s.readAt, s.fresh = time.Now(), true
 		s.received += int64(n)
+		s.metrics.read(n)
 	}
 	if err != nil && s.stopped.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 		err = errStopped

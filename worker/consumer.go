@@ -30,6 +30,8 @@ type batch struct {
 	route []int
 	// delivered[i] is how many times msgs[i] has been delivered.
 	delivered []uint64
+	// fetched is when the fetch of msgs completed.
+	fetched time.Time
 	// ingestSeq[i] is msgs[i]'s own stream sequence; lines[i].Seq differs
 	// for a replayed line.
 	ingestSeq []uint64
@@ -129,6 +131,7 @@ func (w *Worker) fetch(b *batch) error {
 	for m := range mb.Messages() {
 		b.msgs = append(b.msgs, m)
 	}
+	b.fetched = time.Now()
 	return mb.Error()
 }
 
@@ -217,9 +220,11 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 		}
 		total.Inserted += wr.Inserted
 		total.Duplicates += wr.Duplicates
+		w.metrics.stored(r, wr)
 	}
 	w.finish(logger, b, total, stored)
 	w.settleDeadLetters(ctx, logger, b)
+	w.metrics.batchDone(b, stored)
 	return stored
 }
 

@@ -100,7 +100,8 @@ type Worker struct {
 	opts   Options
 	logger *slog.Logger
 
-	stats counters
+	stats   counters
+	metrics *metrics // see metrics.go
 }
 
 // New returns a worker that fetches from cons and sends each line where
@@ -129,6 +130,7 @@ func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Log
 	w.stats.rejectedBy = map[string]uint64{}
 	w.stats.deadLetteredBy = map[string]uint64{}
 	w.stats.rejectLogBudget.Store(rejectLogsPerInterval)
+	w.metrics = newMetrics(w, router)
 	return w, nil
 }
 

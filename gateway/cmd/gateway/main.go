@@ -22,6 +22,7 @@ import (
 	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/metrics"
 	"github.com/jetline/jetline/shared/topology"
 )
 
@@ -83,6 +84,7 @@ func run() (err error) {
 	}
 
 	hs := health.New(cfg.HealthAddr, logger)
+	hs.Handle("GET "+metrics.Path, metrics.Handler(logger, gw.Metrics()))
 	hs.AddCheck("nats", topology.Connected(nc))
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -30,6 +30,7 @@ import (
 	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/metrics"
 	"github.com/jetline/jetline/shared/topology"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/pipeline"
@@ -130,6 +131,7 @@ func run(ctx context.Context, cfg worker.Config) error {
 	}
 
 	hs := health.New(cfg.HealthAddr, logger)
+	hs.Handle("GET "+metrics.Path, metrics.Handler(logger, w.Metrics(js)))
 	hs.AddCheck("nats", topology.Connected(nc))
 	hs.AddCheck("postgres", pool.Ping)
 

@@ -1,0 +1,160 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/health"
+	"github.com/jetline/jetline/shared/metrics"
+)
+
+// serveMetrics serves the gateway's metrics on a health server, as the
+// program does, and returns the URL of /metrics.
+func serveMetrics(t *testing.T, gw *gateway.Gateway) string {
+	t.Helper()
+	hs := health.New("127.0.0.1:0", testLogger())
+	hs.Handle("GET "+metrics.Path, metrics.Handler(testLogger(), gw.Metrics()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- hs.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("health server: %v", err)
+		}
+	})
+	waitFor(t, 5*time.Second, "health server listening", func() bool { return hs.Addr() != nil })
+	return "http://" + hs.Addr().String() + metrics.Path
+}
+
+func scrape(t *testing.T, url string) metrics.Samples {
+	t.Helper()
+	s, err := metrics.Scrape(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestMetricsCountLines sends lines to a gateway on a real NATS server and
+// checks that /metrics moved by exactly what was sent: lines, bytes, too
+// long lines and their dead letters, the connection, the acknowledgements
+// and their latencies.
+func TestMetricsCountLines(t *testing.T) {
+	t.Parallel()
+	const maxLine = 1024
+	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_LINE_BYTES": fmt.Sprint(maxLine)}})
+	url := serveMetrics(t, b.gw)
+
+	before := scrape(t, url)
+	for _, series := range []string{
+		`jetline_gateway_lines_received_total{source="default"}`,
+		`jetline_gateway_lines_published_total{source="default"}`,
+		`jetline_gateway_lines_dead_lettered_total{reason="too_long"}`,
+		`jetline_gateway_connections_refused_total{reason="per_ip"}`,
+		`jetline_gateway_publish_latency_seconds_count`,
+		`jetline_gateway_backpressure_seconds_total`,
+		`go_goroutines`,
+		`process_cpu_seconds_total`,
+	} {
+		if _, ok := before[series]; !ok {
+			t.Errorf("%s is not exported before any connection", series)
+		}
+	}
+
+	const lines, tooLong, blank = 250, 3, 2
+	var data bytes.Buffer
+	for i := range lines {
+		fmt.Fprintf(&data, "%s\n", jsonLine(1, i))
+		if i%100 == 50 {
+			data.WriteString(`{"long":"` + strings.Repeat("x", maxLine) + "\"}\n")
+		}
+	}
+	data.WriteString(`{"long":"` + strings.Repeat("y", 3*maxLine) + "\"}\n")
+	data.WriteString(strings.Repeat("\n", blank))
+	r := send(t, b.addr(t, 0), data.Bytes())
+	if r.Status != gateway.StatusOK || r.Lines != lines || r.TooLong != tooLong {
+		t.Fatalf("receipt %+v, want ok with %d lines, %d too long", r, lines, tooLong)
+	}
+	// The receipt is written before the session gives its slot back.
+	waitFor(t, 5*time.Second, "connection closed", func() bool {
+		return scrape(t, url)["jetline_gateway_connections_open"] == 0
+	})
+
+	after := scrape(t, url)
+	want := map[string]float64{
+		`jetline_gateway_connections_accepted_total{source="default"}`: 1,
+		`jetline_gateway_lines_received_total{source="default"}`:       lines,
+		`jetline_gateway_lines_published_total{source="default"}`:      lines,
+		`jetline_gateway_bytes_received_total{source="default"}`:       float64(data.Len()),
+		`jetline_gateway_lines_too_long_total{source="default"}`:       tooLong,
+		`jetline_gateway_lines_dead_lettered_total{reason="too_long"}`: tooLong,
+		`jetline_gateway_publish_latency_seconds_count`:                lines,
+		`jetline_gateway_connections_refused_total{reason="per_ip"}`:   0,
+	}
+	for series, delta := range want {
+		if got := after[series] - before[series]; got != delta {
+			t.Errorf("%s moved by %v, want %v (before %v, after %v)", series, got, delta, before[series], after[series])
+		}
+	}
+	for _, series := range []string{"jetline_gateway_publish_inflight_lines", "jetline_gateway_publish_inflight_bytes"} {
+		if v, ok := after[series]; !ok || v != 0 {
+			t.Errorf("%s = %v (exported %v), want 0 once every line is acknowledged", series, v, ok)
+		}
+	}
+	if sum := after["jetline_gateway_publish_latency_seconds_sum"] - before["jetline_gateway_publish_latency_seconds_sum"]; sum <= 0 {
+		t.Errorf("publish latencies sum to %v, want more than 0", sum)
+	}
+	if n := b.msgCount(t); n != lines {
+		t.Errorf("stream holds %d lines, want %d", n, lines)
+	}
+}
+
+// TestMetricsCountBackpressure fills a small stream so that the sender is
+// held back, and checks that the in-flight gauges show the full window,
+// that the failing publishes are counted as retries and that the time the
+// sender is held back grows while it is.
+func TestMetricsCountBackpressure(t *testing.T) {
+	t.Parallel()
+	const window = 16
+	b := setup(t, setupOptions{
+		streamMaxBytes: 256 << 10,
+		env: map[string]string{
+			"GATEWAY_INFLIGHT_MESSAGES": fmt.Sprint(window),
+			"GATEWAY_SHUTDOWN_TIMEOUT":  "2s",
+		},
+	})
+	url := serveMetrics(t, b.gw)
+	const bp = "jetline_gateway_backpressure_seconds_total"
+	before := scrape(t, url)
+	if before[bp] != 0 {
+		t.Fatalf("%s = %v before any connection", bp, before[bp])
+	}
+
+	c := dial(t, b.addr(t, 0))
+	line := `{"pad":"` + strings.Repeat("p", 1000) + "\"}\n"
+	go func() {
+		// More than the stream holds: the gateway stops reading once its
+		// window is full of lines the stream refuses.
+		for range 1000 {
+			if _, err := c.Write([]byte(line)); err != nil {
+				return
+			}
+		}
+	}()
+	var held metrics.Samples
+	waitFor(t, 20*time.Second, "the window to fill with refused lines", func() bool {
+		held = scrape(t, url)
+		return held["jetline_gateway_publish_inflight_lines"] == window &&
+			held["jetline_gateway_publish_retries_total"] > 0 && held[bp] > 0
+	})
+	if got, want := held["jetline_gateway_publish_inflight_bytes"], float64(window*(len(line)-1)); got != want {
+		t.Errorf("in flight bytes = %v, want %v (%d lines of %d bytes)", got, want, window, len(line)-1)
+	}
+	waitFor(t, 10*time.Second, "the held-back time to grow", func() bool { return scrape(t, url)[bp] > held[bp] })
+}

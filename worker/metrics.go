@@ -1,0 +1,304 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// Metric names. Dashboards and alerts use them (README.md, "Metrics"):
+// renaming one breaks them.
+const (
+	MetricBatches             = "jetline_worker_batches_total"
+	MetricBatchLines          = "jetline_worker_batch_lines"
+	MetricBatchDuration       = "jetline_worker_batch_duration_seconds"
+	MetricRowsInserted        = "jetline_worker_rows_inserted_total"
+	MetricRowsDuplicate       = "jetline_worker_rows_duplicate_total"
+	MetricLinesFiltered       = "jetline_worker_lines_filtered_total"
+	MetricLinesDeadLettered   = "jetline_worker_lines_dead_lettered_total"
+	MetricLinesRetried        = "jetline_worker_lines_retried_total"
+	MetricStoreFailures       = "jetline_worker_store_failures_total"
+	MetricConsumerPending     = "jetline_worker_consumer_pending"
+	MetricConsumerAckPending  = "jetline_worker_consumer_ack_pending"
+	MetricConsumerRedelivered = "jetline_worker_consumer_redelivered"
+	MetricStreamMessages      = "jetline_stream_messages"
+	MetricStreamBytes         = "jetline_stream_bytes"
+)
+
+// Values of the outcome label of [MetricBatches].
+const (
+	batchStored = "stored"
+	batchFailed = "failed"
+)
+
+// JetStream state is asked for at most every jetstreamStateCacheFor, and
+// given jetstreamStateTimeout to answer, so that a scrape stays quick.
+const (
+	jetstreamStateCacheFor = 5 * time.Second
+	jetstreamStateTimeout  = 2 * time.Second
+)
+
+// commonDeadLetterReasons are reported from the start, at 0, so that
+// rate() and increase() see the first dead letter of each.
+var commonDeadLetterReasons = []string{ReasonInvalidJSON, deadletter.ReasonMaxDeliveries}
+
+// batchDurationBuckets span a small batch on an idle database (a few
+// milliseconds) to one that waits on locks or a slow disk (tens of
+// seconds, near the ack wait).
+var batchDurationBuckets = prometheus.ExponentialBuckets(0.001, 2, 16) // 1ms … 33s
+
+// metrics are a worker's Prometheus metrics. Counting happens once per
+// batch, never per line: what [Worker.Stats] already counts is read at
+// scrape time, and the rest is resolved per route when the worker is made.
+type metrics struct {
+	w *Worker
+
+	batchStored, batchFailed prometheus.Counter
+	batches                  *prometheus.CounterVec
+	batchLines               prometheus.Histogram
+	batchDuration            prometheus.Histogram
+	inserted, duplicates     *prometheus.CounterVec
+	filtered                 *prometheus.CounterVec
+	storeFailures            *prometheus.CounterVec
+
+	// Per route index: the route's table, and for routes of their own
+	// the source they filter.
+	insertedBy, duplicatesBy, filteredBy []prometheus.Counter
+	failedBy                             map[Class]prometheus.Counter
+
+	retried, deadLettered *prometheus.Desc
+
+	js *jetstreamState
+}
+
+func newMetrics(w *Worker, router *Router) *metrics {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	m := &metrics{
+		w:       w,
+		batches: counter(MetricBatches, "Fetched batches finished: stored (every table committed, lines acknowledged) or failed (a store failed; its lines were handed back).", "outcome"),
+		batchLines: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    MetricBatchLines,
+			Help:    "Lines per fetched batch.",
+			Buckets: prometheus.ExponentialBucketsRange(1, 10000, 15),
+		}),
+		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    MetricBatchDuration,
+			Help:    "Time from a batch's fetch completing to its lines being acknowledged (transform, store, commit, ack).",
+			Buckets: batchDurationBuckets,
+		}),
+		inserted:      counter(MetricRowsInserted, "Rows newly stored, by table.", "table"),
+		duplicates:    counter(MetricRowsDuplicate, "Rows skipped because their key was already stored (a redelivered or re-sent line), by table.", "table"),
+		filtered:      counter(MetricLinesFiltered, "Lines a pipeline's filter dropped, by source.", "source"),
+		storeFailures: counter(MetricStoreFailures, "Failed attempts to store a batch's rows of one table, by class (transient: retried soon; permanent: fix the cause).", "class"),
+		retried: prometheus.NewDesc(MetricLinesRetried,
+			"Lines negatively acknowledged for redelivery after a failed store.", nil, nil),
+		deadLettered: prometheus.NewDesc(MetricLinesDeadLettered,
+			"Lines the worker wrote to the dead-letter stream and terminated, by reason.", []string{"reason"}, nil),
+		failedBy: map[Class]prometheus.Counter{},
+	}
+	m.batchStored = m.batches.WithLabelValues(batchStored)
+	m.batchFailed = m.batches.WithLabelValues(batchFailed)
+	for _, c := range []Class{Transient, Permanent} {
+		m.failedBy[c] = m.storeFailures.WithLabelValues(c.String())
+	}
+	for i, r := range router.routes {
+		table := strings.Join(r.Transform.Table().Ident(), ".")
+		m.insertedBy = append(m.insertedBy, m.inserted.WithLabelValues(table))
+		m.duplicatesBy = append(m.duplicatesBy, m.duplicates.WithLabelValues(table))
+		if i == 0 {
+			// The default route takes every source without a route of
+			// its own; the raw landing never filters.
+			m.filteredBy = append(m.filteredBy, nil)
+			continue
+		}
+		m.filteredBy = append(m.filteredBy, m.filtered.WithLabelValues(router.sources[i-1]))
+	}
+	return m
+}
+
+// Describe implements [prometheus.Collector].
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
+	ch <- m.retried
+	ch <- m.deadLettered
+	if m.js != nil {
+		m.js.Describe(ch)
+	}
+}
+
+// Collect implements [prometheus.Collector].
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+	s := m.w.Stats()
+	ch <- prometheus.MustNewConstMetric(m.retried, prometheus.CounterValue, float64(s.Retried))
+	for _, reason := range commonDeadLetterReasons {
+		if _, ok := s.DeadLetteredBy[reason]; !ok {
+			ch <- prometheus.MustNewConstMetric(m.deadLettered, prometheus.CounterValue, 0, reason)
+		}
+	}
+	for reason, n := range s.DeadLetteredBy {
+		ch <- prometheus.MustNewConstMetric(m.deadLettered, prometheus.CounterValue, float64(n), reason)
+	}
+	if m.js != nil {
+		m.js.Collect(ch)
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.batches, m.batchLines, m.batchDuration, m.inserted, m.duplicates, m.filtered, m.storeFailures}
+}
+
+// Metrics returns the collector of the worker's metrics, for a registry
+// (see shared/metrics). Besides the worker's own counts it reports the
+// shared consumer's state and the sizes of the ingest and dead-letter
+// streams, asked of JetStream through js at most every 5 seconds (every
+// worker reports the same numbers; take their max). js may be nil to leave
+// those out. Call it once, before [Worker.Run].
+func (w *Worker) Metrics(js jetstream.JetStream) prometheus.Collector {
+	w.metrics.js = newJetstreamState(w.cons, js, w.logger)
+	return w.metrics
+}
+
+// stored counts what a store of route r's rows wrote.
+func (m *metrics) stored(r int, wr WriteResult) {
+	if m == nil {
+		return
+	}
+	m.insertedBy[r].Add(float64(wr.Inserted))
+	m.duplicatesBy[r].Add(float64(wr.Duplicates))
+}
+
+// batchDone counts the batch in b once its lines are settled: its outcome,
+// size, how long it took since the fetch completed, the lines each
+// pipeline filtered and the class of each store that failed. complete says
+// whether every table's rows were stored.
+func (m *metrics) batchDone(b *batch, complete bool) {
+	if m == nil {
+		return
+	}
+	if complete {
+		m.batchStored.Inc()
+	} else {
+		m.batchFailed.Inc()
+	}
+	m.batchLines.Observe(float64(len(b.msgs)))
+	m.batchDuration.Observe(time.Since(b.fetched).Seconds())
+	for i, res := range b.results {
+		if res.Outcome != Filter {
+			continue
+		}
+		if c := m.filteredBy[b.route[i]]; c != nil {
+			c.Inc()
+		} else {
+			// Not the raw landing's doing; count it under its source.
+			m.filtered.WithLabelValues(b.lines[i].Source).Inc()
+		}
+	}
+	for _, g := range b.groups {
+		if g.err != nil {
+			m.failedBy[Classify(g.err)].Inc()
+		}
+	}
+}
+
+// jetstreamState reports the shared consumer's state and the streams'
+// sizes. JetStream is asked at scrape time, at most every
+// jetstreamStateCacheFor, so many workers scraped often do not load the
+// server; a scrape that cannot ask in time leaves the numbers out rather
+// than repeat stale ones.
+type jetstreamState struct {
+	cons   jetstream.Consumer
+	js     jetstream.JetStream
+	logger *slog.Logger
+
+	pending, ackPending, redelivered, messages, bytes *prometheus.Desc
+
+	mu      sync.Mutex
+	at      time.Time
+	metrics []prometheus.Metric
+}
+
+func newJetstreamState(cons jetstream.Consumer, js jetstream.JetStream, logger *slog.Logger) *jetstreamState {
+	stream := []string{"stream"}
+	return &jetstreamState{
+		cons: cons, js: js, logger: logger,
+		pending: prometheus.NewDesc(MetricConsumerPending,
+			"Lines in the ingest stream not yet delivered to any worker (the consumer's lag).", nil, nil),
+		ackPending: prometheus.NewDesc(MetricConsumerAckPending,
+			"Lines delivered to workers and not yet acknowledged (being stored, or waiting for redelivery).", nil, nil),
+		redelivered: prometheus.NewDesc(MetricConsumerRedelivered,
+			"Lines not yet acknowledged that were delivered more than once.", nil, nil),
+		messages: prometheus.NewDesc(MetricStreamMessages, "Messages in a JetStream stream (INGEST, INGEST_DLQ).", stream, nil),
+		bytes:    prometheus.NewDesc(MetricStreamBytes, "Bytes in a JetStream stream (INGEST, INGEST_DLQ).", stream, nil),
+	}
+}
+
+// Describe implements [prometheus.Collector].
+func (s *jetstreamState) Describe(ch chan<- *prometheus.Desc) {
+	ch <- s.pending
+	ch <- s.ackPending
+	ch <- s.redelivered
+	ch <- s.messages
+	ch <- s.bytes
+}
+
+// Collect implements [prometheus.Collector].
+func (s *jetstreamState) Collect(ch chan<- prometheus.Metric) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.at) >= jetstreamStateCacheFor {
+		ctx, cancel := context.WithTimeout(context.Background(), jetstreamStateTimeout)
+		s.metrics = s.read(ctx)
+		cancel()
+		s.at = time.Now()
+	}
+	for _, m := range s.metrics {
+		ch <- m
+	}
+}
+
+// read asks JetStream for the consumer's and the streams' state. What it
+// cannot learn in time (NATS down, a stream not created yet) it leaves out.
+func (s *jetstreamState) read(ctx context.Context) []prometheus.Metric {
+	var out []prometheus.Metric
+	gauge := func(d *prometheus.Desc, v uint64, labels ...string) {
+		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...))
+	}
+	if s.cons != nil {
+		if ci, err := s.cons.Info(ctx); err == nil {
+			gauge(s.pending, ci.NumPending)
+			gauge(s.ackPending, uint64(ci.NumAckPending))
+			gauge(s.redelivered, uint64(ci.NumRedelivered))
+		} else {
+			s.logger.Debug("metrics: reading consumer info", "err", err)
+		}
+	}
+	if s.js == nil {
+		return out
+	}
+	for _, name := range []string{topology.StreamName, deadletter.StreamName} {
+		st, err := s.js.Stream(ctx, name)
+		if err != nil {
+			s.logger.Debug("metrics: reading stream info", "stream", name, "err", err)
+			continue
+		}
+		info := st.CachedInfo()
+		gauge(s.messages, info.State.Msgs, name)
+		gauge(s.bytes, info.State.Bytes, name)
+	}
+	return out
+}
