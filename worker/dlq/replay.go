@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/jetline/jetline/shared/deadletter"
@@ -37,8 +38,10 @@ type ReplayOptions struct {
 	Progress      io.Writer
 	ProgressEvery time.Duration
 	// Window is how many republished lines may await their
-	// acknowledgement at once. Defaults to 256.
-	Window int
+	// acknowledgement at once. Defaults to 256. WindowBytes bounds their
+	// bytes. Defaults to 32 MiB.
+	Window      int
+	WindowBytes int64
 	// AckTimeout is how long to wait for one acknowledgement before giving
 	// the line up as failed (it stays in the dead letters). Defaults to
 	// 30s.
@@ -174,8 +177,9 @@ type replayer struct {
 	opts    ReplayOptions
 	limiter *rate.Limiter
 	// inflight holds published lines in publish order; its capacity is the
-	// window.
+	// window, and bytes bounds their size.
 	inflight chan published
+	bytes    *semaphore.Weighted
 
 	replayed, duplicates, failed, notRemoved atomic.Uint64
 
@@ -186,13 +190,17 @@ type replayer struct {
 
 // published is a line waiting for its ack.
 type published struct {
-	seq uint64
-	ack jetstream.PubAckFuture
+	seq  uint64
+	size int64
+	ack  jetstream.PubAckFuture
 }
 
 func newReplayer(js jetstream.JetStream, dl jetstream.Stream, opts ReplayOptions) *replayer {
 	if opts.Window <= 0 {
 		opts.Window = 256
+	}
+	if opts.WindowBytes <= 0 {
+		opts.WindowBytes = 32 << 20
 	}
 	if opts.AckTimeout <= 0 {
 		opts.AckTimeout = 30 * time.Second
@@ -200,7 +208,11 @@ func newReplayer(js jetstream.JetStream, dl jetstream.Stream, opts ReplayOptions
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = 5 * time.Second
 	}
-	r := &replayer{js: js, dl: dl, opts: opts, inflight: make(chan published, opts.Window), skipped: map[string]uint64{}}
+	r := &replayer{
+		js: js, dl: dl, opts: opts, skipped: map[string]uint64{},
+		inflight: make(chan published, opts.Window),
+		bytes:    semaphore.NewWeighted(opts.WindowBytes),
+	}
 	if opts.Rate > 0 {
 		// A burst of a hundredth of a second's worth keeps the pace even
 		// without waking for every line at high rates.
@@ -226,15 +238,21 @@ func (r *replayer) replay(ctx context.Context, l letter) error {
 			return ctx.Err()
 		}
 	}
+	// A line larger than the whole window still goes, alone.
+	size := min(int64(len(l.Entry.Data)), r.opts.WindowBytes)
+	if err := r.bytes.Acquire(ctx, size); err != nil {
+		return ctx.Err()
+	}
 	ack, err := r.js.PublishMsgAsync(replayMsg(l.Entry), jetstream.WithExpectStream(topology.StreamName))
 	if err != nil {
+		r.bytes.Release(size)
 		r.fail(l.Entry.Seq, err)
 		return fmt.Errorf("republish dead letter %d to %s: %w", l.Entry.Seq, l.Entry.Subject, err)
 	}
 	// The confirming goroutine drains inflight until it is closed, so
 	// this send never blocks for good, and a published line is always
 	// settled.
-	r.inflight <- published{seq: l.Entry.Seq, ack: ack}
+	r.inflight <- published{seq: l.Entry.Seq, size: size, ack: ack}
 	return nil
 }
 
@@ -269,6 +287,7 @@ func (r *replayer) confirm(stopReading context.CancelCauseFunc) {
 			err = fmt.Errorf("no acknowledgement in %s", r.opts.AckTimeout)
 		}
 		timer.Stop()
+		r.bytes.Release(p.size)
 		if err != nil {
 			r.fail(p.seq, err)
 			stopReading(fmt.Errorf("republish dead letter %d: %w (it stays in %s; fix the cause and replay again)", p.seq, err, deadletter.StreamName))

@@ -23,8 +23,13 @@ type letter struct {
 	Time    time.Time
 }
 
-// scanBatch is how many entries the server sends ahead of the reader.
-const scanBatch = 500
+// How far the server sends entries ahead of the reader: scanBatch entries
+// when only headers are read, scanBytes when lines are too (one may be as
+// large as the server's maximum payload).
+const (
+	scanBatch = 500
+	scanBytes = 16 << 20
+)
 
 // scan calls fn with each dead letter f selects, oldest first, until fn
 // returns an error (which scan returns) or ctx is done (ctx.Err()). It
@@ -70,7 +75,11 @@ func scan(ctx context.Context, s jetstream.Stream, f Filter, headersOnly bool, f
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		return nil
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(scanBatch))
+	var ahead jetstream.PullMessagesOpt = jetstream.PullMaxMessages(scanBatch)
+	if !headersOnly {
+		ahead = jetstream.PullMaxBytes(scanBytes)
+	}
+	it, err := cons.Messages(ahead)
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", deadletter.StreamName, err)
 	}
