@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/jetline/jetline/shared/logging"
 )
 
 // printBanner tells the developer where everything runs, how to send data
@@ -33,7 +35,7 @@ func (r *runner) printBanner(natsURL, dbURL string) {
 	fmt.Fprintf(&b, "\njetline is running\n\n")
 	fmt.Fprintf(&b, "  gateway   tcp://%s   health http://127.0.0.1:%d/readyz\n", gw, r.cfg.HealthPort)
 	fmt.Fprintf(&b, "  workers   %d, health on ports %d-%d\n", r.cfg.Workers, r.cfg.HealthPort+1, r.cfg.HealthPort+r.cfg.Workers)
-	fmt.Fprintf(&b, "  nats      %s   (%s)\n", natsURL, natsNote)
+	fmt.Fprintf(&b, "  nats      %s   (%s)\n", logging.RedactURLs(natsURL), natsNote)
 	fmt.Fprintf(&b, "  postgres  %s   (%s)\n", dbShown, dbNote)
 	fmt.Fprintf(&b, "\nSend newline-delimited JSON (the gateway answers with a receipt at the end):\n\n")
 	fmt.Fprintf(&b, "  ncat %s %s < file.ndjson\n", host, port)
