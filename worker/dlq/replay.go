@@ -243,7 +243,10 @@ func (r *replayer) replay(ctx context.Context, l letter) error {
 	if err := r.bytes.Acquire(ctx, size); err != nil {
 		return ctx.Err()
 	}
-	ack, err := r.js.PublishMsgAsync(replayMsg(l.Entry), jetstream.WithExpectStream(topology.StreamName))
+	// No WithExpectStream: its header would be stored with the line and
+	// copied into any later dead letter of it, which INGEST_DLQ would then
+	// refuse. Replay checked that INGEST exists; its subjects are ingest.>.
+	ack, err := r.js.PublishMsgAsync(replayMsg(l.Entry))
 	if err != nil {
 		r.bytes.Release(size)
 		r.fail(l.Entry.Seq, err)

@@ -277,3 +277,52 @@ func dlqMsgs(t *testing.T, js jetstream.JetStream) uint64 {
 	}
 	return info.State.Msgs
 }
+
+// TestReplayWorkerDeadLetter replays an entry the worker itself wrote: a
+// line that still fails comes back to the dead letters under its first
+// sequence, and replaying that entry again keeps it.
+func TestReplayWorkerDeadLetter(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.Postgres(t)
+	cfg := setup(t, dsn)
+	js := streams(t, cfg)
+	start(t, cfg)
+	// Ingest sequence 1.
+	if _, err := js.Publish(t.Context(), topology.Subject("default"), []byte(`{"broken"`)); err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 2; round++ {
+		eventually(t, "dead-lettered", func() error {
+			if n := dlqMsgs(t, js); n != 1 {
+				return fmt.Errorf("%d dead letters, want 1", n)
+			}
+			return nil
+		})
+		out, _, err := operate(t, cfg, "dlq", "list", "--reason", "invalid_json", "--source", "default")
+		if err != nil || !strings.Contains(out, "invalid_json") {
+			t.Fatalf("round %d: list: %v\n%s", round, err, out)
+		}
+		s, err := js.Stream(t.Context(), deadletter.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.GetMsg(t.Context(), info.State.LastSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := deadletter.Decode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.StreamSeq != 1 || (round > 1 && e.Header.Get(topology.HeaderOriginSeq) != "1") {
+			t.Errorf("round %d: entry keyed %d, origin header %q; want the line's first sequence, 1", round, e.StreamSeq, e.Header.Get(topology.HeaderOriginSeq))
+		}
+		if out, _, err := operate(t, cfg, "dlq", "replay"); err != nil || !strings.Contains(out, "replayed 1 of 1") {
+			t.Fatalf("round %d: replay: %v\n%s", round, err, out)
+		}
+	}
+}
