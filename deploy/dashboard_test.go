@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -179,7 +180,6 @@ func TestDashboardQueriesUseExportedMetrics(t *testing.T) {
 	if len(names) < 20 {
 		t.Fatalf("the programs export only %d series names: %v", len(names), slices.Sorted(maps.Keys(names)))
 	}
-	p := parser.NewParser(parser.Options{})
 	for file, d := range dashboards {
 		var panels []panel
 		for _, pn := range d.Panels {
@@ -197,35 +197,41 @@ func TestDashboardQueriesUseExportedMetrics(t *testing.T) {
 				t.Errorf("%s: panel %q has no query", file, pn.Title)
 			}
 			for _, target := range pn.Targets {
-				expr, err := p.ParseExpr(grafanaVariables.ReplaceAllString(target.Expr, "1m"))
-				if err != nil {
-					t.Errorf("%s: panel %q: query %q: %v", file, pn.Title, target.Expr, err)
-					continue
-				}
-				selected := 0
-				parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
-					vs, ok := node.(*parser.VectorSelector)
-					if !ok {
-						return nil
-					}
-					selected++
-					if !names[vs.Name] {
-						t.Errorf("%s: panel %q selects %q, which neither program exports", file, pn.Title, vs.Name)
-					}
-					return nil
-				})
-				if selected == 0 {
-					t.Errorf("%s: panel %q: query %q selects no metric", file, pn.Title, target.Expr)
-				}
+				checkQuery(t, fmt.Sprintf("%s: panel %q", file, pn.Title), target.Expr, names)
 			}
 		}
 	}
 }
 
-// TestReadmeListsEveryMetric checks that the README's Metrics section
-// names every jetline metric the programs export.
-func TestReadmeListsEveryMetric(t *testing.T) {
-	t.Parallel()
+// checkQuery parses query as PromQL, after replacing Grafana's interval
+// variables, and checks that it selects metrics and only exported ones.
+func checkQuery(t *testing.T, where, query string, names map[string]bool) {
+	t.Helper()
+	expr, err := parser.NewParser(parser.Options{}).ParseExpr(grafanaVariables.ReplaceAllString(query, "1m"))
+	if err != nil {
+		t.Errorf("%s: query %q: %v", where, query, err)
+		return
+	}
+	selected := 0
+	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+		vs, ok := node.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		selected++
+		if !names[vs.Name] {
+			t.Errorf("%s selects %q, which neither program exports", where, vs.Name)
+		}
+		return nil
+	})
+	if selected == 0 {
+		t.Errorf("%s: query %q selects no metric", where, query)
+	}
+}
+
+// readmeMetrics returns the README's Metrics section.
+func readmeMetrics(t *testing.T) string {
+	t.Helper()
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -237,6 +243,33 @@ func TestReadmeListsEveryMetric(t *testing.T) {
 	if end := strings.Index(section, "\n## "); end >= 0 {
 		section = section[:end]
 	}
+	return section
+}
+
+// TestReadmeQueriesUseExportedMetrics checks the PromQL of the README's
+// Metrics section (the accounting identity) as the dashboards' is.
+func TestReadmeQueriesUseExportedMetrics(t *testing.T) {
+	t.Parallel()
+	section := readmeMetrics(t)
+	names := seriesNames(exportedMetrics(t))
+	blocks := strings.Split(section, "```promql\n")[1:]
+	if len(blocks) == 0 {
+		t.Fatal("README's Metrics section has no promql block")
+	}
+	for i, b := range blocks {
+		query, _, ok := strings.Cut(b, "```")
+		if !ok {
+			t.Fatalf("promql block %d is not closed", i+1)
+		}
+		checkQuery(t, fmt.Sprintf("README promql block %d", i+1), query, names)
+	}
+}
+
+// TestReadmeListsEveryMetric checks that the README's Metrics section
+// names every jetline metric the programs export.
+func TestReadmeListsEveryMetric(t *testing.T) {
+	t.Parallel()
+	section := readmeMetrics(t)
 	n := 0
 	for name := range exportedMetrics(t) {
 		if !strings.HasPrefix(name, "jetline_") {
