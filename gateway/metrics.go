@@ -174,7 +174,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Metrics returns the collector of the gateway's metrics, for a registry
-// (see shared/metrics). It may be registered with one registry only.
+// (see shared/metrics). Scrapes may run at any time, concurrently.
 func (g *Gateway) Metrics() prometheus.Collector { return g.metrics }
 
 // accept counts a connection accepted and admitted.

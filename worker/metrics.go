@@ -93,7 +93,7 @@ func newMetrics(w *Worker, router *Router) *metrics {
 		}),
 		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricBatchDuration,
-			Help:    "Time from a batch's fetch completing to its lines being acknowledged (transform, store, commit, ack).",
+			Help:    "Time from a batch's fetch completing to its lines being settled (transform, store, commit, dead letters, ack).",
 			Buckets: batchDurationBuckets,
 		}),
 		inserted:      counter(MetricRowsInserted, "Rows newly stored, by table.", "table"),
@@ -101,7 +101,7 @@ func newMetrics(w *Worker, router *Router) *metrics {
 		filtered:      counter(MetricLinesFiltered, "Lines a pipeline's filter dropped, by source.", "source"),
 		storeFailures: counter(MetricStoreFailures, "Failed attempts to store a batch's rows of one table, by class (transient: retried soon; permanent: fix the cause).", "class"),
 		retried: prometheus.NewDesc(MetricLinesRetried,
-			"Lines negatively acknowledged for redelivery after a failed store.", nil, nil),
+			"Lines negatively acknowledged for redelivery after a failed store or a failed dead letter.", nil, nil),
 		deadLettered: prometheus.NewDesc(MetricLinesDeadLettered,
 			"Lines the worker wrote to the dead-letter stream and terminated, by reason.", []string{"reason"}, nil),
 		failedBy: map[Class]prometheus.Counter{},
