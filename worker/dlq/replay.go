@@ -157,7 +157,8 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions) (Re
 	res.Elapsed = time.Since(start)
 	switch {
 	case scanErr != nil && ctx.Err() != nil:
-		// A replay that had finished when ctx ended was not interrupted.
+		// The reading stopped because ctx ended. (Had it finished first,
+		// the replay was complete, not interrupted.)
 		res.Interrupted = true
 		return res, nil
 	case ctx.Err() == nil && context.Cause(readCtx) != nil:

@@ -101,9 +101,9 @@ func newFlags(name, args, about string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: worker %s %s\n\n%s\n", name, args, about)
-		var any bool
-		fs.VisitAll(func(*flag.Flag) { any = true })
-		if any {
+		var hasFlags bool
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
 			fmt.Fprintln(stderr, "\nflags:")
 			fs.PrintDefaults()
 		}
@@ -134,11 +134,11 @@ type filterFlags struct {
 }
 
 func (ff *filterFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&ff.reason, "reason", "", "only entries of this reason (as `worker dlq list` shows it)")
-	fs.StringVar(&ff.source, "source", "", "only entries of lines from this source")
-	fs.StringVar(&ff.seq, "seq", "", "only entries with dead-letter sequence in FROM-TO (or N, FROM-, -TO)")
-	fs.StringVar(&ff.since, "since", "", "only entries stored at or after this time: RFC 3339, a date, or a duration ago (2h)")
-	fs.StringVar(&ff.until, "until", "", "only entries stored at or before this time, as --since")
+	fs.StringVar(&ff.reason, "reason", "", "only entries of this `reason` (as worker dlq list shows them)")
+	fs.StringVar(&ff.source, "source", "", "only entries of lines from this `source`")
+	fs.StringVar(&ff.seq, "seq", "", "only entries whose dead-letter sequence is in `FROM-TO` (or N, FROM-, -TO)")
+	fs.StringVar(&ff.since, "since", "", "only entries stored at or after `time`: RFC 3339, a date, or a duration ago (2h)")
+	fs.StringVar(&ff.until, "until", "", "only entries stored at or before `time`, written as for -since")
 }
 
 // filter returns the selection the flags describe.
