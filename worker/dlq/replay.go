@@ -112,7 +112,9 @@ const maxErrors = 5
 // only once the ingest stream has acknowledged its republication, so an
 // interrupted replay loses nothing, and running it again republishes under
 // the same ids. Truncated lines (reason too_long) cannot be replayed and
-// are skipped and counted.
+// are skipped and counted. Entries written while it runs (a replayed line
+// that fails again) are left for the next replay, so a line that keeps
+// failing cannot keep a replay going.
 //
 // When ctx ends, Replay stops reading, waits for the acknowledgements of
 // what it already published (removing those entries), and returns with
