@@ -325,4 +325,30 @@ func TestReplayWorkerDeadLetter(t *testing.T) {
 			t.Fatalf("round %d: replay: %v\n%s", round, err, out)
 		}
 	}
+
+	// Once the line is back in the dead letters, status sees an idle
+	// worker: its loops' fetch requests wait, nothing is pending.
+	eventually(t, "status of an idle worker", func() error {
+		out, _, err := operate(t, cfg, "status", "--interval", "200ms", "--json")
+		if err != nil {
+			return err
+		}
+		var st struct {
+			Consumer struct {
+				Pending int `json:"pending"`
+				Waiting int `json:"waiting_pulls"`
+			} `json:"consumer"`
+			DeadLetters struct {
+				ByReason map[string]int `json:"by_reason"`
+			} `json:"dead_letters"`
+			Verdict string `json:"verdict"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return err
+		}
+		if st.Consumer.Waiting < 1 || st.Consumer.Pending != 0 || st.DeadLetters.ByReason["invalid_json"] != 1 || !strings.HasPrefix(st.Verdict, "idle") {
+			return fmt.Errorf("status: %s", out)
+		}
+		return nil
+	})
 }
