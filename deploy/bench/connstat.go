@@ -82,8 +82,10 @@ func (r *connRun) goroutines(ctx context.Context) int {
 		return -1
 	}
 	// Plain text, not the protobuf format a Prometheus server would
-	// negotiate.
+	// negotiate; and no keep-alive, which would leave the gateway holding
+	// a connection the idle measurement counts.
 	req.Header.Set("Accept", "text/plain")
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return -1

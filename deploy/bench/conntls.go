@@ -42,7 +42,8 @@ type certificate struct {
 }
 
 // writeCertificate creates dir and writes into it a fresh self-signed
-// ECDSA P-256 certificate for 127.0.0.1, valid for a day, and its key.
+// ECDSA P-256 certificate for 127.0.0.1 and its key. It is valid for 90
+// days, so the gateway does not warn that it expires soon.
 func writeCertificate(dir string) (certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -57,7 +58,7 @@ func writeCertificate(dir string) (certificate, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "jetline bench gateway"},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
+		NotAfter:              now.Add(90 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,

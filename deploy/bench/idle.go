@@ -39,7 +39,7 @@ type idleResult struct {
 // session, and checks it still answers.
 func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 	pr, pid, n := r.b.pr, r.gateway.pid, r.b.cfg.IdleConns
-	res := idleResult{Conns: n}
+	res := idleResult{Conns: n, GoroutinesBefore: r.goroutines(ctx)}
 	base, err := r.steadyFiles(ctx)
 	if err != nil {
 		return res, err
@@ -47,7 +47,6 @@ func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 	if res.RSSBefore, err = currentRSS(pid); err != nil {
 		return res, err
 	}
-	res.GoroutinesBefore = r.goroutines(ctx)
 
 	pr.step("idle: opening %s connections from %s that send nothing (gateway RSS %s)", thousands(int64(n)), r.srcs, mib(res.RSSBefore))
 	start := time.Now()
