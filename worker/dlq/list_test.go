@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jetline/jetline/shared/deadletter"
 )
 
 func TestList(t *testing.T) {
@@ -144,4 +146,30 @@ func storedAt(t *testing.T, b *bundle, seq uint64) time.Time {
 		t.Fatal(err)
 	}
 	return m.Time
+}
+
+// TestScanEndsWhenEntriesVanish purges the stream while a scan is on its
+// first entry: the scan must end rather than wait for entries that are
+// gone.
+func TestScanEndsWhenEntriesVanish(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	entries := make([]deadletter.Entry, 3*scanBatch)
+	for i := range entries {
+		entries[i] = entry("default", "invalid_json", uint64(i+1), "{")
+	}
+	b.deadLetter(t, entries...)
+	var seen int
+	err := scan(context.Background(), b.dlq, Filter{}, true, func(letter) error {
+		if seen++; seen == 1 {
+			return b.dlq.Purge(context.Background())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen >= len(entries) {
+		t.Errorf("scan saw %d entries after the purge; the test did not purge in time", seen)
+	}
 }

@@ -2,9 +2,11 @@ package dlq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/deadletter"
@@ -30,6 +32,10 @@ const (
 	scanBatch = 500
 	scanBytes = 16 << 20
 )
+
+// scanIdle is how long scan waits for the next entry before checking that
+// one is still to come.
+const scanIdle = 2 * time.Second
 
 // scan calls fn with each dead letter f selects, oldest first, until fn
 // returns an error (which scan returns) or ctx is done (ctx.Err()). It
@@ -84,10 +90,19 @@ func scan(ctx context.Context, s jetstream.Stream, f Filter, headersOnly bool, f
 		return fmt.Errorf("read stream %s: %w", deadletter.StreamName, err)
 	}
 	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
 	for {
-		m, err := it.Next()
+		wait, cancel := context.WithTimeout(ctx, scanIdle)
+		m, err := it.Next(jetstream.NextContext(wait))
+		cancel()
+		if err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			// The entries left may have gone meanwhile (purged, aged out,
+			// replayed by someone else): then there is nothing to wait for.
+			info, ierr := cons.Info(ctx)
+			if ierr == nil && info.NumPending == 0 {
+				return nil
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
