@@ -63,11 +63,14 @@ type Config struct {
 	MaxConnections int `env:"GATEWAY_MAX_CONNECTIONS" envDefault:"50000"`
 	// MaxLineBytes is the longest line accepted, without its line ending.
 	// Longer lines are counted (too_long in the receipt), logged and
-	// skipped; the connection carries on. The gateway lowers it to fit the
-	// NATS server's maximum payload. Defaults to 1048576 (1 MiB).
+	// skipped; their first 64 KiB and full length go to the dead-letter
+	// stream (dead_lettered in the receipt) and the connection carries
+	// on. The gateway lowers it to fit the NATS server's maximum payload.
+	// Defaults to 1048576 (1 MiB).
 	MaxLineBytes int `env:"GATEWAY_MAX_LINE_BYTES" envDefault:"1048576"`
-	// ReadBufferBytes is the size of each connection's read buffer; it
-	// grows up to MaxLineBytes for longer lines. Defaults to 65536.
+	// ReadBufferBytes is the size of the read buffer a connection takes
+	// from a shared pool while data flows (an idle connection holds none);
+	// it grows up to MaxLineBytes for longer lines. Defaults to 65536.
 	ReadBufferBytes int `env:"GATEWAY_READ_BUFFER_BYTES" envDefault:"65536"`
 	// MaxDecompressedBytes bounds, per connection, the size of a gzip,
 	// zstd, xz or bzip2 stream after decompression, so a small stream
@@ -218,7 +221,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("GATEWAY_HEALTH_ADDR %q is not host:port (e.g. :8080), or off to disable: %w", c.HealthAddr, err))
 		}
 	}
-	errs = append(errs, c.NATS.Validate(), c.Stream.Validate(), c.Log.Validate())
+	errs = append(errs, c.NATS.Validate(), c.Stream.Validate(), c.DLQ.Validate(), c.Log.Validate())
 	return errors.Join(errs...)
 }
 
