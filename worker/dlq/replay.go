@@ -135,6 +135,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions) (Re
 	// costs a pass over the headers, small beside the replay itself.
 	sum, err := List(ctx, js, opts.Filter)
 	if err != nil {
+		if ctx.Err() != nil {
+			res.Interrupted = true
+			return res, nil
+		}
 		return res, err
 	}
 	res.Selected = sum.Entries
