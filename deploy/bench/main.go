@@ -7,11 +7,18 @@
 // ratio against the goal, line-to-row latency, and each process's CPU and
 // peak memory, then stops everything and removes the directory.
 //
+// -mode typed does the same through a pipeline spec into its typed table.
+// -mode connections measures the gateway per connection instead of per
+// line: its memory per idle connection, then plain and TLS connections per
+// second, one line each, without workers.
+//
 // Usage (from the repository root, after `make build`):
 //
-//	go run ./deploy/bench [-lines 400000] [-conns 4] [-workers 2]
+//	go run ./deploy/bench [-mode e2e|typed|connections]
+//	                      [-lines 400000] [-conns 4] [-workers 2]
 //	                      [-worker-concurrency N] [-batch N]
 //	                      [-pg name=value]... [-env NAME=VALUE]... [-json]
+//	                      [-idle-conns 10000] [-clients 32] [-duration 10s]
 //
 // It exits non-zero only when the run fails (a program dies, a receipt is
 // wrong, a row is missing or twice); missing the goal is reported, not
