@@ -162,7 +162,6 @@ func WriteSummary(out io.Writer, sum Summary) error {
 	if !sum.Filter.all() {
 		fmt.Fprintf(w, "\n%d selected (%s)\n", sum.Entries, sum.Filter)
 	}
-	fmt.Fprintln(w, "\nworker dlq show SEQ shows one; worker dlq replay --reason R replays a reason once its cause is fixed")
 	return w.Flush()
 }
 

@@ -203,7 +203,13 @@ func parseList(args []string, stderr io.Writer) (operation, error) {
 		if *asJSON {
 			return writeJSON(stdout, sum)
 		}
-		return dlq.WriteSummary(stdout, sum)
+		if err := dlq.WriteSummary(stdout, sum); err != nil {
+			return err
+		}
+		if sum.Entries > 0 {
+			_, err = fmt.Fprintln(stdout, "\nworker dlq show SEQ shows one; worker dlq replay --reason R replays a reason once its cause is fixed")
+		}
+		return err
 	}, nil
 }
 
