@@ -20,8 +20,14 @@ import (
 // once the entry is stored, and its message id lets a retry store it once.
 // It blocks and fails as [publisher.publish] does.
 func (s *session) deadLetter(ctx context.Context, kept []byte, length, line int64) error {
-	s.logger.Warn("line too long; skipped and written to the dead-letter stream",
-		"line", line, "length", length, "max_line_bytes", s.cfg.maxLine, "kept_bytes", len(kept), "stream", deadletter.StreamName)
+	// One log line per connection: a sender with the wrong limit sends
+	// many oversize lines, and each is counted in the receipt and in the
+	// connection's closing log line anyway.
+	if !s.toldTooLong {
+		s.toldTooLong = true
+		s.logger.Warn("line too long; skipped and written to the dead-letter stream (further ones on this connection are only counted)",
+			"line", line, "length", length, "max_line_bytes", s.cfg.maxLine, "kept_bytes", len(kept), "stream", deadletter.StreamName)
+	}
 	conn, num := strconv.FormatUint(s.id, 10), strconv.FormatInt(line, 10)
 	e := deadletter.Entry{
 		Subject: s.subject,

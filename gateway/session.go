@@ -74,6 +74,8 @@ type session struct {
 	stamp    []string  // Jetline-Received-At value for lines of the latest read
 	received int64     // bytes read from the connection
 	readErr  error     // the connection's read error other than EOF, if any
+	// toldTooLong is set once an oversize line was logged.
+	toldTooLong bool
 }
 
 // serve runs the session to its end and closes the connection. ctx is the
