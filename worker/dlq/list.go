@@ -141,7 +141,7 @@ func groupOf(subject string) Group {
 // WriteSummary writes sum as a table for a terminal.
 func WriteSummary(out io.Writer, sum Summary) error {
 	w := bufio.NewWriter(out)
-	fmt.Fprintf(w, "%s: %d dead letters, %s", deadletter.StreamName, sum.StreamMsgs, Bytes(sum.StreamBytes))
+	fmt.Fprintf(w, "%s: %s, %s", deadletter.StreamName, Count(sum.StreamMsgs, "dead letter"), Bytes(sum.StreamBytes))
 	if sum.StreamMsgs > 0 {
 		fmt.Fprintf(w, ", seq %d-%d", sum.FirstSeq, sum.LastSeq)
 	}
@@ -171,6 +171,14 @@ func stamp(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// Count formats n things: "1 dead letter", "3 dead letters".
+func Count(n uint64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
 
 // Bytes formats n in binary units: 512 B, 1.5 KiB, 312.4 MiB.

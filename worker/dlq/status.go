@@ -231,7 +231,7 @@ func WriteStatus(out io.Writer, st Status) error {
 	fmt.Fprintf(w, "%-11s %.0f lines/s in, %.0f lines/s out, %.1f dead letters/s (over %s)\n",
 		"rates", st.Rates.In, st.Rates.Out, st.Rates.DeadLetters, st.Interval.Round(100*time.Millisecond))
 	if d := st.DeadLetters; d != nil {
-		fmt.Fprintf(w, "%-11s %d dead letters, %s", deadletter.StreamName, d.Messages, Bytes(d.Bytes))
+		fmt.Fprintf(w, "%-11s %s, %s", deadletter.StreamName, Count(d.Messages, "dead letter"), Bytes(d.Bytes))
 		if len(d.ByReason) > 0 {
 			var parts []string
 			for _, reason := range slices.Sorted(maps.Keys(d.ByReason)) {

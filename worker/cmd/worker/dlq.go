@@ -291,7 +291,7 @@ Lines cut by the gateway (reason `+deadletter.ReasonTooLong+`) cannot be replaye
 		case res.Interrupted:
 			return errors.New("replay interrupted")
 		case res.Failed > 0:
-			return fmt.Errorf("%d dead letters could not be replayed; they are still in %s", res.Failed, deadletter.StreamName)
+			return fmt.Errorf("%s could not be replayed and stayed in %s", dlq.Count(res.Failed, "dead letter"), deadletter.StreamName)
 		}
 		return nil
 	}, nil
@@ -326,10 +326,10 @@ func parsePurge(args []string, stderr io.Writer) (operation, error) {
 			if err := dlq.WriteSummary(stdout, sum); err != nil {
 				return err
 			}
-			return fmt.Errorf("nothing purged: add --yes to remove these %d dead letters (%s) for good", sum.Entries, f)
+			return fmt.Errorf("nothing purged: add --yes to remove %s (%s) for good", dlq.Count(sum.Entries, "dead letter"), f)
 		}
 		n, err := dlq.Purge(ctx, js, f)
-		fmt.Fprintf(stdout, "purged %d dead letters (%s)\n", n, f)
+		fmt.Fprintf(stdout, "purged %s (%s)\n", dlq.Count(n, "dead letter"), f)
 		return err
 	}, nil
 }

@@ -139,7 +139,7 @@ func TestDLQCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"INGEST      2 lines", "INGEST_DLQ  1 dead letters", "invalid_json 1", "no worker has started"} {
+	for _, want := range []string{"INGEST      2 lines", "INGEST_DLQ  1 dead letter,", "invalid_json 1", "no worker has started"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -150,7 +150,7 @@ func TestDLQCommands(t *testing.T) {
 	}
 
 	out, _, err = operate(t, cfg, "dlq", "purge", "--yes")
-	if err != nil || !strings.Contains(out, "purged 1 dead letters") || dlqMsgs(t, js) != 0 {
+	if err != nil || !strings.Contains(out, "purged 1 dead letter ") || dlqMsgs(t, js) != 0 {
 		t.Errorf("purge --yes: err %v, output:\n%s", err, out)
 	}
 }
