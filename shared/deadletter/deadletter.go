@@ -9,6 +9,7 @@ package deadletter
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -167,9 +168,14 @@ func (e *Entry) Truncated() bool { return int64(len(e.Data)) < e.Length }
 func (e *Entry) Msg(id string) *nats.Msg {
 	h := nats.Header{}
 	for k, v := range e.Header {
+		// Nats-* headers are instructions to JetStream (de-duplication,
+		// expected stream or sequence, rollup, TTL) meant for the line's
+		// first publish, not for its dead letter.
+		if strings.HasPrefix(http.CanonicalHeaderKey(k), "Nats-") {
+			continue
+		}
 		h[k] = append([]string(nil), v...)
 	}
-	h.Del(jetstream.MsgIDHeader)
 	if id != "" {
 		h.Set(jetstream.MsgIDHeader, id)
 	}

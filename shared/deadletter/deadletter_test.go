@@ -242,3 +242,26 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("zero config: %v", err)
 	}
 }
+
+// A line's JetStream instructions (Nats-*) were for its own publish; copied
+// onto its dead letter they would make the dead-letter stream refuse it.
+func TestMsgDropsJetStreamHeaders(t *testing.T) {
+	e := Entry{Subject: "ingest.tweets", Reason: "invalid_json", Data: []byte("x"), Header: nats.Header{
+		"Nats-Msg-Id":                 {"gw.1.1"},
+		"Nats-Expected-Stream":        {"INGEST"},
+		"nats-expected-last-sequence": {"7"},
+		"Jetline-Line":                {"1"},
+	}}
+	h := e.Msg("dlq.5").Header
+	for k := range h {
+		if k != "Nats-Msg-Id" && strings.HasPrefix(strings.ToLower(k), "nats-") {
+			t.Errorf("dead letter kept header %s", k)
+		}
+	}
+	if got := h.Get("Nats-Msg-Id"); got != "dlq.5" {
+		t.Errorf("Nats-Msg-Id = %q, want dlq.5", got)
+	}
+	if got := h.Get("Jetline-Line"); got != "1" {
+		t.Errorf("Jetline-Line = %q, want the line's own header kept", got)
+	}
+}
