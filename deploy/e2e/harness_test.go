@@ -19,7 +19,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/health"
+	"github.com/jetline/jetline/shared/privatepg"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -43,11 +45,16 @@ const (
 // bundle is one test's world: its own NATS server and database, the
 // programs it started, and clients to look at both ends.
 type bundle struct {
+	nats           *embeddednats.Server
 	natsURL        string
 	dsn            string
 	streamMaxBytes int64
 	js             jetstream.JetStream
 	db             *pgxpool.Pool
+	// pg is the test's own Postgres server, if setupOptions asked for
+	// one; nil when the test uses the server all tests share.
+	pg         *privatepg.Server
+	gatewayEnv map[string]string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -57,6 +64,11 @@ type bundle struct {
 type setupOptions struct {
 	// streamMaxBytes is INGEST_MAX_BYTES; 0 means defaultStreamMaxBytes.
 	streamMaxBytes int64
+	// ownPostgres gives the test a Postgres server of its own, which it
+	// may stop or kill without harming the other tests.
+	ownPostgres bool
+	// gatewayEnv is added to the gateway's environment.
+	gatewayEnv map[string]string
 }
 
 // setup starts an embedded NATS server, creates a database on the private
@@ -69,7 +81,13 @@ func setup(t *testing.T, opts setupOptions) *bundle {
 		t.Skip("end-to-end test; skipped with -short")
 	}
 	srv := testenv.NATS(t)
-	b := &bundle{natsURL: srv.ClientURL(), dsn: testenv.Postgres(t), streamMaxBytes: opts.streamMaxBytes}
+	b := &bundle{nats: srv, natsURL: srv.ClientURL(), streamMaxBytes: opts.streamMaxBytes, gatewayEnv: opts.gatewayEnv}
+	if opts.ownPostgres {
+		b.pg = ownPostgres(t)
+		b.dsn = b.pg.URL()
+	} else {
+		b.dsn = testenv.Postgres(t)
+	}
 	if b.streamMaxBytes == 0 {
 		b.streamMaxBytes = defaultStreamMaxBytes
 	}
@@ -215,13 +233,15 @@ func (b *bundle) startGateway(t *testing.T, sources ...string) *gatewayProc {
 				listen = append(listen, src+"="+addr)
 			}
 		}
-		return map[string]string{
+		env := map[string]string{
 			"GATEWAY_LISTEN": strings.Join(listen, ","),
 			// An empty value would not disable the endpoint (it means
 			// the default, :8080); port 0 keeps it out of the way.
 			"GATEWAY_HEALTH_ADDR":      "127.0.0.1:0",
 			"GATEWAY_SHUTDOWN_TIMEOUT": "10s",
 		}
+		maps.Copy(env, b.gatewayEnv)
+		return env
 	}
 	g.proc = b.startReady(t, "gateway", programs.gateway, makeEnv, func(p *proc) error {
 		for _, addr := range g.addrs {
@@ -267,9 +287,11 @@ func (b *bundle) startWorkers(t *testing.T, n int, extra map[string]string) []*p
 			maps.Copy(env, extra)
 			return env
 		}
-		ws = append(ws, b.startReady(t, name, programs.worker, makeEnv, func(p *proc) error {
+		w := b.startReady(t, name, programs.worker, makeEnv, func(p *proc) error {
 			return pollReady(p, func() error { return health.Probe("http://"+healthAddr+"/readyz", time.Second) })
-		}))
+		})
+		w.readyURL = "http://" + healthAddr + "/readyz"
+		ws = append(ws, w)
 	}
 	b.waitFor(t, readyTimeout, "the workers to create the events table and the consumer", func() (bool, string) {
 		var table *string

@@ -27,6 +27,8 @@ type proc struct {
 	name   string
 	proc   *childproc.Process
 	stderr lockedBuffer // its stdout and stderr
+	// readyURL is a worker's /readyz; empty for a gateway.
+	readyURL string
 	// dismissed is set when the test ends the process on purpose (or
 	// expects it to end), so its exit status is not held against it.
 	dismissed atomic.Bool

@@ -1,0 +1,351 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetline/jetline/shared/health"
+	"github.com/jetline/jetline/shared/topology"
+)
+
+// The fault tests break one part of the system while it ingests and check
+// that nothing is lost and nothing stored twice: every line sent becomes
+// exactly one row, or is filtered, or is dead-lettered, and the counts in
+// the receipts, the tables and the dead-letter stream add up.
+
+const (
+	// faultLines is how many lines each fault test sends, at least.
+	faultLines = 50_000
+	// faultConns is how many connections carry them.
+	faultConns = 8
+	// faultTextBytes is the approximate text size of a line: lines of a
+	// few hundred bytes keep each test to seconds.
+	faultTextBytes = 250
+)
+
+// faultPlans returns the input of faultConns connections to source,
+// faultLines lines of records in all, each of which must land; ids start
+// with prefix.
+func faultPlans(seed uint64, prefix, source string) []*plan {
+	var plans []*plan
+	for c := range faultConns {
+		plans = append(plans, newPlan(rngFor(seed, c), prefix+strconv.Itoa(c), source, mix{
+			records: (faultLines + faultConns - 1) / faultConns, recordBytes: faultTextBytes, crlfPercent: 20, last: kindRecord,
+		}))
+	}
+	return plans
+}
+
+// faultSummary is what a fault test reports in its last line.
+type faultSummary struct {
+	lines        int64 // lines the receipts count as stored
+	rows         int
+	filtered     int
+	deadLettered int
+	redelivered  uint64
+	start        time.Time
+}
+
+func (s faultSummary) log(t *testing.T) {
+	t.Helper()
+	t.Logf("%d lines, %d rows, %d filtered, %d dead-lettered, %d redelivered, in %s",
+		s.lines, s.rows, s.filtered, s.deadLettered, s.redelivered, time.Since(s.start).Round(time.Millisecond))
+}
+
+// TestFaultWorkerKilledRepeatedly SIGKILLs the only worker five times
+// while it works through a backlog, each time while it holds lines it has
+// not acknowledged, and starts a new one in its place. Every line must
+// land exactly once: the lines each dead worker held are redelivered, and
+// those it committed but had not acknowledged are not stored twice.
+func TestFaultWorkerKilledRepeatedly(t *testing.T) {
+	t.Parallel()
+	const kills = 5
+	b := setup(t, setupOptions{})
+	gw := b.startGateway(t)
+	worker := b.startWorkers(t, 1, nil)[0]
+
+	seed := inputSeed(t)
+	plans := faultPlans(seed, "wk", topology.DefaultSource)
+	want := expect(plans)
+	start := time.Now()
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- sendAll(gw, plans, seed) }()
+
+	// One worker alone, so the backlog waits while it is dead and every
+	// kill comes in the middle of the ingest.
+	for k := 1; k <= kills; k++ {
+		// Each worker stores a batch or two first, so that each life
+		// commits, acknowledges and dies with work in hand.
+		before := b.rowCount(t)
+		b.waitFor(t, drainTimeout, worker.name+" to store lines", func() (bool, string) {
+			n := b.rowCount(t)
+			return n >= before+1000, fmt.Sprintf("%d rows, %d before it started", n, before)
+		})
+		held := b.killHolding(t, worker, 100, time.Minute)
+		rows := b.rowCount(t)
+		t.Logf("kill %d: %s held at least %d lines; %d of %d rows stored", k, worker.name, held, rows, len(want.rows))
+		if rows >= len(want.rows) {
+			t.Fatalf("kill %d came when every line was stored; it tests nothing", k)
+		}
+		worker = b.startWorkers(t, 1, nil)[0]
+	}
+
+	if err := <-sendErr; err != nil {
+		t.Fatal(err)
+	}
+	info := b.waitDrained(t, drainTimeout)
+	b.checkRows(t, want.rows)
+	b.checkAccounting(t, want)
+	b.checkNoDeadLetters(t)
+	// Each dead worker's lines were delivered again.
+	if n := redeliveries(info); n < kills {
+		t.Errorf("%d lines redelivered after %d kills of a worker holding lines; want one per kill at least", n, kills)
+	}
+	faultSummary{lines: want.lines, rows: b.rowCount(t), redelivered: redeliveries(info), start: start}.log(t)
+}
+
+// TestFaultPostgresOutage stops Postgres for 20 s while lines arrive, then
+// starts it again. Meanwhile the gateway keeps taking lines, the workers
+// say on /readyz that they are not ready and back off instead of hammering
+// the database or giving up on lines, and afterwards every line lands once
+// and none is dead-lettered.
+func TestFaultPostgresOutage(t *testing.T) {
+	t.Parallel()
+	const (
+		outage          = 20 * time.Second
+		workers         = 2
+		retryBackoff    = 500 * time.Millisecond
+		retryMaxBackoff = 2 * time.Second
+		// A line whose store fails is handed back with a delay of at
+		// least retryBackoff (or, its worker stuck, redelivered after
+		// ackWait, which is longer), so the outage can use up at most
+		// outage/retryBackoff + 1 deliveries of it. Twice that leaves no
+		// doubt the lines outlive it rather than go to the dead letters
+		// as max_deliveries.
+		maxDeliver = 2 * (int(outage/retryBackoff) + 1)
+	)
+	b := setup(t, setupOptions{ownPostgres: true})
+	gw := b.startGateway(t)
+	ws := b.startWorkers(t, workers, map[string]string{
+		"WORKER_RETRY_BACKOFF":     retryBackoff.String(),
+		"WORKER_RETRY_MAX_BACKOFF": retryMaxBackoff.String(),
+		"WORKER_MAX_DELIVER":       strconv.Itoa(maxDeliver),
+	})
+
+	seed := inputSeed(t)
+	plans := faultPlans(seed, "pg", topology.DefaultSource)
+	want := expect(plans)
+	start := time.Now()
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- sendAll(gw, plans, seed) }()
+
+	b.waitFor(t, drainTimeout, "a tenth of the rows to land", func() (bool, string) {
+		n := b.rowCount(t)
+		return n >= len(want.rows)/10, fmt.Sprintf("%d rows", n)
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := b.pg.Stop(ctx); err != nil {
+		t.Fatalf("stop postgres: %v", err)
+	}
+	down := time.Now()
+	t.Logf("stopped postgres")
+
+	// Every worker must notice within seconds (its readiness check pings
+	// the database) and say so until the database is back.
+	for _, w := range ws {
+		b.waitFor(t, 10*time.Second, w.name+" to report not ready", func() (bool, string) {
+			return health.Probe(w.readyURL, time.Second) != nil, "/readyz still answers ready"
+		})
+	}
+	for time.Since(down) < outage {
+		for _, w := range ws {
+			if err := health.Probe(w.readyURL, time.Second); err == nil {
+				t.Fatalf("%s reports ready %s into the database outage", w.name, time.Since(down).Round(time.Millisecond))
+			}
+		}
+		b.checkAlive(t)
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err := b.pg.Restart(ctx); err != nil {
+		t.Fatalf("start postgres again: %v", err)
+	}
+	t.Logf("started postgres again after %s", time.Since(down).Round(time.Millisecond))
+	for _, w := range ws {
+		b.waitFor(t, 30*time.Second, w.name+" to report ready again", func() (bool, string) {
+			err := health.Probe(w.readyURL, time.Second)
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+
+	// Connections of the test's own pool died with the server too.
+	b.waitFor(t, 30*time.Second, "the test's database pool to reconnect", func() (bool, string) {
+		err := b.db.Ping(t.Context())
+		return err == nil, fmt.Sprint(err)
+	})
+
+	if err := <-sendErr; err != nil {
+		t.Fatal(err)
+	}
+	info := b.waitDrained(t, drainTimeout)
+	b.checkRows(t, want.rows)
+	b.checkAccounting(t, want)
+	b.checkNoDeadLetters(t)
+
+	// Backing off, each of the workers' loops tries the database at most
+	// once per retryBackoff during the outage; one that did not would try
+	// thousands of times.
+	failed := 0
+	for _, w := range ws {
+		failed += len(logRecords(w.stderr.String(), "WARN", "storing batch failed"))
+	}
+	if most := workers * workerConcurrency * (int(outage/retryBackoff) + 2); failed == 0 || failed > most {
+		t.Errorf("the workers logged %d failed stores during a %s outage; want between 1 and %d, one per loop per %s at most",
+			failed, outage, most, retryBackoff)
+	}
+	t.Logf("%d failed stores while postgres was down", failed)
+	faultSummary{lines: want.lines, rows: b.rowCount(t), redelivered: redeliveries(info), start: start}.log(t)
+}
+
+// faultSpec is the pipeline TestFaultNATSRestart stores lines with: keyed
+// by the line's id, as a sender who resends after a failed receipt needs
+// (the lines after resume_line may have been stored already), and
+// filtering out one line in ten.
+const faultSpec = `source: faults
+table: fault_rows
+key: id
+filter: n % 10 != 0
+columns:
+  - name: id
+    path: id
+    type: text
+    required: true
+  - name: n
+    path: n
+    type: integer
+  - name: text
+    path: text
+    type: text
+`
+
+// TestFaultNATSRestart restarts the NATS server, on the same port and
+// store, while lines arrive and workers store them. The gateway and the
+// workers reconnect; each connection ends with an ok receipt or one that
+// says where to resume, and the test resends from there as a sender
+// would. Every line must then be stored (or filtered) exactly once.
+func TestFaultNATSRestart(t *testing.T) {
+	t.Parallel()
+	// A publish in flight when the server went away is retried after the
+	// publish timeout; 2 s instead of 10 keeps the test short.
+	b := setup(t, setupOptions{gatewayEnv: map[string]string{"GATEWAY_PUBLISH_TIMEOUT": "2s"}})
+	const source = "faults"
+	gw := b.startGateway(t, source)
+	b.startWorkers(t, 2, map[string]string{"WORKER_PIPELINES": writeSpec(t, faultSpec)})
+
+	seed := inputSeed(t)
+	plans := faultPlans(seed, "nr", source)
+	want := expect(plans)
+	rows, filtered := map[string]bool{}, 0
+	for id := range want.rows {
+		// Record n is line n of its connection: id <prefix>-l<n>.
+		_, n, _ := strings.Cut(id, "-l")
+		if k, _ := strconv.Atoi(n); k%10 == 0 {
+			filtered++
+		} else {
+			rows[id] = true
+		}
+	}
+
+	start := time.Now()
+	type result struct {
+		receipts [][]receipt
+		resent   []int64
+		err      error
+	}
+	sent := make(chan result, 1)
+	go func() {
+		r, n, err := sendResumingAll(gw, plans, seed)
+		sent <- result{r, n, err}
+	}()
+
+	// Restart while the gateway publishes (the stream holds a third of the
+	// input) and the workers store.
+	var published uint64
+	b.waitFor(t, drainTimeout, "a third of the lines to be stored in the stream", func() (bool, string) {
+		ci, err := b.consumerInfo(t)
+		if err != nil {
+			return false, err.Error()
+		}
+		published = b.streamState(t).LastSeq
+		return published >= uint64(want.lines)/3 && ci.AckFloor.Stream > 0,
+			fmt.Sprintf("%d lines in the stream, acknowledged up to %d", published, ci.AckFloor.Stream)
+	})
+	restartAt := time.Now()
+	if err := b.nats.Restart(); err != nil {
+		t.Fatalf("restart nats: %v", err)
+	}
+	t.Logf("restarted nats in %s, with %d of %d lines published", time.Since(restartAt).Round(time.Millisecond), published, want.lines)
+	if published >= uint64(want.lines) {
+		t.Fatalf("the restart came after the gateway had published every line; it tests nothing of the gateway")
+	}
+	nc := b.js.Conn()
+	b.waitFor(t, 30*time.Second, "the test's own nats connection to reconnect", func() (bool, string) {
+		return nc.IsConnected(), nc.Status().String()
+	})
+
+	res := <-sent
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	var resent int64
+	notOK := 0
+	for i, rs := range res.receipts {
+		resent += res.resent[i]
+		for _, r := range rs[:len(rs)-1] {
+			notOK++
+			t.Logf("connection %d: receipt %s, resumed from line %d: %s", i, r.Status, r.ResumeLine, r.Error)
+		}
+	}
+	info := b.waitDrained(t, drainTimeout)
+	b.checkKeyedRows(t, "fault_rows", "id", rows)
+	b.checkNoDeadLetters(t)
+	if got := b.rowCount(t); got != 0 {
+		t.Errorf("%d lines landed raw in events; every line should have gone to the pipeline", got)
+	}
+	// The stream holds every line at least once. It may hold some twice,
+	// besides those sent again: when the connection comes back, nats.go
+	// fails every publish still awaiting its acknowledgement and the
+	// gateway publishes it again with the same message id, but the server
+	// rebuilds its duplicate window from the messages still in the stream,
+	// and a work queue keeps none the workers acknowledged. The key makes
+	// those copies harmless here; rows keyed by stream sequence (the raw
+	// landing table) would store them twice.
+	last := b.streamState(t).LastSeq
+	if last < uint64(want.lines) {
+		t.Errorf("the stream stored %d lines; the receipts count %d", last, want.lines)
+	}
+	twice := int64(last) - want.lines - resent
+	t.Logf("%d receipts not ok, %d lines sent again; %d lines stored twice by the gateway's publishes after the restart", notOK, resent, max(twice, 0))
+	faultSummary{lines: want.lines, rows: len(rows), filtered: filtered, redelivered: redeliveries(info), start: start}.log(t)
+}
+
+// logRecords returns the JSON log records in logs of level whose message
+// contains msg.
+func logRecords(logs, level, msg string) []string {
+	var out []string
+	for line := range strings.Lines(logs) {
+		var rec struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == level && strings.Contains(rec.Msg, msg) {
+			out = append(out, strings.TrimSuffix(line, "\n"))
+		}
+	}
+	return out
+}
