@@ -60,7 +60,8 @@ type rateResult struct {
 	StoredLines int64 `json:"stored_lines"`
 	// CPU use during the measurement: the gateway, the bench process (the
 	// clients and NATS), the machine, and the busy time of everything
-	// else, in cores.
+	// else, in cores: other processes, and kernel work charged to no
+	// process, such as part of the loopback TCP traffic.
 	GatewayCPUSeconds float64 `json:"gateway_cpu_seconds"`
 	GatewayCores      float64 `json:"gateway_cores"`
 	BenchCPUSeconds   float64 `json:"bench_cpu_seconds"`

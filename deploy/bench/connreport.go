@@ -189,7 +189,7 @@ func (r *Report) writeConnectionsText(w io.Writer) error {
 		cpuRow("bench (clients + NATS)", func(rr *rateResult) string {
 			return cores(rr.BenchCores) + ", " + perConn(perLine(rr.BenchCPUSeconds, int(rr.OK)))
 		})
-		cpuRow("other (not this run)", func(rr *rateResult) string { return cores(rr.OtherCores) })
+		cpuRow("other (not these two)", func(rr *rateResult) string { return cores(rr.OtherCores) })
 		cpuRow("machine busy", func(rr *rateResult) string { return fmt.Sprintf("%.0f%% of %d CPUs", rr.BusyPct, r.Machine.CPUs) })
 		for _, rr := range rates {
 			if us := rr.gatewayCPUPerConn(); us > 0 {
@@ -197,7 +197,7 @@ func (r *Report) writeConnectionsText(w io.Writer) error {
 					us, rr.Name, thousands(int64(float64(r.Machine.CPUs)*1e6/us)), r.Machine.CPUs)
 			}
 			if rr.OtherCores > backgroundWarn {
-				fmt.Fprintf(&b, "WARNING: %.2f cores went to work outside this run during %s; its rate is skewed low\n", rr.OtherCores, rr.Name)
+				fmt.Fprintf(&b, "WARNING: %.2f cores went to other processes or the kernel (its share of loopback TCP included) during %s; its rate is skewed low\n", rr.OtherCores, rr.Name)
 			}
 		}
 	}
