@@ -50,15 +50,7 @@ func setupNATSWith(t testing.TB, ackWait time.Duration, opts embeddednats.Option
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := testenv.Connect(t, srv.ClientURL())
 	ctx := t.Context()
 	stream, err := topology.EnsureStream(ctx, js, topology.StreamConfig{MaxBytes: 1 << 30, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 1})
 	if err != nil {

@@ -15,16 +15,7 @@ import (
 
 func setup(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
-	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t)
 	s, err := EnsureStream(t.Context(), js, Config{MaxAge: time.Hour, MaxBytes: 1 << 20}, 1)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,9 @@ package testenv
 import (
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetline/jetline/shared/embeddednats"
 )
 
@@ -18,4 +21,29 @@ func NATS(t testing.TB) *embeddednats.Server {
 	}
 	t.Cleanup(srv.Stop)
 	return srv
+}
+
+// JetStream starts a server with [NATS] and returns a JetStream context on
+// it, for tests that need nothing else from the server.
+func JetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	_, js := Connect(t, NATS(t).ClientURL())
+	return js
+}
+
+// Connect connects to the NATS server at url with default options and
+// returns the connection, closed when t ends, and a JetStream context on
+// it. It fails the test if either cannot be made.
+func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("testenv: connect to nats at %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("testenv: jetstream context: %v", err)
+	}
+	return nc, js
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/testenv"
 )
 
 func TestList(t *testing.T) {
@@ -91,7 +92,7 @@ func TestList(t *testing.T) {
 
 func TestListWithoutStream(t *testing.T) {
 	t.Parallel()
-	js := connect(t)
+	js := testenv.JetStream(t)
 	_, err := List(context.Background(), js, Filter{})
 	if !errors.Is(err, ErrNoDeadLetters) {
 		t.Fatalf("List without the stream: %v, want ErrNoDeadLetters", err)

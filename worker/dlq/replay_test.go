@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
 
@@ -278,7 +279,7 @@ func TestReplayDeletesOnlyAfterAck(t *testing.T) {
 
 func TestReplayWithoutIngest(t *testing.T) {
 	t.Parallel()
-	js := connect(t)
+	js := testenv.JetStream(t)
 	if _, err := js.CreateStream(context.Background(), deadletter.Config{MaxAge: time.Hour, MaxBytes: 1 << 20}.Stream(1)); err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ type bundle struct {
 // 0 means 100 MiB) and an empty dead-letter stream.
 func setup(t testing.TB, ingestBytes int64) *bundle {
 	t.Helper()
-	js := connect(t)
+	js := testenv.JetStream(t)
 	if ingestBytes == 0 {
 		ingestBytes = 100 << 20
 	}
@@ -42,22 +42,6 @@ func setup(t testing.TB, ingestBytes int64) *bundle {
 		t.Fatal(err)
 	}
 	return &bundle{js: js, ingest: in, dlq: dl}
-}
-
-// connect starts a private server and returns a JetStream context on it.
-func connect(t testing.TB) jetstream.JetStream {
-	t.Helper()
-	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 // entry returns a dead letter for the line data of source, which was at

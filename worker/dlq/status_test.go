@@ -131,7 +131,7 @@ func TestJudge(t *testing.T) {
 
 func TestStatusWithoutIngest(t *testing.T) {
 	t.Parallel()
-	js := connect(t)
+	js := testenv.JetStream(t)
 	if _, err := TakeStatus(context.Background(), js, time.Millisecond); !errors.Is(err, ErrNoIngest) {
 		t.Errorf("status without the ingest stream: %v, want ErrNoIngest", err)
 	}

@@ -23,15 +23,7 @@ import (
 // start, and returns a JetStream context.
 func streams(t *testing.T, cfg worker.Config) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(cfg.NATS.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testenv.Connect(t, cfg.NATS.URL)
 	if _, err := topology.EnsureStream(t.Context(), js, cfg.Stream); err != nil {
 		t.Fatal(err)
 	}

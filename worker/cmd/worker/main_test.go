@@ -12,8 +12,6 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/testenv"
@@ -104,12 +102,7 @@ func TestRunStoresLines(t *testing.T) {
 	cfg := setup(t, dsn)
 	stop := start(t, cfg)
 
-	nc, err := nats.Connect(cfg.NATS.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := testenv.Connect(t, cfg.NATS.URL)
 	const n = 20
 	for i := range n {
 		if _, err := js.Publish(t.Context(), topology.Subject("smoke"), fmt.Appendf(nil, `{"i":%d}`, i)); err != nil {
@@ -178,12 +171,7 @@ func TestRunWithPipeline(t *testing.T) {
 	cfg.Pipelines = []string{tweetsSpec}
 	stop := start(t, cfg)
 
-	nc, err := nats.Connect(cfg.NATS.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := testenv.Connect(t, cfg.NATS.URL)
 	for _, m := range []struct{ source, data string }{
 		{"tweets", `{"id": 1, "created_at": "Mon Jan 01 10:00:00 +0000 2018", "text": " hi ", "lang": "en", "user": {"screen_name": "Ann"}}`},
 		{"tweets", `{"id": 2, "created_at": "Mon Jan 01 10:00:00 +0000 2018", "text": "rt", "lang": "en", "user": {"screen_name": "Bob"}, "retweeted_status": {"id": 1}}`},

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/jetline/jetline/shared/metrics"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
@@ -29,12 +26,7 @@ func TestRunServesMetrics(t *testing.T) {
 		return err
 	})
 
-	nc, err := nats.Connect(cfg.NATS.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := testenv.Connect(t, cfg.NATS.URL)
 	const raw = 30
 	msgs := []struct{ source, data string }{
 		{"tweets", `{"id": 1, "created_at": "Mon Jan 01 10:00:00 +0000 2018", "text": "hi", "lang": "en", "user": {"screen_name": "Ann"}}`},
