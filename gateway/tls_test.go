@@ -3,17 +3,10 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -23,120 +16,25 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/testcert"
 )
-
-// certAuthority signs test certificates. Keys are made fresh in every test
-// run; none is checked in.
-type certAuthority struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  string // file holding the CA certificate
-}
-
-// pair is a certificate and its key, parsed and as PEM files.
-type pair struct {
-	tls       tls.Certificate
-	cert, key string
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-func writePEM(t testing.TB, name, kind string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func template(t testing.TB, cn string) *x509.Certificate {
-	t.Helper()
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-}
-
-func newCA(t testing.TB, name string) *certAuthority {
-	t.Helper()
-	key := newKey(t)
-	tmpl := template(t, name)
-	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-	tmpl.KeyUsage = x509.KeyUsageCertSign
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &certAuthority{cert: cert, key: key, pem: writePEM(t, name+".pem", "CERTIFICATE", der)}
-}
-
-func (ca *certAuthority) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// issue signs a server certificate for 127.0.0.1, or a client certificate.
-func (ca *certAuthority) issue(t testing.TB, cn string, server bool) pair {
-	t.Helper()
-	key := newKey(t)
-	tmpl := template(t, cn)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := pair{cert: writePEM(t, cn+".pem", "CERTIFICATE", der), key: writePEM(t, cn+"-key.pem", "PRIVATE KEY", keyDER)}
-	if p.tls, err = tls.LoadX509KeyPair(p.cert, p.key); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // tlsSetup is a gateway with one TLS listener (and no plain one) and the
 // authority that signed its certificate.
 type tlsSetup struct {
 	*bundle
-	ca *certAuthority
+	ca *testcert.CA
 }
 
 func setupTLS(t *testing.T, environ map[string]string) tlsSetup {
 	t.Helper()
-	ca := newCA(t, "server-ca")
-	server := ca.issue(t, "127.0.0.1", true) // ncat checks the common name, not IP addresses
+	ca := testcert.NewCA(t, "server-ca")
+	server := ca.Issue(t, "127.0.0.1") // ncat checks the common name, not IP addresses
 	e := map[string]string{
 		"GATEWAY_LISTEN":     "off",
 		"GATEWAY_TLS_LISTEN": "127.0.0.1:0",
-		"GATEWAY_TLS_CERT":   server.cert,
-		"GATEWAY_TLS_KEY":    server.key,
+		"GATEWAY_TLS_CERT":   server.CertFile,
+		"GATEWAY_TLS_KEY":    server.KeyFile,
 	}
 	for k, v := range environ {
 		e[k] = v
@@ -146,11 +44,11 @@ func setupTLS(t *testing.T, environ map[string]string) tlsSetup {
 
 // sendTLS sends data over TLS, presenting client if it is not nil, and
 // returns the receipt or the error that prevented reading it.
-func (s tlsSetup) sendTLS(t *testing.T, client *pair, data []byte) (gateway.Receipt, error) {
+func (s tlsSetup) sendTLS(t *testing.T, client *testcert.Pair, data []byte) (gateway.Receipt, error) {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: s.ca.pool(), MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: s.ca.Pool(), MinVersion: tls.VersionTLS12}
 	if client != nil {
-		cfg.Certificates = []tls.Certificate{client.tls}
+		cfg.Certificates = []tls.Certificate{client.TLS}
 	}
 	d := tls.Dialer{Config: cfg}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -206,10 +104,10 @@ func TestGatewayTLS(t *testing.T) {
 
 func TestGatewayMutualTLS(t *testing.T) {
 	t.Parallel()
-	clientCA := newCA(t, "client-ca")
-	s := setupTLS(t, map[string]string{"GATEWAY_TLS_CLIENT_CA": clientCA.pem})
-	good := clientCA.issue(t, "sender", false)
-	stranger := newCA(t, "other-ca").issue(t, "stranger", false)
+	clientCA := testcert.NewCA(t, "client-ca")
+	s := setupTLS(t, map[string]string{"GATEWAY_TLS_CLIENT_CA": clientCA.File})
+	good := clientCA.Issue(t, "sender")
+	stranger := testcert.NewCA(t, "other-ca").Issue(t, "stranger")
 
 	r, err := s.sendTLS(t, &good, []byte("{\"signed\":true}\n"))
 	if err != nil {
@@ -219,7 +117,7 @@ func TestGatewayMutualTLS(t *testing.T) {
 		t.Fatalf("receipt = %+v, want ok with 1 line", r)
 	}
 
-	for i, client := range []*pair{nil, &stranger} {
+	for i, client := range []*testcert.Pair{nil, &stranger} {
 		if r, err := s.sendTLS(t, client, []byte("{\"signed\":false}\n")); err == nil {
 			t.Errorf("client %d (without a certificate, then with one of another CA) got a receipt: %+v", i, r)
 		}
@@ -319,12 +217,12 @@ func ncatReceipt(t *testing.T, addr string, data []byte, args ...string) gateway
 
 func TestGatewayTLSWithNcat(t *testing.T) {
 	t.Parallel()
-	clientCA := newCA(t, "client-ca")
-	s := setupTLS(t, map[string]string{"GATEWAY_TLS_CLIENT_CA": clientCA.pem})
-	client := clientCA.issue(t, "ncat", false)
+	clientCA := testcert.NewCA(t, "client-ca")
+	s := setupTLS(t, map[string]string{"GATEWAY_TLS_CLIENT_CA": clientCA.File})
+	client := clientCA.Issue(t, "ncat")
 	input := []byte("{\"n\":1}\n{\"n\":2}\n")
-	r := ncatReceipt(t, s.addr(t, 0), input, "--ssl", "--ssl-verify", "--ssl-trustfile", s.ca.pem,
-		"--ssl-cert", client.cert, "--ssl-key", client.key)
+	r := ncatReceipt(t, s.addr(t, 0), input, "--ssl", "--ssl-verify", "--ssl-trustfile", s.ca.File,
+		"--ssl-cert", client.CertFile, "--ssl-key", client.KeyFile)
 	if r.Status != gateway.StatusOK || r.Lines != 2 {
 		t.Fatalf("receipt = %+v, want ok with 2 lines", r)
 	}
@@ -335,7 +233,7 @@ func TestGatewayTLSWithNcat(t *testing.T) {
 func TestGatewayTLSIdleTimeout(t *testing.T) {
 	t.Parallel()
 	s := setupTLS(t, map[string]string{"GATEWAY_IDLE_TIMEOUT": "300ms"})
-	c, err := tls.Dial("tcp", s.addr(t, 0), &tls.Config{RootCAs: s.ca.pool()})
+	c, err := tls.Dial("tcp", s.addr(t, 0), &tls.Config{RootCAs: s.ca.Pool()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +250,7 @@ func TestGatewayTLSIdleTimeout(t *testing.T) {
 func TestGatewayTLSRefusesOldVersions(t *testing.T) {
 	t.Parallel()
 	s := setupTLS(t, nil)
-	c, err := tls.Dial("tcp", s.addr(t, 0), &tls.Config{RootCAs: s.ca.pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	c, err := tls.Dial("tcp", s.addr(t, 0), &tls.Config{RootCAs: s.ca.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
 	if err == nil {
 		c.Close()
 		t.Fatalf("a TLS 1.1 client completed its handshake; want TLS 1.2 at least")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/testcert"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -46,11 +47,11 @@ func TestConnectCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	badCreds := op.creds(t, dir, "stranger.creds", strangerAccount)
-	ca := newCA(t, dir, "ca")
-	serverCert, _, _ := ca.issue(t, "server")
-	_, clientCert, clientKey := ca.issue(t, "client")
-	otherCA := newCA(t, dir, "other-ca")
-	_, strangerCert, strangerKey := otherCA.issue(t, "stranger")
+	ca := testcert.NewCA(t, "ca")
+	serverCert := ca.Issue(t, "server").TLS
+	client := ca.Issue(t, "client")
+	otherCA := testcert.NewCA(t, "other-ca")
+	stranger := otherCA.Issue(t, "stranger")
 
 	servers := map[string]func(*server.Options){
 		"password": func(o *server.Options) {
@@ -72,7 +73,7 @@ func TestConnectCredentials(t *testing.T) {
 		"mtls": func(o *server.Options) {
 			o.TLSConfig = &tls.Config{
 				Certificates: []tls.Certificate{serverCert},
-				ClientCAs:    ca.pool(),
+				ClientCAs:    ca.Pool(),
 				ClientAuth:   tls.RequireAndVerifyClientCert,
 				MinVersion:   tls.VersionTLS12,
 			}
@@ -128,19 +129,19 @@ func TestConnectCredentials(t *testing.T) {
 			return topology.NATSConfig{URL: "nats://" + a, Creds: badCreds}
 		}, refused, ""},
 		{"client certificate", "mtls", func(a string) topology.NATSConfig {
-			return topology.NATSConfig{URL: "tls://" + a, TLSCA: ca.pemFile, TLSCert: clientCert, TLSKey: clientKey}
+			return topology.NATSConfig{URL: "tls://" + a, TLSCA: ca.File, TLSCert: client.CertFile, TLSKey: client.KeyFile}
 		}, "", ""},
 		{"tls files with a nats url", "mtls", func(a string) topology.NATSConfig {
-			return topology.NATSConfig{URL: "nats://" + a, TLSCA: ca.pemFile, TLSCert: clientCert, TLSKey: clientKey}
+			return topology.NATSConfig{URL: "nats://" + a, TLSCA: ca.File, TLSCert: client.CertFile, TLSKey: client.KeyFile}
 		}, "", ""},
 		{"no client certificate", "mtls", func(a string) topology.NATSConfig {
-			return topology.NATSConfig{URL: "tls://" + a, TLSCA: ca.pemFile}
+			return topology.NATSConfig{URL: "tls://" + a, TLSCA: ca.File}
 		}, "NATS_TLS_CERT and NATS_TLS_KEY", ""},
 		{"client certificate of another ca", "mtls", func(a string) topology.NATSConfig {
-			return topology.NATSConfig{URL: "tls://" + a, TLSCA: ca.pemFile, TLSCert: strangerCert, TLSKey: strangerKey}
+			return topology.NATSConfig{URL: "tls://" + a, TLSCA: ca.File, TLSCert: stranger.CertFile, TLSKey: stranger.KeyFile}
 		}, "NATS_TLS_CERT and NATS_TLS_KEY", ""},
 		{"server certificate of an untrusted ca", "mtls", func(a string) topology.NATSConfig {
-			return topology.NATSConfig{URL: "tls://" + a, TLSCA: otherCA.pemFile, TLSCert: clientCert, TLSKey: clientKey}
+			return topology.NATSConfig{URL: "tls://" + a, TLSCA: otherCA.File, TLSCert: client.CertFile, TLSKey: client.KeyFile}
 		}, "set NATS_TLS_CA to the CA that signed it", ""},
 		{"no tls settings", "mtls", func(a string) topology.NATSConfig {
 			return topology.NATSConfig{URL: "nats://" + a}

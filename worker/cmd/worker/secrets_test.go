@@ -2,20 +2,10 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caarlos0/env/v11"
 	"github.com/nats-io/nats-server/v2/server"
@@ -23,6 +13,7 @@ import (
 	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/shared/logging/secrettest"
+	"github.com/jetline/jetline/shared/testcert"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/worker"
 )
@@ -214,53 +205,16 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 }
 
-// selfSignedPEM writes a self-signed ECDSA P-256 certificate for
-// db.example.com and its key into dir, and returns their paths. It serves
-// as the CA a server is checked against and as a client certificate.
-func selfSignedPEM(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "db.example.com"},
-		DNSNames:              []string{"db.example.com"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "db.pem"), filepath.Join(dir, "db-key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 // TestDatabaseURLWithTLS gives the worker a DATABASE_URL with a password,
 // sslmode=verify-full, a root certificate and a client certificate, and
 // checks that the pool gets all of them, and that the configuration line
 // shows the file paths but not the password.
 func TestDatabaseURLWithTLS(t *testing.T) {
 	t.Parallel()
-	cert, key := selfSignedPEM(t, t.TempDir())
+	ca := testcert.NewCA(t, "db-ca")
+	client := ca.Issue(t, "db.example.com")
 	dsn := "postgres://jetline:" + secretDBPassword + "@db.example.com:5432/jetline?sslmode=verify-full" +
-		"&sslrootcert=" + url.QueryEscape(cert) + "&sslcert=" + url.QueryEscape(cert) + "&sslkey=" + url.QueryEscape(key)
+		"&sslrootcert=" + url.QueryEscape(ca.File) + "&sslcert=" + url.QueryEscape(client.CertFile) + "&sslkey=" + url.QueryEscape(client.KeyFile)
 	var cfg worker.Config
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: map[string]string{"DATABASE_URL": dsn}}); err != nil {
 		t.Fatal(err)
@@ -292,7 +246,7 @@ func TestDatabaseURLWithTLS(t *testing.T) {
 	var logs bytes.Buffer
 	logging.Effective(logging.New(logging.Config{Format: "json"}, &logs), cfg)
 	line := logs.String()
-	if !strings.Contains(line, "postgres://jetline:xxxxx@db.example.com:5432/jetline?sslmode=verify-full&sslrootcert="+url.QueryEscape(cert)) {
+	if !strings.Contains(line, "postgres://jetline:xxxxx@db.example.com:5432/jetline?sslmode=verify-full&sslrootcert="+url.QueryEscape(ca.File)) {
 		t.Errorf("configuration line does not show DATABASE_URL with its password hidden and its paths: %s", line)
 	}
 	secrettest.NoSecrets(t, line, secretDBPassword)

@@ -1,0 +1,145 @@
+// Package testcert makes throw-away certificates for tests of TLS
+// listeners and clients: a certificate authority and the certificates it
+// signs, all ECDSA P-256, valid from an hour ago to an hour from now, with
+// their PEM files in the test's temporary directories. Keys are made fresh
+// in every run; none is checked in.
+//
+//	ca := testcert.NewCA(t, "server-ca")
+//	server := ca.Issue(t, "127.0.0.1")
+//	// serve with server.TLS (or server.CertFile, server.KeyFile);
+//	// clients trust ca.Pool() (or ca.File).
+package testcert
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// CA is a certificate authority that signs test certificates.
+type CA struct {
+	// Cert is the CA's own, self-signed certificate.
+	Cert *x509.Certificate
+	// Key signs the certificates [CA.Issue] makes.
+	Key *ecdsa.PrivateKey
+	// File is the path of a PEM file holding Cert, as a CA option
+	// (GATEWAY_TLS_CLIENT_CA, NATS_TLS_CA, sslrootcert) takes it.
+	File string
+}
+
+// Pair is a certificate signed by a [CA] and its private key.
+type Pair struct {
+	// TLS is the certificate and key, ready for a [tls.Config].
+	TLS tls.Certificate
+	// CertFile and KeyFile are the paths of PEM files holding the
+	// certificate and the PKCS #8 key; the key file is readable by its
+	// owner only, as servers such as Postgres require.
+	CertFile, KeyFile string
+}
+
+// NewCA makes a certificate authority with common name name and writes its
+// certificate to a PEM file. It fails the test on any error.
+func NewCA(t testing.TB, name string) *CA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := template(t, name)
+	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatalf("testcert: create CA certificate: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("testcert: parse CA certificate: %v", err)
+	}
+	return &CA{Cert: cert, Key: key, File: writePEM(t, name+".pem", "CERTIFICATE", der)}
+}
+
+// Pool returns a certificate pool that trusts ca only.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// Issue signs a certificate with common name cn, for use by a server and by
+// a client alike. It is valid for 127.0.0.1 and, when cn is a host name,
+// for cn and localhost. When cn is an IP address the certificate names no
+// host, so clients that check the common name and ignore IP addresses
+// (ncat) accept it for cn. It fails the test on any error.
+func (ca *CA) Issue(t testing.TB, cn string) Pair {
+	t.Helper()
+	key := newKey(t)
+	tmpl := template(t, cn)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	if net.ParseIP(cn) == nil {
+		// A client that finds a host name among the alternatives
+		// checks those only, never the common name.
+		tmpl.DNSNames = []string{cn, "localhost"}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		t.Fatalf("testcert: sign certificate for %s: %v", cn, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatalf("testcert: marshal key for %s: %v", cn, err)
+	}
+	p := Pair{
+		CertFile: writePEM(t, cn+".pem", "CERTIFICATE", der),
+		KeyFile:  writePEM(t, cn+"-key.pem", "PRIVATE KEY", keyDER),
+	}
+	if p.TLS, err = tls.LoadX509KeyPair(p.CertFile, p.KeyFile); err != nil {
+		t.Fatalf("testcert: load the pair just written for %s: %v", cn, err)
+	}
+	return p
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("testcert: generate key: %v", err)
+	}
+	return key
+}
+
+// template is the part every certificate shares. The serial is random, so
+// no two certificates a client sees from one CA look alike.
+func template(t testing.TB, cn string) *x509.Certificate {
+	t.Helper()
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatalf("testcert: serial number: %v", err)
+	}
+	return &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+}
+
+// writePEM writes one PEM block to a file named name in a new temporary
+// directory, so names never collide, and returns its path.
+func writePEM(t testing.TB, name, kind string, der []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+		t.Fatalf("testcert: %v", err)
+	}
+	return path
+}
