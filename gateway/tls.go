@@ -35,6 +35,11 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 		errs = append(errs, fmt.Errorf("GATEWAY_TLS_HANDSHAKE_TIMEOUT must be positive (got %s)", c.TLSHandshakeTimeout))
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if curves, err := parseCurves(c.TLSCurves); err != nil {
+		errs = append(errs, err)
+	} else {
+		cfg.CurvePreferences = curves
+	}
 	if c.TLSCert != "" && c.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 		if err != nil {
@@ -57,6 +62,32 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// curveNames are the key exchanges GATEWAY_TLS_CURVES may name.
+var curveNames = map[string]tls.CurveID{
+	"x25519mlkem768": tls.X25519MLKEM768,
+	"x25519":         tls.X25519,
+	"p256":           tls.CurveP256,
+	"p384":           tls.CurveP384,
+	"p521":           tls.CurveP521,
+}
+
+// parseCurves reads GATEWAY_TLS_CURVES; empty means Go's defaults (nil).
+func parseCurves(s string) ([]tls.CurveID, error) {
+	var out []tls.CurveID
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		id, ok := curveNames[strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(name))]
+		if !ok {
+			return nil, fmt.Errorf("GATEWAY_TLS_CURVES: %q is not a key exchange; use some of X25519MLKEM768, X25519, P256, P384, P521, or leave it empty for Go's defaults", name)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }
 
 // handshake runs the server side of conn's TLS handshake, giving up after
