@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -215,7 +214,7 @@ func TestStoreBisect(t *testing.T) {
 
 func TestStoreDatabaseDown(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t, "postgres://postgres@"+closedAddr(t)+"/jetline?sslmode=disable&connect_timeout=2")
+	pool := newPool(t, "postgres://postgres@"+testenv.FreeAddr(t)+"/jetline?sslmode=disable&connect_timeout=2")
 	raw, _ := NewRawLanding("events")
 	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
 	if err != nil {
@@ -228,18 +227,6 @@ func TestStoreDatabaseDown(t *testing.T) {
 	if c := Classify(err); c != Transient {
 		t.Fatalf("Classify(%v) = %s, want transient", err, c)
 	}
-}
-
-// closedAddr returns a local address nothing listens on.
-func closedAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestTableCreateSQL(t *testing.T) {

@@ -44,13 +44,7 @@ func setupNATS(t testing.TB, ackWait time.Duration) *natsBundle {
 // setupNATSWith is setupNATS with a server started with opts.
 func setupNATSWith(t testing.TB, ackWait time.Duration, opts embeddednats.Options) *natsBundle {
 	t.Helper()
-	opts.Port, opts.StoreDir = -1, t.TempDir()
-	srv, err := embeddednats.Start(opts, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, js := testenv.Connect(t, srv.ClientURL())
+	nc, js := testenv.Connect(t, testenv.NATSWith(t, opts).ClientURL())
 	ctx := t.Context()
 	stream, err := topology.EnsureStream(ctx, js, topology.StreamConfig{MaxBytes: 1 << 30, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 1})
 	if err != nil {
@@ -377,7 +371,7 @@ func TestWorkerDatabaseDown(t *testing.T) {
 	lines, want, _ := mixedLines(n)
 	nb.publish(t, "tweets", lines)
 
-	down := newPool(t, "postgres://postgres@"+closedAddr(t)+"/jetline?sslmode=disable&connect_timeout=2")
+	down := newPool(t, "postgres://postgres@"+testenv.FreeAddr(t)+"/jetline?sslmode=disable&connect_timeout=2")
 	raw, _ := NewRawLanding("events")
 	downStore, err := NewPostgresStore(down, raw.Table(), testenv.Logger(t))
 	if err != nil {

@@ -15,7 +15,16 @@ import (
 // server cannot start: being a library, it has no reason to be missing.
 func NATS(t testing.TB) *embeddednats.Server {
 	t.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, Logger(t))
+	return NATSWith(t, embeddednats.Options{})
+}
+
+// NATSWith is [NATS] with a server started with opts, for tests that need
+// credentials, TLS or limits; the port and store directory in opts are
+// replaced.
+func NATSWith(t testing.TB, opts embeddednats.Options) *embeddednats.Server {
+	t.Helper()
+	opts.Port, opts.StoreDir = -1, t.TempDir()
+	srv, err := embeddednats.Start(opts, Logger(t))
 	if err != nil {
 		t.Fatalf("testenv: start embedded nats: %v", err)
 	}

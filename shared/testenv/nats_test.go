@@ -4,7 +4,11 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/embeddednats"
 )
 
 func TestJetStream(t *testing.T) {
@@ -33,4 +37,17 @@ func TestConnect(t *testing.T) {
 	if _, err := js.AccountInfo(t.Context()); err != nil {
 		t.Fatalf("jetstream account info: %v", err)
 	}
+}
+
+func TestNATSWith(t *testing.T) {
+	t.Parallel()
+	srv := NATSWith(t, embeddednats.Options{Configure: func(o *server.Options) { o.Authorization = "s3cret" }})
+	if _, err := nats.Connect(srv.ClientURL()); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("connect without the token: err = %v, want %v", err, nats.ErrAuthorization)
+	}
+	nc, err := nats.Connect(srv.ClientURL(), nats.Token("s3cret"))
+	if err != nil {
+		t.Fatalf("connect with the token: %v", err)
+	}
+	nc.Close()
 }

@@ -23,12 +23,7 @@ import (
 // credentials or TLS, and returns its host:port.
 func startNATS(t *testing.T, configure func(*server.Options)) string {
 	t.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir(), Configure: configure}, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv.Addr().String()
+	return testenv.NATSWith(t, embeddednats.Options{Configure: configure}).Addr().String()
 }
 
 // TestConnectCredentials connects to servers that require a password, a

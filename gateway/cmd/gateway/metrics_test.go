@@ -14,24 +14,13 @@ import (
 	"github.com/jetline/jetline/shared/testenv"
 )
 
-// freeAddr returns a local address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestRunServesMetrics runs the program as configured from the
 // environment, sends it lines and watches /metrics on its health address
 // move by exactly those lines. It stops the program as an operator does,
 // with SIGTERM, so it runs alone (no t.Parallel).
 func TestRunServesMetrics(t *testing.T) {
 	srv := testenv.NATS(t)
-	listen, healthAddr := freeAddr(t), freeAddr(t)
+	listen, healthAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	for k, v := range map[string]string{
 		"NATS_URL":            srv.ClientURL(),
 		"GATEWAY_LISTEN":      listen,

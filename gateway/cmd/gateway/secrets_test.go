@@ -1,8 +1,6 @@
 package main
 
 import (
-	"net"
-	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -23,17 +21,6 @@ const (
 // TestSecretsNeverPrinted.
 func TestRunMain(t *testing.T) { secrettest.Main(t, main) }
 
-// closedAddr returns a local address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // authNATS starts a NATS server that takes user jet with natsPassword, or
 // natsToken when token is set.
 func authNATS(t *testing.T, token bool) *embeddednats.Server {
@@ -44,12 +31,7 @@ func authNATS(t *testing.T, token bool) *embeddednats.Server {
 	if token {
 		configure = func(o *server.Options) { o.Authorization = natsToken }
 	}
-	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir(), Configure: configure}, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
+	return testenv.NATSWith(t, embeddednats.Options{Configure: configure})
 }
 
 // baseEnv is what every run gets: debug logs, so that every line the
@@ -77,56 +59,44 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the gateway in child processes")
 	}
-	wantFailure := func(t *testing.T, p *secrettest.Program, want string) {
-		t.Helper()
-		if err := p.Wait(t); err == nil {
-			t.Fatalf("gateway exited with status 0, want a failure; output:\n%s", p.Output())
-		}
-		if !strings.Contains(p.Output(), want) {
-			t.Fatalf("output does not say %q:\n%s", want, p.Output())
-		}
-	}
-	tests := []struct {
-		name string
-		run  func(t *testing.T, format string) *secrettest.Program
-	}{
-		{"unreachable with a password", func(t *testing.T, format string) *secrettest.Program {
+	secrettest.Runs(t, []secrettest.Run{
+		{Name: "unreachable with a password", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
-				"NATS_URL": "nats://jet:" + natsPassword + "@no-such-host.invalid:4222,nats://jet:" + natsPassword + "@" + closedAddr(t),
+				"NATS_URL": "nats://jet:" + natsPassword + "@no-such-host.invalid:4222,nats://jet:" + natsPassword + "@" + testenv.FreeAddr(t),
 			}))
-			wantFailure(t, p, "gateway: connect to nats at nats://jet:xxxxx@no-such-host.invalid:4222")
+			p.WantFailure(t, "gateway: connect to nats at nats://jet:xxxxx@no-such-host.invalid:4222")
 			return p
 		}},
-		{"unreachable with a token", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "unreachable with a token", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
-				"NATS_URL": "nats://" + closedAddr(t), "NATS_TOKEN": natsToken,
+				"NATS_URL": "nats://" + testenv.FreeAddr(t), "NATS_TOKEN": natsToken,
 			}))
-			wantFailure(t, p, "is the server running?")
+			p.WantFailure(t, "is the server running?")
 			return p
 		}},
-		{"unreachable with a token in the url", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "unreachable with a token in the url", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
 				"NATS_URL": "nats://" + natsToken + "@no-such-host.invalid:4222",
 			}))
-			wantFailure(t, p, "is the server running?")
+			p.WantFailure(t, "is the server running?")
 			return p
 		}},
-		{"wrong password", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "wrong password", Start: func(t *testing.T, format string) *secrettest.Program {
 			srv := authNATS(t, false)
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
 				"NATS_URL": "nats://jet:" + wrongSecret + "@" + srv.Addr().String(),
 			}))
-			wantFailure(t, p, "the server refused the credentials")
+			p.WantFailure(t, "the server refused the credentials")
 			return p
 		}},
-		{"url that does not parse", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "url that does not parse", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
 				"NATS_URL": "nats://jet:" + natsPassword + "@host:notaport",
 			}))
-			wantFailure(t, p, "invalid configuration")
+			p.WantFailure(t, "invalid configuration")
 			return p
 		}},
-		{"runs with a password", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "runs with a password", Start: func(t *testing.T, format string) *secrettest.Program {
 			srv := authNATS(t, false)
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
 				"NATS_URL": "nats://jet:" + natsPassword + "@" + srv.Addr().String(),
@@ -136,38 +106,16 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			if err := srv.Restart(); err != nil {
 				t.Fatal(err)
 			}
-			p.WaitFor(t, "nats reconnected")
-			if err := p.Stop(t); err != nil {
-				t.Fatalf("gateway exited with %v; output:\n%s", err, p.Output())
-			}
+			p.StopAfter(t, "nats reconnected")
 			return p
 		}},
-		{"runs with a token", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "runs with a token", Start: func(t *testing.T, format string) *secrettest.Program {
 			srv := authNATS(t, true)
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
 				"NATS_URL": "nats://" + srv.Addr().String(), "NATS_TOKEN": natsToken,
 			}))
-			p.WaitFor(t, "gateway started")
-			if err := p.Stop(t); err != nil {
-				t.Fatalf("gateway exited with %v; output:\n%s", err, p.Output())
-			}
+			p.StopAfter(t, "gateway started")
 			return p
 		}},
-	}
-	for _, format := range []string{"json", "text"} {
-		for _, tt := range tests {
-			t.Run(format+"/"+tt.name, func(t *testing.T) {
-				t.Parallel()
-				p := tt.run(t, format)
-				out := p.Output()
-				if !strings.Contains(out, "configuration") && !strings.Contains(out, "invalid configuration") {
-					t.Errorf("no configuration line:\n%s", out)
-				}
-				secrettest.NoSecrets(t, out, natsPassword, natsToken, wrongSecret)
-				if t.Failed() {
-					t.Logf("output:\n%s", out)
-				}
-			})
-		}
-	}
+	}, natsPassword, natsToken, wrongSecret)
 }

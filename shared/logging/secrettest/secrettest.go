@@ -142,6 +142,58 @@ func (p *Program) Wait(t *testing.T) error {
 	}
 }
 
+// WantFailure waits for the program to exit on its own, and fails the test
+// if it exits with status 0 or its output does not hold want.
+func (p *Program) WantFailure(t *testing.T, want string) {
+	t.Helper()
+	if err := p.Wait(t); err == nil {
+		t.Fatalf("program exited with status 0, want a failure; output:\n%s", p.Output())
+	}
+	if !strings.Contains(p.Output(), want) {
+		t.Fatalf("output does not say %q:\n%s", want, p.Output())
+	}
+}
+
+// StopAfter waits until the program's output holds want, then stops it
+// with [Program.Stop], failing the test unless it exits with status 0.
+func (p *Program) StopAfter(t *testing.T, want string) {
+	t.Helper()
+	p.WaitFor(t, want)
+	if err := p.Stop(t); err != nil {
+		t.Fatalf("program exited with %v; output:\n%s", err, p.Output())
+	}
+}
+
+// Run is one way of running a program for [Runs]. Start runs the program
+// with its logs in format ("json" or "text") and returns it once it has
+// exited.
+type Run struct {
+	Name  string
+	Start func(t *testing.T, format string) *Program
+}
+
+// Runs runs each of runs once with JSON logs and once with text logs, as
+// parallel subtests, and fails a subtest if the program's output has no
+// configuration line or holds any of secrets.
+func Runs(t *testing.T, runs []Run, secrets ...string) {
+	t.Helper()
+	for _, format := range []string{"json", "text"} {
+		for _, r := range runs {
+			t.Run(format+"/"+r.Name, func(t *testing.T) {
+				t.Parallel()
+				out := r.Start(t, format).Output()
+				if !strings.Contains(out, "configuration") {
+					t.Errorf("no configuration line:\n%s", out)
+				}
+				NoSecrets(t, out, secrets...)
+				if t.Failed() {
+					t.Logf("output:\n%s", out)
+				}
+			})
+		}
+	}
+}
+
 // NoSecrets fails the test if output holds any of secrets, showing the
 // lines that do.
 func NoSecrets(t *testing.T, output string, secrets ...string) {

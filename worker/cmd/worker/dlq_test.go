@@ -152,7 +152,7 @@ func TestDLQUsage(t *testing.T) {
 	// Mistakes are caught before any connection: this NATS URL leads
 	// nowhere.
 	cfg := setup(t, "postgres://postgres@127.0.0.1:1/unused?sslmode=disable")
-	cfg.NATS.URL = "nats://" + freeAddr(t)
+	cfg.NATS.URL = "nats://" + testenv.FreeAddr(t)
 	tests := []struct {
 		args    []string
 		wantErr string // "" for none

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 	"github.com/jetline/jetline/worker"
@@ -21,31 +19,16 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// freeAddr returns a local address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // setup starts NATS and returns a config for run pointing at it and at
 // databaseURL.
 func setup(t *testing.T, databaseURL string) worker.Config {
 	t.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := testenv.NATS(t)
 	var cfg worker.Config
-	err = env.ParseWithOptions(&cfg, env.Options{Environment: map[string]string{
+	err := env.ParseWithOptions(&cfg, env.Options{Environment: map[string]string{
 		"DATABASE_URL":            databaseURL,
 		"NATS_URL":                srv.ClientURL(),
-		"WORKER_HEALTH_ADDR":      freeAddr(t),
+		"WORKER_HEALTH_ADDR":      testenv.FreeAddr(t),
 		"WORKER_FETCH_MAX_WAIT":   "100ms",
 		"WORKER_SHUTDOWN_TIMEOUT": "5s",
 		"WORKER_INSTANCE":         "test",
@@ -135,7 +118,7 @@ func TestRunStoresLines(t *testing.T) {
 
 func TestRunNotReadyWithoutDatabase(t *testing.T) {
 	t.Parallel()
-	cfg := setup(t, "postgres://postgres@"+freeAddr(t)+"/jetline?sslmode=disable")
+	cfg := setup(t, "postgres://postgres@"+testenv.FreeAddr(t)+"/jetline?sslmode=disable")
 	stop := start(t, cfg)
 	// The health server answers while the worker waits for the database,
 	// and readiness says why it is not ready.
@@ -209,7 +192,7 @@ func TestRunRefusesBadSpec(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("source: tweets\ntable: tweets\ncolumns:\n  - {name: id, path: id, type: bigin}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := setup(t, "postgres://postgres@"+freeAddr(t)+"/jetline?sslmode=disable")
+	cfg := setup(t, "postgres://postgres@"+testenv.FreeAddr(t)+"/jetline?sslmode=disable")
 	cfg.Pipelines = []string{bad}
 	err := run(t.Context(), cfg)
 	if err == nil || !strings.Contains(err.Error(), "bad.yaml:4:32: columns[0] (id).type: unknown type \"bigin\"") {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -40,12 +39,7 @@ func secretNATS(t *testing.T, token bool) *embeddednats.Server {
 	if token {
 		configure = func(o *server.Options) { o.Authorization = secretNATSToken }
 	}
-	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir(), Configure: configure}, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
+	return testenv.NATSWith(t, embeddednats.Options{Configure: configure})
 }
 
 // withPassword returns the PostgreSQL URL dsn with secretDBPassword as its
@@ -91,80 +85,51 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		t.Skip("starts the worker in child processes")
 	}
 	dbURL := withPassword(t, testenv.Postgres(t))
-	closed := func(t *testing.T) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
 	natsURL := func(srv *embeddednats.Server) string {
 		return "nats://jet:" + secretNATSPassword + "@" + srv.Addr().String()
 	}
-	wantFailure := func(t *testing.T, p *secrettest.Program, want string) {
-		t.Helper()
-		if err := p.Wait(t); err == nil {
-			t.Fatalf("worker exited with status 0, want a failure; output:\n%s", p.Output())
-		}
-		if !strings.Contains(p.Output(), want) {
-			t.Fatalf("output does not say %q:\n%s", want, p.Output())
-		}
-	}
-	// waitThenStop waits for want in the output, then stops the worker,
-	// which must exit cleanly.
-	waitThenStop := func(t *testing.T, p *secrettest.Program, want string) {
-		t.Helper()
-		p.WaitFor(t, want)
-		if err := p.Stop(t); err != nil {
-			t.Fatalf("worker exited with %v; output:\n%s", err, p.Output())
-		}
-	}
-	tests := []struct {
-		name string
-		run  func(t *testing.T, format string) *secrettest.Program
-	}{
-		{"nats unreachable", func(t *testing.T, format string) *secrettest.Program {
+	secrettest.Runs(t, []secrettest.Run{
+		{Name: "nats unreachable", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
 				"NATS_URL":     "nats://jet:" + secretNATSPassword + "@no-such-host.invalid:4222",
 				"DATABASE_URL": dbURL,
 			}))
-			wantFailure(t, p, "worker: connect to nats at nats://jet:xxxxx@no-such-host.invalid:4222")
+			p.WantFailure(t, "worker: connect to nats at nats://jet:xxxxx@no-such-host.invalid:4222")
 			return p
 		}},
-		{"postgres port closed", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "postgres port closed", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
 				"NATS_URL":     natsURL(secretNATS(t, false)),
-				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@" + closed(t) + "/jetline?sslmode=disable",
+				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@" + testenv.FreeAddr(t) + "/jetline?sslmode=disable",
 			}))
-			waitThenStop(t, p, "waiting for postgres")
+			p.StopAfter(t, "waiting for postgres")
 			return p
 		}},
-		{"postgres host unknown", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "postgres host unknown", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
 				"NATS_URL":     natsURL(secretNATS(t, false)),
 				"DATABASE_URL": "postgres://jet@no-such-host.invalid/jetline?sslmode=disable&password=" + secretDBPassword,
 			}))
-			waitThenStop(t, p, "waiting for postgres")
+			p.StopAfter(t, "waiting for postgres")
 			return p
 		}},
-		{"database url that does not parse", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "database url that does not parse", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
 				"NATS_URL":     natsURL(secretNATS(t, false)),
 				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@127.0.0.1:notaport/jetline",
 			}))
-			wantFailure(t, p, "DATABASE_URL is not a usable PostgreSQL connection string")
+			p.WantFailure(t, "DATABASE_URL is not a usable PostgreSQL connection string")
 			return p
 		}},
-		{"keyword/value string that does not parse", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "keyword/value string that does not parse", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
 				"NATS_URL":     natsURL(secretNATS(t, false)),
 				"DATABASE_URL": "host=127.0.0.1 password=" + secretDBPassword + " sslmode=bogus",
 			}))
-			wantFailure(t, p, "DATABASE_URL is not a usable PostgreSQL connection string")
+			p.WantFailure(t, "DATABASE_URL is not a usable PostgreSQL connection string")
 			return p
 		}},
-		{"runs with passwords", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "runs with passwords", Start: func(t *testing.T, format string) *secrettest.Program {
 			srv := secretNATS(t, false)
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
 				"NATS_URL":     natsURL(srv),
@@ -175,34 +140,19 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			if err := srv.Restart(); err != nil {
 				t.Fatal(err)
 			}
-			waitThenStop(t, p, "nats reconnected")
+			p.StopAfter(t, "nats reconnected")
 			return p
 		}},
-		{"runs with a token", func(t *testing.T, format string) *secrettest.Program {
+		{Name: "runs with a token", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
 				"NATS_URL":     "nats://" + secretNATS(t, true).Addr().String(),
 				"NATS_TOKEN":   secretNATSToken,
 				"DATABASE_URL": dbURL,
 			}))
-			waitThenStop(t, p, "worker started")
+			p.StopAfter(t, "worker started")
 			return p
 		}},
-	}
-	for _, format := range []string{"json", "text"} {
-		for _, tt := range tests {
-			t.Run(format+"/"+tt.name, func(t *testing.T) {
-				t.Parallel()
-				out := tt.run(t, format).Output()
-				if !strings.Contains(out, "configuration") {
-					t.Errorf("no configuration line:\n%s", out)
-				}
-				secrettest.NoSecrets(t, out, secretNATSPassword, secretNATSToken, secretDBPassword)
-				if t.Failed() {
-					t.Logf("output:\n%s", out)
-				}
-			})
-		}
-	}
+	}, secretNATSPassword, secretNATSToken, secretDBPassword)
 }
 
 // TestDatabaseURLWithTLS gives the worker a DATABASE_URL with a password,
