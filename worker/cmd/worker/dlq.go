@@ -170,6 +170,20 @@ func (ff *filterFlags) filter(now time.Time) (dlq.Filter, error) {
 	return f, f.Validate()
 }
 
+// parse parses args with fs, on which register was called, for a command
+// that takes flags only, and returns the selection the filter flags
+// describe.
+func (ff *filterFlags) parse(fs *flag.FlagSet, args []string) (dlq.Filter, error) {
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return dlq.Filter{}, err
+	}
+	if err := noArgs(fs, rest); err != nil {
+		return dlq.Filter{}, err
+	}
+	return ff.filter(time.Now())
+}
+
 // noArgs reports positional arguments a command does not take.
 func noArgs(fs *flag.FlagSet, args []string) error {
 	if len(args) > 0 {
@@ -184,14 +198,7 @@ func parseList(args []string, stderr io.Writer) (operation, error) {
 	var ff filterFlags
 	ff.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	rest, err := parseFlags(fs, args)
-	if err != nil {
-		return nil, err
-	}
-	if err := noArgs(fs, rest); err != nil {
-		return nil, err
-	}
-	f, err := ff.filter(time.Now())
+	f, err := ff.parse(fs, args)
 	if err != nil {
 		return nil, err
 	}
@@ -254,19 +261,12 @@ Lines cut by the gateway (reason `+deadletter.ReasonTooLong+`) cannot be replaye
 	dryRun := fs.Bool("dry-run", false, "say what would be replayed and change nothing")
 	lineRate := fs.Float64("rate", 0, "republish at most `N` lines a second; 0 means as fast as acknowledged")
 	every := fs.Duration("progress", 5*time.Second, "how often to report progress on stderr")
-	rest, err := parseFlags(fs, args)
+	f, err := ff.parse(fs, args)
 	if err != nil {
-		return nil, err
-	}
-	if err := noArgs(fs, rest); err != nil {
 		return nil, err
 	}
 	if *lineRate < 0 || *every <= 0 {
 		return nil, fmt.Errorf("dlq replay: --rate must not be negative (got %g) and --progress must be positive (got %s)", *lineRate, *every)
-	}
-	f, err := ff.filter(time.Now())
-	if err != nil {
-		return nil, err
 	}
 	return func(ctx context.Context, js jetstream.JetStream, stdout, stderr io.Writer) error {
 		if *dryRun {
@@ -302,14 +302,7 @@ func parsePurge(args []string, stderr io.Writer) (operation, error) {
 	var ff filterFlags
 	ff.register(fs)
 	yes := fs.Bool("yes", false, "really remove them")
-	rest, err := parseFlags(fs, args)
-	if err != nil {
-		return nil, err
-	}
-	if err := noArgs(fs, rest); err != nil {
-		return nil, err
-	}
-	f, err := ff.filter(time.Now())
+	f, err := ff.parse(fs, args)
 	if err != nil {
 		return nil, err
 	}
