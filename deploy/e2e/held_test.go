@@ -9,7 +9,8 @@ import (
 )
 
 // msgCounts returns how many messages the NATS server has sent to worker
-// p's connection and received from it.
+// p's connection and received from it, and whether the connection is
+// closed (the counts are then final).
 //
 // The consumer's counts cannot say which worker holds which lines, but
 // these can: every message a worker sends is an acknowledgement, a pull
@@ -17,19 +18,19 @@ import (
 // request at most one status message besides its lines (the worker's
 // fetches expire within WORKER_FETCH_MAX_WAIT, under the 10 s from which
 // nats.go adds heartbeats). So out-in is at most the lines the worker
-// holds unacknowledged.
-func (b *bundle) msgCounts(p *proc) (out, in int64, err error) {
+// holds unacknowledged, less by one for each fetch that was filled.
+func (b *bundle) msgCounts(p *proc) (out, in int64, closed bool, err error) {
 	name := "jetline-worker/" + p.name
-	cz, err := b.nats.Connz(&server.ConnzOptions{Limit: 1 << 16})
+	cz, err := b.nats.Connz(&server.ConnzOptions{State: server.ConnAll, Limit: 1 << 16})
 	if err != nil {
-		return 0, 0, fmt.Errorf("list nats connections: %w", err)
+		return 0, 0, false, fmt.Errorf("list nats connections: %w", err)
 	}
 	for _, c := range cz.Conns {
 		if c.Name == name {
-			return c.OutMsgs, c.InMsgs, nil
+			return c.OutMsgs, c.InMsgs, c.Stop != nil, nil
 		}
 	}
-	return 0, 0, fmt.Errorf("no nats connection named %s", name)
+	return 0, 0, false, fmt.Errorf("no nats connection named %s", name)
 }
 
 // quietFor is how long a worker must send nothing for killHolding to take
@@ -37,34 +38,44 @@ func (b *bundle) msgCounts(p *proc) (out, in int64, err error) {
 const quietFor = 20 * time.Millisecond
 
 // killHolding SIGKILLs worker p while it holds at least n lines and is
-// busy storing them, so that JetStream must redeliver them, failing the
-// test if that does not happen within timeout. It returns how many lines p
-// held at least.
+// busy storing them, failing the test if that does not happen within
+// timeout. Then it waits for the server to close p's connection and
+// returns out-in of its final counts (see [bundle.msgCounts]): at least
+// that many lines were left unacknowledged, and JetStream must redeliver
+// each of them.
 //
 // Holding lines is not enough: a worker that has just committed a batch
-// may have sent its acknowledgements, which the server has yet to count,
-// and a test that waits for rows to appear looks just then. So p must also
-// have sent nothing for quietFor: it is in the middle of storing, and
-// acknowledges nothing before the kill that follows at once.
+// may have sent acknowledgements the server has yet to count, and a test
+// waiting for rows to appear looks just then. So p must also have sent
+// nothing for quietFor, in the middle of storing. Even so, on a loaded
+// machine the server may lag that long; the final counts tell, and a
+// result of 0 or less means the kill may have left nothing to redeliver.
 func (b *bundle) killHolding(t *testing.T, p *proc, n int64, timeout time.Duration) int64 {
 	t.Helper()
-	var held int64
 	b.waitFor(t, timeout, p.name+" to hold lines while storing them", func() (bool, string) {
-		_, in1, err := b.msgCounts(p)
+		_, in1, _, err := b.msgCounts(p)
 		if err != nil {
 			return false, err.Error()
 		}
 		time.Sleep(quietFor)
-		out2, in2, err := b.msgCounts(p)
+		out, in2, _, err := b.msgCounts(p)
 		if err != nil {
 			return false, err.Error()
 		}
-		held = out2 - in2
-		if in2 != in1 || held < n {
+		if held := out - in2; in2 != in1 || held < n {
 			return false, fmt.Sprintf("it holds at least %d lines (want %d) and sent %d messages in %s (want none)", held, n, in2-in1, quietFor)
 		}
 		p.kill(t)
 		return true, ""
 	})
-	return held
+	var left int64
+	b.waitFor(t, readyTimeout, "the server to close the connection of "+p.name, func() (bool, string) {
+		out, in, closed, err := b.msgCounts(p)
+		if err != nil {
+			return false, err.Error()
+		}
+		left = out - in
+		return closed, "still open"
+	})
+	return left
 }
