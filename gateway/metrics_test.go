@@ -2,44 +2,15 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/health"
 	"github.com/jetline/jetline/shared/metrics"
+	"github.com/jetline/jetline/shared/metrics/metricstest"
 )
-
-// serveMetrics serves the gateway's metrics on a health server, as the
-// program does, and returns the URL of /metrics.
-func serveMetrics(t *testing.T, gw *gateway.Gateway) string {
-	t.Helper()
-	hs := health.New("127.0.0.1:0", testLogger())
-	hs.Handle("GET "+metrics.Path, metrics.Handler(testLogger(), gw.Metrics()))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- hs.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("health server: %v", err)
-		}
-	})
-	waitFor(t, 5*time.Second, "health server listening", func() bool { return hs.Addr() != nil })
-	return "http://" + hs.Addr().String() + metrics.Path
-}
-
-func scrape(t *testing.T, url string) metrics.Samples {
-	t.Helper()
-	s, err := metrics.Scrape(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // TestMetricsCountLines sends lines to a gateway on a real NATS server and
 // checks that /metrics moved by exactly what was sent: lines, bytes, too
@@ -49,9 +20,9 @@ func TestMetricsCountLines(t *testing.T) {
 	t.Parallel()
 	const maxLine = 1024
 	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_LINE_BYTES": fmt.Sprint(maxLine)}})
-	url := serveMetrics(t, b.gw)
+	url := metricstest.Serve(t, metrics.Handler(testLogger(), b.gw.Metrics()))
 
-	before := scrape(t, url)
+	before := metricstest.Scrape(t, url)
 	for _, series := range []string{
 		`jetline_gateway_lines_received_total{source="default"}`,
 		`jetline_gateway_lines_published_total{source="default"}`,
@@ -83,10 +54,10 @@ func TestMetricsCountLines(t *testing.T) {
 	}
 	// The receipt is written before the session gives its slot back.
 	waitFor(t, 5*time.Second, "connection closed", func() bool {
-		return scrape(t, url)["jetline_gateway_connections_open"] == 0
+		return metricstest.Scrape(t, url)["jetline_gateway_connections_open"] == 0
 	})
 
-	after := scrape(t, url)
+	after := metricstest.Scrape(t, url)
 	want := map[string]float64{
 		`jetline_gateway_connections_accepted_total{source="default"}`: 1,
 		`jetline_gateway_lines_received_total{source="default"}`:       lines,
@@ -129,9 +100,9 @@ func TestMetricsCountBackpressure(t *testing.T) {
 			"GATEWAY_SHUTDOWN_TIMEOUT":  "2s",
 		},
 	})
-	url := serveMetrics(t, b.gw)
+	url := metricstest.Serve(t, metrics.Handler(testLogger(), b.gw.Metrics()))
 	const bp = "jetline_gateway_backpressure_seconds_total"
-	before := scrape(t, url)
+	before := metricstest.Scrape(t, url)
 	if before[bp] != 0 {
 		t.Fatalf("%s = %v before any connection", bp, before[bp])
 	}
@@ -149,12 +120,12 @@ func TestMetricsCountBackpressure(t *testing.T) {
 	}()
 	var held metrics.Samples
 	waitFor(t, 20*time.Second, "the window to fill with refused lines", func() bool {
-		held = scrape(t, url)
+		held = metricstest.Scrape(t, url)
 		return held["jetline_gateway_publish_inflight_lines"] == window &&
 			held["jetline_gateway_publish_retries_total"] > 0 && held[bp] > 0
 	})
 	if got, want := held["jetline_gateway_publish_inflight_bytes"], float64(window*(len(line)-1)); got != want {
 		t.Errorf("in flight bytes = %v, want %v (%d lines of %d bytes)", got, want, window, len(line)-1)
 	}
-	waitFor(t, 10*time.Second, "the held-back time to grow", func() bool { return scrape(t, url)[bp] > held[bp] })
+	waitFor(t, 10*time.Second, "the held-back time to grow", func() bool { return metricstest.Scrape(t, url)[bp] > held[bp] })
 }

@@ -257,24 +257,13 @@ func TestReplayedLineStoredOnce(t *testing.T) {
 	if err := typedStore.CreateTable(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := NewRawLanding("events")
-	router, err := NewRouter(Route{Transform: raw, Store: sb.store})
-	if err != nil {
-		t.Fatal(err)
-	}
+	router := rawRouter(t, sb.store)
 	if err := router.Handle("typed", Route{Transform: typed, Store: typedStore}); err != nil {
 		t.Fatal(err)
 	}
 	opts := testOptions()
 	opts.DeadLetters = nb.js
-	w, err := New(nb.cons, router, opts, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	w, _ := runWorker(t, nb.cons, router, opts)
 
 	replay := func(source, origin string) *nats.Msg {
 		m := nats.NewMsg(topology.Subject(source))
@@ -346,14 +335,7 @@ func TestDeadLetterNearMaxPayload(t *testing.T) {
 	}
 	opts := testOptions()
 	opts.DeadLetters = nb.js
-	w, err := New(nb.cons, router, opts, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	w, _ := runWorker(t, nb.cons, router, opts)
 	waitFor(t, 30*time.Second, "both lines dead-lettered", func() bool { return w.Stats().DeadLettered == 2 })
 
 	entries := nb.deadLetters(t)

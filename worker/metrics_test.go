@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/health"
 	sharedmetrics "github.com/jetline/jetline/shared/metrics"
+	"github.com/jetline/jetline/shared/metrics/metricstest"
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
@@ -52,14 +51,7 @@ func TestMetricsCountLines(t *testing.T) {
 	if err := keptStore.CreateTable(ctx); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := NewRawLanding("events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	router, err := NewRouter(Route{Transform: raw, Store: sb.store})
-	if err != nil {
-		t.Fatal(err)
-	}
+	router := rawRouter(t, sb.store)
 	if err := router.Handle("picky", Route{Transform: skipping{rawKept}, Store: keptStore}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +84,8 @@ func TestMetricsCountLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := serveMetrics(t, sharedmetrics.Handler(logger, w.Metrics(nb.js)))
-	before := scrape(t, url)
+	url := metricstest.Serve(t, sharedmetrics.Handler(logger, w.Metrics(nb.js)))
+	before := metricstest.Scrape(t, url)
 
 	nb.publish(t, topology.DefaultSource, lines)
 	nb.publish(t, "picky", pickyLines)
@@ -108,7 +100,7 @@ func TestMetricsCountLines(t *testing.T) {
 	}
 
 	s := w.Stats()
-	after := scrape(t, url)
+	after := metricstest.Scrape(t, url)
 	want := map[string]float64{
 		`jetline_worker_rows_inserted_total{table="events"}`:                valid - dup,
 		`jetline_worker_rows_duplicate_total{table="events"}`:               dup,
@@ -146,7 +138,7 @@ func TestMetricsCountLines(t *testing.T) {
 	}
 	var last sharedmetrics.Samples
 	waitFor(t, 3*jetstreamStateCacheFor, "consumer and stream gauges to show every line settled", func() bool {
-		last = scrape(t, url)
+		last = metricstest.Scrape(t, url)
 		for series, v := range settled {
 			if got, ok := last[series]; !ok || got != v {
 				return false
@@ -165,14 +157,7 @@ func TestMetricsConsumerLag(t *testing.T) {
 	t.Parallel()
 	nb := setupNATS(t, 30*time.Second)
 	sb := setupStore(t)
-	raw, err := NewRawLanding("events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	router, err := NewRouter(Route{Transform: raw, Store: sb.store})
-	if err != nil {
-		t.Fatal(err)
-	}
+	router := rawRouter(t, sb.store)
 	w, err := New(nb.cons, router, testOptions(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -183,38 +168,10 @@ func TestMetricsConsumerLag(t *testing.T) {
 		lines = append(lines, tweetLine(i+1))
 	}
 	nb.publish(t, topology.DefaultSource, lines)
-	url := serveMetrics(t, sharedmetrics.Handler(testenv.Logger(t), w.Metrics(nb.js)))
-	got := scrape(t, url)
+	url := metricstest.Serve(t, sharedmetrics.Handler(testenv.Logger(t), w.Metrics(nb.js)))
+	got := metricstest.Scrape(t, url)
 	if got[`jetline_worker_consumer_pending`] != n || got[`jetline_stream_messages{stream="INGEST"}`] != n {
 		t.Errorf("pending %v, stream messages %v; want %d each",
 			got[`jetline_worker_consumer_pending`], got[`jetline_stream_messages{stream="INGEST"}`], n)
 	}
-}
-
-// serveMetrics serves h at /metrics of a health server, as the program
-// does, and returns its URL.
-func serveMetrics(t *testing.T, h http.Handler) string {
-	t.Helper()
-	hs := health.New("127.0.0.1:0", testenv.Logger(t))
-	hs.Handle("GET "+sharedmetrics.Path, h)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- hs.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("health server: %v", err)
-		}
-	})
-	waitFor(t, 5*time.Second, "health server listening", func() bool { return hs.Addr() != nil })
-	return "http://" + hs.Addr().String() + sharedmetrics.Path
-}
-
-func scrape(t *testing.T, url string) sharedmetrics.Samples {
-	t.Helper()
-	s, err := sharedmetrics.Scrape(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }

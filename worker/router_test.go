@@ -87,16 +87,9 @@ func TestRouterSplitsBatches(t *testing.T) {
 		nb.publish(t, "other", lines[i+5:i+10])
 	}
 	opts := testOptions()
-	w, err := New(nb.cons, router, opts, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	w, stop := runWorker(t, nb.cons, router, opts)
 	waitFor(t, 30*time.Second, "every line acknowledged", func() bool { return w.Stats().Lines == n })
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	// Sequences 1..n were published in groups of five alternating between

@@ -116,9 +116,16 @@ func testOptions() Options {
 	}
 }
 
-// startWorker runs a worker on cons and store until the returned stop is
-// called (or the test ends); stop returns Run's error.
+// startWorker runs a worker on cons that lands every line raw in table
+// events of store, until the returned stop is called (or the test ends);
+// stop returns Run's error.
 func startWorker(t testing.TB, cons jetstream.Consumer, store Store, opts Options) (*Worker, func() error) {
+	t.Helper()
+	return runWorker(t, cons, rawRouter(t, store), opts)
+}
+
+// rawRouter routes every source to the raw landing table events in store.
+func rawRouter(t testing.TB, store Store) *Router {
 	t.Helper()
 	raw, err := NewRawLanding("events")
 	if err != nil {
@@ -128,6 +135,13 @@ func startWorker(t testing.TB, cons jetstream.Consumer, store Store, opts Option
 	if err != nil {
 		t.Fatal(err)
 	}
+	return router
+}
+
+// runWorker runs a worker on cons with router until the returned stop is
+// called (or the test ends); stop returns Run's error.
+func runWorker(t testing.TB, cons jetstream.Consumer, router *Router, opts Options) (*Worker, func() error) {
+	t.Helper()
 	w, err := New(cons, router, opts, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
