@@ -3,6 +3,7 @@ package testenv
 import (
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -30,6 +31,22 @@ func NATSWith(t testing.TB, opts embeddednats.Options) *embeddednats.Server {
 	}
 	t.Cleanup(srv.Stop)
 	return srv
+}
+
+// NATSWithPassword is [NATS] with a server that lets in only user with
+// password.
+func NATSWithPassword(t testing.TB, user, password string) *embeddednats.Server {
+	t.Helper()
+	return NATSWith(t, embeddednats.Options{Configure: func(o *server.Options) {
+		o.Users = []*server.User{{Username: user, Password: password}}
+	}})
+}
+
+// NATSWithToken is [NATS] with a server that lets in only clients that
+// present token.
+func NATSWithToken(t testing.TB, token string) *embeddednats.Server {
+	t.Helper()
+	return NATSWith(t, embeddednats.Options{Configure: func(o *server.Options) { o.Authorization = token }})
 }
 
 // JetStream starts a server with [NATS] and returns a JetStream context on

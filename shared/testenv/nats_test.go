@@ -42,12 +42,29 @@ func TestConnect(t *testing.T) {
 func TestNATSWith(t *testing.T) {
 	t.Parallel()
 	srv := NATSWith(t, embeddednats.Options{Configure: func(o *server.Options) { o.Authorization = "s3cret" }})
-	if _, err := nats.Connect(srv.ClientURL()); !errors.Is(err, nats.ErrAuthorization) {
-		t.Fatalf("connect without the token: err = %v, want %v", err, nats.ErrAuthorization)
+	wantAuth(t, srv.ClientURL(), nats.Token("s3cret"))
+}
+
+func TestNATSWithPassword(t *testing.T) {
+	t.Parallel()
+	wantAuth(t, NATSWithPassword(t, "jet", "s3cret").ClientURL(), nats.UserInfo("jet", "s3cret"))
+}
+
+func TestNATSWithToken(t *testing.T) {
+	t.Parallel()
+	wantAuth(t, NATSWithToken(t, "s3cret").ClientURL(), nats.Token("s3cret"))
+}
+
+// wantAuth checks that the server at url refuses a client without
+// credentials and lets in one with cred.
+func wantAuth(t *testing.T, url string, cred nats.Option) {
+	t.Helper()
+	if _, err := nats.Connect(url); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("connect without credentials: err = %v, want %v", err, nats.ErrAuthorization)
 	}
-	nc, err := nats.Connect(srv.ClientURL(), nats.Token("s3cret"))
+	nc, err := nats.Connect(url, cred)
 	if err != nil {
-		t.Fatalf("connect with the token: %v", err)
+		t.Fatalf("connect with credentials: %v", err)
 	}
 	nc.Close()
 }

@@ -3,9 +3,6 @@ package main
 import (
 	"testing"
 
-	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/logging/secrettest"
 	"github.com/jetline/jetline/shared/testenv"
 )
@@ -20,19 +17,6 @@ const (
 // TestRunMain is the gateway program in the child processes of
 // TestSecretsNeverPrinted.
 func TestRunMain(t *testing.T) { secrettest.Main(t, main) }
-
-// authNATS starts a NATS server that takes user jet with natsPassword, or
-// natsToken when token is set.
-func authNATS(t *testing.T, token bool) *embeddednats.Server {
-	t.Helper()
-	configure := func(o *server.Options) {
-		o.Users = []*server.User{{Username: "jet", Password: natsPassword}}
-	}
-	if token {
-		configure = func(o *server.Options) { o.Authorization = natsToken }
-	}
-	return testenv.NATSWith(t, embeddednats.Options{Configure: configure})
-}
 
 // baseEnv is what every run gets: debug logs, so that every line the
 // gateway may write is written.
@@ -82,7 +66,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			return p
 		}},
 		{Name: "wrong password", Start: func(t *testing.T, format string) *secrettest.Program {
-			srv := authNATS(t, false)
+			srv := testenv.NATSWithPassword(t, "jet", natsPassword)
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
 				"NATS_URL": "nats://jet:" + wrongSecret + "@" + srv.Addr().String(),
 			}))
@@ -97,7 +81,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			return p
 		}},
 		{Name: "runs with a password", Start: func(t *testing.T, format string) *secrettest.Program {
-			srv := authNATS(t, false)
+			srv := testenv.NATSWithPassword(t, "jet", natsPassword)
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
 				"NATS_URL": "nats://jet:" + natsPassword + "@" + srv.Addr().String(),
 			}))
@@ -110,7 +94,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			return p
 		}},
 		{Name: "runs with a token", Start: func(t *testing.T, format string) *secrettest.Program {
-			srv := authNATS(t, true)
+			srv := testenv.NATSWithToken(t, natsToken)
 			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
 				"NATS_URL": "nats://" + srv.Addr().String(), "NATS_TOKEN": natsToken,
 			}))

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/caarlos0/env/v11"
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/jetline/jetline/shared/embeddednats"
 	"github.com/jetline/jetline/shared/logging"
@@ -27,20 +26,6 @@ const (
 // TestRunMain is the worker program in the child processes of
 // TestSecretsNeverPrinted.
 func TestRunMain(t *testing.T) { secrettest.Main(t, main) }
-
-// secretNATS starts a NATS server that takes user jet with
-// secretNATSPassword, or secretNATSToken when token is set, and returns its
-// host:port.
-func secretNATS(t *testing.T, token bool) *embeddednats.Server {
-	t.Helper()
-	configure := func(o *server.Options) {
-		o.Users = []*server.User{{Username: "jet", Password: secretNATSPassword}}
-	}
-	if token {
-		configure = func(o *server.Options) { o.Authorization = secretNATSToken }
-	}
-	return testenv.NATSWith(t, embeddednats.Options{Configure: configure})
-}
 
 // withPassword returns the PostgreSQL URL dsn with secretDBPassword as its
 // password. The test server trusts local connections and never asks for
@@ -99,7 +84,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		}},
 		{Name: "postgres port closed", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
-				"NATS_URL":     natsURL(secretNATS(t, false)),
+				"NATS_URL":     natsURL(testenv.NATSWithPassword(t, "jet", secretNATSPassword)),
 				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@" + testenv.FreeAddr(t) + "/jetline?sslmode=disable",
 			}))
 			p.StopAfter(t, "waiting for postgres")
@@ -107,7 +92,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		}},
 		{Name: "postgres host unknown", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
-				"NATS_URL":     natsURL(secretNATS(t, false)),
+				"NATS_URL":     natsURL(testenv.NATSWithPassword(t, "jet", secretNATSPassword)),
 				"DATABASE_URL": "postgres://jet@no-such-host.invalid/jetline?sslmode=disable&password=" + secretDBPassword,
 			}))
 			p.StopAfter(t, "waiting for postgres")
@@ -115,7 +100,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		}},
 		{Name: "database url that does not parse", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
-				"NATS_URL":     natsURL(secretNATS(t, false)),
+				"NATS_URL":     natsURL(testenv.NATSWithPassword(t, "jet", secretNATSPassword)),
 				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@127.0.0.1:notaport/jetline",
 			}))
 			p.WantFailure(t, "DATABASE_URL is not a usable PostgreSQL connection string")
@@ -123,14 +108,14 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		}},
 		{Name: "keyword/value string that does not parse", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
-				"NATS_URL":     natsURL(secretNATS(t, false)),
+				"NATS_URL":     natsURL(testenv.NATSWithPassword(t, "jet", secretNATSPassword)),
 				"DATABASE_URL": "host=127.0.0.1 password=" + secretDBPassword + " sslmode=bogus",
 			}))
 			p.WantFailure(t, "DATABASE_URL is not a usable PostgreSQL connection string")
 			return p
 		}},
 		{Name: "runs with passwords", Start: func(t *testing.T, format string) *secrettest.Program {
-			srv := secretNATS(t, false)
+			srv := testenv.NATSWithPassword(t, "jet", secretNATSPassword)
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
 				"NATS_URL":     natsURL(srv),
 				"DATABASE_URL": dbURL,
@@ -145,7 +130,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		}},
 		{Name: "runs with a token", Start: func(t *testing.T, format string) *secrettest.Program {
 			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
-				"NATS_URL":     "nats://" + secretNATS(t, true).Addr().String(),
+				"NATS_URL":     "nats://" + testenv.NATSWithToken(t, secretNATSToken).Addr().String(),
 				"NATS_TOKEN":   secretNATSToken,
 				"DATABASE_URL": dbURL,
 			}))
