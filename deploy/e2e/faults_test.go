@@ -250,8 +250,9 @@ columns:
 // would. Every line must then be stored (or filtered) exactly once.
 func TestFaultNATSRestart(t *testing.T) {
 	t.Parallel()
-	// A publish in flight when the server went away is retried after the
-	// publish timeout; 2 s instead of 10 keeps the test short.
+	// With a publish timeout of 2 s instead of 10, a publish whose
+	// acknowledgement is slow, or was lost to the restart, is retried
+	// sooner: more retries cross the restart, and the test is shorter.
 	b := setup(t, setupOptions{gatewayEnv: map[string]string{"GATEWAY_PUBLISH_TIMEOUT": "2s"}})
 	const source = "faults"
 	gw := b.startGateway(t, source)
