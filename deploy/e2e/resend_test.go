@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -123,4 +124,32 @@ func lineOffset(data []byte, n int64) int {
 		off += i + 1
 	}
 	return off
+}
+
+// TestLineOffset checks the arithmetic a resend relies on: where line n
+// starts, and how many lines remain from there.
+func TestLineOffset(t *testing.T) {
+	t.Parallel()
+	data := []byte("a\r\n\nbb\nccc")
+	tests := []struct {
+		n         int64
+		want      string
+		wantLines int64
+	}{
+		{1, "a\r\n\nbb\nccc", 4},
+		{2, "\nbb\nccc", 3},
+		{3, "bb\nccc", 2},
+		{4, "ccc", 1},
+		{5, "", 0},
+		{9, "", 0},
+	}
+	for _, tt := range tests {
+		rest := data[lineOffset(data, tt.n):]
+		if string(rest) != tt.want || countLines(rest) != tt.wantLines {
+			t.Errorf("from line %d: %q with %d lines; want %q with %d", tt.n, rest, countLines(rest), tt.want, tt.wantLines)
+		}
+	}
+	if n := countLines([]byte("x\n")); n != 1 {
+		t.Errorf("countLines(%q) = %d, want 1", "x\n", n)
+	}
 }
