@@ -1,16 +1,12 @@
 package gateway
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"math/big"
 	"net"
 	"slices"
 	"testing"
-	"time"
+
+	"github.com/jetline/jetline/shared/testcert"
 )
 
 func TestParseCurves(t *testing.T) {
@@ -38,16 +34,7 @@ func TestParseCurves(t *testing.T) {
 // A Go client offers the post-quantum hybrid first; GATEWAY_TLS_CURVES
 // decides whether the handshake uses it.
 func TestTLSCurvesChooseKeyExchange(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	cert := testcert.NewCA(t, "ca").Issue(t, "127.0.0.1").TLS
 
 	for _, tc := range []struct {
 		curves string
