@@ -298,22 +298,10 @@ func (w *Worker) reportProgress(ctx context.Context) {
 				"mib_per_sec", float64(int(float64(s.Bytes-last.Bytes)/secs/(1<<20)*10)) / 10,
 			}
 			if s.Rejected != last.Rejected {
-				var by []any
-				for reason, n := range s.RejectedBy {
-					if d := n - last.RejectedBy[reason]; d > 0 {
-						by = append(by, slog.Uint64(reason, d))
-					}
-				}
-				attrs = append(attrs, slog.Group("rejected_by", by...))
+				attrs = append(attrs, growthBy("rejected_by", s.RejectedBy, last.RejectedBy))
 			}
 			if s.DeadLettered != last.DeadLettered {
-				var by []any
-				for reason, n := range s.DeadLetteredBy {
-					if d := n - last.DeadLetteredBy[reason]; d > 0 {
-						by = append(by, slog.Uint64(reason, d))
-					}
-				}
-				attrs = append(attrs, slog.Group("dead_lettered_by", by...))
+				attrs = append(attrs, growthBy("dead_lettered_by", s.DeadLetteredBy, last.DeadLetteredBy))
 			}
 			if n := s.DeadLetterFailures - last.DeadLetterFailures; n > 0 {
 				attrs = append(attrs, "dead_letter_failures", n)
@@ -325,6 +313,18 @@ func (w *Worker) reportProgress(ctx context.Context) {
 			last, lastAt = s, now
 		}
 	}
+}
+
+// growthBy returns a log group named name with, for each reason whose
+// count grew from last to now, by how much.
+func growthBy(name string, now, last map[string]uint64) slog.Attr {
+	var by []any
+	for reason, n := range now {
+		if d := n - last[reason]; d > 0 {
+			by = append(by, slog.Uint64(reason, d))
+		}
+	}
+	return slog.Group(name, by...)
 }
 
 // ErrClosed is returned by [Worker.Run] when the NATS connection under the
