@@ -53,7 +53,8 @@ type bundle struct {
 	db             *pgxpool.Pool
 	// pg is the test's own Postgres server, if setupOptions asked for
 	// one; nil when the test uses the server all tests share.
-	pg         *privatepg.Server
+	pg *privatepg.Server
+	// gatewayEnv is added to every gateway's environment.
 	gatewayEnv map[string]string
 
 	mu    sync.Mutex
