@@ -20,8 +20,8 @@ func TestRunMain(t *testing.T) { secrettest.Main(t, main) }
 
 // baseEnv is what every run gets: debug logs, so that every line the
 // gateway may write is written.
-func baseEnv(format string, more map[string]string) map[string]string {
-	env := map[string]string{
+func baseEnv(format string) map[string]string {
+	return map[string]string{
 		"GATEWAY_LISTEN":           "127.0.0.1:0",
 		"GATEWAY_HEALTH_ADDR":      "off",
 		"GATEWAY_SHUTDOWN_TIMEOUT": "5s",
@@ -29,10 +29,6 @@ func baseEnv(format string, more map[string]string) map[string]string {
 		"LOG_LEVEL":                "debug",
 		"LOG_FORMAT":               format,
 	}
-	for k, v := range more {
-		env[k] = v
-	}
-	return env
 }
 
 // TestSecretsNeverPrinted runs the gateway with a password in NATS_URL or
@@ -45,46 +41,46 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 	secrettest.Runs(t, []secrettest.Run{
 		{Name: "unreachable with a password", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", baseEnv(format), map[string]string{
 				"NATS_URL": "nats://jet:" + natsPassword + "@no-such-host.invalid:4222,nats://jet:" + natsPassword + "@" + testenv.FreeAddr(t),
-			}))
+			})
 			p.WantFailure(t, "gateway: connect to nats at nats://jet:xxxxx@no-such-host.invalid:4222")
 			return p
 		}},
 		{Name: "unreachable with a token", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", baseEnv(format), map[string]string{
 				"NATS_URL": "nats://" + testenv.FreeAddr(t), "NATS_TOKEN": natsToken,
-			}))
+			})
 			p.WantFailure(t, "is the server running?")
 			return p
 		}},
 		{Name: "unreachable with a token in the url", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", baseEnv(format), map[string]string{
 				"NATS_URL": "nats://" + natsToken + "@no-such-host.invalid:4222",
-			}))
+			})
 			p.WantFailure(t, "is the server running?")
 			return p
 		}},
 		{Name: "wrong password", Start: func(t *testing.T, format string) *secrettest.Program {
 			srv := testenv.NATSWithPassword(t, "jet", natsPassword)
-			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", baseEnv(format), map[string]string{
 				"NATS_URL": "nats://jet:" + wrongSecret + "@" + srv.Addr().String(),
-			}))
+			})
 			p.WantFailure(t, "the server refused the credentials")
 			return p
 		}},
 		{Name: "url that does not parse", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", baseEnv(format), map[string]string{
 				"NATS_URL": "nats://jet:" + natsPassword + "@host:notaport",
-			}))
+			})
 			p.WantFailure(t, "invalid configuration")
 			return p
 		}},
 		{Name: "runs with a password", Start: func(t *testing.T, format string) *secrettest.Program {
 			srv := testenv.NATSWithPassword(t, "jet", natsPassword)
-			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", baseEnv(format), map[string]string{
 				"NATS_URL": "nats://jet:" + natsPassword + "@" + srv.Addr().String(),
-			}))
+			})
 			p.WaitFor(t, "gateway started")
 			// A restart makes the client log a disconnection and a reconnection.
 			if err := srv.Restart(); err != nil {
@@ -95,9 +91,9 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		}},
 		{Name: "runs with a token", Start: func(t *testing.T, format string) *secrettest.Program {
 			srv := testenv.NATSWithToken(t, natsToken)
-			p := secrettest.Start(t, "TestRunMain", baseEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", baseEnv(format), map[string]string{
 				"NATS_URL": "nats://" + srv.Addr().String(), "NATS_TOKEN": natsToken,
-			}))
+			})
 			p.StopAfter(t, "gateway started")
 			return p
 		}},

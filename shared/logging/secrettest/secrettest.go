@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"strings"
@@ -55,9 +56,10 @@ type Program struct {
 }
 
 // Start runs the test named mainTest (which calls [Main]) in a child process
-// with exactly env plus PATH, HOME and TMPDIR, collecting its output. The
-// child is killed when the test ends if it is still running.
-func Start(t *testing.T, mainTest string, env map[string]string) *Program {
+// with exactly the variables of envs plus PATH, HOME and TMPDIR, collecting
+// its output. A variable in more than one of envs takes its value from the
+// last. The child is killed when the test ends if it is still running.
+func Start(t *testing.T, mainTest string, envs ...map[string]string) *Program {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+mainTest+"$", "-test.count=1")
 	cmd.Env = []string{childEnv + "=" + mainTest}
@@ -66,7 +68,11 @@ func Start(t *testing.T, mainTest string, env map[string]string) *Program {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
 	}
-	for k, v := range env {
+	merged := map[string]string{}
+	for _, env := range envs {
+		maps.Copy(merged, env)
+	}
+	for k, v := range merged {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	p := &Program{}

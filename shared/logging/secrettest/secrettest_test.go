@@ -35,7 +35,8 @@ func TestRuns(t *testing.T) {
 	}
 	secrettest.Runs(t, []secrettest.Run{
 		{Name: "fails", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", map[string]string{"LOG_FORMAT": format, "FAIL": "cannot go on"})
+			// The last of the environments wins.
+			p := secrettest.Start(t, "TestRunMain", map[string]string{"LOG_FORMAT": format, "FAIL": "overridden"}, map[string]string{"FAIL": "cannot go on"})
 			p.WantFailure(t, "cannot go on")
 			return p
 		}},

@@ -40,10 +40,10 @@ func withPassword(t *testing.T, dsn string) string {
 	return u.String()
 }
 
-// secretsEnv is what every run gets, plus more: debug logs, so that every
-// line the worker may write is written.
-func secretsEnv(format string, more map[string]string) map[string]string {
-	env := map[string]string{
+// secretsEnv is what every run gets: debug logs, so that every line the
+// worker may write is written.
+func secretsEnv(format string) map[string]string {
+	return map[string]string{
 		"WORKER_HEALTH_ADDR":      "off",
 		"WORKER_INSTANCE":         "secrets",
 		"WORKER_FETCH_MAX_WAIT":   "100ms",
@@ -53,10 +53,6 @@ func secretsEnv(format string, more map[string]string) map[string]string {
 		"LOG_LEVEL":               "debug",
 		"LOG_FORMAT":              format,
 	}
-	for k, v := range more {
-		env[k] = v
-	}
-	return env
 }
 
 // TestSecretsNeverPrinted runs the worker with passwords in NATS_URL and
@@ -75,51 +71,51 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 	secrettest.Runs(t, []secrettest.Run{
 		{Name: "nats unreachable", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format), map[string]string{
 				"NATS_URL":     "nats://jet:" + secretNATSPassword + "@no-such-host.invalid:4222",
 				"DATABASE_URL": dbURL,
-			}))
+			})
 			p.WantFailure(t, "worker: connect to nats at nats://jet:xxxxx@no-such-host.invalid:4222")
 			return p
 		}},
 		{Name: "postgres port closed", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format), map[string]string{
 				"NATS_URL":     natsURL(testenv.NATSWithPassword(t, "jet", secretNATSPassword)),
 				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@" + testenv.FreeAddr(t) + "/jetline?sslmode=disable",
-			}))
+			})
 			p.StopAfter(t, "waiting for postgres")
 			return p
 		}},
 		{Name: "postgres host unknown", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format), map[string]string{
 				"NATS_URL":     natsURL(testenv.NATSWithPassword(t, "jet", secretNATSPassword)),
 				"DATABASE_URL": "postgres://jet@no-such-host.invalid/jetline?sslmode=disable&password=" + secretDBPassword,
-			}))
+			})
 			p.StopAfter(t, "waiting for postgres")
 			return p
 		}},
 		{Name: "database url that does not parse", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format), map[string]string{
 				"NATS_URL":     natsURL(testenv.NATSWithPassword(t, "jet", secretNATSPassword)),
 				"DATABASE_URL": "postgres://jet:" + secretDBPassword + "@127.0.0.1:notaport/jetline",
-			}))
+			})
 			p.WantFailure(t, "DATABASE_URL is not a usable PostgreSQL connection string")
 			return p
 		}},
 		{Name: "keyword/value string that does not parse", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format), map[string]string{
 				"NATS_URL":     natsURL(testenv.NATSWithPassword(t, "jet", secretNATSPassword)),
 				"DATABASE_URL": "host=127.0.0.1 password=" + secretDBPassword + " sslmode=bogus",
-			}))
+			})
 			p.WantFailure(t, "DATABASE_URL is not a usable PostgreSQL connection string")
 			return p
 		}},
 		{Name: "runs with passwords", Start: func(t *testing.T, format string) *secrettest.Program {
 			srv := testenv.NATSWithPassword(t, "jet", secretNATSPassword)
-			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format), map[string]string{
 				"NATS_URL":     natsURL(srv),
 				"DATABASE_URL": dbURL,
-			}))
+			})
 			p.WaitFor(t, "worker started")
 			// A restart makes the client log a disconnection and a reconnection.
 			if err := srv.Restart(); err != nil {
@@ -129,11 +125,11 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			return p
 		}},
 		{Name: "runs with a token", Start: func(t *testing.T, format string) *secrettest.Program {
-			p := secrettest.Start(t, "TestRunMain", secretsEnv(format, map[string]string{
+			p := secrettest.Start(t, "TestRunMain", secretsEnv(format), map[string]string{
 				"NATS_URL":     "nats://" + testenv.NATSWithToken(t, secretNATSToken).Addr().String(),
 				"NATS_TOKEN":   secretNATSToken,
 				"DATABASE_URL": dbURL,
-			}))
+			})
 			p.StopAfter(t, "worker started")
 			return p
 		}},
