@@ -76,6 +76,21 @@ func TestComposeGatewayPublishes4000(t *testing.T) {
 	}
 }
 
+// The gateway holds one open file per connection; its container must allow
+// at least as many as it accepts by default (GATEWAY_MAX_CONNECTIONS).
+func TestComposeGatewayOpenFiles(t *testing.T) {
+	t.Parallel()
+	gw := loadCompose(t).Services["gateway"]
+	cfg, err := env.ParseAsWithOptions[gateway.Config](env.Options{Environment: map[string]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nofile := gw.Ulimits["nofile"]
+	if nofile == nil || nofile.Soft < cfg.MaxConnections || nofile.Hard < nofile.Soft {
+		t.Errorf("gateway ulimits nofile = %+v; want soft and hard above GATEWAY_MAX_CONNECTIONS (%d)", nofile, cfg.MaxConnections)
+	}
+}
+
 func TestComposeWorkerScales(t *testing.T) {
 	t.Parallel()
 	w := loadCompose(t).Services["worker"]
