@@ -40,6 +40,9 @@ func (s *session) deadLetter(ctx context.Context, kept []byte, length, line int6
 		// kept is the framer's, valid until its next line.
 		Data: bytes.Clone(kept),
 		Header: nats.Header{
+			// The identity workers would have keyed the line's row by:
+			// the message id it would have had.
+			topology.HeaderLineID:     {s.instance + "." + conn + "." + num},
 			topology.HeaderGateway:    {s.instance},
 			topology.HeaderConn:       {conn},
 			topology.HeaderLine:       {num},

@@ -1,9 +1,9 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -32,9 +32,6 @@ type batch struct {
 	delivered []uint64
 	// fetched is when the fetch of msgs completed.
 	fetched time.Time
-	// ingestSeq[i] is msgs[i]'s own stream sequence; lines[i].Seq differs
-	// for a replayed line.
-	ingestSeq []uint64
 	// dead are the batch's dead letters, published and not yet settled.
 	dead []pendingDeadLetter
 	// groups[r] holds the rows of route r.
@@ -60,7 +57,6 @@ func newBatch(size int, router *Router) *batch {
 		results:   make([]Result, 0, size),
 		route:     make([]int, 0, size),
 		delivered: make([]uint64, 0, size),
-		ingestSeq: make([]uint64, 0, size),
 		groups:    make([]group, len(router.routes)),
 	}
 	for i, r := range router.routes {
@@ -149,7 +145,6 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 	b.results = b.results[:0]
 	b.route = b.route[:0]
 	b.delivered = b.delivered[:0]
-	b.ingestSeq = b.ingestSeq[:0]
 	clear(b.dead)
 	b.dead = b.dead[:0]
 	for i := range b.groups {
@@ -158,10 +153,9 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 	}
 
 	for i, m := range b.msgs {
-		line, seq, delivered, res := readLine(m)
+		line, delivered, res := readLine(m, w.idPrefix)
 		b.lines = append(b.lines, line)
 		b.delivered = append(b.delivered, delivered)
-		b.ingestSeq = append(b.ingestSeq, seq)
 		r := w.router.route(line.Source)
 		b.route = append(b.route, r)
 		if res.Outcome == Insert {
@@ -231,44 +225,36 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 // Reasons the worker itself refuses a line before any transform.
 const (
 	// ReasonNoMetadata: the message is not a JetStream delivery, so it has
-	// no sequence to key its row by.
+	// no stream sequence and cannot be acknowledged.
 	ReasonNoMetadata = "no_metadata"
-	// ReasonInvalidOriginSeq: a replayed line's origin sequence header is
-	// not a positive number, so it cannot be keyed as it was first.
-	ReasonInvalidOriginSeq = "invalid_origin_seq"
 )
 
-// readLine builds the Line of m and returns m's own stream sequence and how
-// often m was delivered. A line replayed from the dead letters is keyed by
-// its origin sequence (topology.HeaderOriginSeq), so a line replayed twice,
-// or replayed after all, is stored once. A message that cannot be keyed
-// (no metadata, a malformed origin sequence) is rejected.
-func readLine(m jetstream.Msg) (line Line, seq, delivered uint64, res Result) {
+// readLine builds the Line of m and returns how often m was delivered.
+// The line's identity is, in order, its topology.HeaderLineID (a line
+// replayed from the dead letters keys the row it would have had), its
+// Nats-Msg-Id, or idPrefix and its stream sequence (see
+// Options.StreamCreated). A message that is not a JetStream delivery is
+// rejected.
+func readLine(m jetstream.Msg, idPrefix string) (line Line, delivered uint64, res Result) {
 	line = Line{Source: topology.Source(m.Subject()), Data: m.Data()}
 	md, err := m.Metadata()
 	if err != nil {
-		return line, 0, 1, Result{Outcome: Reject, Reason: ReasonNoMetadata, Detail: err.Error()}
+		return line, 1, Result{Outcome: Reject, Reason: ReasonNoMetadata, Detail: err.Error()}
 	}
 	line.Seq = md.Sequence.Stream
 	line.ReceivedAt = md.Timestamp
-	res = Result{Outcome: Insert}
 	if h := m.Headers(); h != nil {
 		if v := h.Get(topology.HeaderReceivedAt); v != "" {
 			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 				line.ReceivedAt = t
 			}
 		}
-		if v := h.Get(topology.HeaderOriginSeq); v != "" {
-			origin, err := strconv.ParseUint(v, 10, 64)
-			if err != nil || origin == 0 {
-				res = Result{Outcome: Reject, Reason: ReasonInvalidOriginSeq,
-					Detail: fmt.Sprintf("header %s is %q, not a stream sequence", topology.HeaderOriginSeq, v)}
-			} else {
-				line.Seq = origin
-			}
-		}
+		line.ID = cmp.Or(h.Get(topology.HeaderLineID), h.Get(topology.HeaderMsgID))
 	}
-	return line, md.Sequence.Stream, md.NumDelivered, res
+	if line.ID == "" {
+		line.ID = idPrefix + strconv.FormatUint(line.Seq, 10)
+	}
+	return line, md.NumDelivered, Result{Outcome: Insert}
 }
 
 // finish acknowledges the lines of a batch and counts and logs their
@@ -297,7 +283,7 @@ func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, complete 
 			rejected++
 			w.countReject(r.Reason)
 			if w.stats.rejectLogBudget.Add(-1) >= 0 {
-				logger.Warn("line rejected", "seq", b.lines[i].Seq, "source", b.lines[i].Source,
+				logger.Warn("line rejected", "seq", b.lines[i].Seq, "line_id", b.lines[i].ID, "source", b.lines[i].Source,
 					"reason", r.Reason, "detail", r.Detail, "bytes", len(b.lines[i].Data))
 			} else {
 				w.stats.unlogged.Add(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"math"
 	"strconv"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/topology"
 )
 
 // DeadLetterPublisher publishes dead letters to the INGEST_DLQ stream.
@@ -41,29 +43,35 @@ type pendingDeadLetter struct {
 }
 
 // deadLetter publishes the dead letter of line i of b: the line's bytes and
-// headers as they came, plus why it is given up on. It does not wait;
-// settleDeadLetters does. The message id is "dlq.<ingest seq>", so a dead
-// letter published again after a lost PubAck (the line was handed back and
-// failed again) is stored once.
+// headers as they came, plus why it is given up on and the line's identity
+// (topology.HeaderLineID), which a replay carries back so the line keys
+// the row it would have had. It does not wait; settleDeadLetters does. The
+// message id is "dlq.<ingest seq>", so a dead letter published again after
+// a lost PubAck (the line was handed back and failed again) is stored
+// once.
 func (w *Worker) deadLetter(b *batch, i int, reason, class, detail string) {
-	m := b.msgs[i]
+	m, line := b.msgs[i], &b.lines[i]
+	// Entry.Msg copies the headers, so m's own are not changed.
+	header := nats.Header{}
+	maps.Copy(header, m.Headers())
+	if line.ID != "" {
+		header[topology.HeaderLineID] = []string{line.ID}
+	}
 	e := deadletter.Entry{
-		Subject: m.Subject(),
-		Reason:  reason,
-		Class:   class,
-		Error:   detail,
-		// The line's key: its origin sequence if it was replayed, so
-		// replaying it again keys it as it was first.
-		StreamSeq:  b.lines[i].Seq,
+		Subject:    m.Subject(),
+		Reason:     reason,
+		Class:      class,
+		Error:      detail,
+		StreamSeq:  line.Seq,
 		Deliveries: b.delivered[i],
 		By:         w.opts.Instance,
 		At:         time.Now(),
-		Data:       b.lines[i].Data,
-		Header:     m.Headers(),
+		Data:       line.Data,
+		Header:     header,
 	}
 	var id string
-	if seq := b.ingestSeq[i]; seq > 0 {
-		id = "dlq." + strconv.FormatUint(seq, 10)
+	if line.Seq > 0 {
+		id = "dlq." + strconv.FormatUint(line.Seq, 10)
 	}
 	msg := e.Msg(id)
 	if over := msgSize(msg) - w.maxPayload(); over > 0 {
@@ -155,7 +163,7 @@ func (w *Worker) settleDeadLetters(ctx context.Context, logger *slog.Logger, b *
 		}
 		w.countDeadLetter(d, uint64(len(line.Data)))
 		if w.stats.rejectLogBudget.Add(-1) >= 0 {
-			logger.Warn("line dead-lettered", "seq", line.Seq, "source", line.Source, "reason", d.reason,
+			logger.Warn("line dead-lettered", "seq", line.Seq, "line_id", line.ID, "source", line.Source, "reason", d.reason,
 				"class", d.class, "detail", d.detail, "delivery", b.delivered[d.i], "bytes", len(line.Data))
 		} else {
 			w.stats.unlogged.Add(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 
@@ -242,14 +244,29 @@ func TestDeadLetterPublishFailure(t *testing.T) {
 	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
 }
 
-// TestReplayedLineStoredOnce: a line carrying topology.HeaderOriginSeq is
-// keyed by it, in the raw landing and in a typed route alike, so replaying
-// it twice stores it once.
-func TestReplayedLineStoredOnce(t *testing.T) {
+// idTransform stores every line's identity in table name.
+type idTransform struct{ name string }
+
+func (s idTransform) Table() Table {
+	return Table{Name: s.name, Columns: []Column{{Name: LineIDColumn, Type: "text"}}, Key: []string{LineIDColumn}}
+}
+
+func (s idTransform) Transform(line *Line, row []any) Result {
+	row[0] = line.ID
+	return Result{Outcome: Insert}
+}
+
+// TestLineIdentity: rows are keyed by the line's identity, in the raw
+// landing and in a typed route alike: its topology.HeaderLineID, else its
+// message id, else the stream's creation time and its sequence. Copies of
+// a line under other sequences and message ids (replays, twice) are
+// stored once, and a dead letter carries the line's identity for its
+// replay.
+func TestLineIdentity(t *testing.T) {
 	t.Parallel()
 	nb := setupNATS(t, 30*time.Second)
 	sb := setupStore(t)
-	typed := seqTransform{name: "typed_seqs"}
+	typed := idTransform{name: "typed_ids"}
 	typedStore, err := NewPostgresStore(sb.pool, typed.Table(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -261,51 +278,68 @@ func TestReplayedLineStoredOnce(t *testing.T) {
 	if err := router.Handle("typed", Route{Transform: typed, Store: typedStore}); err != nil {
 		t.Fatal(err)
 	}
+	created := nb.stream.CachedInfo().Created
+	unnamed := func(seq int) string { return fmt.Sprintf("%d.%d", created.UnixNano(), seq) }
 	opts := testOptions()
-	opts.DeadLetters = nb.js
+	opts.DeadLetters, opts.StreamCreated = nb.js, created
 	w, _ := runWorker(t, nb.cons, router, opts)
 
-	replay := func(source, origin string) *nats.Msg {
+	msg := func(source, data string, headers ...string) *nats.Msg {
 		m := nats.NewMsg(topology.Subject(source))
-		m.Data = []byte(`{"replayed":true}`)
-		m.Header.Set(topology.HeaderOriginSeq, origin)
+		m.Data = []byte(data)
+		for i := 0; i+1 < len(headers); i += 2 {
+			m.Header.Set(headers[i], headers[i+1])
+		}
 		return m
 	}
-	plain := nats.NewMsg(topology.Subject("tweets"))
-	plain.Data = []byte(`{"plain":true}`)
-	// The first replay, then the second in a later batch.
-	testenv.Publish(t, nb.js, []*nats.Msg{plain, replay("tweets", "1000"), replay("typed", "2000")})
-	waitFor(t, 30*time.Second, "first replay settled", func() bool { return w.Stats().Lines == 3 })
-	testenv.Publish(t, nb.js, []*nats.Msg{replay("tweets", "1000"), replay("typed", "2000"), replay("tweets", "1000"), replay("tweets", "x")})
-	waitFor(t, 30*time.Second, "second replay settled", func() bool { return w.Stats().Lines == 7 })
+	replayed := func(source, data, dlqSeq, lineID string) *nats.Msg {
+		return msg(source, data, topology.HeaderMsgID, "replay."+dlqSeq, topology.HeaderLineID, lineID)
+	}
+	testenv.Publish(t, nb.js, []*nats.Msg{
+		msg("tweets", `{"no_id":true}`), // sequence 1
+		msg("tweets", `{"gateway":1}`, topology.HeaderMsgID, "gw-a.1.1"),
+		replayed("tweets", `{"replayed":1}`, "1", "gw-a.1.7"),
+		replayed("typed", `{"replayed":2}`, "2", "gw-a.1.8"),
+		msg("tweets", `not json`, topology.HeaderMsgID, "gw-a.1.9"), // sequence 5
+		msg("tweets", `not json either`),                            // sequence 6
+	})
+	waitFor(t, 30*time.Second, "the first lines settled", func() bool { return w.Stats().Lines == 6 })
+	// The same lines again, in a later batch, under new sequences and
+	// message ids.
+	testenv.Publish(t, nb.js, []*nats.Msg{
+		replayed("tweets", `{"replayed":1}`, "3", "gw-a.1.7"),
+		replayed("typed", `{"replayed":2}`, "4", "gw-a.1.8"),
+		replayed("tweets", `{"gateway":1}`, "5", "gw-a.1.1"),
+	})
+	waitFor(t, 30*time.Second, "the copies settled", func() bool { return w.Stats().Lines == 9 })
 
-	if got := sb.storedSeqs(t); !slices.Equal(got, []int64{1, 1000}) {
-		t.Fatalf("raw landing holds seqs %v, want [1 1000]", got)
-	}
-	var typedSeqs []int64
-	rows, err := sb.pool.Query(t.Context(), `SELECT seq FROM typed_seqs ORDER BY seq`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var s int64
-		if err := rows.Scan(&s); err != nil {
+	ids := func(query string) []string {
+		t.Helper()
+		rows, err := sb.pool.Query(t.Context(), query)
+		if err != nil {
 			t.Fatal(err)
 		}
-		typedSeqs = append(typedSeqs, s)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+	if got, want := ids(`SELECT line_id FROM events ORDER BY seq`), []string{unnamed(1), "gw-a.1.1", "gw-a.1.7"}; !slices.Equal(got, want) {
+		t.Errorf("raw landing holds lines %q, want %q", got, want)
 	}
-	if !slices.Equal(typedSeqs, []int64{2000}) {
-		t.Fatalf("typed table holds seqs %v, want [2000]", typedSeqs)
+	if got, want := ids(`SELECT line_id FROM typed_ids`), []string{"gw-a.1.8"}; !slices.Equal(got, want) {
+		t.Errorf("typed table holds lines %q, want %q", got, want)
 	}
-	if s := w.Stats(); s.Inserted != 3 || s.Duplicates != 3 || s.DeadLetteredBy[ReasonInvalidOriginSeq] != 1 {
-		t.Fatalf("stats %+v, want 3 inserted, 3 duplicates, 1 invalid origin", s)
+	if s := w.Stats(); s.Inserted != 4 || s.Duplicates != 3 || s.DeadLetteredBy[ReasonInvalidJSON] != 2 {
+		t.Errorf("stats %+v, want 4 inserted, 3 duplicates, 2 dead-lettered as invalid_json", s)
 	}
-	entries := nb.deadLetters(t)
-	if len(entries) != 1 || entries[0].StreamSeq != 7 || entries[0].Header.Get(topology.HeaderOriginSeq) != "x" {
-		t.Fatalf("dead letters %+v, want the line with the malformed origin", entries)
+	got := map[uint64]string{}
+	for _, e := range nb.deadLetters(t) {
+		got[e.StreamSeq] = e.Header.Get(topology.HeaderLineID)
+	}
+	if want := map[uint64]string{5: "gw-a.1.9", 6: unnamed(6)}; !maps.Equal(got, want) {
+		t.Errorf("dead letters by sequence with their line ids %v, want %v", got, want)
 	}
 }
 

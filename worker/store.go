@@ -209,6 +209,12 @@ func (s *PostgresStore) checkTable(ctx context.Context) error {
 	for i, c := range s.table.Columns {
 		got, ok := have[c.Name]
 		switch {
+		case !ok && c.Name == LineIDColumn && slices.Equal(s.table.Key, []string{LineIDColumn}):
+			old := pgx.Identifier{s.table.Name + "_by_seq"}.Sanitize()
+			return fmt.Errorf("%w: table %s exists but has no column %q (%s), which rows are keyed by: it was made by an earlier version that keyed rows "+
+				"by stream sequence, which stores a line twice when JetStream holds two copies of it (a publish retried across a NATS restart). "+
+				"Rename it (ALTER TABLE %s RENAME TO %s) and start the worker again: it creates %s anew, and the old rows stay in %s",
+				ErrTableMismatch, name, c.Name, want[i], name, old, name, old)
 		case !ok:
 			return mismatch("has no column %q (%s)", c.Name, want[i])
 		case got.typ != want[i]:

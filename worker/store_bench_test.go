@@ -15,7 +15,7 @@ import (
 // copyDirect, failing on them. It returns the rows inserted.
 type insertStrategy func(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error)
 
-var eventColumns = []string{"seq", "source", "received_at", "payload"}
+var eventColumns = []string{"line_id", "seq", "source", "received_at", "payload"}
 
 // The alternatives BenchmarkStore compares. PostgresStore uses copyDirect,
 // falling back to stagedReuse.
@@ -60,7 +60,7 @@ func benchStagedDrop(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stage_drop"}, eventColumns, pgx.CopyFromRows(rows)); err != nil {
 			return 0, err
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO events SELECT * FROM stage_drop ON CONFLICT (seq) DO NOTHING`)
+		tag, err := tx.Exec(ctx, `INSERT INTO events SELECT * FROM stage_drop ON CONFLICT (line_id) DO NOTHING`)
 		return tag.RowsAffected(), err
 	})
 }
@@ -75,7 +75,7 @@ func benchStagedReuse(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (in
 		}
 		// As PostgresStore does: moving the rows empties the stage for
 		// the next attempt in the same transaction.
-		tag, err := tx.Exec(ctx, `WITH staged AS (DELETE FROM stage_reuse RETURNING *) INSERT INTO events SELECT * FROM staged ON CONFLICT (seq) DO NOTHING`)
+		tag, err := tx.Exec(ctx, `WITH staged AS (DELETE FROM stage_reuse RETURNING *) INSERT INTO events SELECT * FROM staged ON CONFLICT (line_id) DO NOTHING`)
 		return tag.RowsAffected(), err
 	})
 }
@@ -91,37 +91,38 @@ func benchStagedTruncate(ctx context.Context, pool *pgxpool.Pool, rows [][]any) 
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stage_truncate"}, eventColumns, pgx.CopyFromRows(rows)); err != nil {
 			return 0, err
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO events SELECT * FROM stage_truncate ON CONFLICT (seq) DO NOTHING`)
+		tag, err := tx.Exec(ctx, `INSERT INTO events SELECT * FROM stage_truncate ON CONFLICT (line_id) DO NOTHING`)
 		return tag.RowsAffected(), err
 	})
 }
 
 func benchUnnest(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error) {
+	ids := make([]string, len(rows))
 	seqs := make([]int64, len(rows))
 	sources := make([]string, len(rows))
 	times := make([]time.Time, len(rows))
 	payloads := make([][]byte, len(rows))
 	for i, r := range rows {
-		seqs[i], sources[i], times[i], payloads[i] = r[0].(int64), r[1].(string), r[2].(time.Time), r[3].([]byte)
+		ids[i], seqs[i], sources[i], times[i], payloads[i] = r[0].(string), r[1].(int64), r[2].(string), r[3].(time.Time), r[4].([]byte)
 	}
-	tag, err := pool.Exec(ctx, `INSERT INTO events (seq, source, received_at, payload)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::jsonb[])
-		ON CONFLICT (seq) DO NOTHING`, seqs, sources, times, payloads)
+	tag, err := pool.Exec(ctx, `INSERT INTO events (line_id, seq, source, received_at, payload)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[])
+		ON CONFLICT (line_id) DO NOTHING`, ids, seqs, sources, times, payloads)
 	return tag.RowsAffected(), err
 }
 
 func benchValues(ctx context.Context, pool *pgxpool.Pool, rows [][]any) (int64, error) {
 	var sql strings.Builder
-	sql.WriteString(`INSERT INTO events (seq, source, received_at, payload) VALUES `)
-	args := make([]any, 0, len(rows)*4)
+	sql.WriteString(`INSERT INTO events (line_id, seq, source, received_at, payload) VALUES `)
+	args := make([]any, 0, len(rows)*5)
 	for i, r := range rows {
 		if i > 0 {
 			sql.WriteByte(',')
 		}
-		fmt.Fprintf(&sql, "($%d,$%d,$%d,$%d)", i*4+1, i*4+2, i*4+3, i*4+4)
+		fmt.Fprintf(&sql, "($%d,$%d,$%d,$%d,$%d)", i*5+1, i*5+2, i*5+3, i*5+4, i*5+5)
 		args = append(args, r...)
 	}
-	sql.WriteString(` ON CONFLICT (seq) DO NOTHING`)
+	sql.WriteString(` ON CONFLICT (line_id) DO NOTHING`)
 	tag, err := pool.Exec(ctx, sql.String(), args...)
 	return tag.RowsAffected(), err
 }
@@ -165,7 +166,7 @@ func BenchmarkStore(b *testing.B) {
 					batches[i] = rawRows(1+i*batchSize, batchSize)
 				}
 				for _, r := range batches[0] {
-					payloadBytes += len(r[3].([]byte))
+					payloadBytes += len(r[4].([]byte))
 				}
 				ctx := context.Background()
 				if scenario == "redelivered" {
@@ -183,7 +184,7 @@ func BenchmarkStore(b *testing.B) {
 						if i >= distinct {
 							// Renumber to keep keys new.
 							for j := range rows {
-								rows[j][0] = int64(next + 1 + j)
+								rows[j][0], rows[j][1] = rawLineID(next+1+j), int64(next+1+j)
 							}
 							next += batchSize
 						}

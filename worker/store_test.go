@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,15 +52,20 @@ func newPool(t testing.TB, dsn string) *pgxpool.Pool {
 
 var baseTime = time.Date(2026, 1, 2, 3, 4, 5, 600_000_000, time.UTC)
 
-// rawRows returns n raw landing rows with sequences first, first+1, …
+// rawRows returns n raw landing rows with sequences first, first+1, …,
+// each identified by a gateway-like message id ending in its sequence.
 func rawRows(first, n int) [][]any {
 	rows := make([][]any, n)
 	for i := range rows {
 		seq := first + i
-		rows[i] = []any{int64(seq), "tweets", baseTime.Add(time.Duration(seq) * time.Millisecond), tweetLine(seq)}
+		rows[i] = []any{rawLineID(seq), int64(seq), "tweets", baseTime.Add(time.Duration(seq) * time.Millisecond), tweetLine(seq)}
 	}
 	return rows
 }
+
+// rawLineID is the identity of the line rawRows gives sequence seq: a
+// message id as a gateway sets it, "<instance>.<conn>.<line>".
+func rawLineID(seq int) string { return "gw-0a1b2c3d.1." + strconv.Itoa(seq) }
 
 // count returns the number of rows in events and the sum of their seqs.
 func (b *storeBundle) count(t testing.TB) (n, sum int64) {
@@ -84,17 +91,18 @@ func TestStoreInsert(t *testing.T) {
 		t.Fatalf("table has %d rows (seq sum %d), want 500 (%d)", n, sum, 500*501/2)
 	}
 	var (
+		seq    int64
 		source string
 		at     time.Time
 		same   bool
 	)
-	err = b.pool.QueryRow(t.Context(), `SELECT source, received_at, payload = $2::jsonb FROM events WHERE seq = $1`,
-		int64(42), string(tweetLine(42))).Scan(&source, &at, &same)
+	err = b.pool.QueryRow(t.Context(), `SELECT seq, source, received_at, payload = $2::jsonb FROM events WHERE line_id = $1`,
+		rawLineID(42), string(tweetLine(42))).Scan(&seq, &source, &at, &same)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if source != "tweets" || !at.Equal(rows[41][2].(time.Time)) || !same {
-		t.Fatalf("row 42 = (%q, %s, payload equal %v), want (tweets, %s, true)", source, at, same, rows[41][2])
+	if seq != 42 || source != "tweets" || !at.Equal(rows[41][3].(time.Time)) || !same {
+		t.Fatalf("row 42 = (%d, %q, %s, payload equal %v), want (42, tweets, %s, true)", seq, source, at, same, rows[41][3])
 	}
 }
 
@@ -174,7 +182,7 @@ func TestStoreBisect(t *testing.T) {
 			}
 			var badIdx []int
 			for i, payload := range tt.bad {
-				rows[i][3] = []byte(payload)
+				rows[i][4] = []byte(payload)
 				badIdx = append(badIdx, i)
 			}
 			slices.Sort(badIdx)
@@ -236,8 +244,8 @@ func TestTableCreateSQL(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "CREATE TABLE IF NOT EXISTS \"ingest\".\"events\" (\n" +
-		"\t\"seq\" bigint NOT NULL,\n\t\"source\" text NOT NULL,\n\t\"received_at\" timestamptz NOT NULL,\n\t\"payload\" jsonb COMPRESSION lz4 NOT NULL,\n" +
-		"\tPRIMARY KEY (\"seq\")\n)"
+		"\t\"line_id\" text NOT NULL,\n\t\"seq\" bigint NOT NULL,\n\t\"source\" text NOT NULL,\n\t\"received_at\" timestamptz NOT NULL,\n\t\"payload\" jsonb COMPRESSION lz4 NOT NULL,\n" +
+		"\tPRIMARY KEY (\"line_id\")\n)"
 	if got := raw.Table().CreateSQL(); got != want {
 		t.Fatalf("CreateSQL() =\n%s\nwant\n%s", got, want)
 	}
@@ -272,5 +280,36 @@ func TestStoreCreateTableConcurrently(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Errorf("CreateTable: %v", err)
 		}
+	}
+}
+
+// TestStoreSeqKeyedTable: a raw landing table of an earlier version, keyed
+// by stream sequence, stops the worker with what to do about it, and the
+// table is left alone.
+func TestStoreSeqKeyedTable(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, testenv.Postgres(t))
+	if _, err := pool.Exec(t.Context(), `CREATE TABLE events (seq bigint PRIMARY KEY, source text NOT NULL,
+		received_at timestamptz NOT NULL, payload jsonb NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := NewRawLanding("events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = store.CreateTable(t.Context())
+	if !errors.Is(err, ErrTableMismatch) || !strings.Contains(err.Error(), `no column "line_id" (text)`) ||
+		!strings.Contains(err.Error(), `ALTER TABLE "events" RENAME TO "events_by_seq"`) {
+		t.Fatalf("CreateTable over a table keyed by seq: %v; want a mismatch naming line_id and saying how to rename the table", err)
+	}
+	if _, err := pool.Exec(t.Context(), `ALTER TABLE "events" RENAME TO "events_by_seq"`); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateTable(t.Context()); err != nil {
+		t.Fatalf("CreateTable after renaming the old table as told: %v", err)
 	}
 }

@@ -12,8 +12,17 @@ import (
 
 // Line is one received line as a [Transform] sees it.
 type Line struct {
-	// Seq is the line's stream sequence number; it identifies the line for
-	// its whole life and is the raw landing's key.
+	// ID identifies the line for its whole life and keys its row in the
+	// raw landing table: the header topology.HeaderLineID if the message
+	// has one (a replayed dead letter), else its Nats-Msg-Id (the gateway's
+	// "<instance>.<conn>.<line>"), else "<stream created>.<seq>" (see
+	// [Options.StreamCreated]). Unlike the stream sequence it is the same
+	// for every copy of the line: one JetStream stored twice because a
+	// publish was retried across a server restart, or one replayed from
+	// the dead letters.
+	ID string
+	// Seq is the message's sequence in the ingest stream: where to find it
+	// in NATS, and the order lines arrived in.
 	Seq uint64
 	// Source is the listener the line arrived on (from the subject).
 	Source string
@@ -229,8 +238,9 @@ const (
 )
 
 // RawLanding is the default [Transform]: every line that is valid JSON
-// becomes one row (seq, source, received_at, payload) keyed by its stream
-// sequence. The zero value is not usable; use [NewRawLanding].
+// becomes one row (line_id, seq, source, received_at, payload) keyed by
+// the line's identity ([Line].ID). The zero value is not usable; use
+// [NewRawLanding].
 type RawLanding struct {
 	table Table
 }
@@ -246,6 +256,11 @@ func NewRawLanding(table string) (*RawLanding, error) {
 		Schema: schema,
 		Name:   name,
 		Columns: []Column{
+			// The key is the line's identity, not its stream sequence: a
+			// line JetStream stored twice (a publish retried after a
+			// server restart, which forgets the ids of lines the workers
+			// already took) has two sequences but one identity.
+			{Name: LineIDColumn, Type: "text", NotNull: true},
 			{Name: "seq", Type: "bigint", NotNull: true},
 			{Name: "source", Type: "text", NotNull: true},
 			{Name: "received_at", Type: "timestamptz", NotNull: true},
@@ -254,12 +269,16 @@ func NewRawLanding(table string) (*RawLanding, error) {
 			// (~10,000 against ~5,500 tweet-sized rows/s).
 			{Name: "payload", Type: "jsonb", NotNull: true, Compression: "lz4"},
 		},
-		Key: []string{"seq"},
+		Key: []string{LineIDColumn},
 	}}, nil
 }
 
-// Table returns the raw landing table: seq bigint primary key, source
-// text, received_at timestamptz, payload jsonb.
+// LineIDColumn is the key column of tables keyed by the line's identity
+// ([Line].ID): the raw landing table and pipelines without a key.
+const LineIDColumn = "line_id"
+
+// Table returns the raw landing table: line_id text primary key, seq
+// bigint, source text, received_at timestamptz, payload jsonb.
 func (r *RawLanding) Table() Table { return r.table }
 
 // Transform accepts line if it is one JSON value that jsonb can store.
@@ -273,9 +292,10 @@ func (r *RawLanding) Transform(line *Line, row []any) Result {
 	case jsonUnsupportedEscape:
 		return Result{Outcome: Reject, Reason: ReasonUnsupportedEscape, Detail: fmt.Sprintf("jsonb cannot store the \\u escape at byte %d", off)}
 	}
-	row[0] = int64(line.Seq)
-	row[1] = line.Source
-	row[2] = line.ReceivedAt
-	row[3] = line.Data
+	row[0] = line.ID
+	row[1] = int64(line.Seq)
+	row[2] = line.Source
+	row[3] = line.ReceivedAt
+	row[4] = line.Data
 	return Result{Outcome: Insert}
 }

@@ -47,7 +47,7 @@ func TestRawLandingTransform(t *testing.T) {
 		wantResult Result
 		wantSource string
 		wantAt     time.Time
-		wantSeq    uint64 // 0 means the message's own, 4242
+		wantID     string // empty means the fallback, idPrefix + "4242"
 	}{
 		{
 			name:       "valid line",
@@ -120,21 +120,31 @@ func TestRawLandingTransform(t *testing.T) {
 			wantAt:     stored,
 		},
 		{
-			name: "replayed line keyed by its origin sequence",
+			name: "identified by the gateway's message id",
 			msg: &testMsg{subject: "ingest.tweets", data: []byte(`{"a":1}`), md: md,
-				headers: nats.Header{topology.HeaderOriginSeq: []string{"17"}}},
+				headers: nats.Header{topology.HeaderMsgID: []string{"gw-1a2b.7.31"}}},
 			wantResult: Result{Outcome: Insert},
 			wantSource: "tweets",
 			wantAt:     stored,
-			wantSeq:    17,
+			wantID:     "gw-1a2b.7.31",
 		},
 		{
-			name: "malformed origin sequence",
+			name: "replayed line identified by its line id, not the replay's message id",
 			msg: &testMsg{subject: "ingest.tweets", data: []byte(`{"a":1}`), md: md,
-				headers: nats.Header{topology.HeaderOriginSeq: []string{"-3"}}},
-			wantResult: Result{Outcome: Reject, Reason: ReasonInvalidOriginSeq},
+				headers: nats.Header{topology.HeaderMsgID: []string{"replay.12"}, topology.HeaderLineID: []string{"gw-1a2b.7.31"}}},
+			wantResult: Result{Outcome: Insert},
 			wantSource: "tweets",
 			wantAt:     stored,
+			wantID:     "gw-1a2b.7.31",
+		},
+		{
+			name: "rejected line keeps its identity for the dead letter",
+			msg: &testMsg{subject: "ingest.tweets", data: []byte(`{"a":`), md: md,
+				headers: nats.Header{topology.HeaderMsgID: []string{"gw-1a2b.7.32"}}},
+			wantResult: Result{Outcome: Reject, Reason: ReasonInvalidJSON},
+			wantSource: "tweets",
+			wantAt:     stored,
+			wantID:     "gw-1a2b.7.32",
 		},
 		{
 			name:       "no metadata",
@@ -147,10 +157,13 @@ func TestRawLandingTransform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A line without an id is identified by the stream's creation time
+	// and its sequence.
+	const idPrefix = "1772366400000000000."
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			line, seq, delivered, res := readLine(tt.msg)
+			line, delivered, res := readLine(tt.msg, idPrefix)
 			row := make([]any, len(raw.Table().Columns))
 			if res.Outcome == Insert {
 				res = raw.Transform(&line, row)
@@ -167,9 +180,9 @@ func TestRawLandingTransform(t *testing.T) {
 			if tt.msg.md == nil {
 				return
 			}
-			wantSeq := cmp.Or(tt.wantSeq, 4242)
-			if delivered != 3 || seq != 4242 || line.Seq != wantSeq {
-				t.Errorf("delivered %d, seq %d, line seq %d; want 3, 4242, %d", delivered, seq, line.Seq, wantSeq)
+			wantID := cmp.Or(tt.wantID, idPrefix+"4242")
+			if delivered != 3 || line.Seq != 4242 || line.ID != wantID {
+				t.Errorf("delivered %d, seq %d, id %q; want 3, 4242, %q", delivered, line.Seq, line.ID, wantID)
 			}
 			if !line.ReceivedAt.Equal(tt.wantAt) {
 				t.Errorf("received at %s, want %s", line.ReceivedAt, tt.wantAt)
@@ -177,10 +190,10 @@ func TestRawLandingTransform(t *testing.T) {
 			if res.Outcome != Insert {
 				return
 			}
-			at, _ := row[2].(time.Time)
-			payload, _ := row[3].([]byte)
-			if row[0] != int64(wantSeq) || row[1] != tt.wantSource || !at.Equal(tt.wantAt) || !bytes.Equal(payload, tt.msg.data) {
-				t.Errorf("row (%v, %v, %v, %.20q), want (%d, %s, %s, %.20q)", row[0], row[1], row[2], payload, wantSeq, tt.wantSource, tt.wantAt, tt.msg.data)
+			at, _ := row[3].(time.Time)
+			payload, _ := row[4].([]byte)
+			if row[0] != wantID || row[1] != int64(4242) || row[2] != tt.wantSource || !at.Equal(tt.wantAt) || !bytes.Equal(payload, tt.msg.data) {
+				t.Errorf("row (%v, %v, %v, %v, %.20q), want (%s, 4242, %s, %s, %.20q)", row[0], row[1], row[2], row[3], payload, wantID, tt.wantSource, tt.wantAt, tt.msg.data)
 			}
 		})
 	}

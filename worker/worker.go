@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,13 @@ type Options struct {
 	MaxDeliver int
 	// Instance names this worker in the dead letters it writes.
 	Instance string
+	// StreamCreated is when the ingest stream was created (its stream
+	// info says). A line published without a message id is identified by
+	// it and the line's sequence, "<unix nanoseconds>.<seq>", so lines of
+	// a stream deleted and created again do not take the identities of
+	// the old stream's lines. Zero identifies such lines by "<seq>" alone,
+	// which suits tests and tools; the worker program always sets it.
+	StreamCreated time.Time
 }
 
 func (o Options) validate() error {
@@ -102,6 +110,11 @@ type Worker struct {
 
 	stats   counters
 	metrics *metrics // see metrics.go
+
+	// idPrefix starts the identity of a line without a message id: the
+	// stream's creation time and a dot, or nothing (see
+	// Options.StreamCreated).
+	idPrefix string
 }
 
 // New returns a worker that fetches from cons and sends each line where
@@ -126,6 +139,9 @@ func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Log
 		router: router,
 		opts:   opts,
 		logger: logger.With("component", "worker"),
+	}
+	if !opts.StreamCreated.IsZero() {
+		w.idPrefix = strconv.FormatInt(opts.StreamCreated.UnixNano(), 10) + "."
 	}
 	w.stats.rejectedBy = map[string]uint64{}
 	w.stats.deadLetteredBy = map[string]uint64{}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -67,6 +68,10 @@ func TestFaultOversizeLine(t *testing.T) {
 		t.Errorf("dead letter holds %d bytes; want the line's first %d", len(e.Data), keep)
 	case e.Source != topology.DefaultSource || e.Header.Get(topology.HeaderLine) != strconv.Itoa(bigLineNo):
 		t.Errorf("dead letter of source %q, line %q; want %q, line %d", e.Source, e.Header.Get(topology.HeaderLine), topology.DefaultSource, bigLineNo)
+	case e.Header.Get(topology.HeaderLineID) != fmt.Sprintf("%s.%v.%d", r.Gateway, r.Conn, bigLineNo):
+		// The message id the line would have had, which workers would
+		// have keyed its row by.
+		t.Errorf("dead letter's %s is %q; want %s.%v.%d", topology.HeaderLineID, e.Header.Get(topology.HeaderLineID), r.Gateway, r.Conn, bigLineNo)
 	}
 	received, rows := want.lines+r.TooLong, b.rowCount(t)
 	if int64(rows+len(dl)) != received {

@@ -58,7 +58,9 @@ const (
 
 // Header names of a dead-letter entry, beside the line's own headers
 // (topology.HeaderGateway, HeaderConn, HeaderLine, HeaderReceivedAt), which
-// are kept as they were.
+// are kept as they were, and topology.HeaderLineID, the line's identity,
+// which the writer sets so that a replay keys the row the line would have
+// had.
 const (
 	HeaderReason     = "Jetline-Dlq-Reason"     // reason token, e.g. invalid_json, pg_22003, max_deliveries
 	HeaderClass      = "Jetline-Dlq-Class"      // ClassPermanent or ClassTransient

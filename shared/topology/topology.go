@@ -47,11 +47,14 @@ const (
 	// HeaderReceivedAt is when the gateway read the line, RFC 3339 with
 	// nanoseconds ([time.RFC3339Nano]).
 	HeaderReceivedAt = "Jetline-Received-At"
-	// HeaderOriginSeq is set on a line replayed from the dead letters
-	// (`worker dlq replay`): the line's sequence when it was first in the
-	// ingest stream. Workers key the row by it instead of the new
-	// sequence, so a line replayed twice is stored once.
-	HeaderOriginSeq = "Jetline-Origin-Seq"
+	// HeaderLineID is the identity workers key rows by. A line without it
+	// is identified by its [HeaderMsgID], which survives a publish retried
+	// after a lost PubAck even when JetStream stored it twice. Workers set
+	// it on the dead letters they write and the gateway on its own, and a
+	// replay (`worker dlq replay`) carries it back into the ingest stream,
+	// so a replayed line keys the same row as the line it was, and a line
+	// replayed twice is stored once.
+	HeaderLineID = "Jetline-Line-Id"
 )
 
 // MinDuplicateWindow is the shortest de-duplication window accepted: a

@@ -106,9 +106,9 @@ const maxErrors = 5
 
 // Replay republishes the dead letters opts.Filter selects to the ingest
 // stream, oldest first, each on its original subject with its original
-// headers, plus topology.HeaderOriginSeq (the line's first ingest
-// sequence, which workers key its row by) and Nats-Msg-Id
-// "replay.<dead-letter seq>". An entry is removed from the dead letters
+// headers, which include topology.HeaderLineID (the line's identity, which
+// workers key its row by), plus Nats-Msg-Id "replay.<dead-letter seq>". An
+// entry is removed from the dead letters
 // only once the ingest stream has acknowledged its republication, so an
 // interrupted replay loses nothing, and running it again republishes under
 // the same ids. Truncated lines (reason too_long) cannot be replayed and
@@ -390,11 +390,12 @@ func skipReason(l letter) string {
 // replayMsg returns the message that puts e's line back on its ingest
 // subject: the line's own headers, without the dead-letter ones and
 // without JetStream's (a stale Nats-Msg-Id would be de-duplicated away),
-// plus a replay message id and the origin sequence. A line dead-lettered
-// again after a replay keeps the origin sequence it already had. An entry
-// that records no ingest sequence gets no origin and is keyed by its new
-// sequence; only the gateway writes such entries, for lines too long to
-// replay.
+// plus a replay message id. The line's headers hold its identity
+// (topology.HeaderLineID), which workers write on every dead letter, so
+// the replayed line keys the row the line would have had, however often
+// it is replayed. An entry without one (written before workers set it) is
+// identified by its replay message id instead: stored once, though not
+// recognised as the line it was.
 func replayMsg(e deadletter.Entry) *nats.Msg {
 	h := nats.Header{}
 	for k, v := range e.Header {
@@ -404,12 +405,6 @@ func replayMsg(e deadletter.Entry) *nats.Msg {
 		h[k] = slices.Clone(v)
 	}
 	h.Set(topology.HeaderMsgID, ReplayMsgIDPrefix+strconv.FormatUint(e.Seq, 10))
-	if origin, err := strconv.ParseUint(h.Get(topology.HeaderOriginSeq), 10, 64); (err != nil || origin == 0) && e.StreamSeq > 0 {
-		// Absent, or malformed (the very reason it was dead-lettered,
-		// invalid_origin_seq): its sequence in the ingest stream is the
-		// best key there is.
-		h.Set(topology.HeaderOriginSeq, strconv.FormatUint(e.StreamSeq, 10))
-	}
 	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Data}
 }
 
@@ -445,7 +440,7 @@ func WriteReplayResult(out io.Writer, res ReplayResult) error {
 		fmt.Fprintf(w, "  skipped %d: %s\n", res.Skipped[why], why)
 	}
 	if res.NotRemoved > 0 {
-		fmt.Fprintf(w, "  %d replayed but still in %s: replaying them again is harmless (same message id and origin sequence)\n", res.NotRemoved, deadletter.StreamName)
+		fmt.Fprintf(w, "  %d replayed but still in %s: replaying them again is harmless (same message id and line id)\n", res.NotRemoved, deadletter.StreamName)
 	}
 	for _, e := range res.Errors {
 		fmt.Fprintf(w, "  error: %s\n", e)

@@ -50,21 +50,21 @@ func TestReplay(t *testing.T) {
 		t.Fatalf("ingest stream holds %d lines, want 2", len(msgs))
 	}
 	for i, want := range []struct {
-		dlqSeq, origin uint64
-		data           string
+		dlqSeq, line uint64
+		data         string
 	}{{1, 11, `{"a":1}`}, {4, 14, `{"c":3}`}} {
 		m := msgs[i]
 		if m.Subject != "ingest.default" || string(m.Data) != want.data {
 			t.Errorf("replayed line %d: %s %q", i, m.Subject, m.Data)
 		}
 		h := m.Header
-		if got := h.Get(topology.HeaderOriginSeq); got != strconv.FormatUint(want.origin, 10) {
-			t.Errorf("line %d: %s = %q, want %d", i, topology.HeaderOriginSeq, got, want.origin)
+		if got, id := h.Get(topology.HeaderLineID), fmt.Sprintf("gw1.7.%d", want.line); got != id {
+			t.Errorf("line %d: %s = %q, want %s, the identity the worker wrote on the entry", i, topology.HeaderLineID, got, id)
 		}
 		if got := h.Get(jetstream.MsgIDHeader); got != fmt.Sprintf("replay.%d", want.dlqSeq) {
 			t.Errorf("line %d: Nats-Msg-Id = %q, want replay.%d", i, got, want.dlqSeq)
 		}
-		if h.Get(topology.HeaderGateway) != "gw1" || h.Get(topology.HeaderLine) != strconv.FormatUint(want.origin, 10) || h.Get(topology.HeaderReceivedAt) == "" {
+		if h.Get(topology.HeaderGateway) != "gw1" || h.Get(topology.HeaderLine) != strconv.FormatUint(want.line, 10) || h.Get(topology.HeaderReceivedAt) == "" {
 			t.Errorf("line %d lost the gateway's headers: %v", i, h)
 		}
 		for k := range h {
@@ -240,14 +240,14 @@ func TestReplayInterruptedThenRerun(t *testing.T) {
 	// Every line is in the ingest stream exactly once.
 	seen := map[string]int{}
 	for _, m := range b.ingested(t) {
-		seen[m.Header.Get(topology.HeaderOriginSeq)]++
+		seen[m.Header.Get(topology.HeaderLineID)]++
 	}
 	if len(seen) != n {
 		t.Errorf("ingest holds %d distinct lines, want %d", len(seen), n)
 	}
-	for origin, c := range seen {
+	for id, c := range seen {
 		if c != 1 {
-			t.Errorf("line with origin seq %s is in the ingest stream %d times", origin, c)
+			t.Errorf("line %s is in the ingest stream %d times", id, c)
 		}
 	}
 }
@@ -289,24 +289,30 @@ func TestReplayWithoutIngest(t *testing.T) {
 	}
 }
 
-func TestReplayMsgKeepsEarlierOrigin(t *testing.T) {
+func TestReplayMsgKeepsLineID(t *testing.T) {
 	t.Parallel()
-	// A replayed line that failed again carries the origin of its first
-	// life; its new ingest sequence must not replace it.
+	// A replayed line that failed again carries the identity of its first
+	// life (the worker copies it into the new entry), so it keys the same
+	// row however often it is replayed.
 	e := entry("default", "invalid_json", 500, "{")
 	e.Seq = 9
-	e.Header.Set(topology.HeaderOriginSeq, "17")
+	e.Header.Set(topology.HeaderLineID, "gw1.3.17")
 	m := replayMsg(e)
-	if got := m.Header.Get(topology.HeaderOriginSeq); got != "17" {
-		t.Errorf("origin seq = %q, want 17", got)
+	if got := m.Header.Get(topology.HeaderLineID); got != "gw1.3.17" {
+		t.Errorf("line id = %q, want gw1.3.17", got)
 	}
 	if got := m.Header.Get(jetstream.MsgIDHeader); got != "replay.9" {
 		t.Errorf("msg id = %q, want replay.9", got)
 	}
-	// A malformed origin, which got the line dead-lettered, is replaced.
-	e.Header.Set(topology.HeaderOriginSeq, "x")
-	if got := replayMsg(e).Header.Get(topology.HeaderOriginSeq); got != "500" {
-		t.Errorf("origin seq replacing a malformed one = %q, want 500", got)
+	// An entry without one (from before workers wrote it) is identified
+	// by its replay message id: no line id is made up for it.
+	e.Header.Del(topology.HeaderLineID)
+	m = replayMsg(e)
+	if got := m.Header.Values(topology.HeaderLineID); len(got) != 0 {
+		t.Errorf("line id of an entry that had none = %q, want none", got)
+	}
+	if got := m.Header.Get(jetstream.MsgIDHeader); got != "replay.9" {
+		t.Errorf("msg id = %q, want replay.9", got)
 	}
 }
 

@@ -60,6 +60,7 @@ func entry(source, reason string, seq uint64, data string) deadletter.Entry {
 		Data:       []byte(data),
 		Header: nats.Header{
 			topology.HeaderMsgID:      {id},
+			topology.HeaderLineID:     {id},
 			topology.HeaderGateway:    {"gw1"},
 			topology.HeaderConn:       {"7"},
 			topology.HeaderLine:       {fmt.Sprint(seq)},

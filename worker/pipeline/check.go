@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 // row it produces, or why the line is filtered or rejected, then a
 // summary. It is the loop behind `worker check-spec`; sample lines are
 // numbered from 1 and get stream sequence numbers equal to their line
-// number. Blank lines are skipped, as the gateway does.
+// number, and identities "sample.<line number>". Blank lines are skipped,
+// as the gateway does.
 func (p *Pipeline) Check(w io.Writer, sample io.Reader) error {
 	sc := bufio.NewReader(sample)
 	row := make([]any, len(p.table.Columns))
@@ -36,7 +38,7 @@ func (p *Pipeline) Check(w io.Writer, sample io.Reader) error {
 			continue
 		}
 		clear(row)
-		line := worker.Line{Seq: uint64(n), Source: p.Source(), ReceivedAt: time.Now(), Data: data}
+		line := worker.Line{ID: "sample." + strconv.Itoa(n), Seq: uint64(n), Source: p.Source(), ReceivedAt: time.Now(), Data: data}
 		res := p.Transform(&line, row)
 		switch res.Outcome {
 		case worker.Insert:
@@ -96,7 +98,7 @@ func (p *Pipeline) renderRow(row []any) string {
 func (p *Pipeline) Describe(w io.Writer) {
 	key := strings.Join(p.spec.Key, ", ")
 	if key == "" {
-		key = SeqColumn + " (the stream sequence)"
+		key = LineIDColumn + " (the line's identity)"
 	}
 	fmt.Fprintf(w, "%s: ok: source %s (subject ingest.%s) → table %s, key %s\n", p.spec.File, p.Source(), p.Source(), p.table.Ident().Sanitize(), key)
 	if p.spec.Filter != "" {

@@ -27,8 +27,8 @@ type Pipeline struct {
 	ex      extractor
 	filter  *filter
 	columns []column
-	// seq is true when the stream sequence is the key, in row[0].
-	seq bool
+	// lineID is true when the line's identity is the key, in row[0].
+	lineID bool
 
 	scratch sync.Pool
 }
@@ -42,7 +42,7 @@ type scratch struct {
 // New compiles spec, as [ParseSpec] or [LoadSpec] returned it, into a
 // pipeline.
 func New(spec *Spec) (*Pipeline, error) {
-	p := &Pipeline{spec: spec, table: spec.WorkerTable(), seq: len(spec.Key) == 0}
+	p := &Pipeline{spec: spec, table: spec.WorkerTable(), lineID: len(spec.Key) == 0}
 	if err := p.table.Validate(); err != nil {
 		return nil, fmt.Errorf("pipeline %s: %w", spec.File, err)
 	}
@@ -83,7 +83,7 @@ func (p *Pipeline) Spec() *Spec { return p.spec }
 func (p *Pipeline) Source() string { return p.spec.Source }
 
 // Table returns the pipeline's table: the spec's columns, after a leading
-// "seq bigint" key column when the spec has no key.
+// "line_id text" key column when the spec has no key.
 func (p *Pipeline) Table() worker.Table { return p.table }
 
 // Transform decides the outcome of line and fills row for Insert. Values
@@ -104,8 +104,8 @@ func (p *Pipeline) Transform(line *worker.Line, row []any) worker.Result {
 		}
 	}
 	off := 0
-	if p.seq {
-		row[0] = int64(line.Seq)
+	if p.lineID {
+		row[0] = line.ID
 		off = 1
 	}
 	for i := range p.columns {
@@ -113,6 +113,9 @@ func (p *Pipeline) Transform(line *worker.Line, row []any) worker.Result {
 		switch c.Meta {
 		case MetaSeq:
 			row[off+i] = int64(line.Seq)
+			continue
+		case MetaLineID:
+			row[off+i] = line.ID
 			continue
 		case MetaSource:
 			row[off+i] = line.Source

@@ -63,12 +63,12 @@ func FuzzTransform(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		orig := bytes.Clone(data)
 		row := make([]any, len(p.Table().Columns))
-		line := worker.Line{Seq: 9, Source: "fuzz", Data: data}
+		line := worker.Line{ID: "fuzz.9", Seq: 9, Source: "fuzz", Data: data}
 		res := p.Transform(&line, row)
 		switch res.Outcome {
 		case worker.Insert:
-			if row[0] != int64(9) {
-				t.Fatalf("seq %v", row[0])
+			if row[0] != "fuzz.9" {
+				t.Fatalf("line_id %v", row[0])
 			}
 			for i, v := range row {
 				switch v := v.(type) {
@@ -105,11 +105,14 @@ func FuzzTransform(f *testing.F) {
 	})
 }
 
-func TestTransformSeqKeyAndMeta(t *testing.T) {
+func TestTransformLineIDKey(t *testing.T) {
 	t.Parallel()
 	p := onePipeline(t, "type: text")
-	if got := strings.Join(p.Table().ColumnNames(), ","); got != "seq,v" || p.Table().Key[0] != "seq" {
+	if got := strings.Join(p.Table().ColumnNames(), ","); got != "line_id,v" || p.Table().Key[0] != "line_id" || p.Table().Columns[0].Type != "text" {
 		t.Fatalf("table %s key %v", got, p.Table().Key)
+	}
+	if res, row := transformOne(p, `{"v": "x"}`); res.Outcome != worker.Insert || row[0] != "gw.1.42" || row[1] != "x" {
+		t.Errorf("row %v (%v %s), want the line's identity as its key", row, res.Outcome, res.Detail)
 	}
 	for _, tt := range []struct {
 		data   string
@@ -196,11 +199,12 @@ func TestMetaColumns(t *testing.T) {
 	t.Parallel()
 	spec, err := ParseSpec("meta.yaml", []byte(`source: s
 table: t
-key: [src, seq]
+key: [src, id]
 columns:
   - {name: seq, meta: seq, type: bigint}
   - {name: src, meta: source, type: text}
   - {name: at, meta: received_at, type: timestamptz}
+  - {name: id, meta: line_id, type: text}
   - {name: v, path: v, type: text}
 `))
 	if err != nil {
@@ -212,14 +216,14 @@ columns:
 	}
 	at := time.Date(2018, 1, 2, 3, 4, 5, 6, time.UTC)
 	row := make([]any, len(p.Table().Columns))
-	line := worker.Line{Seq: 77, Source: "s", ReceivedAt: at, Data: []byte(`{"v": "x"}`)}
+	line := worker.Line{ID: "gw.3.77", Seq: 77, Source: "s", ReceivedAt: at, Data: []byte(`{"v": "x"}`)}
 	if res := p.Transform(&line, row); res.Outcome != worker.Insert {
 		t.Fatalf("%+v", res)
 	}
-	if row[0] != int64(77) || row[1] != "s" || row[2] != at || row[3] != "x" {
+	if row[0] != int64(77) || row[1] != "s" || row[2] != at || row[3] != "gw.3.77" || row[4] != "x" {
 		t.Fatalf("row %#v", row)
 	}
-	for _, c := range p.Table().Columns[:3] {
+	for _, c := range p.Table().Columns[:4] {
 		if !c.NotNull {
 			t.Errorf("meta column %s is nullable", c.Name)
 		}

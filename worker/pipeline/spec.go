@@ -7,7 +7,7 @@
 //
 //	source: tweets                 # lines published on ingest.tweets
 //	table: tweets                  # name or schema.name; created if missing
-//	key: id                        # or [a, b]; without it the stream sequence
+//	key: id                        # or [a, b]; without it the line's identity
 //	filter: retweeted_status == nil && lang in ["en", "ja"]
 //	columns:
 //	  - name: id
@@ -19,7 +19,7 @@
 //	    type: text
 //	    clean: [nfc, strip_control, {max_marks: 2}, collapse_space, trim, {truncate: 280}, empty_null]
 //	  - name: received_at
-//	    meta: received_at          # or seq, source: the line's metadata
+//	    meta: received_at          # or seq, line_id, source: the line's metadata
 //	    type: timestamptz
 //
 // Everything is checked when the spec is loaded; [LoadSpec] reports every
@@ -80,8 +80,9 @@ type Spec struct {
 	Source string
 	// Schema and Table name the target table; Schema may be empty.
 	Schema, Table string
-	// Key names the columns that identify a row. Empty means the stream
-	// sequence is the key, in an extra leading column "seq".
+	// Key names the columns that identify a row. Empty means the line's
+	// identity (worker.Line.ID) is the key, in an extra leading column
+	// "line_id".
 	Key []string
 	// Filter is the filter expression; empty keeps every line.
 	Filter string
@@ -97,7 +98,7 @@ type ColumnSpec struct {
 	// is set.
 	Path string
 	// Meta, when set, names the line metadata the column holds instead
-	// of a value from the line: seq, source or received_at.
+	// of a value from the line: seq, line_id, source or received_at.
 	Meta string
 	// Type is the column's type.
 	Type Type
@@ -118,9 +119,11 @@ type ColumnSpec struct {
 	line, column int
 }
 
-// SeqColumn is the key column added to tables whose spec has no key: the
-// line's stream sequence.
-const SeqColumn = "seq"
+// LineIDColumn is the key column added to tables whose spec has no key:
+// the line's identity (worker.Line.ID), the same for every copy of a line
+// JetStream stored twice or a replay brought back. A spec that wants the
+// stream sequence as well adds a column with meta: seq.
+const LineIDColumn = worker.LineIDColumn
 
 var (
 	topFields    = []string{"source", "table", "key", "filter", "columns"}
@@ -254,8 +257,8 @@ func (p *specParser) parse(src []byte) *Spec {
 	}
 	if n := top["key"]; n != nil {
 		p.key(spec, n)
-	} else if c := spec.column(SeqColumn); c != nil {
-		p.fail(&yaml.Node{Line: c.line, Column: c.column}, "columns", "a column is named %q, which is the stream sequence column of a spec without a key; rename it or set key", SeqColumn)
+	} else if c := spec.column(LineIDColumn); c != nil {
+		p.fail(&yaml.Node{Line: c.line, Column: c.column}, "columns", "a column is named %q, which is the key column a spec without a key gets; rename it or set key (key: %s keys rows by the line's identity)", LineIDColumn, LineIDColumn)
 	}
 	if spec.Filter != "" && len(p.errs) == 0 {
 		if _, err := compileFilter(spec.Filter); err != nil {
@@ -282,7 +285,7 @@ func (p *specParser) key(spec *Spec, n *yaml.Node) {
 	case yaml.SequenceNode:
 		names = n.Content
 		if len(names) == 0 {
-			p.fail(n, "key", "is empty; name the key column(s), or leave key out to key rows by stream sequence")
+			p.fail(n, "key", "is empty; name the key column(s), or leave key out to key rows by the line's identity")
 		}
 	default:
 		p.fail(n, "key", "must be a column name or a list of column names")
@@ -354,7 +357,7 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 				p.fail(v, field+".meta", "a column takes its value from the line (path) or from the line's metadata (meta), not both")
 			} else if m, ok := p.str(v, field+".meta"); ok {
 				if _, known := metaTypes[m]; !known {
-					p.fail(v, field+".meta", "unknown metadata %q; valid are seq (bigint), source (text) and received_at (timestamptz)", m)
+					p.fail(v, field+".meta", "unknown metadata %q; valid are seq (bigint), line_id (text), source (text) and received_at (timestamptz)", m)
 				}
 				c.Meta = m
 			}
@@ -364,7 +367,7 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 				}
 			}
 		} else if v := f["path"]; v == nil {
-			p.fail(cn, field+".path", "missing; give the gjson path of the value, e.g. user.screen_name or entities.hashtags.#.text, or meta: seq, source or received_at")
+			p.fail(cn, field+".path", "missing; give the gjson path of the value, e.g. user.screen_name or entities.hashtags.#.text, or meta: seq, line_id, source or received_at")
 		} else if path, ok := p.str(v, field+".path"); ok {
 			if err := checkPath(path); err != nil {
 				p.fail(v, field+".path", "%v", err)
@@ -430,14 +433,20 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 // line, with their types.
 var metaTypes = map[string]Type{
 	MetaSeq:        TypeBigint,
+	MetaLineID:     TypeText,
 	MetaSource:     TypeText,
 	MetaReceivedAt: TypeTimestamptz,
 }
 
 // Metadata a column may hold (ColumnSpec.Meta).
 const (
-	// MetaSeq is the line's stream sequence number.
+	// MetaSeq is the line's stream sequence number. A line JetStream
+	// stored twice, or one replayed from the dead letters, has another
+	// sequence each time, so it is no key; use MetaLineID.
 	MetaSeq = "seq"
+	// MetaLineID is the line's identity (worker.Line.ID), the same for
+	// every copy of the line.
+	MetaLineID = "line_id"
 	// MetaSource is the source the line arrived on.
 	MetaSource = "source"
 	// MetaReceivedAt is when the gateway read the line.
@@ -514,8 +523,8 @@ func identPattern(s string) bool {
 func (s *Spec) WorkerTable() worker.Table {
 	t := worker.Table{Schema: s.Schema, Name: s.Table, Key: s.Key}
 	if len(s.Key) == 0 {
-		t.Columns = append(t.Columns, worker.Column{Name: SeqColumn, Type: "bigint", NotNull: true})
-		t.Key = []string{SeqColumn}
+		t.Columns = append(t.Columns, worker.Column{Name: LineIDColumn, Type: "text", NotNull: true})
+		t.Key = []string{LineIDColumn}
 	}
 	for _, c := range s.Columns {
 		t.Columns = append(t.Columns, worker.Column{Name: c.Name, Type: c.Type.String(), NotNull: c.Required || c.HasDefault || c.Meta != ""})

@@ -31,7 +31,7 @@ func onePipeline(t *testing.T, column string) *Pipeline {
 // transformOne runs p on data and returns the result and the row.
 func transformOne(p *Pipeline, data string) (worker.Result, []any) {
 	row := make([]any, len(p.Table().Columns))
-	line := worker.Line{Seq: 42, Source: "s", Data: []byte(data)}
+	line := worker.Line{ID: "gw.1.42", Seq: 42, Source: "s", Data: []byte(data)}
 	return p.Transform(&line, row), row
 }
 
@@ -153,8 +153,8 @@ func TestTypes(t *testing.T) {
 		if !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("{%s} %s = %#v, want %#v", tt.column, tt.value, got, tt.want)
 		}
-		if row[0] != int64(42) {
-			t.Errorf("seq column = %#v, want 42", row[0])
+		if row[0] != "gw.1.42" {
+			t.Errorf("line_id column = %#v, want gw.1.42", row[0])
 		}
 	}
 }

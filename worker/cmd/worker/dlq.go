@@ -251,8 +251,8 @@ func parseShow(args []string, stderr io.Writer) (operation, error) {
 
 func parseReplay(args []string, stderr io.Writer) (operation, error) {
 	fs := newFlags("dlq replay", "[FILTERS] [--dry-run] [--rate N]", `Republish dead letters to `+topology.StreamName+` (all, or those the filters select), oldest first, once
-their cause is fixed. Each line goes back to its own subject with its own headers, plus
-`+topology.HeaderOriginSeq+` (its first sequence, which workers key its row by) and
+their cause is fixed. Each line goes back to its own subject with its own headers, among them
+`+topology.HeaderLineID+` (its identity, which workers key its row by), plus
 Nats-Msg-Id replay.<seq>; its entry is removed once the stream has acknowledged it. An
 interrupted replay (Ctrl-C) loses nothing: run it again and each line is still stored once.
 Lines cut by the gateway (reason `+deadletter.ReasonTooLong+`) cannot be replayed; they are skipped and counted.`, stderr)

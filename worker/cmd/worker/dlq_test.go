@@ -40,8 +40,9 @@ func deadLetter(t *testing.T, js jetstream.JetStream, source, reason string, seq
 	e := deadletter.Entry{
 		Subject: topology.Subject(source), Reason: reason, Class: deadletter.ClassTransient,
 		Error: "connection refused", StreamSeq: seq, Deliveries: 10, By: "worker-1", At: time.Now(),
-		Data:   []byte(data),
-		Header: nats.Header{topology.HeaderGateway: {"gw1"}, topology.HeaderLine: {fmt.Sprint(seq)}},
+		Data: []byte(data),
+		// The line's identity, as workers write it on their entries.
+		Header: nats.Header{topology.HeaderGateway: {"gw1"}, topology.HeaderLine: {fmt.Sprint(seq)}, topology.HeaderLineID: {fmt.Sprintf("gw1.1.%d", seq)}},
 	}
 	testenv.Publish(t, js, []*nats.Msg{e.Msg("")})
 }
@@ -192,7 +193,7 @@ func TestDLQUsage(t *testing.T) {
 // TestReplayStoresEachLineOnce replays into a running worker with real
 // Postgres: an interrupted replay, its rerun, and a second dead letter of
 // a line already replayed still leave one row per line, keyed by the
-// line's first sequence.
+// line's identity.
 func TestReplayStoresEachLineOnce(t *testing.T) {
 	t.Parallel()
 	dsn := testenv.Postgres(t)
@@ -244,14 +245,15 @@ func TestReplayStoresEachLineOnce(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	eventually(t, "every replayed line stored once", func() error {
-		var rows, distinct int
-		var lo, hi int64
-		err := conn.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT payload), min(seq), max(seq) FROM events WHERE source = 'replayed'`).Scan(&rows, &distinct, &lo, &hi)
+		var rows, distinct, keyed int
+		err := conn.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT payload),
+			count(*) FILTER (WHERE line_id = 'gw1.1.' || ((payload->>'i')::int + 1000))
+			FROM events WHERE source = 'replayed'`).Scan(&rows, &distinct, &keyed)
 		if err != nil {
 			return err
 		}
-		if rows != n || distinct != n || lo != 1000 || hi != 1000+n-1 {
-			return fmt.Errorf("%d rows, %d distinct, seq %d-%d; want %d rows keyed 1000-%d", rows, distinct, lo, hi, n, 1000+n-1)
+		if rows != n || distinct != n || keyed != n {
+			return fmt.Errorf("%d rows, %d distinct, %d keyed by their line's identity; want %d of each", rows, distinct, keyed, n)
 		}
 		return nil
 	})
@@ -271,18 +273,25 @@ func dlqMsgs(t *testing.T, js jetstream.JetStream) uint64 {
 }
 
 // TestReplayWorkerDeadLetter replays an entry the worker itself wrote: a
-// line that still fails comes back to the dead letters under its first
-// sequence, and replaying that entry again keeps it.
+// line that still fails comes back to the dead letters under a new
+// sequence but with its first identity, and replaying that entry again
+// keeps it.
 func TestReplayWorkerDeadLetter(t *testing.T) {
 	t.Parallel()
 	dsn := testenv.Postgres(t)
 	cfg := setup(t, dsn)
 	js := streams(t, cfg)
 	start(t, cfg)
-	// Ingest sequence 1.
+	// Ingest sequence 1, without a message id: the line is identified by
+	// the stream's creation time and its sequence.
 	if _, err := js.Publish(t.Context(), topology.Subject("default"), []byte(`{"broken"`)); err != nil {
 		t.Fatal(err)
 	}
+	ingest, err := js.Stream(t.Context(), topology.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lineID := fmt.Sprintf("%d.1", ingest.CachedInfo().Created.UnixNano())
 	for round := 1; round <= 2; round++ {
 		eventually(t, "dead-lettered", func() error {
 			if n := dlqMsgs(t, js); n != 1 {
@@ -310,8 +319,8 @@ func TestReplayWorkerDeadLetter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e.StreamSeq != 1 || (round > 1 && e.Header.Get(topology.HeaderOriginSeq) != "1") {
-			t.Errorf("round %d: entry keyed %d, origin header %q; want the line's first sequence, 1", round, e.StreamSeq, e.Header.Get(topology.HeaderOriginSeq))
+		if got := e.Header.Get(topology.HeaderLineID); e.StreamSeq != uint64(round) || got != lineID {
+			t.Errorf("round %d: entry of ingest sequence %d with line id %q; want sequence %d and the line's first identity, %s", round, e.StreamSeq, got, round, lineID)
 		}
 		if out, _, err := operate(t, cfg, "dlq", "replay"); err != nil || !strings.Contains(out, "replayed 1 of 1") {
 			t.Fatalf("round %d: replay: %v\n%s", round, err, out)

@@ -24,7 +24,6 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/shared/deadletter"
@@ -125,7 +124,11 @@ func run(ctx context.Context, cfg worker.Config) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(cons, router, cfg.Options(js), logger)
+	opts := cfg.Options(js)
+	// Lines published without a message id are identified by the
+	// stream's creation time and their sequence.
+	opts.StreamCreated = stream.CachedInfo().Created
+	w, err := worker.New(cons, router, opts, logger)
 	if err != nil {
 		return err
 	}
@@ -151,9 +154,6 @@ func run(ctx context.Context, cfg worker.Config) error {
 				}
 				return err
 			}
-		}
-		if err := guardStream(gctx, pool, stream, stores, logger); err != nil {
-			return err
 		}
 		if err := w.Run(gctx); err != nil {
 			return fmt.Errorf("worker: %w", err)
@@ -268,30 +268,6 @@ func createTable(ctx context.Context, store *worker.PostgresStore, logger *slog.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 5*time.Second)
-	}
-}
-
-// guardStream refuses to store lines of a recreated ingest stream into
-// tables keyed by the old stream's sequences (see
-// worker.GuardStreamSequences).
-func guardStream(ctx context.Context, pool *pgxpool.Pool, stream jetstream.Stream, stores []*worker.PostgresStore, logger *slog.Logger) error {
-	tables := make([]worker.Table, len(stores))
-	for i, s := range stores {
-		tables[i] = s.Table()
-	}
-	wait := 250 * time.Millisecond
-	for {
-		err := worker.GuardStreamSequences(ctx, pool, topology.StreamName, stream.CachedInfo().Created, tables, logger)
-		if err == nil || worker.Classify(err) != worker.Transient {
-			return err
-		}
-		logger.Info("waiting for postgres", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 5*time.Second)
