@@ -2,12 +2,14 @@ package worker
 
 import (
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
 
@@ -62,7 +64,16 @@ func BenchmarkWorker(b *testing.B) {
 					lines[i] = tweetLine(i)
 					size += len(lines[i])
 				}
-				nb.publish(b, "tweets", lines)
+				// With message ids as the gateway sets them, so rows are
+				// keyed by identities of the usual length.
+				msgs := make([]*nats.Msg, len(lines))
+				for i, line := range lines {
+					msgs[i] = nats.NewMsg(topology.Subject("tweets"))
+					msgs[i].Data = line
+					msgs[i].Header.Set(topology.HeaderMsgID, "gw-0a1b2c3d.1."+strconv.Itoa(i+1))
+					msgs[i].Header.Set(topology.HeaderReceivedAt, receivedAt(i).Format(time.RFC3339Nano))
+				}
+				testenv.Publish(b, nb.js, msgs)
 				opts := testOptions()
 				opts.BatchSize = 500
 				opts.Concurrency = conc

@@ -30,6 +30,7 @@ import (
 // natsBundle is an embedded NATS server with the ingest stream, the shared
 // consumer and the dead-letter stream.
 type natsBundle struct {
+	srv    *embeddednats.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -45,7 +46,8 @@ func setupNATS(t testing.TB, ackWait time.Duration) *natsBundle {
 // setupNATSWith is setupNATS with a server started with opts.
 func setupNATSWith(t testing.TB, ackWait time.Duration, opts embeddednats.Options) *natsBundle {
 	t.Helper()
-	nc, js := testenv.Connect(t, testenv.NATSWith(t, opts).ClientURL())
+	srv := testenv.NATSWith(t, opts)
+	nc, js := testenv.Connect(t, srv.ClientURL())
 	ctx := t.Context()
 	stream, err := topology.EnsureStream(ctx, js, topology.StreamConfig{MaxBytes: 1 << 30, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 1})
 	if err != nil {
@@ -59,7 +61,7 @@ func setupNATSWith(t testing.TB, ackWait time.Duration, opts embeddednats.Option
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &natsBundle{nc: nc, js: js, stream: stream, cons: cons, dlq: dlq}
+	return &natsBundle{srv: srv, nc: nc, js: js, stream: stream, cons: cons, dlq: dlq}
 }
 
 // deadLetters returns every entry in the dead-letter stream, in order.
@@ -676,5 +678,57 @@ func TestWorkerReadinessDatabaseDown(t *testing.T) {
 	var stored int
 	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM events`).Scan(&stored); err != nil || stored != 200 {
 		t.Fatalf("%d rows stored (%v), want 200", stored, err)
+	}
+}
+
+// TestLineStoredOnceAcrossNATSRestart: a publish retried across a NATS
+// restart with the same message id, of a line the workers already
+// stored, is stored again by JetStream (it rebuilds its duplicate window
+// only from the lines still in the stream, and a work queue keeps none the
+// workers acknowledged), under a new sequence. The line's identity is its
+// message id, so it makes one row.
+func TestLineStoredOnceAcrossNATSRestart(t *testing.T) {
+	t.Parallel()
+	nb := setupNATS(t, 30*time.Second)
+	sb := setupStore(t)
+	w, stop := startWorker(t, nb.cons, sb.store, testOptions())
+	publish := func() *jetstream.PubAck {
+		t.Helper()
+		m := nats.NewMsg(topology.Subject("tweets"))
+		m.Data = tweetLine(1)
+		m.Header.Set(topology.HeaderMsgID, "gw-0a1b2c3d.1.1")
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		for {
+			ack, err := nb.js.PublishMsg(ctx, m)
+			if err == nil {
+				return ack
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("publish: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond) // reconnecting
+		}
+	}
+	if ack := publish(); ack.Sequence != 1 {
+		t.Fatalf("first publish stored as %d, want 1", ack.Sequence)
+	}
+	waitFor(t, 30*time.Second, "the line stored and acknowledged", func() bool { return w.Stats().Lines == 1 && nb.drained(t) })
+
+	if err := nb.srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if ack := publish(); ack.Duplicate || ack.Sequence != 2 {
+		t.Fatalf("the publish retried after the restart: %+v; want it stored again, as sequence 2", ack)
+	}
+	waitFor(t, 60*time.Second, "the copy settled", func() bool { return w.Stats().Lines == 2 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sb.storedSeqs(t); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("events holds the sequences %v; want the line once, [1]", got)
+	}
+	if s := w.Stats(); s.Inserted != 1 || s.Duplicates != 1 {
+		t.Fatalf("stats %+v, want 1 inserted and 1 duplicate", s)
 	}
 }
