@@ -53,9 +53,9 @@ type pipeline struct {
 }
 
 // rawLanding is the workers' default pipeline: every line becomes one row
-// of events (seq, source, received_at, payload jsonb).
+// of events (line_id, seq, source, received_at, payload jsonb).
 var rawLanding = pipeline{
-	Name:        "raw landing: events (seq, source, received_at, payload jsonb lz4)",
+	Name:        "raw landing: events (line_id, seq, source, received_at, payload jsonb lz4)",
 	Table:       "events",
 	DistinctSQL: `SELECT count(DISTINCT payload->'id') FROM events`,
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,10 +245,18 @@ columns:
 `
 
 // TestFaultNATSRestart restarts the NATS server, on the same port and
-// store, while lines arrive and workers store them. The gateway and the
+// store, while lines arrive and workers store them, at the moment that
+// makes JetStream store lines twice: the gateway, held still (SIGSTOP),
+// has thousands of publishes awaiting acknowledgement, of lines the
+// workers have stored and acknowledged already. The gateway and the
 // workers reconnect; each connection ends with an ok receipt or one that
 // says where to resume, and the test resends from there as a sender
-// would. Every line must then be stored (or filtered) exactly once.
+// would. Half the connections send to a pipeline keyed by the line's id,
+// half to the raw landing table, keyed by the line's identity. Every line
+// must then be stored (or filtered) exactly once in the pipeline's table,
+// and in events at least once and at most as often as it was sent: a line
+// sent again is a new line there, but a line JetStream stored twice (a
+// publish retried across the restart) is not.
 func TestFaultNATSRestart(t *testing.T) {
 	t.Parallel()
 	// With a publish timeout of 2 s instead of 10, a publish whose
@@ -255,14 +264,21 @@ func TestFaultNATSRestart(t *testing.T) {
 	// sooner: more retries cross the restart, and the test is shorter.
 	b := setup(t, setupOptions{gatewayEnv: map[string]string{"GATEWAY_PUBLISH_TIMEOUT": "2s"}})
 	const source = "faults"
-	gw := b.startGateway(t, source)
+	gw := b.startGateway(t, source, topology.DefaultSource)
 	b.startWorkers(t, 2, map[string]string{"WORKER_PIPELINES": writeSpec(t, faultSpec)})
 
 	seed := inputSeed(t)
 	plans := faultPlans(seed, "nr", source)
+	for i := 1; i < len(plans); i += 2 {
+		plans[i].source = topology.DefaultSource
+	}
 	want := expect(plans)
-	rows, filtered := map[string]bool{}, 0
-	for id := range want.rows {
+	rows, raw, filtered := map[string]bool{}, map[string]string{}, 0
+	for id, src := range want.rows {
+		if src == topology.DefaultSource {
+			raw[id] = src
+			continue
+		}
 		// Record n is line n of its connection: id <prefix>-l<n>.
 		_, n, _ := strings.Cut(id, "-l")
 		if k, _ := strconv.Atoi(n); k%10 == 0 {
@@ -284,23 +300,51 @@ func TestFaultNATSRestart(t *testing.T) {
 		sent <- result{r, n, err}
 	}()
 
-	// Restart while the gateway publishes (the stream holds a third of the
-	// input) and the workers store.
+	// Restart while the gateway publishes and the workers store. The
+	// gateway is held still once a tenth of the input is in the stream:
+	// with up to GATEWAY_INFLIGHT_MESSAGES (4096) publishes in flight per
+	// connection, much of the rest is still to come.
 	var published uint64
-	b.waitFor(t, drainTimeout, "a third of the lines to be stored in the stream", func() (bool, string) {
+	b.waitFor(t, drainTimeout, "a tenth of the lines to be stored in the stream", func() (bool, string) {
 		ci, err := b.consumerInfo(t)
 		if err != nil {
 			return false, err.Error()
 		}
 		published = b.streamState(t).LastSeq
-		return published >= uint64(want.lines)/3 && ci.AckFloor.Stream > 0,
+		return published >= uint64(want.lines)/10 && ci.AckFloor.Stream > 0,
 			fmt.Sprintf("%d lines in the stream, acknowledged up to %d", published, ci.AckFloor.Stream)
 	})
+	// Hold the gateway still while the workers catch up, and restart
+	// under it. Its publishes awaiting acknowledgement are then of lines
+	// stored and taken by the workers, whose acknowledgements the server
+	// could not deliver before it went down: the gateway publishes them
+	// again with the same message ids, and JetStream, its duplicate
+	// window rebuilt from a stream the workers emptied, stores them again.
+	if err := syscall.Kill(gw.pid(), syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop the gateway: %v", err)
+	}
+	// Whatever happens, the gateway must go on before it is stopped for
+	// good (cleanups run last-registered first).
+	resume := func() error { return syscall.Kill(gw.pid(), syscall.SIGCONT) }
+	t.Cleanup(func() { _ = resume() })
+	b.waitFor(t, drainTimeout, "the workers to take every line in the stream", func() (bool, string) {
+		ci, err := b.consumerInfo(t)
+		if err != nil {
+			return false, err.Error()
+		}
+		backlog := ci.NumPending + uint64(ci.NumAckPending)
+		return backlog == 0, fmt.Sprintf("%d lines not yet stored", backlog)
+	})
+	published = b.streamState(t).LastSeq
 	restartAt := time.Now()
-	if err := b.nats.Restart(); err != nil {
+	err := b.nats.Restart()
+	if cerr := resume(); cerr != nil {
+		t.Fatalf("let the gateway go on: %v", cerr)
+	}
+	if err != nil {
 		t.Fatalf("restart nats: %v", err)
 	}
-	t.Logf("restarted nats in %s, with %d of %d lines published", time.Since(restartAt).Round(time.Millisecond), published, want.lines)
+	t.Logf("restarted nats in %s, with %d of %d lines published, all taken by the workers", time.Since(restartAt).Round(time.Millisecond), published, want.lines)
 	if published >= uint64(want.lines) {
 		t.Fatalf("the restart came after the gateway had published every line; it tests nothing of the gateway")
 	}
@@ -325,24 +369,102 @@ func TestFaultNATSRestart(t *testing.T) {
 	info := b.waitDrained(t, drainTimeout)
 	b.checkKeyedRows(t, "fault_rows", "id", rows)
 	b.checkNoDeadLetters(t)
-	if got := b.rowCount(t); got != 0 {
-		t.Errorf("%d lines landed raw in events; every line should have gone to the pipeline", got)
-	}
+	again := b.checkSentRows(t, raw, timesSent(t, plans, res.receipts, topology.DefaultSource))
 	// The stream holds every line at least once. It may hold some twice,
 	// besides those sent again: when the connection comes back, nats.go
 	// fails every publish still awaiting its acknowledgement and the
 	// gateway publishes it again with the same message id, but the server
 	// rebuilds its duplicate window from the messages still in the stream,
-	// and a work queue keeps none the workers acknowledged. The key makes
-	// those copies harmless here; rows keyed by stream sequence (the raw
-	// landing table) would store them twice.
+	// and a work queue keeps none the workers acknowledged. Both tables
+	// make those copies one row: the pipeline by its key, events by the
+	// line's identity (its message id). Rows keyed by stream sequence
+	// would store them twice.
 	last := b.streamState(t).LastSeq
 	if last < uint64(want.lines) {
 		t.Errorf("the stream stored %d lines; the receipts count %d", last, want.lines)
 	}
 	twice := int64(last) - want.lines - resent
-	t.Logf("%d receipts not ok, %d lines sent again; %d lines stored twice by the gateway's publishes after the restart", notOK, resent, max(twice, 0))
-	faultSummary{lines: want.lines, rows: len(rows), filtered: filtered, redelivered: redeliveries(info), start: start}.log(t)
+	if twice <= 0 {
+		t.Errorf("the stream holds no line twice (last sequence %d, %d lines, %d sent again): the restart did not make the copies this test is about", last, want.lines, resent)
+	}
+	t.Logf("%d receipts not ok, %d lines sent again (%d of them stored again in events); %d lines stored twice by the gateway's publishes after the restart",
+		notOK, resent, again, max(twice, 0))
+	faultSummary{lines: want.lines, rows: len(rows) + b.rowCount(t), filtered: filtered, redelivered: redeliveries(info), start: start}.log(t)
+}
+
+// timesSent returns how often sendResuming sent each line of the plans of
+// source, by id, given each plan's receipts: an attempt sends its plan
+// from the line where the previous receipt said to resume to the end.
+// Every line of those plans must be a record.
+func timesSent(t *testing.T, plans []*plan, receipts [][]receipt, source string) map[string]int {
+	t.Helper()
+	sent := map[string]int{}
+	for i, p := range plans {
+		if p.source != source {
+			continue
+		}
+		if int64(len(p.valid)) != p.lines {
+			t.Fatalf("plan %d has %d lines of which %d records; timesSent needs records only", i, p.lines, len(p.valid))
+		}
+		first := int64(1) // the plan's line where an attempt starts
+		for _, r := range receipts[i] {
+			for _, id := range p.valid[first-1:] {
+				sent[id]++
+			}
+			if r.Status != "ok" {
+				first += r.ResumeLine - 1
+			}
+		}
+	}
+	return sent
+}
+
+// checkSentRows checks that events holds each line of want (id → source)
+// at least once and at most as often as it was sent (sent[id]), with its
+// source, and no other row. A line stored more often than it was sent is
+// one JetStream held twice, stored twice. It returns how many lines
+// events holds more than once, each sent more than once.
+func (b *bundle) checkSentRows(t *testing.T, want map[string]string, sent map[string]int) (again int) {
+	t.Helper()
+	got, dups := b.queryIDs(t)
+	stored := map[string]int{}
+	for id := range got {
+		stored[id] = 1
+	}
+	for _, id := range dups {
+		stored[id]++
+	}
+	var missing, unexpected, wrongSource, twice []string
+	for id, src := range want {
+		switch n := stored[id]; {
+		case n == 0:
+			missing = append(missing, id)
+		case got[id] != src:
+			wrongSource = append(wrongSource, fmt.Sprintf("%s: %q, want %q", id, got[id], src))
+		case n > sent[id]:
+			twice = append(twice, fmt.Sprintf("%s (%d rows, sent %d times)", id, n, sent[id]))
+		case n > 1:
+			again++
+		}
+	}
+	for id := range got {
+		if _, ok := want[id]; !ok {
+			unexpected = append(unexpected, id)
+		}
+	}
+	if len(twice) > 0 {
+		t.Errorf("%d lines stored in events more often than they were sent, e.g. %s", len(twice), sample(twice))
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d lines missing from events, e.g. %s", len(missing), len(want), sample(missing))
+	}
+	if len(unexpected) > 0 {
+		t.Errorf("%d rows in events that should not exist, e.g. %s", len(unexpected), sample(unexpected))
+	}
+	if len(wrongSource) > 0 {
+		t.Errorf("%d rows in events with the wrong source, e.g. %s", len(wrongSource), sample(wrongSource))
+	}
+	return again
 }
 
 // logRecords returns the JSON log records in logs of level whose message
