@@ -87,6 +87,10 @@ type RowError struct {
 // parameter limits, so it works for any [Table]. What bounds all of them is
 // PostgreSQL parsing jsonb (~60 µs per row: the same rows as text go in at
 // 23,000 rows/s) and compressing it (pglz instead of lz4 halves the rate).
+// The table above was keyed by a bigint sequence; keyed by a text line id
+// such as the gateway's (~20 bytes), this store measured the same within
+// the spread (-benchtime=60x, four runs each, bigint → text: fresh 12,700
+// → 12,400 rows/s, redelivered 6,400 → 7,000 rows/s).
 //
 // PostgresStore is safe for concurrent use; each Write holds one pooled
 // connection for its transaction.
