@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/topology"
 )
 
 // ShowBytes is how much of a line [WriteEntry] shows unless asked for all.
@@ -56,7 +57,8 @@ func WriteEntry(out io.Writer, e deadletter.Entry, full bool) error {
 	field("class", e.Class)
 	field("error", e.Error)
 	field("subject", e.Subject)
-	field("origin seq", num(e.StreamSeq))
+	field("line id", e.Header.Get(topology.HeaderLineID))
+	field("ingest seq", num(e.StreamSeq))
 	field("deliveries", num(e.Deliveries))
 	field("by", e.By)
 	if !e.At.IsZero() {

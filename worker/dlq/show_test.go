@@ -29,7 +29,7 @@ func TestShow(t *testing.T) {
 	}
 	s := out.String()
 	for _, want := range []string{
-		"reason:      pg_22P05", "origin seq:  42", "deliveries:  1", "by:          worker-1",
+		"reason:      pg_22P05", "line id:     gw1.7.42", "ingest seq:  42", "deliveries:  1", "by:          worker-1",
 		"subject:     ingest.tweets", "Jetline-Gateway: gw1", deadletter.HeaderError + ": line gw1.7.42 failed",
 		"showing the first 4095 of 6011 bytes kept; --full shows all",
 	} {

@@ -104,7 +104,7 @@ func TestDLQCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"reason:      max_deliveries", "origin seq:  8", "deliveries:  10", `{"a":2}`} {
+	for _, want := range []string{"reason:      max_deliveries", "line id:     gw1.1.8", "ingest seq:  8", "deliveries:  10", `{"a":2}`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("show lacks %q:\n%s", want, out)
 		}
