@@ -15,6 +15,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/childproc"
 	"github.com/jetline/jetline/shared/logging"
 	"github.com/jetline/jetline/worker"
 )
@@ -102,6 +103,8 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if cfg.Verbose {
 		level = slog.LevelInfo
 	}
+	// The bench's log, its progress and its children's output share stderr.
+	stderr = &childproc.SyncWriter{W: stderr}
 	logger := logging.New(logging.Config{Format: "auto", Level: level}, stderr).With("component", "bench")
 	pr := newProgress(stderr)
 	rep, err := newReport(cfg)

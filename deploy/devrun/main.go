@@ -20,6 +20,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/jetline/jetline/shared/childproc"
 	"github.com/jetline/jetline/shared/logging"
 )
 
@@ -39,7 +40,7 @@ func main() {
 	}
 
 	// One serialised stream for the runner's log and every child's lines.
-	out := &syncWriter{w: os.Stderr}
+	out := &childproc.SyncWriter{W: os.Stderr}
 	childLogFormat := ""
 	if cfg.Log.Format == "auto" {
 		// The children write into pipes and would pick JSON; on a

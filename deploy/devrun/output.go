@@ -3,27 +3,12 @@ package main
 import (
 	"bytes"
 	"io"
-	"sync"
 )
 
 // maxPartialLine is how much of an unterminated line a [prefixWriter] holds
 // before writing it out as a line of its own, so a child that prints a huge
 // line without a newline cannot grow the runner's memory without bound.
 const maxPartialLine = 64 << 10
-
-// syncWriter serialises writes to w, so that each Write lands whole even when
-// the runner's log and several children write at once. Safe for concurrent
-// use.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
 
 // prefixWriter writes every line given to it to out with prefix in front,
 // each line as one Write, so lines of different children never mix within a
