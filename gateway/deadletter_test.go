@@ -118,6 +118,7 @@ func TestGatewayOversizeLineIsDeadLettered(t *testing.T) {
 			{"by", e.By, "test-gw"},
 			{"gateway header", e.Header.Get(topology.HeaderGateway), "test-gw"},
 			{"message id", e.Header.Get(jetstream.MsgIDHeader), "dlq.test-gw." + conn + "." + line},
+			{"line id", e.Header.Get(topology.HeaderLineID), "test-gw." + conn + "." + line},
 		}
 		for _, c := range checks {
 			if !bytes.Equal(fmt.Append(nil, c.got), fmt.Append(nil, c.want)) {
