@@ -209,6 +209,13 @@ func (c Config) Consumer() topology.ConsumerConfig {
 	}
 }
 
+// Presence returns the settings of the worker's presence in the
+// topology.WorkersBucket bucket: the default heartbeat and TTL, and as
+// many replicas as the ingest stream.
+func (c Config) Presence() PresenceOptions {
+	return PresenceOptions{Heartbeat: DefaultHeartbeat, TTL: DefaultPresenceTTL, Replicas: c.Stream.Replicas}
+}
+
 // Options returns the worker's own settings; dead letters are published
 // through deadLetters, normally the program's JetStream context.
 func (c Config) Options(deadLetters DeadLetterPublisher) Options {

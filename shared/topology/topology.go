@@ -28,6 +28,12 @@ const (
 	ConsumerName = "workers"
 	// DefaultSource is the source of a listener that was given no name.
 	DefaultSource = "default"
+	// WorkersBucket is the key-value bucket in which each running worker
+	// keeps one key, its instance name, refreshed every heartbeat and
+	// deleted when it stops; the bucket's TTL drops the key of a worker
+	// that died. `worker status` reads it to list the connected workers,
+	// which the consumer cannot: it only counts idle fetch requests.
+	WorkersBucket = "jetline_workers"
 )
 
 // Header names set by the gateway on every line. They are part of the

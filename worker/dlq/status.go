@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetline/jetline/shared/deadletter"
 	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/worker"
 )
 
 // FullPercent is how full the ingest stream may get before [TakeStatus]
@@ -31,6 +32,8 @@ type Status struct {
 	Ingest   IngestStatus  `json:"ingest"`
 	// Consumer is nil when no worker has created it yet.
 	Consumer *ConsumerStatus `json:"consumer"`
+	// Workers is nil when no worker has reported its presence yet.
+	Workers *WorkersStatus `json:"workers"`
 	// DeadLetters is nil when nothing has been dead-lettered yet.
 	DeadLetters *DeadLetterStatus `json:"dead_letters"`
 	Rates       Rates             `json:"rates"`
@@ -67,6 +70,39 @@ type ConsumerStatus struct {
 	MaxAckPending int `json:"max_ack_pending"`
 }
 
+// WorkersStatus lists the running workers: those whose presence entry in
+// the topology.WorkersBucket bucket is fresh and not deleted.
+type WorkersStatus struct {
+	Count   int            `json:"count"`
+	Workers []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus is one running worker: its latest presence entry and what
+// the two readings make of it.
+type WorkerStatus struct {
+	worker.PresenceEntry
+	// Uptime is how long ago the worker started, HeartbeatAge how long ago
+	// it last reported, both as of the second reading.
+	Uptime              time.Duration `json:"-"`
+	UptimeSeconds       float64       `json:"uptime_seconds"`
+	HeartbeatAge        time.Duration `json:"-"`
+	HeartbeatAgeSeconds float64       `json:"heartbeat_age_seconds"`
+	// LinesPerSec is lines settled per second between the heartbeats of
+	// the two readings or, when the worker did not report between them,
+	// over its last heartbeat interval.
+	LinesPerSec float64 `json:"lines_per_sec"`
+}
+
+// Late reports whether the worker missed heartbeats: it is stuck, or gone
+// and about to drop out of the bucket.
+func (w WorkerStatus) Late() bool {
+	return w.HeartbeatSeconds > 0 && w.HeartbeatAge.Seconds() > lateHeartbeats*w.HeartbeatSeconds
+}
+
+// lateHeartbeats is how many heartbeat intervals may pass without one
+// before [WorkerStatus.Late] says so.
+const lateHeartbeats = 3
+
 // DeadLetterStatus is the size of the dead-letter stream.
 type DeadLetterStatus struct {
 	Messages uint64            `json:"messages"`
@@ -93,6 +129,8 @@ type sample struct {
 	ingest   IngestStatus
 	consumer *ConsumerStatus
 	dead     *DeadLetterStatus
+	// workers is nil when the presence bucket does not exist.
+	workers []worker.PresenceEntry
 }
 
 // TakeStatus reads the state of the pipeline twice, interval apart, and
@@ -113,6 +151,7 @@ func TakeStatus(ctx context.Context, js jetstream.JetStream, interval time.Durat
 		return Status{}, err
 	}
 	st := Status{At: last.at, Interval: last.at.Sub(first.at), Ingest: last.ingest, Consumer: last.consumer, DeadLetters: last.dead}
+	st.Workers = workersStatus(first, last)
 	secs := st.Interval.Seconds()
 	st.Seconds = secs
 	perSec := func(from, to uint64) float64 { return (float64(to) - float64(from)) / secs }
@@ -155,6 +194,15 @@ func takeSample(ctx context.Context, js jetstream.JetStream) (sample, error) {
 		s.consumer = &ConsumerStatus{Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered, Waiting: ci.NumWaiting, MaxAckPending: ci.Config.MaxAckPending}
 	}
 
+	s.workers, err = worker.ReadPresence(ctx, js)
+	switch {
+	case errors.Is(err, worker.ErrNoPresence):
+	case err != nil:
+		return s, err
+	case s.workers == nil:
+		s.workers = []worker.PresenceEntry{}
+	}
+
 	dl, err := deadLetters(ctx, js)
 	if errors.Is(err, ErrNoDeadLetters) {
 		return s, nil
@@ -173,6 +221,29 @@ func takeSample(ctx context.Context, js jetstream.JetStream) (sample, error) {
 	return s, nil
 }
 
+// workersStatus lists the workers of the last reading, with their
+// throughput from both; nil when no worker has reported yet.
+func workersStatus(first, last sample) *WorkersStatus {
+	if last.workers == nil {
+		return nil
+	}
+	before := map[string]worker.PresenceEntry{}
+	for _, e := range first.workers {
+		before[e.Instance] = e
+	}
+	ws := &WorkersStatus{Count: len(last.workers), Workers: []WorkerStatus{}}
+	for _, e := range last.workers {
+		w := WorkerStatus{PresenceEntry: e, Uptime: last.at.Sub(e.Started), HeartbeatAge: max(last.at.Sub(e.Heartbeat), 0), LinesPerSec: e.RecentLinesPerSec}
+		// A worker restarted under the same name starts its totals again.
+		if b, ok := before[e.Instance]; ok && e.Heartbeat.After(b.Heartbeat) && e.Totals.Lines >= b.Totals.Lines {
+			w.LinesPerSec = float64(e.Totals.Lines-b.Totals.Lines) / e.Heartbeat.Sub(b.Heartbeat).Seconds()
+		}
+		w.UptimeSeconds, w.HeartbeatAgeSeconds = w.Uptime.Seconds(), w.HeartbeatAge.Seconds()
+		ws.Workers = append(ws.Workers, w)
+	}
+	return ws
+}
+
 // judge puts st in plain words.
 func judge(st Status) (verdict string, warnings []string) {
 	if st.Ingest.FullPercent >= FullPercent {
@@ -183,6 +254,14 @@ func judge(st Status) (verdict string, warnings []string) {
 	}
 	if c := st.Consumer; c != nil && c.Redelivered > 0 {
 		warnings = append(warnings, fmt.Sprintf("%d lines in flight were delivered before: workers failed or timed out storing them (see worker logs)", c.Redelivered))
+	}
+	if ws := st.Workers; ws != nil {
+		for _, w := range ws.Workers {
+			if w.Late() {
+				warnings = append(warnings, fmt.Sprintf("worker %s last reported %s ago (every %s): stuck, or gone and about to drop out of the list",
+					w.Instance, w.HeartbeatAge.Round(time.Second), time.Duration(w.HeartbeatSeconds*float64(time.Second))))
+			}
+		}
 	}
 	c := st.Consumer
 	if c == nil {
@@ -198,6 +277,10 @@ func judge(st Status) (verdict string, warnings []string) {
 		verdict = "idle: nothing waiting, nothing arriving"
 	case backlog == 0:
 		verdict = fmt.Sprintf("keeping up: %.0f lines/s arriving, nothing waiting", r.In)
+	case r.Out == 0 && c.AckPending == 0 && st.Workers != nil && st.Workers.Count == 0:
+		verdict = fmt.Sprintf("stalled: %d lines waiting and no worker connected (start one: docker compose up -d worker, or make run)", backlog)
+	case r.Out == 0 && c.AckPending == 0 && c.Waiting == 0 && st.Workers != nil:
+		verdict = fmt.Sprintf("stalled: %d lines waiting, %s connected but none fetching (waiting for the database? see worker logs)", backlog, Count(uint64(st.Workers.Count), "worker"))
 	case r.Out == 0 && c.AckPending == 0 && c.Waiting == 0:
 		verdict = fmt.Sprintf("stalled: %d lines waiting and no worker fetching (are workers running?)", backlog)
 	case r.Out == 0:
@@ -228,6 +311,7 @@ func WriteStatus(out io.Writer, st Status) error {
 	} else {
 		fmt.Fprintf(w, "%-11s consumer does not exist yet\n", topology.ConsumerName)
 	}
+	writeWorkers(w, st.Workers)
 	fmt.Fprintf(w, "%-11s %.0f lines/s in, %.0f lines/s out, %.1f dead letters/s (over %s)\n",
 		"rates", st.Rates.In, st.Rates.Out, st.Rates.DeadLetters, st.Interval.Round(100*time.Millisecond))
 	if d := st.DeadLetters; d != nil {
@@ -248,4 +332,22 @@ func WriteStatus(out io.Writer, st Status) error {
 		fmt.Fprintf(w, "warning: %s\n", warning)
 	}
 	return w.Flush()
+}
+
+// writeWorkers writes the workers block: a count, then a line a worker.
+func writeWorkers(w io.Writer, ws *WorkersStatus) {
+	if ws == nil {
+		fmt.Fprintf(w, "%-11s no worker has reported yet\n", "connected")
+		return
+	}
+	fmt.Fprintf(w, "%-11s %s\n", "connected", Count(uint64(ws.Count), "worker"))
+	for _, wk := range ws.Workers {
+		late := ""
+		if wk.Late() {
+			late = " (late)"
+		}
+		fmt.Fprintf(w, "  %-20s %-16s up %-9s %7.0f lines/s  %d inserted  %d dead-lettered  heartbeat %s ago%s\n",
+			wk.Instance, wk.Host, wk.Uptime.Round(time.Second), wk.LinesPerSec, wk.Totals.Inserted, wk.Totals.DeadLettered,
+			wk.HeartbeatAge.Round(100*time.Millisecond), late)
+	}
 }

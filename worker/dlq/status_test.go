@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/worker"
 )
 
 func TestStatus(t *testing.T) {
@@ -103,6 +105,13 @@ func TestJudge(t *testing.T) {
 		{"keeping up", func(s *Status) { s.Rates = Rates{In: 50, Out: 50} }, "keeping up: 50 lines/s", ""},
 		{"no consumer", func(s *Status) { s.Consumer = nil; s.Ingest.Messages = 5 }, "no worker has started", ""},
 		{"no worker fetching", func(s *Status) { s.Consumer.Pending = 9 }, "stalled: 9 lines waiting and no worker fetching", ""},
+		{"no worker connected", func(s *Status) { s.Consumer.Pending, s.Workers = 9, &WorkersStatus{} }, "stalled: 9 lines waiting and no worker connected", ""},
+		{"workers not fetching", func(s *Status) {
+			s.Consumer.Pending, s.Workers = 9, &WorkersStatus{Count: 1, Workers: []WorkerStatus{{}}}
+		}, "stalled: 9 lines waiting, 1 worker connected but none fetching", ""},
+		{"workers fetching", func(s *Status) {
+			s.Consumer.Pending, s.Consumer.Waiting, s.Workers = 9, 2, &WorkersStatus{Count: 1, Workers: []WorkerStatus{{}}}
+		}, "stalled: 9 lines waiting, workers hold 0", ""},
 		{"workers stuck", func(s *Status) { s.Consumer.Pending, s.Consumer.AckPending = 9, 500 }, "stalled: 509 lines waiting, workers hold 500", ""},
 		{"growing", func(s *Status) {
 			s.Consumer.Pending = 1000
@@ -134,5 +143,115 @@ func TestStatusWithoutIngest(t *testing.T) {
 	js := testenv.JetStream(t)
 	if _, err := TakeStatus(context.Background(), js, time.Millisecond); !errors.Is(err, ErrNoIngest) {
 		t.Errorf("status without the ingest stream: %v, want ErrNoIngest", err)
+	}
+}
+
+// putPresence writes e under its instance's key, as a running worker does.
+func putPresence(t *testing.T, kv jetstream.KeyValue, e worker.PresenceEntry) {
+	t.Helper()
+	data, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), worker.PresenceKey(e.Instance), data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStatusWorkers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1<<20)
+	ctx := context.Background()
+	if _, err := topology.EnsureConsumer(ctx, b.js, topology.ConsumerConfig{AckWait: time.Minute, MaxAckPending: 100, MaxDeliver: -1}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Publish(t, b.js, []*nats.Msg{{Subject: topology.Subject("default"), Data: []byte(`{}`)}})
+
+	// No bucket: no worker has reported yet, and the verdict cannot tell
+	// whether workers run.
+	st, err := TakeStatus(ctx, b.js, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Workers != nil || !strings.HasPrefix(st.Verdict, "stalled: 1 lines waiting and no worker fetching") {
+		t.Errorf("without the bucket: workers %+v, verdict %q", st.Workers, st.Verdict)
+	}
+	var out bytes.Buffer
+	if err := WriteStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "no worker has reported yet") {
+		t.Errorf("status without the bucket lacks \"no worker has reported yet\":\n%s", out.String())
+	}
+
+	// An empty bucket: every worker has stopped.
+	kv, err := b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: topology.WorkersBucket, History: 1, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err = TakeStatus(ctx, b.js, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Workers == nil || st.Workers.Count != 0 || !strings.HasPrefix(st.Verdict, "stalled: 1 lines waiting and no worker connected") {
+		t.Errorf("with an empty bucket: workers %+v, verdict %q", st.Workers, st.Verdict)
+	}
+
+	// Two workers; one reports between the readings, having settled 300
+	// lines in 1.5s; the other did not report between them and is late.
+	now := time.Now()
+	busy := worker.PresenceEntry{Instance: "w-1.example", Host: "h1", PID: 7, Started: now.Add(-time.Hour), Heartbeat: now.Add(-time.Second), HeartbeatSeconds: 5,
+		Concurrency: 2, BatchSize: 500, Totals: worker.PresenceTotals{Lines: 1000, Inserted: 990, DeadLettered: 10}, RecentLinesPerSec: 50}
+	late := worker.PresenceEntry{Instance: "w-2", Host: "h2", PID: 8, Started: now.Add(-time.Hour), Heartbeat: now.Add(-20 * time.Second), HeartbeatSeconds: 5,
+		Totals: worker.PresenceTotals{Lines: 40, Inserted: 40}, RecentLinesPerSec: 4}
+	putPresence(t, kv, busy)
+	putPresence(t, kv, late)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(100 * time.Millisecond)
+		busy.Heartbeat = busy.Heartbeat.Add(1500 * time.Millisecond)
+		busy.Totals.Lines += 300
+		busy.Totals.Inserted += 300
+		putPresence(t, kv, busy)
+	}()
+	st, err = TakeStatus(ctx, b.js, 400*time.Millisecond)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Workers == nil || st.Workers.Count != 2 || len(st.Workers.Workers) != 2 {
+		t.Fatalf("workers = %+v, want 2", st.Workers)
+	}
+	w1, w2 := st.Workers.Workers[0], st.Workers.Workers[1]
+	if w1.Instance != "w-1.example" || w1.LinesPerSec != 200 || w1.Totals.Inserted != 1290 || w1.Late() {
+		t.Errorf("busy worker = %+v, want 200 lines/s from its two heartbeats, 1290 inserted", w1)
+	}
+	if w2.Instance != "w-2" || w2.LinesPerSec != 4 || !w2.Late() || w2.HeartbeatAge < 20*time.Second {
+		t.Errorf("late worker = %+v, want its own 4 lines/s, late", w2)
+	}
+	if !strings.HasPrefix(st.Verdict, "stalled: 1 lines waiting, 2 workers connected but none fetching") {
+		t.Errorf("verdict = %q", st.Verdict)
+	}
+	if all := strings.Join(st.Warnings, "\n"); !strings.Contains(all, "worker w-2 last reported 20s ago (every 5s)") {
+		t.Errorf("warnings = %q, want w-2 late", all)
+	}
+	out.Reset()
+	if err := WriteStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"connected   2 workers", "w-1.example", "h1", "up 1h0m0s", "200 lines/s  1290 inserted  10 dead-lettered", "w-2", "(late)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	js, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"workers":{"count":2`, `"instance":"w-1.example"`, `"lines_per_sec":200`, `"inserted":1290`, `"heartbeat_age_seconds":`} {
+		if !bytes.Contains(js, []byte(want)) {
+			t.Errorf("JSON lacks %s: %s", want, js)
+		}
 	}
 }

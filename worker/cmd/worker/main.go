@@ -132,6 +132,10 @@ func run(ctx context.Context, cfg worker.Config) error {
 	if err != nil {
 		return err
 	}
+	presence, err := worker.NewPresence(js, w, cfg.Presence(), logger)
+	if err != nil {
+		return err
+	}
 
 	hs := health.New(cfg.HealthAddr, logger)
 	hs.Handle("GET "+metrics.Path, metrics.Handler(logger, w.Metrics(js)))
@@ -147,6 +151,10 @@ func run(ctx context.Context, cfg worker.Config) error {
 				logger.Warn("leaving", "err", err)
 			}
 		}()
+		// The worker is listed from now (a worker waiting for the
+		// database is connected, just not storing) until it has finished
+		// its batches, and its entry is deleted before the drain.
+		defer runUntilReturn(context.WithoutCancel(gctx), presence.Run)()
 		for _, store := range stores {
 			if err := createTable(gctx, store, logger); err != nil {
 				if gctx.Err() != nil {
@@ -161,6 +169,23 @@ func run(ctx context.Context, cfg worker.Config) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// runUntilReturn runs component on ctx in its own goroutine and returns a
+// function that cancels it and waits for it to return. The component's
+// error is dropped: it is for components that log their own failures and
+// must not stop the program, like [worker.Presence].
+func runUntilReturn(ctx context.Context, component func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = component(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // loadPipelines loads every spec in files.
