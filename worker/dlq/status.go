@@ -23,7 +23,9 @@ import (
 const FullPercent = 90
 
 // Status is one look at the pipeline: the ingest stream, the workers'
-// consumer and the dead letters, sampled twice to see how they move.
+// consumer, the running workers (from their entries in the
+// topology.WorkersBucket bucket) and the dead letters, sampled twice to
+// see how they move.
 type Status struct {
 	At time.Time `json:"at"`
 	// Interval is the time between the two readings.
