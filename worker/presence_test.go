@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -69,22 +68,9 @@ func present(t testing.TB, js jetstream.JetStream) map[string]PresenceEntry {
 }
 
 // logBuffer collects log lines from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logBuffer struct{ testenv.Buffer }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), s)
-}
+func (b *logBuffer) count(s string) int { return strings.Count(b.String(), s) }
 
 func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
 
@@ -192,7 +178,7 @@ func TestPresenceFailureDoesNotStopWorker(t *testing.T) {
 		t.Fatalf("presence Run: %v, want nil", err)
 	}
 	if got := logs.count("cannot report presence"); got != 1 {
-		t.Errorf("failure logged %d times, want once per streak:\n%s", got, logs.buf.String())
+		t.Errorf("failure logged %d times, want once per streak:\n%s", got, logs.String())
 	}
 	if err := stopWorker(); err != nil {
 		t.Fatalf("worker Run: %v", err)
@@ -218,6 +204,6 @@ func TestPresenceRecreatesDeletedBucket(t *testing.T) {
 		t.Errorf("present = %v, want w-1 again", got)
 	}
 	if got := logs.count("cannot report presence"); got != 1 {
-		t.Errorf("failure logged %d times, want once:\n%s", got, logs.buf.String())
+		t.Errorf("failure logged %d times, want once:\n%s", got, logs.String())
 	}
 }

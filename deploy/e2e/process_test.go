@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,12 +9,12 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jetline/jetline/shared/childproc"
+	"github.com/jetline/jetline/shared/testenv"
 )
 
 // stopTimeout bounds how long a program may take to exit after SIGTERM; it
@@ -26,7 +25,7 @@ const stopTimeout = 30 * time.Second
 type proc struct {
 	name   string
 	proc   *childproc.Process
-	stderr lockedBuffer // its stdout and stderr
+	stderr testenv.Buffer // its stdout and stderr
 	// readyURL is a worker's /readyz; empty for a gateway.
 	readyURL string
 	// dismissed is set when the test ends the process on purpose (or
@@ -120,24 +119,6 @@ func errorRecords(logs string) []string {
 		}
 	}
 	return out
-}
-
-// lockedBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // tail returns at most the last n bytes of s, starting at a line.
