@@ -17,6 +17,7 @@ import (
 
 	"github.com/jetline/jetline/gateway"
 	"github.com/jetline/jetline/shared/testcert"
+	"github.com/jetline/jetline/shared/testenv"
 )
 
 // tlsSetup is a gateway with one TLS listener (and no plain one) and the
@@ -167,25 +168,11 @@ func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
 
-// lookNcat returns ncat's path; without it the test is skipped, or fails
-// in CI, where .ci/run installs it.
-func lookNcat(t *testing.T) string {
-	t.Helper()
-	ncat, err := exec.LookPath("ncat")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("ncat is required when CI=true (.ci/run installs it): %v", err)
-		}
-		t.Skipf("ncat not installed: %v", err)
-	}
-	return ncat
-}
-
 // ncatReceipt runs `ncat args... HOST PORT < file` and parses the receipt
 // it prints.
 func ncatReceipt(t *testing.T, addr string, data []byte, args ...string) gateway.Receipt {
 	t.Helper()
-	ncat := lookNcat(t)
+	ncat := testenv.Ncat(t)
 	file := filepath.Join(t.TempDir(), "input")
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)

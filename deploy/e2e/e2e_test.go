@@ -15,6 +15,7 @@ import (
 
 	"github.com/ulikunitz/xz"
 
+	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
 )
 
@@ -305,7 +306,7 @@ func TestBackpressure(t *testing.T) {
 func TestNcat(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOptions{})
-	ncat := lookNcat(t)
+	ncat := testenv.Ncat(t)
 	gw := b.startGateway(t)
 	b.startWorkers(t, 1, nil)
 
@@ -325,7 +326,7 @@ func TestNcat(t *testing.T) {
 func TestNcatXz(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOptions{})
-	ncat := lookNcat(t)
+	ncat := testenv.Ncat(t)
 	gw := b.startGateway(t)
 	b.startWorkers(t, 1, nil)
 
@@ -349,20 +350,6 @@ func TestNcatXz(t *testing.T) {
 	}
 	b.waitDrained(t, drainTimeout)
 	b.checkLanded(t, expect([]*plan{p}))
-}
-
-// lookNcat returns ncat's path; without it the test is skipped, or fails
-// in CI, where .ci/run installs it.
-func lookNcat(t *testing.T) string {
-	t.Helper()
-	ncat, err := exec.LookPath("ncat")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("ncat is required when CI=true (.ci/run installs it): %v", err)
-		}
-		t.Skipf("ncat not installed: %v", err)
-	}
-	return ncat
 }
 
 // sendWithNcat runs `ncat host port < file` with data in the file and
