@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"syscall"
@@ -284,17 +286,24 @@ func TestParseOpenFilesLimit(t *testing.T) {
 	}
 }
 
-func TestGaugeValue(t *testing.T) {
+func TestGoroutines(t *testing.T) {
 	t.Parallel()
-	exposition := "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\n" +
-		"go_goroutines 20017\n# TYPE go_threads gauge\ngo_threads 9\n"
-	if got := gaugeValue(strings.NewReader(exposition), "go_goroutines"); got != 20017 {
-		t.Errorf("go_goroutines = %d", got)
-	}
-	if got := gaugeValue(strings.NewReader(exposition), "go_gc_duration_seconds"); got != -1 {
-		t.Errorf("missing metric = %d", got)
-	}
-	if got := gaugeValue(strings.NewReader("not an exposition {\n"), "go_goroutines"); got != -1 {
-		t.Errorf("garbage = %d", got)
+	for _, tc := range []struct {
+		exposition string
+		want       int
+	}{
+		{"# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\n" +
+			"go_goroutines 20017\n# TYPE go_threads gauge\ngo_threads 9\n", 20017},
+		{"# TYPE go_threads gauge\ngo_threads 9\n", -1}, // no go_goroutines
+		{"not an exposition {\n", -1},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, tc.exposition)
+		}))
+		r := &connRun{healthAddr: strings.TrimPrefix(srv.URL, "http://")}
+		if got := r.goroutines(t.Context()); got != tc.want {
+			t.Errorf("goroutines from %q = %d, want %d", tc.exposition, got, tc.want)
+		}
+		srv.Close()
 	}
 }

@@ -5,25 +5,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/jetline/jetline/shared/metrics"
 )
 
 // currentRSS returns the resident set size (VmRSS) of pid in bytes.
-func currentRSS(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, fmt.Errorf("read RSS of pid %d: %w", pid, err)
-	}
-	return parseStatusKB(b, "VmRSS")
-}
+func currentRSS(pid int) (int64, error) { return statusBytes(pid, "VmRSS") }
 
 // openFilesLimit returns the soft limit on open files of pid.
 func openFilesLimit(pid int) (uint64, error) {
@@ -77,37 +68,13 @@ func loadAvg() string {
 func (r *connRun) goroutines(ctx context.Context) int {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.healthAddr+"/metrics", nil)
+	samples, err := metrics.Scrape(ctx, "http://"+r.healthAddr+"/metrics")
 	if err != nil {
 		return -1
 	}
-	// Plain text, not the protobuf format a Prometheus server would
-	// negotiate; and no keep-alive, which would leave the gateway holding
-	// a connection the idle measurement counts.
-	req.Header.Set("Accept", "text/plain")
-	req.Close = true
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	v, ok := samples["go_goroutines"]
+	if !ok {
 		return -1
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return -1
-	}
-	return gaugeValue(resp.Body, "go_goroutines")
-}
-
-// gaugeValue returns the value of the unlabelled gauge name in a
-// Prometheus text exposition, or -1.
-func gaugeValue(exposition io.Reader, name string) int {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(exposition)
-	if err != nil {
-		return -1
-	}
-	f := families[name]
-	if f == nil || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetGauge() == nil {
-		return -1
-	}
-	return int(f.GetMetric()[0].GetGauge().GetValue())
+	return int(v)
 }

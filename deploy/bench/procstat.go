@@ -15,12 +15,16 @@ import (
 const clockTick = 10 * time.Millisecond
 
 // peakRSS returns the peak resident set size (VmHWM) of pid in bytes.
-func peakRSS(pid int) (int64, error) {
+func peakRSS(pid int) (int64, error) { return statusBytes(pid, "VmHWM") }
+
+// statusBytes returns the "name:   123 kB" line of /proc/<pid>/status in
+// bytes.
+func statusBytes(pid int, name string) (int64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, fmt.Errorf("read peak RSS of pid %d: %w", pid, err)
+		return 0, fmt.Errorf("read %s of pid %d: %w", name, pid, err)
 	}
-	return parseStatusKB(b, "VmHWM")
+	return parseStatusKB(b, name)
 }
 
 // parseStatusKB returns the value of a "Name:   123 kB" line of

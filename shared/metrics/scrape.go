@@ -27,6 +27,10 @@ func Scrape(ctx context.Context, url string) (Samples, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One request, one connection: a connection kept for the next scrape
+	// would be one more open file in the program watched (the bench counts
+	// them).
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", url, err)
