@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/topology"
@@ -26,71 +28,107 @@ var publishFrameSizes = []int{200, 4 << 10, 64 << 10, 128 << 10, 256 << 10}
 // idle local server comes near it, so reaching it is a failure.
 const benchAckTimeout = 30 * time.Second
 
-// BenchmarkPublishFrames publishes frames of one connection into an ingest
-// stream configured as the gateway's (file storage, work queue, DiscardNew)
-// on an embedded server with js.PublishMsgAsync, as the publisher does,
-// keeping at most window PubAcks outstanding. One operation is one message;
-// the clock stops once every message is acknowledged. Run with, e.g.,
+// publishCase is one shape of publishing: a payload size and how many
+// connections publish at once, each its own share of b.N.
+type publishCase struct{ size, conns int }
+
+// publishCases are the sizes with one connection, and two sizes with four
+// connections publishing at once on one NATS connection, as the gateway's
+// sessions do.
+var publishCases = func() []publishCase {
+	var cs []publishCase
+	for _, size := range publishFrameSizes {
+		cs = append(cs, publishCase{size, 1})
+	}
+	return append(cs, publishCase{64 << 10, 4}, publishCase{256 << 10, 4})
+}()
+
+func (c publishCase) String() string {
+	return fmt.Sprintf("size=%s/conns=%d", sizeName(c.size), c.conns)
+}
+
+// BenchmarkPublishFrames publishes frames into an ingest stream configured
+// as the gateway's (file storage, work queue, DiscardNew) on an embedded
+// server with js.PublishMsgAsync, as the publisher does, each connection
+// keeping at most window PubAcks outstanding. One operation is one
+// message; the clock stops once every message is acknowledged. Run with,
+// e.g.,
 //
 //	go test -run '^$' -bench 'BenchmarkPublishFrames$' -benchtime 2000x ./gateway/
 func BenchmarkPublishFrames(b *testing.B) {
-	for _, size := range publishFrameSizes {
+	for _, c := range publishCases {
 		for _, window := range []int{16, 64, 256} {
-			b.Run(fmt.Sprintf("size=%s/window=%d", sizeName(size), window), func(b *testing.B) {
-				benchPublishAsync(b, size, window)
+			b.Run(fmt.Sprintf("%s/window=%d", c, window), func(b *testing.B) {
+				benchPublishAsync(b, c, window)
 			})
 		}
 	}
 }
 
 // benchPublishAsync is one case of [BenchmarkPublishFrames].
-func benchPublishAsync(b *testing.B, size, window int) {
-	bb := setupPublishBench(b, size, false, jetstream.WithPublishAsyncMaxPending(window),
+func benchPublishAsync(b *testing.B, c publishCase, window int) {
+	bb := setupPublishBench(b, c.size, false, jetstream.WithPublishAsyncMaxPending(c.conns*window),
 		jetstream.WithPublishAsyncTimeout(benchAckTimeout))
-	// The oldest outstanding acknowledgement is waited for when the window
-	// is full, as the session waits for room.
-	ring := make([]jetstream.PubAckFuture, window)
-	head, outstanding := 0, 0
-	wait := func() {
-		f := ring[head]
-		ring[head] = nil
-		head = (head + 1) % window
-		outstanding--
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			b.Fatalf("publish: %v", err)
-		}
-	}
 	bb.startClock(b)
-	for i := range b.N {
-		if outstanding == window {
-			wait()
-		}
-		f, err := bb.js.PublishMsgAsync(bb.msg(i))
-		if err != nil {
-			b.Fatalf("publish frame %d: %v", i, err)
-		}
-		ring[(head+outstanding)%window] = f
-		outstanding++
+	var g errgroup.Group
+	for conn := range c.conns {
+		g.Go(func() error {
+			// The oldest outstanding acknowledgement is waited for when
+			// the window is full, as the session waits for room.
+			ring := make([]jetstream.PubAckFuture, window)
+			head, outstanding := 0, 0
+			wait := func() error {
+				f := ring[head]
+				ring[head] = nil
+				head = (head + 1) % window
+				outstanding--
+				select {
+				case <-f.Ok():
+					return nil
+				case err := <-f.Err():
+					return fmt.Errorf("publish: %w", err)
+				}
+			}
+			for i := range share(b.N, c.conns, conn) {
+				if outstanding == window {
+					if err := wait(); err != nil {
+						return err
+					}
+				}
+				f, err := bb.js.PublishMsgAsync(bb.msg(conn, i))
+				if err != nil {
+					return fmt.Errorf("publish frame %d: %w", i, err)
+				}
+				ring[(head+outstanding)%window] = f
+				outstanding++
+			}
+			for outstanding > 0 {
+				if err := wait(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
-	for outstanding > 0 {
-		wait()
-	}
+	err := g.Wait()
 	bb.stopClock(b)
+	if err != nil {
+		b.Fatal(err)
+	}
 	bb.report(b)
 }
 
 // BenchmarkPublishFramesFast is [BenchmarkPublishFrames] with the
-// fast-ingest batch publisher of orbit.go's jetstreamext, one batch for the
-// whole connection, on a stream that allows batch publishing. flow is how
-// many messages the server acknowledges at once (it may lower it), acks how
-// many such acknowledgements may be outstanding before Add blocks.
+// fast-ingest batch publisher of orbit.go's jetstreamext, one batch for
+// each connection's whole input, on a stream that allows batch publishing.
+// flow is how many messages the server acknowledges at once (it may lower
+// it, to 1 at first when several batches are open), acks how many such
+// acknowledgements may be outstanding before Add blocks.
 func BenchmarkPublishFramesFast(b *testing.B) {
-	for _, size := range publishFrameSizes {
+	for _, c := range publishCases {
 		for _, fc := range []struct{ flow, acks uint16 }{{100, 2}, {16, 2}, {4, 4}} {
-			b.Run(fmt.Sprintf("size=%s/flow=%d/acks=%d", sizeName(size), fc.flow, fc.acks), func(b *testing.B) {
-				benchPublishFast(b, size, jetstreamext.FastPublishFlowControl{
+			b.Run(fmt.Sprintf("%s/flow=%d/acks=%d", c, fc.flow, fc.acks), func(b *testing.B) {
+				benchPublishFast(b, c, jetstreamext.FastPublishFlowControl{
 					Flow: fc.flow, MaxOutstandingAcks: fc.acks, AckTimeout: benchAckTimeout,
 				})
 			})
@@ -99,40 +137,64 @@ func BenchmarkPublishFramesFast(b *testing.B) {
 }
 
 // benchPublishFast is one case of [BenchmarkPublishFramesFast].
-func benchPublishFast(b *testing.B, size int, fc jetstreamext.FastPublishFlowControl) {
-	bb := setupPublishBench(b, size, true)
-	// Errors of single messages arrive only here, asynchronously; the
-	// batch itself ends with the first of them (gap mode "fail").
-	var mu sync.Mutex
-	var asyncErrs []error
-	fp, err := jetstreamext.NewFastPublisher(bb.js, fc, jetstreamext.WithFastPublisherErrorHandler(func(err error) {
-		mu.Lock()
-		asyncErrs = append(asyncErrs, err)
-		mu.Unlock()
-	}))
+func benchPublishFast(b *testing.B, c publishCase, fc jetstreamext.FastPublishFlowControl) {
+	bb := setupPublishBench(b, c.size, true)
+	bb.startClock(b)
+	var g errgroup.Group
+	for conn := range c.conns {
+		n := share(b.N, c.conns, conn)
+		if n == 0 {
+			continue // a batch cannot be empty
+		}
+		g.Go(func() error {
+			// A message the stream refuses is reported only here,
+			// asynchronously, and ends the batch (gap mode "fail"); Add
+			// goes on returning nil.
+			var mu sync.Mutex
+			var asyncErr error
+			fp, err := jetstreamext.NewFastPublisher(bb.js, fc, jetstreamext.WithFastPublisherErrorHandler(func(err error) {
+				mu.Lock()
+				asyncErr = cmp.Or(asyncErr, err)
+				mu.Unlock()
+			}))
+			if err != nil {
+				return err
+			}
+			for i := range n {
+				if _, err := fp.AddMsg(bb.msg(conn, i)); err != nil {
+					return fmt.Errorf("add frame %d: %w", i, err)
+				}
+			}
+			ack, err := fp.Close(context.Background())
+			if err != nil {
+				return fmt.Errorf("close batch: %w", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if asyncErr != nil {
+				return fmt.Errorf("batch: %w", asyncErr)
+			}
+			if ack.BatchSize != uint64(n) {
+				return fmt.Errorf("batch acknowledged %d messages of %d", ack.BatchSize, n)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	bb.stopClock(b)
 	if err != nil {
 		b.Fatal(err)
 	}
-	bb.startClock(b)
-	for i := range b.N {
-		if _, err := fp.AddMsg(bb.msg(i)); err != nil {
-			b.Fatalf("add frame %d: %v", i, err)
-		}
-	}
-	ack, err := fp.Close(context.Background())
-	bb.stopClock(b)
-	if err != nil {
-		b.Fatalf("close batch: %v", err)
-	}
-	mu.Lock()
-	if len(asyncErrs) > 0 {
-		b.Fatalf("batch reported %d errors, first: %v", len(asyncErrs), asyncErrs[0])
-	}
-	mu.Unlock()
-	if ack.Sequence != uint64(b.N) {
-		b.Fatalf("batch acknowledged up to stream sequence %d, want %d", ack.Sequence, b.N)
-	}
 	bb.report(b)
+}
+
+// share is how many of n messages connection conn of conns publishes.
+func share(n, conns, conn int) int {
+	s := n / conns
+	if conn < n%conns {
+		s++
+	}
+	return s
 }
 
 // publishBench is what a publish benchmark needs: a JetStream context on
@@ -179,14 +241,14 @@ func setupPublishBench(b *testing.B, size int, batched bool, opts ...jetstream.J
 	return &publishBench{js: js, stream: stream, subject: topology.Subject(topology.DefaultSource), payload: ndjson(size)}
 }
 
-// msg returns the i-th frame with the headers a frame carries: its
-// de-duplication id and first line number among them.
-func (bb *publishBench) msg(i int) *nats.Msg {
-	n := strconv.Itoa(i + 1)
+// msg returns the i-th frame of connection conn with the headers a frame
+// carries: its de-duplication id and first line number among them.
+func (bb *publishBench) msg(conn, i int) *nats.Msg {
+	c, n := strconv.Itoa(conn+1), strconv.Itoa(i+1)
 	return &nats.Msg{Subject: bb.subject, Data: bb.payload, Header: nats.Header{
-		topology.HeaderMsgID:   []string{"bench.1." + n},
+		topology.HeaderMsgID:   []string{"bench." + c + "." + n},
 		topology.HeaderGateway: []string{"bench"},
-		topology.HeaderConn:    []string{"1"},
+		topology.HeaderConn:    []string{c},
 		topology.HeaderLine:    []string{n},
 	}}
 }
