@@ -70,7 +70,7 @@ func TestGatewayPerIPCap(t *testing.T) {
 		}
 		conns[i] = c
 	}
-	waitFor(t, 10*time.Second, "both lines to be stored", func() bool { return b.msgCount(t) == 2 })
+	waitFor(t, 10*time.Second, "both lines to be stored", func() bool { return b.lineCount(t) == 2 })
 
 	third := dial(t, b.addr(t, 0))
 	_ = third.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -101,7 +101,7 @@ func TestGatewayPerIPCap(t *testing.T) {
 	if err := conns[1].CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	if n := b.msgCount(t); n != 3 {
+	if n := b.lineCount(t); n != 3 {
 		t.Fatalf("stream holds %d lines, want 3", n)
 	}
 }

@@ -42,7 +42,7 @@ func BenchmarkGateway(b *testing.B) {
 	for _, c := range cases {
 		name := fmt.Sprintf("line=%d/conns=%d/delay=%s/msgs=%s/bytes=%s", c.line, c.conns, c.delay, c.messages, c.bytes)
 		b.Run(name, func(b *testing.B) {
-			benchGateway(b, c.line, c.conns, c.delay, map[string]string{"GATEWAY_INFLIGHT_MESSAGES": c.messages, "GATEWAY_INFLIGHT_BYTES": c.bytes})
+			benchGateway(b, c.line, c.conns, c.delay, map[string]string{"GATEWAY_INFLIGHT_LINES": c.messages, "GATEWAY_INFLIGHT_BYTES": c.bytes})
 		})
 	}
 }

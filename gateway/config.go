@@ -78,8 +78,22 @@ type Config struct {
 	MaxLineBytes int `env:"GATEWAY_MAX_LINE_BYTES" envDefault:"1048576"`
 	// ReadBufferBytes is the size of the read buffer a connection takes
 	// from a shared pool while data flows (an idle connection holds none);
-	// it grows up to MaxLineBytes for longer lines. Defaults to 65536.
-	ReadBufferBytes int `env:"GATEWAY_READ_BUFFER_BYTES" envDefault:"65536"`
+	// it grows up to MaxLineBytes for longer lines. A frame closes when
+	// the bytes read hold no further line, so frames reach FrameBytes only
+	// when this is larger. Defaults to 262144 (256 KiB).
+	ReadBufferBytes int `env:"GATEWAY_READ_BUFFER_BYTES" envDefault:"262144"`
+	// FrameBytes is the payload size at which a frame closes: the gateway
+	// publishes consecutive lines of a connection together, as one
+	// JetStream message of NDJSON, and JetStream's cost is per message. A
+	// line longer than this travels alone. A frame also closes when the
+	// bytes read so far hold no further line (so a line sent alone is
+	// published at once), at a blank or oversize line, and at the end of
+	// the input. It is kept under the NATS server's maximum payload.
+	// Defaults to 131072 (128 KiB).
+	FrameBytes int `env:"GATEWAY_FRAME_BYTES" envDefault:"131072"`
+	// FrameLines is the line count at which a frame closes. Defaults to
+	// 1024.
+	FrameLines int `env:"GATEWAY_FRAME_LINES" envDefault:"1024"`
 	// MaxDecompressedBytes bounds, per connection, the size of a gzip,
 	// zstd, xz or bzip2 stream after decompression, so a small stream
 	// cannot make the gateway read without end. Going over it ends the
@@ -87,11 +101,11 @@ type Config struct {
 	// stored. Uncompressed input is not limited by it. Defaults to
 	// 1099511627776 (1 TiB).
 	MaxDecompressedBytes int64 `env:"GATEWAY_MAX_DECOMPRESSED_BYTES" envDefault:"1099511627776"`
-	// InflightMessages caps, per connection, the lines published but not
-	// yet acknowledged by JetStream. When the window is full the gateway
-	// stops reading the connection until acknowledgements arrive.
-	// Defaults to 4096.
-	InflightMessages int `env:"GATEWAY_INFLIGHT_MESSAGES" envDefault:"4096"`
+	// InflightLines caps, per connection, the lines published but not yet
+	// acknowledged by JetStream. When the window is full the gateway stops
+	// reading the connection until acknowledgements arrive. A frame larger
+	// than the window gets in alone. Defaults to 65536.
+	InflightLines int `env:"GATEWAY_INFLIGHT_LINES" envDefault:"65536"`
 	// InflightBytes caps, per connection, the payload bytes published but
 	// not yet acknowledged. It must be at least MaxLineBytes. Defaults to
 	// 8388608 (8 MiB).
@@ -263,11 +277,20 @@ func (c Config) validateGateway() error {
 	if c.MaxDecompressedBytes < 1 {
 		errs = append(errs, fmt.Errorf("GATEWAY_MAX_DECOMPRESSED_BYTES must be positive (got %d); the default is 1099511627776 (1 TiB)", c.MaxDecompressedBytes))
 	}
-	if c.InflightMessages < 1 || c.InflightMessages > 1_000_000 {
-		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_MESSAGES must be between 1 and 1000000 (got %d)", c.InflightMessages))
+	if c.FrameBytes < 1 || c.FrameBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("GATEWAY_FRAME_BYTES must be between 1 and 67108864 (got %d); 131072 suits most loads", c.FrameBytes))
+	}
+	if c.FrameLines < 1 || c.FrameLines > 1_000_000 {
+		errs = append(errs, fmt.Errorf("GATEWAY_FRAME_LINES must be between 1 and 1000000 (got %d)", c.FrameLines))
+	}
+	if c.InflightLines < 1 || c.InflightLines > 10_000_000 {
+		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_LINES must be between 1 and 10000000 (got %d)", c.InflightLines))
 	}
 	if c.InflightBytes < int64(c.MaxLineBytes) {
 		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_BYTES (%d) must be at least GATEWAY_MAX_LINE_BYTES (%d) so the longest line fits in the window: raise it or lower the line limit", c.InflightBytes, c.MaxLineBytes))
+	}
+	if c.InflightBytes < int64(c.FrameBytes) {
+		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_BYTES (%d) must be at least GATEWAY_FRAME_BYTES (%d) so a whole frame fits in the window: raise it or lower the frame size", c.InflightBytes, c.FrameBytes))
 	}
 	if c.InflightTotalBytes < c.InflightBytes {
 		errs = append(errs, fmt.Errorf("GATEWAY_INFLIGHT_TOTAL_BYTES (%d) must be at least GATEWAY_INFLIGHT_BYTES (%d): raise it or lower the per-connection window", c.InflightTotalBytes, c.InflightBytes))

@@ -13,13 +13,14 @@ import (
 	"github.com/jetline/jetline/shared/topology"
 )
 
-// deadLetter publishes the dead-letter entry of the oversize line numbered
+// tooLong publishes the dead-letter entry of the oversize line numbered
 // line, of length bytes, which starts with kept: reason too_long, on
 // dlq.<source>.too_long, with the headers the line would have had. It goes
 // through the connection's window like a line, so the receipt is ok only
 // once the entry is stored, and its message id lets a retry store it once.
-// It blocks and fails as [publisher.publish] does.
-func (s *session) deadLetter(ctx context.Context, kept []byte, length, line int64) error {
+// It blocks and fails as [publisher.publish] does. See [frameSink].
+func (s *session) tooLong(ctx context.Context, kept []byte, length, line int64) error {
+	s.metrics.lineTooLong()
 	// One log line per connection: a sender with the wrong limit sends
 	// many oversize lines, and each is counted in the receipt and in the
 	// connection's closing log line anyway.
@@ -29,6 +30,7 @@ func (s *session) deadLetter(ctx context.Context, kept []byte, length, line int6
 			"line", line, "length", length, "max_line_bytes", s.cfg.maxLine, "kept_bytes", len(kept), "stream", deadletter.StreamName)
 	}
 	conn, num := strconv.FormatUint(s.id, 10), strconv.FormatInt(line, 10)
+	id := topology.ConnLineIDs(s.instance, conn).Line(line)
 	e := deadletter.Entry{
 		Subject: s.subject,
 		Reason:  deadletter.ReasonTooLong,
@@ -42,12 +44,12 @@ func (s *session) deadLetter(ctx context.Context, kept []byte, length, line int6
 		Header: nats.Header{
 			// The identity workers would have keyed the line's row by:
 			// the message id it would have had.
-			topology.HeaderLineID:     {s.instance + "." + conn + "." + num},
+			topology.HeaderLineID:     {id},
 			topology.HeaderGateway:    {s.instance},
 			topology.HeaderConn:       {conn},
 			topology.HeaderLine:       {num},
-			topology.HeaderReceivedAt: s.stamp,
+			topology.HeaderReceivedAt: s.stamp(),
 		},
 	}
-	return s.publisher().publishDeadLetter(ctx, e.Msg("dlq."+s.instance+"."+conn+"."+num), line)
+	return s.publisher().publishDeadLetter(ctx, e.Msg("dlq."+id), line)
 }

@@ -87,9 +87,8 @@ func TestGatewayOversizeLineIsDeadLettered(t *testing.T) {
 	}
 
 	stored := map[string]string{}
-	for _, m := range b.storedMsgs(t) {
-		h := m.Headers()
-		stored[byConn[h.Get(topology.HeaderConn)]+":"+h.Get(topology.HeaderLine)] = string(m.Data())
+	for _, l := range b.storedLines(t) {
+		stored[byConn[l.conn]+":"+strconv.FormatInt(l.line, 10)] = l.data
 	}
 	entries := b.deadLetters(t)
 	if len(entries) != 2*len(cases) {
@@ -183,8 +182,8 @@ func TestGatewayDeadLetterRefused(t *testing.T) {
 	if !strings.Contains(r.Error, "dead letter of line 2") {
 		t.Errorf("receipt error %q does not name the dead letter of line 2", r.Error)
 	}
-	if msgs := b.storedMsgs(t); int64(len(msgs)) != r.Lines || len(msgs) == 0 || string(msgs[0].Data()) != "first" {
-		t.Errorf("stream holds %d lines, receipt says %d; want line 1 among them", len(msgs), r.Lines)
+	if lines := b.storedLines(t); int64(len(lines)) != r.Lines || len(lines) == 0 || lines[0].data != "first" {
+		t.Errorf("stream holds %d lines, receipt says %d; want line 1 among them", len(lines), r.Lines)
 	}
 	if n := len(b.deadLetters(t)); n != 0 {
 		t.Errorf("dead-letter stream holds %d entries, want 0", n)

@@ -17,11 +17,9 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ulikunitz/xz"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/topology"
 )
 
 // fixtureLines are the lines of testdata/lines.ndjson.bz2, which was made
@@ -131,16 +129,14 @@ func sendAll(t *testing.T, addr string, payloads [][]byte) []gateway.Receipt {
 }
 
 // linesByConn returns the stored lines of each connection, by line number.
-func linesByConn(msgs []jetstream.Msg) map[uint64]map[int64]string {
+func linesByConn(lines []storedLine) map[uint64]map[int64]string {
 	out := map[uint64]map[int64]string{}
-	for _, m := range msgs {
-		h := m.Headers()
-		conn, _ := strconv.ParseUint(h.Get(topology.HeaderConn), 10, 64)
-		line, _ := strconv.ParseInt(h.Get(topology.HeaderLine), 10, 64)
+	for _, l := range lines {
+		conn, _ := strconv.ParseUint(l.conn, 10, 64)
 		if out[conn] == nil {
 			out[conn] = map[int64]string{}
 		}
-		out[conn][line] = string(m.Data())
+		out[conn][l.line] = l.data
 	}
 	return out
 }
@@ -154,7 +150,7 @@ func TestGatewayCompressedRoundTrip(t *testing.T) {
 		payloads[i] = c.data
 	}
 	receipts := sendAll(t, b.addr(t, 0), payloads)
-	stored := linesByConn(b.storedMsgs(t))
+	stored := linesByConn(b.storedLines(t))
 	for i, c := range cases {
 		r := receipts[i]
 		raw := ndjson(c.lines)
@@ -204,7 +200,7 @@ func TestGatewayCompressedCorruptOrTruncated(t *testing.T) {
 		payloads[i] = c.data
 	}
 	receipts := sendAll(t, b.addr(t, 0), payloads)
-	stored := linesByConn(b.storedMsgs(t))
+	stored := linesByConn(b.storedLines(t))
 	for i, c := range cases {
 		r := receipts[i]
 		t.Logf("%s: %d lines stored, resume at %d, error %q", c.name, r.Lines, r.ResumeLine, r.Error)
@@ -255,7 +251,7 @@ func TestGatewayDecompressedLimit(t *testing.T) {
 	if r := receipts[3]; r.Status != gateway.StatusError || !strings.Contains(r.Error, "window over 128 MiB") {
 		t.Errorf("zstd window of 256 MiB: receipt = %+v, want an error about the window", r)
 	}
-	if got := linesByConn(b.storedMsgs(t))[over.Conn]; len(got) != 100 || got[100] != lines[99] {
+	if got := linesByConn(b.storedLines(t))[over.Conn]; len(got) != 100 || got[100] != lines[99] {
 		t.Errorf("over the limit: stream holds %d lines of the connection, want the first 100", len(got))
 	}
 }
@@ -278,7 +274,7 @@ func TestGatewayPlainNearMagic(t *testing.T) {
 		payloads[i] = []byte(in)
 	}
 	receipts := sendAll(t, b.addr(t, 0), payloads)
-	stored := linesByConn(b.storedMsgs(t))
+	stored := linesByConn(b.storedLines(t))
 	for i, in := range inputs {
 		r := receipts[i]
 		want := strings.Split(strings.TrimSuffix(in, "\n"), "\n")
@@ -327,7 +323,7 @@ func TestGatewayCompressedShutdownMidStream(t *testing.T) {
 		w := gzip.NewWriter(c)
 		streamLines(writerConn{c, w}, 200, &written, 0)
 	}()
-	waitFor(t, 20*time.Second, "lines to be stored", func() bool { return b.msgCount(t) >= 500 })
+	waitFor(t, 20*time.Second, "lines to be stored", func() bool { return b.lineCount(t) >= 500 })
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- b.stop() }()
@@ -338,7 +334,7 @@ func TestGatewayCompressedShutdownMidStream(t *testing.T) {
 	if r.Status != gateway.StatusShutdown || r.Compression != gateway.CompressionGzip || r.Error == "" {
 		t.Fatalf("receipt = %+v, want status shutdown, gzip", r)
 	}
-	if n := int64(len(b.storedMsgs(t))); n != r.Lines || r.ResumeLine != r.Lines+1 {
+	if n := int64(len(b.storedLines(t))); n != r.Lines || r.ResumeLine != r.Lines+1 {
 		t.Fatalf("receipt = %+v; the stream holds %d lines", r, n)
 	}
 }

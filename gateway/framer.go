@@ -288,6 +288,31 @@ func (f *framer) close() {
 	f.kept = nil
 }
 
+// ready reports whether Next would return without reading: the bytes
+// already read hold another line that is not blank, or the input has
+// ended. A frame is closed when it is not, so that a line that arrived
+// alone is published at once instead of waiting for the next read.
+func (f *framer) ready() bool {
+	if f.err != nil {
+		return true
+	}
+	data := f.buf[f.start:f.end]
+	if f.skipping {
+		return bytes.IndexByte(data, '\n') >= 0
+	}
+	for {
+		i := bytes.IndexByte(data, '\n')
+		switch {
+		case i < 0:
+			return false
+		case i == 0, i == 1 && data[0] == '\r':
+			data = data[i+1:] // a blank line: Next skips it
+		default:
+			return true
+		}
+	}
+}
+
 // Line returns the number of physical lines framed so far; right after Next
 // returns a line, that line's number.
 func (f *framer) Line() int64 { return f.line }

@@ -120,7 +120,7 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 	// Every connection may fill its window, so the client-wide limit on
 	// pending async publishes must not be the tighter one.
 	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxConnections*cfg.InflightMessages),
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxConnections*cfg.InflightLines),
 		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
@@ -148,10 +148,12 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 		readBuffer:      cfg.ReadBufferBytes,
 		idleTimeout:     cfg.IdleTimeout,
 		maxDecompressed: cfg.MaxDecompressedBytes,
+		// A frame of lines, and a line alone, fit what the server takes.
+		frame: frameLimits{bytes: min(cfg.FrameBytes, int(nc.MaxPayload())-HeaderReserve), lines: cfg.FrameLines},
 		publisher: publisherConfig{
-			inflightMessages: cfg.InflightMessages,
-			inflightBytes:    cfg.InflightBytes,
-			total:            semaphore.NewWeighted(cfg.InflightTotalBytes),
+			inflightLines: cfg.InflightLines,
+			inflightBytes: cfg.InflightBytes,
+			total:         semaphore.NewWeighted(cfg.InflightTotalBytes),
 		},
 		abort:         g.abort,
 		shutdownWrite: reserve / 2,
@@ -241,7 +243,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.mu.Unlock()
 	g.logger.Info("gateway started", "instance", g.instance, "acceptors_per_listener", g.acceptors,
-		"max_line_bytes", g.session.maxLine, "inflight_messages", g.session.publisher.inflightMessages,
+		"max_line_bytes", g.session.maxLine, "frame_bytes", g.session.frame.bytes, "frame_lines", g.session.frame.lines,
+		"inflight_lines", g.session.publisher.inflightLines,
 		"inflight_bytes", g.session.publisher.inflightBytes, "max_decompressed_bytes", g.session.maxDecompressed,
 		"allow_cidrs", len(g.guard.allow), "max_connections_per_ip", g.guard.perIP)
 	g.logCertificate()

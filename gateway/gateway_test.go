@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/gateway"
@@ -199,6 +200,61 @@ func (b *bundle) storedMsgs(t testing.TB) []jetstream.Msg {
 	return out
 }
 
+// storedLine is one line of a frame in the stream.
+type storedLine struct {
+	subject string
+	header  nats.Header // the frame's
+	conn    string
+	line    int64
+	id      string // the line's identity, from the frame's message id
+	data    string
+}
+
+// storedLines returns every line in the stream, oldest first, split from
+// their frames, without removing them. It fails the test if a frame's
+// headers do not describe its lines: the message id names the first line,
+// and the line count matches the payload.
+func (b *bundle) storedLines(t testing.TB) []storedLine {
+	t.Helper()
+	var out []storedLine
+	for _, m := range b.storedMsgs(t) {
+		h := m.Headers()
+		first, err := strconv.ParseInt(h.Get(topology.HeaderLine), 10, 64)
+		if err != nil {
+			t.Fatalf("frame %s: %s = %q", h.Get(topology.HeaderMsgID), topology.HeaderLine, h.Get(topology.HeaderLine))
+		}
+		ids, ok := topology.FrameLineIDs(h.Get(topology.HeaderMsgID), first)
+		if !ok {
+			t.Fatalf("frame %s does not name its first line %d", h.Get(topology.HeaderMsgID), first)
+		}
+		n := 0
+		for k, line := range topology.Lines(m.Data()) {
+			if k != n {
+				t.Fatalf("frame %s has a blank line at %d", h.Get(topology.HeaderMsgID), n)
+			}
+			n++
+			out = append(out, storedLine{subject: m.Subject(), header: h, conn: h.Get(topology.HeaderConn),
+				line: first + int64(k), id: ids.Line(first + int64(k)), data: string(line)})
+		}
+		if got := h.Get(topology.HeaderLines); got != strconv.Itoa(n) {
+			t.Fatalf("frame %s holds %d lines, %s says %s", h.Get(topology.HeaderMsgID), n, topology.HeaderLines, got)
+		}
+		if !bytes.HasSuffix(m.Data(), []byte("\n")) {
+			t.Fatalf("frame %s does not end with a newline", h.Get(topology.HeaderMsgID))
+		}
+	}
+	return out
+}
+
+// lineCount returns how many lines the stream holds.
+func (b *bundle) lineCount(t testing.TB) uint64 {
+	t.Helper()
+	if b.msgCount(t) == 0 {
+		return 0
+	}
+	return uint64(len(b.storedLines(t)))
+}
+
 func (b *bundle) msgCount(t testing.TB) uint64 {
 	t.Helper()
 	info, err := b.stream.Info(t.Context())
@@ -320,37 +376,38 @@ func TestGatewayStoresEveryLineWithHeaders(t *testing.T) {
 		t.Fatalf("connection ids not distinct: %v", byConn)
 	}
 
-	msgs := b.storedMsgs(t)
-	if want := conns * (perConn + 1); len(msgs) != want {
-		t.Fatalf("stream holds %d messages, want %d", len(msgs), want)
+	lines := b.storedLines(t)
+	if want := conns * (perConn + 1); len(lines) != want {
+		t.Fatalf("stream holds %d lines, want %d", len(lines), want)
+	}
+	if frames := b.msgCount(t); frames >= uint64(len(lines)) {
+		t.Errorf("%d lines took %d messages; want frames of several lines", len(lines), frames)
 	}
 	seen := map[string]bool{}
-	for _, m := range msgs {
-		h := m.Headers()
-		conn, lineStr := h.Get(topology.HeaderConn), h.Get(topology.HeaderLine)
-		if m.Subject() != topology.Subject(topology.DefaultSource) {
-			t.Errorf("subject = %q", m.Subject())
+	for _, l := range lines {
+		h := l.header
+		if l.subject != topology.Subject(topology.DefaultSource) {
+			t.Errorf("subject = %q", l.subject)
 		}
-		if got, want := h.Get(topology.HeaderMsgID), "test-gw."+conn+"."+lineStr; got != want {
-			t.Errorf("%s = %q, want %q", topology.HeaderMsgID, got, want)
+		if want := "test-gw." + l.conn + "." + strconv.FormatInt(l.line, 10); l.id != want {
+			t.Errorf("line id = %q, want %q", l.id, want)
 		}
-		if seen[h.Get(topology.HeaderMsgID)] {
-			t.Errorf("message %s stored twice", h.Get(topology.HeaderMsgID))
+		if seen[l.id] {
+			t.Errorf("line %s stored twice", l.id)
 		}
-		seen[h.Get(topology.HeaderMsgID)] = true
+		seen[l.id] = true
 		if got := h.Get(topology.HeaderGateway); got != "test-gw" {
 			t.Errorf("%s = %q", topology.HeaderGateway, got)
 		}
 		if ts, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderReceivedAt)); err != nil || time.Since(ts) > time.Minute {
 			t.Errorf("%s = %q (%v)", topology.HeaderReceivedAt, h.Get(topology.HeaderReceivedAt), err)
 		}
-		s, ok := byConn[conn]
+		s, ok := byConn[l.conn]
 		if !ok {
-			t.Fatalf("message from unknown connection %q", conn)
+			t.Fatalf("line from unknown connection %q", l.conn)
 		}
-		line, _ := strconv.ParseInt(lineStr, 10, 64)
-		if want, ok := s.lines[line]; !ok || string(m.Data()) != want {
-			t.Errorf("conn %s line %d = %q, want %q", conn, line, m.Data(), want)
+		if want, ok := s.lines[l.line]; !ok || l.data != want {
+			t.Errorf("conn %s line %d = %q, want %q", l.conn, l.line, l.data, want)
 		}
 	}
 }
@@ -365,8 +422,8 @@ func TestGatewayNamedSource(t *testing.T) {
 		t.Fatalf("receipt = %+v", r)
 	}
 	got := map[string]string{}
-	for _, m := range b.storedMsgs(t) {
-		got[m.Subject()] = string(m.Data())
+	for _, l := range b.storedLines(t) {
+		got[l.subject] = l.data
 	}
 	want := map[string]string{"ingest.tweets": `{"tweet":1}`, "ingest.default": `{"plain":1}`}
 	if !maps.Equal(got, want) {
@@ -385,8 +442,8 @@ func TestGatewayOversizeLineIsSkipped(t *testing.T) {
 		t.Fatalf("receipt = %+v, want %+v", r, want)
 	}
 	var got []string
-	for _, m := range b.storedMsgs(t) {
-		got = append(got, m.Headers().Get(topology.HeaderLine)+":"+string(m.Data()))
+	for _, l := range b.storedLines(t) {
+		got = append(got, strconv.FormatInt(l.line, 10)+":"+l.data)
 	}
 	if strings.Join(got, ",") != "1:first,3:third" {
 		t.Fatalf("stored %v, want lines 1 and 3", got)
@@ -423,7 +480,7 @@ func TestGatewayConnectionCap(t *testing.T) {
 	if _, err := first.Write([]byte("first\n")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the first line to be stored", func() bool { return b.msgCount(t) == 1 })
+	waitFor(t, 10*time.Second, "the first line to be stored", func() bool { return b.lineCount(t) == 1 })
 
 	// The second connection completes its handshake in the kernel's
 	// backlog, but the gateway does not accept it while the first is open.
@@ -477,7 +534,7 @@ func TestGatewayShutdownMidStream(t *testing.T) {
 	c := dial(t, b.addr(t, 0))
 	var written atomic.Int64
 	go streamLines(c, 200, &written, 0)
-	waitFor(t, 20*time.Second, "lines to be stored", func() bool { return b.msgCount(t) >= 500 })
+	waitFor(t, 20*time.Second, "lines to be stored", func() bool { return b.msgCount(t) >= 20 })
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- b.stop() }()
@@ -488,16 +545,16 @@ func TestGatewayShutdownMidStream(t *testing.T) {
 	if r.Status != gateway.StatusShutdown || r.Error == "" {
 		t.Fatalf("receipt = %+v, want status shutdown", r)
 	}
-	msgs := b.storedMsgs(t)
-	if int64(len(msgs)) != r.Lines {
-		t.Fatalf("receipt says %d lines stored, stream holds %d", r.Lines, len(msgs))
+	lines := b.storedLines(t)
+	if int64(len(lines)) != r.Lines {
+		t.Fatalf("receipt says %d lines stored, stream holds %d", r.Lines, len(lines))
 	}
 	if r.ResumeLine != r.Lines+1 {
 		t.Fatalf("resume_line = %d, want %d (lines + 1, no blank lines were sent)", r.ResumeLine, r.Lines+1)
 	}
-	for i, m := range msgs {
-		if got, want := m.Headers().Get(topology.HeaderLine), strconv.Itoa(i+1); got != want {
-			t.Fatalf("message %d has line %s, want %s", i, got, want)
+	for i, l := range lines {
+		if want := int64(i + 1); l.line != want {
+			t.Fatalf("line %d of the stream is line %d, want %d", i, l.line, want)
 		}
 	}
 }
@@ -507,9 +564,10 @@ func TestGatewayStreamFullHoldsSender(t *testing.T) {
 	b := setup(t, setupOptions{
 		streamMaxBytes: 256 << 10,
 		env: map[string]string{
-			"GATEWAY_INFLIGHT_BYTES":    "65536",
-			"GATEWAY_INFLIGHT_MESSAGES": "64",
-			"GATEWAY_MAX_LINE_BYTES":    "4096",
+			"GATEWAY_INFLIGHT_BYTES": "65536",
+			"GATEWAY_INFLIGHT_LINES": "64",
+			"GATEWAY_MAX_LINE_BYTES": "4096",
+			"GATEWAY_FRAME_BYTES":    "8192",
 		},
 	})
 	const lineSize, lines = 1000, 4000 // 4 MB, far more than socket buffers and the stream hold
@@ -542,7 +600,7 @@ func TestGatewayStreamFullHoldsSender(t *testing.T) {
 		t.Fatalf("sender finished writing %d bytes although the stream is full", written.Load())
 	default:
 	}
-	stored := b.msgCount(t)
+	stored := b.lineCount(t)
 	t.Logf("sender stalled after writing %d bytes; stream holds %d lines", written.Load(), stored)
 
 	// A consumer removes lines (work-queue retention deletes acked ones);
@@ -554,8 +612,11 @@ func TestGatewayStreamFullHoldsSender(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]int{}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		first, _ := strconv.ParseInt(m.Headers().Get(topology.HeaderLine), 10, 64)
 		mu.Lock()
-		seen[m.Headers().Get(topology.HeaderLine)]++
+		for k := range topology.Lines(m.Data()) {
+			seen[strconv.FormatInt(first+int64(k), 10)]++
+		}
 		mu.Unlock()
 		_ = m.Ack()
 	})
@@ -594,7 +655,7 @@ func TestGatewaySurvivesNATSRestart(t *testing.T) {
 		streamLines(c, 200, &written, lines)
 		_ = c.CloseWrite()
 	}()
-	waitFor(t, 20*time.Second, "some lines to be stored", func() bool { return b.msgCount(t) >= 1000 })
+	waitFor(t, 20*time.Second, "some lines to be stored", func() bool { return b.lineCount(t) >= 1000 })
 	if err := b.srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -602,17 +663,16 @@ func TestGatewaySurvivesNATSRestart(t *testing.T) {
 	if r.Status != gateway.StatusOK || r.Lines != lines {
 		t.Fatalf("receipt = %+v, want ok with %d lines", r, lines)
 	}
-	msgs := b.storedMsgs(t)
-	seen := map[string]bool{}
-	for _, m := range msgs {
-		line := m.Headers().Get(topology.HeaderLine)
-		if seen[line] {
-			t.Errorf("line %s stored twice", line)
+	stored := b.storedLines(t)
+	seen := map[int64]bool{}
+	for _, l := range stored {
+		if seen[l.line] {
+			t.Errorf("line %d stored twice", l.line)
 		}
-		seen[line] = true
+		seen[l.line] = true
 	}
-	if len(seen) != lines || len(msgs) != lines {
-		t.Fatalf("stream holds %d messages, %d distinct lines; want %d", len(msgs), len(seen), lines)
+	if len(seen) != lines || len(stored) != lines {
+		t.Fatalf("stream holds %d lines, %d distinct; want %d", len(stored), len(seen), lines)
 	}
 }
 

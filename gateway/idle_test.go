@@ -50,7 +50,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 				}
 				waitFor(b, time.Minute, "every connection to have its session", func() bool { return gateway.OpenSessions(bb.gw) == conns })
 				if tc.first != "" {
-					waitFor(b, time.Minute, "every first line to be stored", func() bool { return bb.msgCount(b) >= uint64(conns) })
+					waitFor(b, time.Minute, "every first line to be stored", func() bool { return bb.lineCount(b) >= uint64(conns) })
 				}
 				time.Sleep(200 * time.Millisecond) // every session blocked in its read
 				during := memoryNow()

@@ -19,6 +19,7 @@ const (
 	MetricLinesReceived       = "jetline_gateway_lines_received_total"
 	MetricBytesReceived       = "jetline_gateway_bytes_received_total"
 	MetricLinesPublished      = "jetline_gateway_lines_published_total"
+	MetricFramesPublished     = "jetline_gateway_frames_published_total"
 	MetricLinesTooLong        = "jetline_gateway_lines_too_long_total"
 	MetricLinesDeadLettered   = "jetline_gateway_lines_dead_lettered_total"
 	MetricInflightLines       = "jetline_gateway_publish_inflight_lines"
@@ -40,10 +41,10 @@ var publishLatencyBuckets = prometheus.ExponentialBuckets(0.00025, 2, 17) // 250
 type metrics struct {
 	g *Gateway
 
-	accepted, received, bytes, published, tooLong, deadLettered *prometheus.CounterVec
-	latency                                                     prometheus.Histogram
-	retries                                                     prometheus.Counter
-	waits                                                       waitTotal
+	accepted, received, bytes, published, frames, tooLong, deadLettered *prometheus.CounterVec
+	latency                                                             prometheus.Histogram
+	retries                                                             prometheus.Counter
+	waits                                                               waitTotal
 
 	open, refused, inflightLines, inflightBytes, backpressure *prometheus.Desc
 
@@ -54,11 +55,11 @@ type metrics struct {
 // do nothing on a nil receiver, so sessions and publishers built without a
 // gateway (in tests) need no metrics. Safe for concurrent use.
 type sourceMetrics struct {
-	accepted, received, bytes, published, tooLong prometheus.Counter
-	tooLongDeadLettered                           prometheus.Counter
-	latency                                       prometheus.Observer
-	retries                                       prometheus.Counter
-	waits                                         *waitTotal
+	accepted, received, bytes, published, frames, tooLong prometheus.Counter
+	tooLongDeadLettered                                   prometheus.Counter
+	latency                                               prometheus.Observer
+	retries                                               prometheus.Counter
+	waits                                                 *waitTotal
 }
 
 func newMetrics(g *Gateway, listeners []Listener) *metrics {
@@ -72,12 +73,14 @@ func newMetrics(g *Gateway, listeners []Listener) *metrics {
 		bytes:    counter(MetricBytesReceived, "Bytes read from connections, compressed if the input is, by source.", "source"),
 		published: counter(MetricLinesPublished,
 			"Lines acknowledged by JetStream (stored in the ingest stream, or dropped there as a duplicate of a stored line), by source.", "source"),
+		frames: counter(MetricFramesPublished,
+			"Frames (messages of consecutive lines of one connection) acknowledged by JetStream, by source.", "source"),
 		tooLong: counter(MetricLinesTooLong,
 			"Lines over the maximum line length: not published to the ingest stream, their first 64 KiB written to the dead-letter stream instead; by source.", "source"),
 		deadLettered: counter(MetricLinesDeadLettered, "Dead letters the gateway wrote (acknowledged by JetStream), by reason (too_long).", "reason"),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricPublishLatency,
-			Help:    "Time from publishing a line to its acknowledgement by JetStream, retries included.",
+			Help:    "Time from publishing a frame to its acknowledgement by JetStream, retries included.",
 			Buckets: publishLatencyBuckets,
 		}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
@@ -103,6 +106,7 @@ func newMetrics(g *Gateway, listeners []Listener) *metrics {
 			received:            m.received.WithLabelValues(l.Source),
 			bytes:               m.bytes.WithLabelValues(l.Source),
 			published:           m.published.WithLabelValues(l.Source),
+			frames:              m.frames.WithLabelValues(l.Source),
 			tooLong:             m.tooLong.WithLabelValues(l.Source),
 			tooLongDeadLettered: tooLongDeadLettered,
 			latency:             m.latency,
@@ -123,7 +127,7 @@ func (m *metrics) source(source string) *sourceMetrics {
 
 // Describe implements [prometheus.Collector].
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, v := range []*prometheus.CounterVec{m.accepted, m.received, m.bytes, m.published, m.tooLong, m.deadLettered} {
+	for _, v := range []*prometheus.CounterVec{m.accepted, m.received, m.bytes, m.published, m.frames, m.tooLong, m.deadLettered} {
 		v.Describe(ch)
 	}
 	m.latency.Describe(ch)
@@ -139,7 +143,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // windows of the connections open at the time of the scrape, and the
 // backpressure adds the waits they are in to those that have ended.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, v := range []*prometheus.CounterVec{m.accepted, m.received, m.bytes, m.published, m.tooLong, m.deadLettered} {
+	for _, v := range []*prometheus.CounterVec{m.accepted, m.received, m.bytes, m.published, m.frames, m.tooLong, m.deadLettered} {
 		v.Collect(ch)
 	}
 	m.latency.Collect(ch)
@@ -149,8 +153,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range m.g.Refused() {
 		ch <- prometheus.MustNewConstMetric(m.refused, prometheus.CounterValue, float64(n), reason)
 	}
-	var lines int
-	var bytes int64
+	var lines, bytes int64
 	// Holding waits.mu keeps a wait from ending (and moving from the
 	// windows to the total) while it is being added up.
 	m.waits.mu.Lock()
@@ -191,10 +194,10 @@ func (m *sourceMetrics) read(n int) {
 	}
 }
 
-// line counts a line handed to the publisher.
-func (m *sourceMetrics) line() {
+// framed counts the lines of a frame handed to the publisher.
+func (m *sourceMetrics) framed(lines int64) {
 	if m != nil {
-		m.received.Inc()
+		m.received.Add(float64(lines))
 	}
 }
 
@@ -205,10 +208,12 @@ func (m *sourceMetrics) lineTooLong() {
 	}
 }
 
-// acked counts a line acknowledged by JetStream, first published at sent.
-func (m *sourceMetrics) acked(sent time.Time) {
+// acked counts a frame of lines lines acknowledged by JetStream, first
+// published at sent.
+func (m *sourceMetrics) acked(lines int64, sent time.Time) {
 	if m != nil {
-		m.published.Inc()
+		m.published.Add(float64(lines))
+		m.frames.Inc()
 		m.latency.Observe(time.Since(sent).Seconds())
 	}
 }
@@ -278,8 +283,8 @@ func monotonic() int64 { return int64(time.Since(clockBase)) + 1 }
 
 // inflight returns the lines and bytes in the window: reserved, published
 // and not yet acknowledged.
-func (w *window) inflight() (lines int, bytes int64) {
+func (w *window) inflight() (lines, bytes int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.msgs, w.bytes
+	return w.lines, w.bytes
 }

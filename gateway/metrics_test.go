@@ -58,6 +58,12 @@ func TestMetricsCountLines(t *testing.T) {
 	})
 
 	after := metricstest.Scrape(t, url)
+	// The oversize lines cut the input into frames: the two amid the
+	// lines make at least three.
+	frames := float64(b.msgCount(t))
+	if frames < tooLong || frames >= lines {
+		t.Errorf("%d lines were stored in %v frames; want at least %d and fewer than lines", lines, frames, tooLong)
+	}
 	want := map[string]float64{
 		`jetline_gateway_connections_accepted_total{source="default"}`: 1,
 		`jetline_gateway_lines_received_total{source="default"}`:       lines,
@@ -65,7 +71,8 @@ func TestMetricsCountLines(t *testing.T) {
 		`jetline_gateway_bytes_received_total{source="default"}`:       float64(data.Len()),
 		`jetline_gateway_lines_too_long_total{source="default"}`:       tooLong,
 		`jetline_gateway_lines_dead_lettered_total{reason="too_long"}`: tooLong,
-		`jetline_gateway_publish_latency_seconds_count`:                lines,
+		`jetline_gateway_frames_published_total{source="default"}`:     frames,
+		`jetline_gateway_publish_latency_seconds_count`:                frames,
 		`jetline_gateway_connections_refused_total{reason="per_ip"}`:   0,
 	}
 	for series, delta := range want {
@@ -81,7 +88,7 @@ func TestMetricsCountLines(t *testing.T) {
 	if sum := after["jetline_gateway_publish_latency_seconds_sum"] - before["jetline_gateway_publish_latency_seconds_sum"]; sum <= 0 {
 		t.Errorf("publish latencies sum to %v, want more than 0", sum)
 	}
-	if n := b.msgCount(t); n != lines {
+	if n := b.lineCount(t); n != lines {
 		t.Errorf("stream holds %d lines, want %d", n, lines)
 	}
 }
@@ -97,8 +104,9 @@ func TestMetricsCountBackpressure(t *testing.T) {
 	b := setup(t, setupOptions{
 		streamMaxBytes: 256 << 10,
 		env: map[string]string{
-			"GATEWAY_INFLIGHT_MESSAGES": fmt.Sprint(window),
-			"GATEWAY_SHUTDOWN_TIMEOUT":  "2s",
+			"GATEWAY_INFLIGHT_LINES":   fmt.Sprint(window),
+			"GATEWAY_FRAME_LINES":      "4",
+			"GATEWAY_SHUTDOWN_TIMEOUT": "2s",
 		},
 	})
 	url := metricstest.Serve(t, metrics.Handler(testLogger(), b.gw.Metrics()))
@@ -140,8 +148,8 @@ func TestMetricsCountBackpressure(t *testing.T) {
 	if lines > window {
 		t.Errorf("in flight lines = %v, more than the window (%d)", lines, window)
 	}
-	if got, want := held["jetline_gateway_publish_inflight_bytes"], lines*float64(len(line)-1); got != want {
-		t.Errorf("in flight bytes = %v, want %v (%v lines of %d bytes)", got, want, lines, len(line)-1)
+	if got, want := held["jetline_gateway_publish_inflight_bytes"], lines*float64(len(line)); got != want {
+		t.Errorf("in flight bytes = %v, want %v (%v lines of %d bytes, each with its newline)", got, want, lines, len(line))
 	}
 	waitFor(t, 10*time.Second, "the held-back time to grow", func() bool { return metricstest.Scrape(t, url)[bp] > held[bp] })
 }

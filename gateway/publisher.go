@@ -83,16 +83,20 @@ func classify(err error) failure {
 	return failTransient
 }
 
-// entry is one line on its way to JetStream. Entries are recycled through
-// entryPool once their publish is resolved, payload buffer and headers
-// included, so the steady state allocates little per line.
+// entry is one frame on its way to JetStream (or the dead letter of an
+// oversize line). Entries are recycled through entryPool once their
+// publish is resolved, payload buffer and headers included, so the steady
+// state allocates little per frame.
 type entry struct {
 	msg  nats.Msg
 	data []byte
-	vals []string // backing for the per-line header values
+	vals []string // backing for the per-frame header values
 
-	line int64
-	size int64
+	line  int64 // the first line's number
+	lines int64 // how many lines the frame holds
+	size  int64
+	// receivedAt is the Jetline-Received-At value (shared; not modified).
+	receivedAt []string
 	// deadLetter marks the dead-letter entry of an oversize line: it is
 	// counted apart and not pooled (its message is built whole).
 	deadLetter bool
@@ -105,18 +109,19 @@ type entry struct {
 
 // maxPooledPayload is the largest payload buffer kept for reuse; a rare
 // long line should not pin its buffer in the pool.
-const maxPooledPayload = 64 << 10
+const maxPooledPayload = 1 << 20
 
 var entryPool = sync.Pool{New: func() any {
-	e := &entry{vals: make([]string, 2)}
-	e.msg.Header = make(nats.Header, 5)
+	e := &entry{vals: make([]string, 3)}
+	e.msg.Header = make(nats.Header, 6)
 	e.msg.Header[topology.HeaderMsgID] = e.vals[0:1:1]
 	e.msg.Header[topology.HeaderLine] = e.vals[1:2:2]
+	e.msg.Header[topology.HeaderLines] = e.vals[2:3:3]
 	return e
 }}
 
 func putEntry(e *entry) {
-	e.paf, e.err, e.acked = nil, nil, false
+	e.paf, e.err, e.acked, e.receivedAt = nil, nil, false, nil
 	if cap(e.data) > maxPooledPayload {
 		e.data = nil
 	}
@@ -124,10 +129,10 @@ func putEntry(e *entry) {
 	entryPool.Put(e)
 }
 
-// window is a connection's in-flight window: the entries published and not
-// yet acknowledged, oldest first, bounded by count and by payload bytes. The
-// session reserves room before publishing (blocking while the window is
-// full) and pushes; the ack loop takes entries from the front. One
+// window is a connection's in-flight window: the frames published and not
+// yet acknowledged, oldest first, bounded by their lines and their payload
+// bytes. The session reserves room before publishing (blocking while the
+// window is full) and pushes; the ack loop takes entries from the front. One
 // goroutine reserves and pushes, one takes; the mutex makes the two safe
 // together.
 //
@@ -135,18 +140,18 @@ func putEntry(e *entry) {
 // drained to three quarters, so that it then publishes a batch instead of
 // trading one wake-up per line with the ack loop.
 type window struct {
-	maxMsgs  int
+	maxLines int64
 	maxBytes int64
 	// total is the gateway-wide byte budget shared by every window, so that
 	// many connections together stay within a bound too. Each line holds
 	// its size from reserve until pop, or until the session ends.
 	total    *semaphore.Weighted
-	lowMsgs  int
+	lowLines int64
 	lowBytes int64
 
 	mu           sync.Mutex
 	queue        []*entry
-	msgs         int // reserved, including queued
+	lines        int64 // reserved, including queued
 	bytes        int64
 	closed       bool
 	failed       error // set when the ack loop stops for good
@@ -157,18 +162,18 @@ type window struct {
 	wait         waitClock // times waits for room; see metrics.go
 }
 
-func newWindow(maxMsgs int, maxBytes int64, total *semaphore.Weighted) *window {
+func newWindow(maxLines int, maxBytes int64, total *semaphore.Weighted) *window {
 	return &window{
-		maxMsgs: maxMsgs, maxBytes: maxBytes, total: total,
-		lowMsgs: maxMsgs * 3 / 4, lowBytes: maxBytes * 3 / 4,
+		maxLines: int64(maxLines), maxBytes: maxBytes, total: total,
+		lowLines: int64(maxLines) * 3 / 4, lowBytes: maxBytes * 3 / 4,
 		room: make(chan struct{}, 1), items: make(chan struct{}, 1),
 	}
 }
 
-// reserve blocks until the window has room for one more line of n bytes, ctx
-// is done or the window has failed. A line larger than the whole byte budget
-// gets in alone.
-func (w *window) reserve(ctx context.Context, n int64) error {
+// reserve blocks until the window has room for a frame of lines lines and
+// n bytes, ctx is done or the window has failed. A frame larger than the
+// whole budget gets in alone.
+func (w *window) reserve(ctx context.Context, lines, n int64) error {
 	defer w.wait.stop()
 	for {
 		w.mu.Lock()
@@ -177,11 +182,11 @@ func (w *window) reserve(ctx context.Context, n int64) error {
 			w.mu.Unlock()
 			return err
 		}
-		if w.msgs == 0 || (w.msgs < w.maxMsgs && w.bytes+n <= w.maxBytes) {
-			w.msgs++
+		if w.lines == 0 || (w.lines+lines <= w.maxLines && w.bytes+n <= w.maxBytes) {
+			w.lines += lines
 			w.bytes += n
 			w.mu.Unlock()
-			return w.reserveTotal(ctx, n)
+			return w.reserveTotal(ctx, lines, n)
 		}
 		w.roomWaiting = true
 		w.mu.Unlock()
@@ -196,14 +201,14 @@ func (w *window) reserve(ctx context.Context, n int64) error {
 
 // reserveTotal takes n bytes of the gateway-wide budget, undoing the
 // window's own reservation if it cannot.
-func (w *window) reserveTotal(ctx context.Context, n int64) error {
+func (w *window) reserveTotal(ctx context.Context, lines, n int64) error {
 	if w.total == nil || w.total.TryAcquire(n) {
 		return nil
 	}
 	w.wait.start()
 	if err := w.total.Acquire(ctx, n); err != nil {
 		w.mu.Lock()
-		w.msgs--
+		w.lines -= lines
 		w.bytes -= n
 		w.mu.Unlock()
 		return err
@@ -273,12 +278,12 @@ func (w *window) pop() *entry {
 	e := w.queue[0]
 	w.queue[0] = nil
 	w.queue = w.queue[1:]
-	w.msgs--
+	w.lines -= e.lines
 	w.bytes -= e.size
 	if w.total != nil {
 		w.total.Release(e.size)
 	}
-	if w.msgs == 0 || (w.msgs <= w.lowMsgs && w.bytes <= w.lowBytes) {
+	if w.lines == 0 || (w.lines <= w.lowLines && w.bytes <= w.lowBytes) {
 		w.wakeRoomLocked()
 	}
 	w.mu.Unlock()
@@ -315,15 +320,15 @@ func (w *window) snapshot() []*entry {
 
 // publisherConfig is what a connection's publisher needs to know.
 type publisherConfig struct {
-	// inflightMessages and inflightBytes bound the window.
-	inflightMessages int
-	inflightBytes    int64
+	// inflightLines and inflightBytes bound the window.
+	inflightLines int
+	inflightBytes int64
 	// total bounds the bytes in flight across all connections; nil means
 	// no gateway-wide bound.
 	total *semaphore.Weighted
 }
 
-// publisher publishes one connection's lines asynchronously and processes
+// publisher publishes one connection's frames asynchronously and processes
 // their acknowledgements in order in its own goroutine ([publisher.run]),
 // retrying failed publishes with the same message id. publish is called by
 // the session goroutine only.
@@ -332,11 +337,11 @@ type publisher struct {
 	logger *slog.Logger
 	win    *window
 
-	subject  string
-	idPrefix string   // "<instance>.<conn>."
-	gateway  []string // shared header values, never modified
-	conn     []string
-	scratch  []byte
+	subject string
+	ids     topology.LineIDs
+	gateway []string // shared header values, never modified
+	conn    []string
+	scratch []byte
 
 	done chan struct{} // closed when run returns
 
@@ -354,41 +359,40 @@ type publisher struct {
 
 func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject, instance, conn string, logger *slog.Logger) *publisher {
 	return &publisher{
-		js:       js,
-		logger:   logger,
-		win:      newWindow(cfg.inflightMessages, cfg.inflightBytes, cfg.total),
-		subject:  subject,
-		idPrefix: instance + "." + conn + ".",
-		gateway:  []string{instance},
-		conn:     []string{conn},
-		done:     make(chan struct{}),
+		js:      js,
+		logger:  logger,
+		win:     newWindow(cfg.inflightLines, cfg.inflightBytes, cfg.total),
+		subject: subject,
+		ids:     topology.ConnLineIDs(instance, conn),
+		gateway: []string{instance},
+		conn:    []string{conn},
+		done:    make(chan struct{}),
 	}
 }
 
-// publish sends one record, copying it, with receivedAt as its
-// Jetline-Received-At header value (shared between lines; not modified).
-// It blocks while the window is full. It fails only if ctx is done or the
-// publisher has failed permanently (see [publisher.run]); a failed publish
-// is otherwise left to run to retry.
-func (p *publisher) publish(ctx context.Context, rec []byte, line int64, receivedAt []string) error {
-	size := int64(len(rec))
-	if err := p.win.reserve(ctx, size); err != nil {
+// publish sends the frame e, which it takes over (see [frameBuilder]). It
+// blocks while the window is full. It fails only if ctx is done or the
+// publisher has failed permanently (see [publisher.run]), and then gives e
+// back; a failed publish is otherwise left to run to retry.
+func (p *publisher) publish(ctx context.Context, e *entry) error {
+	e.size = int64(len(e.data))
+	if err := p.win.reserve(ctx, e.lines, e.size); err != nil {
+		putEntry(e)
 		return err
 	}
-	e := entryPool.Get().(*entry)
-	e.data = append(e.data[:0], rec...)
-	e.line, e.size = line, size
 	e.sent = time.Now()
 	e.msg.Subject = p.subject
 	e.msg.Data = e.data
-	// One allocation for the message id; the line number is its tail.
-	p.scratch = strconv.AppendInt(append(p.scratch[:0], p.idPrefix...), line, 10)
+	// One allocation for the message id and the first line's number,
+	// which is its tail.
+	p.scratch = p.ids.Append(p.scratch[:0], e.line)
 	id := string(p.scratch)
-	e.vals[0], e.vals[1] = id, id[len(p.idPrefix):]
+	e.vals[0], e.vals[1] = id, id[len(p.ids):]
+	e.vals[2] = strconv.FormatInt(e.lines, 10)
 	h := e.msg.Header
 	h[topology.HeaderGateway] = p.gateway
 	h[topology.HeaderConn] = p.conn
-	h[topology.HeaderReceivedAt] = receivedAt
+	h[topology.HeaderReceivedAt] = e.receivedAt
 	e.paf, e.err = p.js.PublishMsgAsync(&e.msg)
 	p.win.push(e)
 	return nil
@@ -400,10 +404,10 @@ func (p *publisher) publish(ctx context.Context, rec []byte, line int64, receive
 // reused; its data must not change. It blocks and fails as publish does.
 func (p *publisher) publishDeadLetter(ctx context.Context, m *nats.Msg, line int64) error {
 	size := int64(len(m.Data))
-	if err := p.win.reserve(ctx, size); err != nil {
+	if err := p.win.reserve(ctx, 1, size); err != nil {
 		return err
 	}
-	e := &entry{line: line, size: size, deadLetter: true}
+	e := &entry{line: line, lines: 1, size: size, deadLetter: true}
 	e.msg.Subject, e.msg.Header, e.msg.Data = m.Subject, m.Header, m.Data
 	e.paf, e.err = p.js.PublishMsgAsync(&e.msg)
 	p.win.push(e)
@@ -438,8 +442,8 @@ func (p *publisher) run(abort <-chan struct{}) {
 				p.deadLettered++
 				p.metrics.deadLetterAcked()
 			} else {
-				p.acked++
-				p.metrics.acked(e.sent)
+				p.acked += e.lines
+				p.metrics.acked(e.lines, e.sent)
 				putEntry(e)
 			}
 			delay = 0
@@ -545,8 +549,8 @@ func (p *publisher) logRetry(kind failure, e *entry, err error) {
 type outcome struct {
 	acked        int64 // lines stored
 	deadLettered int64 // dead letters stored
-	// firstPending is the first line (or oversize line) not known to be
-	// stored, 0 if all are.
+	// firstPending is the first line of the oldest frame (or the oversize
+	// line) not known to be stored, 0 if all are.
 	firstPending int64
 	// failed is the permanent failure that stopped the publisher, of the
 	// line failedLine, or of its dead letter if failedDeadLetter.
@@ -581,7 +585,7 @@ func (p *publisher) outcome() outcome {
 		case e.deadLetter:
 			o.deadLettered++
 		default:
-			o.acked++
+			o.acked += e.lines
 		}
 	}
 	p.win.releaseTotal()

@@ -40,6 +40,7 @@ type sessionConfig struct {
 	// maxDecompressed bounds the decompressed size of a compressed
 	// connection.
 	maxDecompressed int64
+	frame           frameLimits
 	publisher       publisherConfig
 	// abort is closed when the shutdown deadline leaves no more time to
 	// wait for acknowledgements.
@@ -69,11 +70,12 @@ type session struct {
 	pub atomic.Pointer[publisher]
 
 	// Read side state, owned by the session goroutine.
-	readAt   time.Time // when the latest read returned data
-	fresh    bool      // readAt changed since stamp was formatted
-	stamp    []string  // Jetline-Received-At value for lines of the latest read
-	received int64     // bytes read from the connection
-	readErr  error     // the connection's read error other than EOF, if any
+	readAt time.Time // when the latest read returned data
+	fresh  bool      // readAt changed since receivedAt was formatted
+	// receivedAt is the Jetline-Received-At value of the latest read.
+	receivedAt []string
+	received   int64 // bytes read from the connection
+	readErr    error // the connection's read error other than EOF, if any
 	// toldTooLong is set once an oversize line was logged.
 	toldTooLong bool
 }
@@ -109,7 +111,10 @@ func (s *session) logClosed(r Receipt, took time.Duration, werr error) {
 }
 
 // run reads, frames and publishes until the input ends or the session must
-// stop, waits for the acknowledgements it can, and returns the receipt.
+// stop, waits for the acknowledgements it can, and returns the receipt:
+// accept (acceptor.go) → decompress (decompress.go) → frame lines
+// (framer.go) → build frames (frame.go) → publish (publisher.go) →
+// receipt (receipt.go).
 //
 // Until the sender's first bytes arrive, a connection holds only the sniff
 // buffer: the framer takes its buffers from a pool while data flows, and
@@ -135,30 +140,8 @@ func (s *session) run(ctx context.Context) Receipt {
 	// do.
 	fr := newFramer(input, s.cfg.readBuffer, s.cfg.maxLine, min(deadletter.TooLongKeep, s.cfg.maxLine))
 	defer fr.close()
-	var readErr error
-	var held int64 // a line framed but not published
-	for {
-		rec, tooLong, err := fr.Next()
-		if err != nil {
-			readErr = err
-			break
-		}
-		if s.fresh {
-			s.stamp = []string{s.readAt.UTC().Format(time.RFC3339Nano)}
-			s.fresh = false
-		}
-		if tooLong > 0 {
-			s.metrics.lineTooLong()
-			err = s.deadLetter(ctx, rec, tooLong, fr.Line())
-		} else {
-			s.metrics.line()
-			err = s.publisher().publish(ctx, rec, fr.Line(), s.stamp)
-		}
-		if err != nil {
-			readErr, held = err, fr.Line()
-			break
-		}
-	}
+	fb := frameBuilder{limits: s.cfg.frame}
+	held, readErr := fb.pump(ctx, fr, s)
 	stop()
 	pub := s.pub.Load()
 	pub.close()
@@ -199,6 +182,23 @@ func (s *session) run(ctx context.Context) Receipt {
 		r.Status, r.Error = StatusError, fmt.Sprintf("reading from connection: %v", readErr)
 	}
 	return r
+}
+
+// publishFrame hands the frame e to the connection's publisher; see
+// [frameSink].
+func (s *session) publishFrame(ctx context.Context, e *entry) error {
+	s.metrics.framed(e.lines)
+	return s.publisher().publish(ctx, e)
+}
+
+// stamp returns the Jetline-Received-At value of the latest read; see
+// [frameSink].
+func (s *session) stamp() []string {
+	if s.fresh {
+		s.receivedAt = []string{s.readAt.UTC().Format(time.RFC3339Nano)}
+		s.fresh = false
+	}
+	return s.receivedAt
 }
 
 // publisher returns the connection's publisher, starting it on first use.

@@ -92,8 +92,8 @@ func TestGatewayTLS(t *testing.T) {
 		t.Fatalf("receipt = %+v, want ok with 3 lines", r)
 	}
 	var got []string
-	for _, m := range s.storedMsgs(t) {
-		got = append(got, string(m.Data()))
+	for _, l := range s.storedLines(t) {
+		got = append(got, l.data)
 	}
 	if want := `{"a":1},{"b":2},{"c":3}`; strings.Join(got, ",") != want {
 		t.Fatalf("stored %v, want %s", got, want)

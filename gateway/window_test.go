@@ -18,25 +18,25 @@ func TestWindowSharesTotalBudget(t *testing.T) {
 	b := newWindow(10, 100, total)
 	ctx := t.Context()
 
-	if err := a.reserve(ctx, 60); err != nil {
+	if err := a.reserve(ctx, 1, 60); err != nil {
 		t.Fatal(err)
 	}
-	a.push(&entry{size: 60})
+	a.push(&entry{lines: 1, size: 60})
 
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if err := b.reserve(short, 60); err == nil {
+	if err := b.reserve(short, 1, 60); err == nil {
 		t.Fatal("second window got 60 bytes while the first holds 60 of a 100-byte budget")
 	}
 	b.mu.Lock()
-	msgs, bytes := b.msgs, b.bytes
+	lines, bytes := b.lines, b.bytes
 	b.mu.Unlock()
-	if msgs != 0 || bytes != 0 {
-		t.Fatalf("failed reserve left msgs=%d bytes=%d in the window", msgs, bytes)
+	if lines != 0 || bytes != 0 {
+		t.Fatalf("failed reserve left lines=%d bytes=%d in the window", lines, bytes)
 	}
 
 	got := make(chan error, 1)
-	go func() { got <- b.reserve(ctx, 60) }()
+	go func() { got <- b.reserve(ctx, 1, 60) }()
 	select {
 	case err := <-got:
 		t.Fatalf("reserve returned %v before room was freed", err)
@@ -53,7 +53,7 @@ func TestWindowSharesTotalBudget(t *testing.T) {
 	}
 
 	// A session that ends with lines unacknowledged gives their budget back.
-	b.push(&entry{size: 60})
+	b.push(&entry{lines: 1, size: 60})
 	b.releaseTotal()
 	if !total.TryAcquire(100) {
 		t.Fatal("budget not returned after releaseTotal")

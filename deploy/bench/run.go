@@ -213,5 +213,5 @@ func effectiveSettings(cfg Config) (window, worker.Config, error) {
 	if err := env.ParseWithOptions(&wc, env.Options{Environment: vars}); err != nil {
 		return window{}, worker.Config{}, fmt.Errorf("worker settings from -env: %w", err)
 	}
-	return window{Messages: gc.InflightMessages, Bytes: gc.InflightBytes}, wc, nil
+	return window{Messages: gc.InflightLines, Bytes: gc.InflightBytes}, wc, nil
 }

@@ -36,22 +36,30 @@ const (
 	WorkersBucket = "jetline_workers"
 )
 
-// Header names set by the gateway on every line. They are part of the
-// contract: the worker reads them, and operators see them in `nats`.
+// Header names set by the gateway on every frame: one JetStream message
+// holding a run of consecutive lines of one connection, each followed by
+// "\n". They are part of the contract: the worker reads them, and
+// operators see them in `nats`.
 const (
 	// HeaderMsgID is JetStream's de-duplication header. The gateway sets it
-	// to "<instance>.<conn>.<line>" so a publish retried after a lost PubAck
-	// is stored once.
+	// to the identity of the frame's first line, "<instance>.<conn>.<line>"
+	// ([LineIDs]), so a publish retried after a lost PubAck is stored once.
 	HeaderMsgID = jetstream.MsgIDHeader
 	// HeaderGateway names the gateway instance that received the line.
 	HeaderGateway = "Jetline-Gateway"
 	// HeaderConn is the gateway-local connection id.
 	HeaderConn = "Jetline-Conn"
-	// HeaderLine is the 1-based line number within the connection's input,
-	// counting blank and oversize lines, so a sender can find the line.
+	// HeaderLine is the 1-based number of the frame's first line within
+	// the connection's input, counting blank and oversize lines, so a
+	// sender can find the line. The frame's k-th line (from 0) is line
+	// HeaderLine+k: a frame never spans a blank or oversize line.
 	HeaderLine = "Jetline-Line"
-	// HeaderReceivedAt is when the gateway read the line, RFC 3339 with
-	// nanoseconds ([time.RFC3339Nano]).
+	// HeaderLines is the number of lines in the frame. A message without
+	// it holds one line, or, from another program, any number of lines
+	// (see [FrameLineIDs]).
+	HeaderLines = "Jetline-Lines"
+	// HeaderReceivedAt is when the gateway read the frame's first line,
+	// RFC 3339 with nanoseconds ([time.RFC3339Nano]).
 	HeaderReceivedAt = "Jetline-Received-At"
 	// HeaderLineID is the identity workers key rows by. A line without it
 	// is identified by its [HeaderMsgID], which survives a publish retried

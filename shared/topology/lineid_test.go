@@ -1,0 +1,58 @@
+package topology
+
+import (
+	"fmt"
+	"testing"
+)
+
+func TestLineIDs(t *testing.T) {
+	t.Parallel()
+	ids := ConnLineIDs("gw-1a2b", "7")
+	if got := ids.Line(42); got != "gw-1a2b.7.42" {
+		t.Fatalf("Line(42) = %q", got)
+	}
+	tests := []struct {
+		msgID string
+		first int64
+		want  LineIDs
+		ok    bool
+	}{
+		{"gw-1a2b.7.42", 42, "gw-1a2b.7.", true},
+		{"gw.x.y.7.1", 1, "gw.x.y.7.", true},
+		{"gw-1a2b.7.42", 41, "", false},
+		{"gw-1a2b.7.142", 42, "", false},
+		{"42", 42, "", false},
+		{".42", 42, "", false},
+		{"gw.7.0", 0, "", false},
+	}
+	for _, tt := range tests {
+		got, ok := FrameLineIDs(tt.msgID, tt.first)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("FrameLineIDs(%q, %d) = %q, %v; want %q, %v", tt.msgID, tt.first, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestLines(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		payload string
+		want    string
+	}{
+		{"", "[]"},
+		{"a\n", "[0:a]"},
+		{"a\nb\n", "[0:a 1:b]"},
+		{"a\r\nb", "[0:a 1:b]"},
+		{"a\n\n\r\nd\n", "[0:a 3:d]"},
+		{"\n", "[]"},
+	}
+	for _, tt := range tests {
+		var got []string
+		for k, line := range Lines([]byte(tt.payload)) {
+			got = append(got, fmt.Sprintf("%d:%s", k, line))
+		}
+		if fmt.Sprint(got) != tt.want && !(len(got) == 0 && tt.want == "[]") {
+			t.Errorf("Lines(%q) = %v, want %s", tt.payload, got, tt.want)
+		}
+	}
+}
