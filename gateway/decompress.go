@@ -132,11 +132,14 @@ type DecompressError struct {
 }
 
 func (e *DecompressError) Error() string {
+	var perr *programError
 	switch {
 	case e.Limit > 0:
 		return fmt.Sprintf("%s: stream decompresses to more than %d bytes (GATEWAY_MAX_DECOMPRESSED_BYTES); lines up to the limit were read", e.Format, e.Limit)
 	case errors.Is(e.Err, zstd.ErrWindowSizeExceeded):
 		return fmt.Sprintf("%s: stream needs a window over %d MiB, more than the gateway allows per connection: compress without --long or with --long=27 at most", e.Format, zstdMaxWindow>>20)
+	case errors.As(e.Err, &perr) && perr.failed:
+		return fmt.Sprintf("%s: decoding failed after %d decompressed bytes: %v", e.Format, e.Decompressed, e.Err)
 	case errors.Is(e.Err, io.ErrUnexpectedEOF):
 		return fmt.Sprintf("%s: truncated stream after %d decompressed bytes: %v", e.Format, e.Decompressed, e.Err)
 	}
@@ -151,9 +154,10 @@ func (e *DecompressError) Unwrap() error { return e.Err }
 // releases the decoder and its buffer; a decompressor is not safe for
 // concurrent use.
 type decompressor struct {
-	format string
-	src    *bufio.Reader
-	limit  int64
+	format   string
+	src      *bufio.Reader
+	limit    int64
+	programs *decodePrograms // nil: Go decoders only
 
 	dec   io.Reader
 	close func()
@@ -166,7 +170,7 @@ type decompressor struct {
 func newDecompressor(format string, src io.Reader, limit int64) *decompressor {
 	br := decodeReaders.Get().(*bufio.Reader)
 	br.Reset(src)
-	return &decompressor{format: format, src: br, limit: limit}
+	return &decompressor{format: format, src: br, limit: limit, programs: systemDecoders}
 }
 
 func (d *decompressor) open() error {
@@ -186,6 +190,10 @@ func (d *decompressor) open() error {
 		}
 		d.dec, d.close = zr, zr.Close
 	case CompressionXz:
+		if pd := d.programs.start(d.format, d.src); pd != nil {
+			d.dec, d.close = pd, pd.Close
+			break
+		}
 		// Reads concatenated streams and padding. The library offers no
 		// cap on the dictionary a stream declares (xz -9 uses 64 MiB; a
 		// header may ask for up to 4 GiB), unlike zstd's window above.

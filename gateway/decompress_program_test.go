@@ -1,0 +1,345 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ulikunitz/xz"
+)
+
+// decodePath is one way a format is decoded: by its system program or by
+// the Go decoder.
+type decodePath struct {
+	name    string
+	program bool
+}
+
+// programs returns the programs a decompressor of the path is given, each
+// time a set of its own.
+func (p decodePath) programs() *decodePrograms {
+	if !p.program {
+		return nil
+	}
+	return programsOf(1)
+}
+
+// decodePaths returns both ways to decode xz, the program's only where
+// xz is installed.
+func decodePaths(t *testing.T) []decodePath {
+	t.Helper()
+	paths := []decodePath{{"go", false}}
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Logf("xz is not installed; only the Go decoder is tested (%v)", err)
+		return paths
+	}
+	return append(paths, decodePath{"program", true})
+}
+
+// programsOf returns the system's programs with a bound of n.
+func programsOf(n int) *decodePrograms {
+	return &decodePrograms{byFormat: systemDecoders.byFormat, slots: make(chan struct{}, n)}
+}
+
+// openDecompressor returns a decompressor reading src with the given
+// programs, opened, and reports whether it runs a program.
+func openDecompressor(t *testing.T, src io.Reader, limit int64, programs *decodePrograms) *decompressor {
+	t.Helper()
+	br := bufio.NewReaderSize(src, sniffBuffer)
+	if f := sniff(br); f != CompressionXz {
+		t.Fatalf("sniffed %s, want xz", f)
+	}
+	d := newDecompressor(CompressionXz, br, limit)
+	d.programs = programs
+	t.Cleanup(d.Close)
+	return d
+}
+
+func usesProgram(d *decompressor) bool {
+	_, ok := d.dec.(*programDecoder)
+	return ok
+}
+
+// testLines returns n lines that differ, so that they compress ~10×.
+func testLines(n int) []byte {
+	var b bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&b, `{"id":%d,"user":"u%d","hash":"%x","text":"%s"}`+"\n", i, i*7919%10007, i*2654435761, strings.Repeat("ab", i%50))
+	}
+	return b.Bytes()
+}
+
+func xzWith(t *testing.T, raw []byte, blockSize int64) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := xz.WriterConfig{BlockSize: blockSize}.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// xzProgram compresses raw with the xz program and args, as a user would.
+func xzProgram(t *testing.T, raw []byte, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command("xz", append([]string{"-c"}, args...)...)
+	cmd.Stdin = bytes.NewReader(raw)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("xz %v: %v", args, err)
+	}
+	return out
+}
+
+func TestDecompressXzPaths(t *testing.T) {
+	t.Parallel()
+	raw := testLines(20000)
+	streams := []struct {
+		name string
+		data []byte
+	}{
+		{"one block", xzWith(t, raw, 1<<30)},
+		{"64 KiB blocks", xzWith(t, raw, 64<<10)},
+		{"concatenated streams", append(xzWith(t, raw[:len(raw)/3], 1<<30), xzWith(t, raw[len(raw)/3:], 1<<30)...)},
+	}
+	if _, err := exec.LookPath("xz"); err == nil {
+		streams = append(streams, struct {
+			name string
+			data []byte
+		}{"xz -T2 --block-size=256KiB", xzProgram(t, raw, "-T2", "--block-size=256KiB")})
+	}
+	for _, path := range decodePaths(t) {
+		for _, s := range streams {
+			t.Run(path.name+"/"+s.name, func(t *testing.T) {
+				t.Parallel()
+				d := openDecompressor(t, bytes.NewReader(s.data), 1<<30, path.programs())
+				got, err := io.ReadAll(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if usesProgram(d) != path.program {
+					t.Fatalf("decoded by the program: %v, want %v", usesProgram(d), path.program)
+				}
+				if !bytes.Equal(got, raw) {
+					t.Fatalf("decoded %d bytes that differ from the %d sent", len(got), len(raw))
+				}
+			})
+		}
+	}
+}
+
+// Corrupt and truncated streams, and streams over the limit, end with the
+// same receipts whichever way they are decoded.
+func TestDecompressXzDamagedPaths(t *testing.T) {
+	t.Parallel()
+	raw := testLines(20000)
+	data := xzWith(t, raw, 1<<30)
+	corrupt := bytes.Clone(data)
+	for i := len(corrupt) / 2; i < len(corrupt)/2+16; i++ {
+		corrupt[i] ^= 0x5a
+	}
+	cases := []struct {
+		name    string
+		data    []byte
+		limit   int64
+		wantErr string // the receipt's error starts with it; "" for EOF
+	}{
+		{"whole", data, int64(len(raw)), ""},
+		{"corrupt", corrupt, 1 << 30, "xz: corrupt stream after "},
+		{"truncated", data[:len(data)*2/3], 1 << 30, "xz: truncated stream after "},
+		{"truncated in the header", data[:9], 1 << 30, "xz: truncated stream after 0 "},
+		{"over the limit", data, int64(len(raw)) - 1, "xz: stream decompresses to more than "},
+	}
+	for _, path := range decodePaths(t) {
+		for _, c := range cases {
+			t.Run(path.name+"/"+c.name, func(t *testing.T) {
+				t.Parallel()
+				d := openDecompressor(t, bytes.NewReader(c.data), c.limit, path.programs())
+				got, err := io.ReadAll(d)
+				if usesProgram(d) != path.program {
+					t.Fatalf("decoded by the program: %v, want %v", usesProgram(d), path.program)
+				}
+				if !bytes.HasPrefix(raw, got) && c.name != "corrupt" {
+					t.Errorf("the %d bytes decoded are not the start of what was sent", len(got))
+				}
+				if c.wantErr == "" {
+					if err != nil {
+						t.Fatalf("error %v, want none", err)
+					}
+					return
+				}
+				var derr *DecompressError
+				if !errors.As(err, &derr) || !strings.HasPrefix(derr.Error(), c.wantErr) {
+					t.Fatalf("error %v, want a *DecompressError starting %q", err, c.wantErr)
+				}
+				if derr.Decompressed != int64(len(got)) {
+					t.Errorf("error counts %d decompressed bytes, %d were read", derr.Decompressed, len(got))
+				}
+				t.Logf("%s", derr)
+			})
+		}
+	}
+}
+
+// Past the bound on programs, connections are decoded in Go.
+func TestDecompressProgramBound(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Skip("xz is not installed")
+	}
+	raw := testLines(5000)
+	data := xzWith(t, raw, 1<<30)
+	programs := programsOf(1)
+	first := openDecompressor(t, bytes.NewReader(data), 1<<30, programs)
+	second := openDecompressor(t, bytes.NewReader(data), 1<<30, programs)
+	for i, d := range []*decompressor{first, second} {
+		got, err := io.ReadAll(d)
+		if err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("decompressor %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+	if !usesProgram(first) || usesProgram(second) {
+		t.Fatalf("first runs the program: %v, second: %v; want only the first", usesProgram(first), usesProgram(second))
+	}
+	first.Close()
+	third := openDecompressor(t, bytes.NewReader(data), 1<<30, programs)
+	if _, err := io.ReadAll(third); err != nil || !usesProgram(third) {
+		t.Fatalf("after the first closed, the third runs the program: %v (%v), want true", usesProgram(third), err)
+	}
+}
+
+// A sender that pauses gets what it sent decoded without sending more,
+// but for the last 8 KiB: xz reads its input in pieces of 8 KiB and waits
+// for a whole one (or the end) before it decodes it. The rest follows the
+// end of the input.
+func TestDecompressProgramSenderPauses(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Skip("xz is not installed")
+	}
+	raw := testLines(20000)
+	data := xzWith(t, raw, 1<<30)
+	client, server := tcpPair(t)
+	go func() { _, _ = client.Write(data) }() // and no EOF yet
+	d := openDecompressor(t, server, 1<<30, programsOf(1))
+	got := make([]byte, len(raw))
+	half := len(raw) / 2 // data is ~10 times 8 KiB
+	_ = server.SetReadDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	if _, err := io.ReadFull(d, got[:half]); err != nil || !usesProgram(d) {
+		t.Fatalf("read %v, program %v", err, usesProgram(d))
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the first half of the lines took %s while the sender waited; want them at once", took)
+	}
+	_ = client.CloseWrite()
+	if _, err := io.ReadFull(d, got[half:]); err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("after the end of the input: %v, or the lines differ", err)
+	}
+	if n, err := d.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("at the end: %d, %v; want EOF", n, err)
+	}
+}
+
+// A connection that closes or fails mid-stream, or is dropped while its
+// program still decodes, leaves no process and no goroutine behind.
+// Not parallel: it counts every decoder goroutine of the test binary.
+func TestDecompressProgramLeavesNothing(t *testing.T) {
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Skip("xz is not installed")
+	}
+	raw := testLines(20000)
+	data := xzWith(t, raw, 1<<30)
+	cases := []struct {
+		name string
+		end  func(client *net.TCPConn, d *decompressor) // after half the stream
+	}{
+		{"closed", func(c *net.TCPConn, d *decompressor) {
+			_ = c.Close()
+			_, err := io.ReadAll(d)
+			if !strings.Contains(fmt.Sprint(err), "truncated stream") {
+				t.Errorf("closed: error %v, want a truncated stream", err)
+			}
+		}},
+		{"reset", func(c *net.TCPConn, d *decompressor) {
+			_ = c.SetLinger(0)
+			_ = c.Close()
+			_, err := io.ReadAll(d)
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("reset: error %v, want the connection's", err)
+			}
+		}},
+		{"dropped", func(c *net.TCPConn, d *decompressor) {}},
+	}
+	for _, c := range cases {
+		client, server := tcpPair(t)
+		if _, err := client.Write(data[:len(data)/2]); err != nil {
+			t.Fatal(err)
+		}
+		d := openDecompressor(t, server, 1<<30, programsOf(1))
+		if _, err := io.ReadFull(d, make([]byte, 1000)); err != nil || !usesProgram(d) {
+			t.Fatalf("%s: first read %v, program %v", c.name, err, usesProgram(d))
+		}
+		pid := d.dec.(*programDecoder).cmd.Process.Pid
+		c.end(client, d)
+		d.Close()
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("%s: after Close, process %d answers kill(0) with %v, want ESRCH (gone and reaped)", c.name, pid, err)
+		}
+		if n := decoderGoroutines(); n != 0 {
+			t.Errorf("%s: after Close, %d decoder goroutines run", c.name, n)
+		}
+	}
+}
+
+// decoderGoroutines counts the goroutines running a programDecoder method.
+func decoderGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return bytes.Count(buf, []byte("(*programDecoder).read")) + bytes.Count(buf, []byte("(*programDecoder).write"))
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s net.Conn
+	select {
+	case s = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("accept timed out")
+	}
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { _ = c.Close(); _ = s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
