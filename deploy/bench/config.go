@@ -10,10 +10,13 @@ import (
 	"time"
 )
 
-// Defaults of the flags. DefaultLines is sized so that a whole run (corpus,
-// raw publish, end to end) takes a minute or two on a 2-core machine.
+// Defaults of the flags. The default of -lines is the corpus's own (see
+// [corpusKinds]), sized so that a whole run (corpus, raw publish, end to
+// end) takes a minute or two on a 2-core machine; -latency sends
+// DefaultLoneLines.
 const (
-	DefaultLines        = 400_000
+	DefaultCorpus       = "tweets"
+	DefaultLoneLines    = 100
 	DefaultConns        = 4
 	DefaultWorkers      = 2
 	DefaultGatewayBin   = ".data/bin/gateway"
@@ -32,13 +35,26 @@ type Config struct {
 	// Mode selects the measurement; see [modes]. Defaults to "e2e".
 	Mode string
 	// Spec is the pipeline spec file the typed mode runs the workers with.
-	// Defaults to [DefaultSpec].
+	// Empty (the default) means the corpus's own: [DefaultSpec] for
+	// tweets, one generated into the run's directory for the others.
 	Spec string
-	// Lines is how many tweet lines are generated and sent. Defaults to
-	// [DefaultLines].
+	// Corpus names the kind of lines generated, a key of [corpusKinds].
+	// Defaults to [DefaultCorpus].
+	Corpus string
+	// Compress, when "xz", sends the corpus as one file compressed with
+	// `xz -T2` over one connection, with ncat, and measures `xz -dc` of
+	// it as the floor. Empty sends it plain.
+	Compress string
+	// Latency, in the e2e mode, replaces the stream by lone lines: each
+	// sent over one open connection only once the row of the one before
+	// is visible, for the line-to-row latency of an idle pipeline.
+	Latency bool
+	// Lines is how many lines are generated and sent. Defaults to the
+	// corpus's own number, or [DefaultLoneLines] with Latency.
 	Lines int
 	// Conns is how many TCP connections send the lines, and how many
-	// publishers the raw publish runs. Defaults to [DefaultConns].
+	// publishers the raw publish runs. Defaults to [DefaultConns], or 1
+	// with Compress or Latency, which send over one connection.
 	Conns int
 	// Workers is how many worker processes run. Defaults to
 	// [DefaultWorkers].
@@ -61,7 +77,7 @@ type Config struct {
 	// [postgresSettings]); durability settings cannot be turned off.
 	PGSettings map[string]string
 	// ChildEnv holds extra NAME=VALUE variables for the gateway and the
-	// workers, such as GATEWAY_INFLIGHT_MESSAGES=8192.
+	// workers, such as GATEWAY_INFLIGHT_LINES=8192.
 	ChildEnv []string
 	// NATSSync is JetStream's fsync setting for the run: "" keeps the
 	// server default (every 2m), "always" fsyncs every write as
@@ -104,9 +120,12 @@ func parseFlags(args []string) (Config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
-	fs.StringVar(&cfg.Spec, "spec", DefaultSpec, "pipeline spec `file` of -mode typed")
-	fs.IntVar(&cfg.Lines, "lines", DefaultLines, "number of ~6 KB tweet lines to send")
-	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "concurrent TCP connections (and raw publishers)")
+	fs.StringVar(&cfg.Spec, "spec", "", "pipeline spec `file` of -mode typed (default: "+DefaultSpec+" for tweets, a generated one for the other corpora)")
+	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: "+corpusText())
+	fs.StringVar(&cfg.Compress, "compress", "", "`xz`: send the corpus as one xz -T2 file with `ncat host port < dump.xz`, and measure xz -dc of it as the floor")
+	fs.BoolVar(&cfg.Latency, "latency", false, "-mode e2e: send the lines one at a time over one connection, each once the row of the one before is visible")
+	fs.IntVar(&cfg.Lines, "lines", 0, "number of lines to send (default: the corpus's, see -corpus; 100 with -latency)")
+	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "concurrent TCP connections (and raw publishers); 1 with -compress or -latency")
 	fs.IntVar(&cfg.Workers, "workers", DefaultWorkers, "worker processes")
 	fs.IntVar(&cfg.WorkerConcurrency, "worker-concurrency", 0, "WORKER_CONCURRENCY for each worker (0: the worker's default)")
 	fs.IntVar(&cfg.BatchSize, "batch", 0, "WORKER_BATCH_SIZE (0: the worker's default)")
@@ -114,7 +133,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&cfg.WorkerBin, "worker-bin", DefaultWorkerBin, "worker `program`; built from source if missing")
 	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the tweet generator")
 	fs.Var(settingsFlag(cfg.PGSettings), "pg", "extra Postgres setting `name=value` (repeatable), e.g. -pg wal_buffers=64MB")
-	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_MESSAGES=8192", func(s string) error {
+	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_LINES=8192", func(s string) error {
 		name, _, ok := strings.Cut(s, "=")
 		if !ok || name == "" {
 			return fmt.Errorf("%q is not NAME=VALUE", s)
@@ -135,6 +154,17 @@ func parseFlags(args []string) (Config, error) {
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments %q: everything is set with flags (see -h)", fs.Args())
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.Lines == 0 && !set["lines"] {
+		cfg.Lines = corpusKinds[cfg.Corpus].lines
+		if cfg.Latency {
+			cfg.Lines = DefaultLoneLines
+		}
+	}
+	if (cfg.Compress != "" || cfg.Latency) && !set["conns"] {
+		cfg.Conns = 1
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -144,8 +174,17 @@ func (c Config) Validate() error {
 	if _, ok := findMode(c.Mode); !ok {
 		errs = append(errs, fmt.Errorf("-mode %q is unknown: use one of %s", c.Mode, strings.Join(modeNames(), ", ")))
 	}
-	if c.Mode == "typed" && c.Spec == "" {
-		errs = append(errs, errors.New("-spec must name a pipeline spec file with -mode typed, e.g. "+DefaultSpec))
+	if _, ok := corpusKinds[c.Corpus]; !ok {
+		errs = append(errs, fmt.Errorf("-corpus %q is unknown: use one of %s", c.Corpus, strings.Join(corpusNames(), ", ")))
+	}
+	if c.Compress != "" && c.Compress != "xz" {
+		errs = append(errs, fmt.Errorf("-compress %q is unknown: use xz, or leave it out to send plain lines", c.Compress))
+	}
+	if (c.Compress != "" || c.Latency) && c.Conns != 1 {
+		errs = append(errs, fmt.Errorf("-compress and -latency send over one connection: leave out -conns (got %d)", c.Conns))
+	}
+	if c.Latency && (c.Mode != "e2e" || c.Compress != "") {
+		errs = append(errs, errors.New("-latency measures lone lines into the raw landing: use it with -mode e2e and without -compress"))
 	}
 	if c.Lines < 1 {
 		errs = append(errs, fmt.Errorf("-lines must be at least 1 (got %d)", c.Lines))
@@ -199,6 +238,16 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// corpusText lists the corpora for the help.
+func corpusText() string {
+	var parts []string
+	for _, name := range corpusNames() {
+		k := corpusKinds[name]
+		parts = append(parts, fmt.Sprintf("%s (%s; %s lines)", name, k.about, thousands(int64(k.lines))))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // settingsFlag collects repeated -pg name=value flags.

@@ -11,7 +11,8 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Mode != "e2e" || cfg.Lines != DefaultLines || cfg.Conns != DefaultConns || cfg.Workers != DefaultWorkers {
+	if cfg.Mode != "e2e" || cfg.Corpus != DefaultCorpus || cfg.Lines != corpusKinds[DefaultCorpus].lines ||
+		cfg.Conns != DefaultConns || cfg.Workers != DefaultWorkers || cfg.Spec != "" {
 		t.Fatalf("defaults = %+v", cfg)
 	}
 	if cfg.WorkerConcurrency != 0 || cfg.BatchSize != 0 {
@@ -22,17 +23,42 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 }
 
+// TestParseFlagsWorkloads checks the defaults each workload brings: its
+// corpus's number of lines, and one connection for a dump or lone lines.
+func TestParseFlagsWorkloads(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args         []string
+		lines, conns int
+	}{
+		{[]string{"-mode", "typed", "-corpus", "archive", "-compress", "xz"}, 100_000, 1},
+		{[]string{"-mode", "typed", "-corpus", "small"}, 1_000_000, DefaultConns},
+		{[]string{"-latency"}, DefaultLoneLines, 1},
+		{[]string{"-latency", "-corpus", "small", "-lines", "7"}, 7, 1},
+		{[]string{"-corpus", "archive", "-lines", "50", "-conns", "2"}, 50, 2},
+	}
+	for _, tt := range tests {
+		cfg, err := parseFlags(tt.args)
+		if err != nil {
+			t.Fatalf("parseFlags(%q): %v", tt.args, err)
+		}
+		if cfg.Lines != tt.lines || cfg.Conns != tt.conns {
+			t.Errorf("parseFlags(%q): %d lines over %d connections, want %d over %d", tt.args, cfg.Lines, cfg.Conns, tt.lines, tt.conns)
+		}
+	}
+}
+
 func TestParseFlagsRepeatable(t *testing.T) {
 	t.Parallel()
 	cfg, err := parseFlags([]string{"-pg", "wal_buffers=64MB", "-pg", "wal_compression = lz4",
-		"-env", "GATEWAY_INFLIGHT_MESSAGES=8192", "-env", "WORKER_FETCH_MAX_WAIT=500ms"})
+		"-env", "GATEWAY_INFLIGHT_LINES=8192", "-env", "WORKER_FETCH_MAX_WAIT=500ms"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.PGSettings["wal_buffers"] != "64MB" || cfg.PGSettings["wal_compression"] != "lz4" {
 		t.Fatalf("pg settings = %v", cfg.PGSettings)
 	}
-	if strings.Join(cfg.ChildEnv, " ") != "GATEWAY_INFLIGHT_MESSAGES=8192 WORKER_FETCH_MAX_WAIT=500ms" {
+	if strings.Join(cfg.ChildEnv, " ") != "GATEWAY_INFLIGHT_LINES=8192 WORKER_FETCH_MAX_WAIT=500ms" {
 		t.Fatalf("child env = %v", cfg.ChildEnv)
 	}
 }
@@ -45,7 +71,10 @@ func TestParseFlagsRejects(t *testing.T) {
 		want string
 	}{
 		{"unknown mode", []string{"-mode", "nope"}, "-mode"},
-		{"typed without spec", []string{"-mode", "typed", "-spec", ""}, "-spec"},
+		{"unknown corpus", []string{"-corpus", "nope"}, "-corpus"},
+		{"unknown compression", []string{"-compress", "gzip"}, "-compress"},
+		{"dump over many connections", []string{"-compress", "xz", "-conns", "4"}, "one connection"},
+		{"lone lines typed", []string{"-mode", "typed", "-latency"}, "-mode e2e"},
 		{"pipelines by env", []string{"-env", "WORKER_PIPELINES=x.yaml"}, "with -spec"},
 		{"no lines", []string{"-lines", "0"}, "-lines"},
 		{"more conns than lines", []string{"-lines", "3", "-conns", "4"}, "-conns"},

@@ -39,7 +39,8 @@ type connectionsResult struct {
 	Goals []connGoal `json:"goals"`
 }
 
-// connGoal is one goal of the connections mode and how the run did.
+// connGoal is one goal of a run and how the run did: each of the
+// connections mode's, or the one of a mode that sends lines.
 type connGoal struct {
 	Text string  `json:"text"`
 	Goal float64 `json:"goal"`
@@ -104,7 +105,7 @@ func (r *Report) setConnections(res connectionsResult) {
 	}
 	res.Goals = []connGoal{idle, plain, secure}
 	r.Connections = &res
-	r.Goal = goal{Text: connGoalText, Met: idle.Met && plain.Met && secure.Met}
+	r.Goal = connGoal{Text: connGoalText, Met: idle.Met && plain.Met && secure.Met}
 }
 
 // writeConnectionsText writes the report of the connections mode as

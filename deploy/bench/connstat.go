@@ -8,9 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/jetline/jetline/shared/metrics"
 )
 
 // currentRSS returns the resident set size (VmRSS) of pid in bytes.
@@ -66,13 +63,7 @@ func loadAvg() string {
 // goroutines returns the gateway's go_goroutines from its /metrics, or -1
 // when it serves no such metric.
 func (r *connRun) goroutines(ctx context.Context) int {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	samples, err := metrics.Scrape(ctx, "http://"+r.healthAddr+"/metrics")
-	if err != nil {
-		return -1
-	}
-	v, ok := samples["go_goroutines"]
+	v, ok := scrapeSum(ctx, r.healthAddr, "go_goroutines")
 	if !ok {
 		return -1
 	}

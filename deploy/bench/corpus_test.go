@@ -3,20 +3,39 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
 func TestCorpus(t *testing.T) {
 	t.Parallel()
+	tests := []struct {
+		kind          string
+		minAvg, maxAv int64
+	}{
+		{"tweets", 4000, 8000},
+		{"archive", 3800, 4400},
+		{"small", 150, 260},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind, func(t *testing.T) {
+			t.Parallel()
+			testCorpus(t, corpusKinds[tt.kind], tt.minAvg, tt.maxAv)
+		})
+	}
+}
+
+func testCorpus(t *testing.T, k corpusKind, minAvg, maxAvg int64) {
 	const n = 2*chunkLines + 7 // several chunks and a short last one
-	c := newCorpus(3, n)
+	c := newCorpus(k, 3, n)
 	if c.Len() != n {
 		t.Fatalf("Len = %d, want %d", c.Len(), n)
 	}
-	if !bytes.Equal(c.data, newCorpus(3, n).data) {
+	if !bytes.Equal(c.data, newCorpus(k, 3, n).data) {
 		t.Fatal("the same seed gave different lines")
 	}
-	if bytes.Equal(c.data, newCorpus(4, n).data) {
+	if bytes.Equal(c.data, newCorpus(k, 4, n).data) {
 		t.Fatal("another seed gave the same lines")
 	}
 	ids := map[int64]bool{}
@@ -36,14 +55,30 @@ func TestCorpus(t *testing.T) {
 	if payload != c.PayloadBytes() {
 		t.Fatalf("PayloadBytes = %d, lines add up to %d", c.PayloadBytes(), payload)
 	}
-	if avg := payload / n; avg < 4000 || avg > 8000 {
-		t.Fatalf("average line is %d bytes, want about 6 KB", avg)
+	if avg := payload / n; avg < minAvg || avg > maxAvg {
+		t.Fatalf("average line is %d bytes, want %d to %d", avg, minAvg, maxAvg)
+	}
+	if k.keepEvery == 0 {
+		return
+	}
+	// The kind's own pipeline keeps one line in keepEvery, and every kept
+	// line is a row of its own.
+	spec := filepath.Join(t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(spec, []byte(k.spec()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exp, err := expect(spec, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := n / k.keepEvery; exp.Kept < want || exp.Kept > want+1 || exp.Rejected != 0 || exp.Rows != int64(exp.Kept) {
+		t.Fatalf("the %s pipeline kept %d, rejected %d (%s), %d rows; want about %d kept, none rejected", k.name, exp.Kept, exp.Rejected, exp.rejectedText(), exp.Rows, want)
 	}
 }
 
 func TestCorpusSplit(t *testing.T) {
 	t.Parallel()
-	c := newCorpus(1, 103)
+	c := newCorpus(corpusKinds["tweets"], 1, 103)
 	for _, k := range []int{1, 2, 4, 103} {
 		spans := c.Split(k)
 		if len(spans) != k {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetline/jetline/shared/metrics"
 	"github.com/jetline/jetline/shared/topology"
 )
 
@@ -90,6 +91,10 @@ type e2eResult struct {
 	// the run (other programs, and kernel work charged to no process),
 	// in cores. Much above zero means the numbers are skewed low.
 	OtherCores float64 `json:"other_cores"`
+	// Frames is how many JetStream messages (frames of lines) the gateway
+	// had acknowledged, from its /metrics; -1 when it exports no frame
+	// counter.
+	Frames int64 `json:"frames"`
 }
 
 // procUsage is one process's (or process group's) share of the run.
@@ -110,16 +115,18 @@ type e2eRun struct {
 	b  *bench
 	pl pipeline
 
-	gateway *child
-	workers []*child
-	db      *pgx.Conn
-	ingest  jetstream.Stream
+	gateway       *child
+	gatewayHealth string
+	workers       []*child
+	db            *pgx.Conn
+	ingest        jetstream.Stream
 }
 
-// measureE2E starts the workers and the gateway, sends every line of the
-// corpus over cfg.Conns connections, waits until every row has landed,
-// measures, and stops the programs.
-func measureE2E(ctx context.Context, b *bench, pl pipeline) (e2eResult, error) {
+// runPrograms starts the workers and the gateway for pl, runs measure,
+// and stops the programs. A measurement that returns a result gets the
+// programs' peak RSS and the gateway's frames filled in, and goes into the
+// report.
+func runPrograms(ctx context.Context, b *bench, pl pipeline, measure func(r *e2eRun) (*e2eResult, error)) error {
 	r := &e2eRun{b: b, pl: pl}
 	defer func() {
 		if r.db != nil {
@@ -127,19 +134,53 @@ func measureE2E(ctx context.Context, b *bench, pl pipeline) (e2eResult, error) {
 		}
 	}()
 	if err := r.startPrograms(ctx); err != nil {
-		return e2eResult{}, err
+		return err
 	}
-	res, err := r.measure(ctx)
+	res, err := measure(r)
 	if err != nil {
-		return e2eResult{}, err
+		return err
 	}
-	if err := readPeakRSS(res.Processes); err != nil {
-		return e2eResult{}, err
+	if res != nil {
+		if err := readPeakRSS(res.Processes); err != nil {
+			return err
+		}
+		res.Frames = r.frames(ctx)
+		b.report.setE2E(*res)
 	}
-	if err := r.stopPrograms(); err != nil {
-		return e2eResult{}, err
+	return r.stopPrograms()
+}
+
+// framesMetric counts the frames the gateway has had acknowledged, by
+// source.
+const framesMetric = "jetline_gateway_frames_published_total"
+
+// frames returns the gateway's frames published so far, over all
+// sources, or -1 when it exports no such counter.
+func (r *e2eRun) frames(ctx context.Context) int64 {
+	n, ok := scrapeSum(ctx, r.gatewayHealth, framesMetric)
+	if !ok {
+		return -1
 	}
-	return res, nil
+	return int64(n)
+}
+
+// scrapeSum returns the sum of the series of metric name, whatever their
+// labels, on the /metrics of the health server at addr, and false when it
+// serves none or cannot be read.
+func scrapeSum(ctx context.Context, addr, name string) (float64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	samples, err := metrics.Scrape(ctx, "http://"+addr+"/metrics")
+	if err != nil {
+		return 0, false
+	}
+	sum, found := 0.0, false
+	for series, v := range samples {
+		if series == name || strings.HasPrefix(series, name+"{") {
+			sum, found = sum+v, true
+		}
+	}
+	return sum, found
 }
 
 // stopPrograms fails if a program has exited on its own, and otherwise
@@ -249,6 +290,7 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 		return err
 	}
 	h.children = append(h.children, r.gateway)
+	r.gatewayHealth = gwHealth
 	if err := r.waitGateway(ctx, listen); err != nil {
 		return err
 	}
@@ -319,7 +361,7 @@ func (r *e2eRun) measure(ctx context.Context) (e2eResult, error) {
 	b := r.b
 	n := b.corpus.Len()
 	spans := b.corpus.Split(b.cfg.Conns)
-	snd, err := dialSenders(ctx, b.gatewayAddr, b.corpus, spans)
+	snd, err := dialSenders(ctx, b, spans)
 	if err != nil {
 		return e2eResult{}, err
 	}
@@ -390,6 +432,58 @@ func (r *e2eRun) measure(ctx context.Context) (e2eResult, error) {
 	res.Redelivered = uint64(info.NumRedelivered)
 	r.account(&res, before, after)
 	return res, nil
+}
+
+// lonePoll is how often -latency counts the rows while it waits for a
+// lone line's row: it bounds how late a row is seen.
+const lonePoll = time.Millisecond
+
+// loneResult is what -latency found: how long after its line was written
+// to the socket each row was visible in Postgres, on an idle pipeline.
+type loneResult struct {
+	Lines int `json:"lines"`
+	// P50, P99 and Max are in seconds.
+	P50 float64 `json:"p50_seconds"`
+	P99 float64 `json:"p99_seconds"`
+	Max float64 `json:"max_seconds"`
+}
+
+// lone sends the corpus over one connection a line at a time, each once
+// the row of the one before is visible, and measures each line's wait.
+func (r *e2eRun) lone(ctx context.Context) (loneResult, error) {
+	b := r.b
+	n := b.corpus.Len()
+	snd, err := dialSenders(ctx, b, b.corpus.Split(1))
+	if err != nil {
+		return loneResult{}, err
+	}
+	defer snd.close()
+	count := fmt.Sprintf("SELECT count(*) FROM %s", tableIdent(r.pl.Table).Sanitize())
+	lat := make([]float64, 0, n)
+	snd.each = func(i int, written time.Time) error {
+		for {
+			var got int64
+			if err := r.db.QueryRow(ctx, count).Scan(&got); err != nil {
+				return fmt.Errorf("count rows: %w", err)
+			}
+			if got > int64(i) {
+				lat = append(lat, time.Since(written).Seconds())
+				return nil
+			}
+			if time.Since(written) > b.cfg.StallTimeout {
+				return fmt.Errorf("line %d has no row after %s", i+1, b.cfg.StallTimeout)
+			}
+			time.Sleep(lonePoll)
+		}
+	}
+	b.pr.step("sending %d lines one at a time over one connection, each once the row of the one before is visible (counting rows every %s)", n, lonePoll)
+	_, results := snd.start(ctx)
+	if s := <-results; s.Err != nil {
+		return loneResult{}, s.Err
+	}
+	lr := loneResult{Lines: n, P50: percentile(lat, 0.5), P99: percentile(lat, 0.99)}
+	lr.Max = lat[len(lat)-1] // sorted by percentile
+	return lr, nil
 }
 
 // waitLanded polls the row count until every line has landed, printing

@@ -1,21 +1,38 @@
 // Command bench measures jetline end to end on this machine. It generates
-// tweet-shaped NDJSON lines once, starts an embedded NATS server and a
-// private Postgres (fsync on) in a temporary directory, measures the raw
-// JetStream publish rate of those lines, then runs the gateway and the
+// NDJSON lines once, starts an embedded NATS server and a private Postgres
+// (fsync on) in a temporary directory, measures the raw JetStream publish
+// rate of those lines one per message, then runs the gateway and the
 // workers as child processes and measures the same lines from the first
-// byte sent over TCP to the last row committed. It prints the rates, their
-// ratio against the goal, line-to-row latency, and each process's CPU and
-// peak memory, then stops everything and removes the directory.
+// byte sent over TCP to the last row committed (or, through a pipeline
+// that filters, the last line settled). It prints the rates, their ratio
+// against the goal, frames per second (the gateway's
+// jetline_gateway_frames_published_total), line-to-row latency, and each
+// process's CPU per line and peak memory, then stops everything and
+// removes the directory.
 //
-// -mode typed does the same through a pipeline spec into its typed table.
+// -mode typed does the same through a pipeline spec into its typed table:
+// -spec, or the corpus's own. -corpus chooses the lines: tweets (about
+// 6 KB, shared/tweetgen; the tweets pipeline keeps 27 %), archive (4 KB
+// records with values of their own, which xz compresses about 8×; their
+// pipeline keeps 0.15 %) or small (200 B records, 1 % kept). -compress xz
+// compresses the corpus once with `xz -T2` (kept in the user's cache
+// directory), sends it as `ncat host port < dump.xz` (or by the bench
+// itself where ncat is missing) and measures `xz -dc` of it as the floor.
+// -latency sends lone lines instead: one at a time over one connection,
+// each once the row of the one before is visible in Postgres.
 // -mode connections measures the gateway per connection instead of per
 // line: its memory per idle connection, then plain and TLS connections per
 // second, one line each, without workers.
 //
+// The goals: end to end ≥ 0.5× raw publish (tweets), ≥ 0.8× the xz -dc
+// floor (a dump), ≥ 400,000 lines/s (small), lone-line p99 ≤ 50 ms.
+//
 // Usage (from the repository root, after `make build`):
 //
 //	go run ./deploy/bench [-mode e2e|typed|connections]
-//	                      [-lines 400000] [-conns 4] [-workers 2]
+//	                      [-corpus tweets|archive|small] [-compress xz]
+//	                      [-spec file] [-latency]
+//	                      [-lines N] [-conns 4] [-workers 2]
 //	                      [-worker-concurrency N] [-batch N]
 //	                      [-pg name=value]... [-env NAME=VALUE]... [-json]
 //	                      [-idle-conns 10000] [-clients 32] [-duration 10s]

@@ -69,8 +69,8 @@ func TestReportJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got struct {
-		Ratio float64 `json:"e2e_to_raw_ratio"`
-		Goal  goal    `json:"goal"`
+		Ratio float64  `json:"e2e_to_raw_ratio"`
+		Goal  connGoal `json:"goal"`
 		E2E   struct {
 			EndToEnd rate `json:"end_to_end"`
 		} `json:"e2e"`

@@ -26,9 +26,11 @@ import (
 type mode struct {
 	name  string
 	about string
-	// goal is what the mode measures against, printed before it starts.
+	// goal is what the mode measures against, printed before it starts;
+	// empty for modes that send lines, whose goal depends on the
+	// workload (see [lineGoal]).
 	goal string
-	// lines says the mode sends the generated tweet lines, so the run
+	// lines says the mode sends the generated lines, so the run
 	// generates them first.
 	lines bool
 	run   func(ctx context.Context, b *bench) error
@@ -38,15 +40,13 @@ type mode struct {
 var modes = []mode{
 	{
 		name:  "e2e",
-		about: "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres",
-		goal:  goalText,
+		about: "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres (with -latency: lone lines)",
 		lines: true,
 		run:   runE2E,
 	},
 	{
 		name:  "typed",
 		about: "raw JetStream publish rate, then the same lines end to end through the pipeline spec of -spec into its typed table",
-		goal:  goalText,
 		lines: true,
 		run:   runTyped,
 	},
@@ -84,6 +84,7 @@ type bench struct {
 	pr     *progress
 	stderr io.Writer
 	corpus *corpus
+	dump   *dump // the corpus compressed, with -compress
 	h      *harness
 	report *Report
 
@@ -121,13 +122,23 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if rep.Machine.BackgroundCores > backgroundWarn {
 		pr.warn("other processes keep %.2f cores busy: the numbers will be low and noisy", rep.Machine.BackgroundCores)
 	}
-	pr.step("%s", m.goal)
 	if m.lines {
-		pr.step("generating %s tweet lines (seed %d)", thousands(int64(cfg.Lines)), cfg.Seed)
+		pr.step("goal: %s", rep.Goal.Text)
+		kind := corpusKinds[cfg.Corpus]
+		pr.step("generating %s %s lines: %s (seed %d)", thousands(int64(cfg.Lines)), kind.name, kind.about, cfg.Seed)
 		start := time.Now()
-		b.corpus = newCorpus(cfg.Seed, cfg.Lines)
+		b.corpus = newCorpus(kind, cfg.Seed, cfg.Lines)
 		rep.setCorpus(b.corpus, cfg.Seed, time.Since(start))
 		pr.step("generated %s in %s, %s bytes per line on average", mib(b.corpus.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
+		if cfg.Compress != "" {
+			if b.dump, err = newDump(ctx, b.corpus, pr); err != nil {
+				return err
+			}
+			rep.Dump = b.dump
+			pr.step("dump: %s, %.1f× smaller, sent by %s", mib(b.dump.Bytes), float64(len(b.corpus.data))/float64(b.dump.Bytes), b.dump.Sender)
+		}
+	} else {
+		pr.step("%s", m.goal)
 	}
 
 	b.h, err = startHarness(ctx, cfg, logger, pr)
@@ -145,6 +156,9 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		return err
 	}
 	rep.RunSeconds = pr.Elapsed().Seconds()
+	if m.lines {
+		rep.judge()
+	}
 
 	if cfg.JSON {
 		if err := rep.writeText(stderr); err != nil {
@@ -155,22 +169,32 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	return rep.writeText(stdout)
 }
 
-// runE2E is the e2e mode: the raw publish rate, then end to end.
+// runE2E is the e2e mode: the raw publish rate, then end to end; with
+// -latency, lone lines instead.
 func runE2E(ctx context.Context, b *bench) error {
-	if err := measureRaw(ctx, b); err != nil {
+	measure := func(r *e2eRun) (*e2eResult, error) {
+		res, err := r.measure(ctx)
+		return &res, err
+	}
+	if b.cfg.Latency {
+		measure = func(r *e2eRun) (*e2eResult, error) {
+			lone, err := r.lone(ctx)
+			b.report.Lone = &lone
+			return nil, err
+		}
+	} else if err := measureRaw(ctx, b); err != nil {
 		return err
 	}
 	settle()
-	res, err := measureE2E(ctx, b, rawLanding)
-	if err != nil {
+	if err := runPrograms(ctx, b, rawLanding, measure); err != nil {
 		return fmt.Errorf("end to end: %w", err)
 	}
-	b.report.setE2E(res)
 	return nil
 }
 
-// measureRaw measures the raw JetStream publish rate of the corpus into
-// the report.
+// measureRaw measures what end to end is compared with into the report:
+// the raw JetStream publish rate of the corpus, and with a dump its
+// `xz -dc` floor.
 func measureRaw(ctx context.Context, b *bench) error {
 	win := b.report.Setup.RawWindow
 	b.pr.step("raw publish: %s lines from %d publishers, at most %d lines / %s in flight each",
@@ -182,6 +206,13 @@ func measureRaw(ctx context.Context, b *bench) error {
 	}
 	b.report.Raw = &raw
 	b.pr.step("raw publish: %s lines/s, %.1f MiB/s in %.1fs", thousands(int64(raw.LinesPerSec)), raw.MiBPerSec, raw.Seconds)
+	if d := b.dump; d != nil {
+		settle()
+		if err := d.measureFloor(ctx, b.corpus); err != nil {
+			return err
+		}
+		b.pr.step("floor: xz -dc %s > /dev/null: %.1f MiB/s of decompressed output in %.2fs", mib(d.Bytes), d.Floor.MiBPerSec, d.Floor.Seconds)
+	}
 	return nil
 }
 

@@ -80,7 +80,7 @@ func TestRunE2E(t *testing.T) {
 			t.Errorf("postgres settings %q lack %s", r.Postgres.settingsLine(), s)
 		}
 	}
-	if !strings.Contains(stderr, goalText) || !strings.Contains(stderr, "end to end") {
+	if !strings.Contains(stderr, "goal: end to end ≥ 0.5× raw publish") || !strings.Contains(stderr, "end to end") {
 		t.Errorf("text report missing from stderr:\n%s", stderr)
 	}
 
@@ -90,6 +90,41 @@ func TestRunE2E(t *testing.T) {
 	}
 	if kids := children(t); len(kids) > 0 {
 		t.Errorf("processes left behind: %v", kids)
+	}
+}
+
+// TestRunDump sends an xz-compressed archive corpus through its own
+// pipeline and checks the floor, the receipt of the dump and the goal.
+func TestRunDump(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // where the dump is kept
+	r, _, stderr := runReport(t, "-mode", "typed", "-corpus", "archive", "-compress", "xz", "-lines", "1500", "-workers", "1")
+	d := r.Dump
+	if d == nil || d.Bytes <= 0 || d.Floor.Seconds <= 0 || d.Floor.Lines != 1500 || d.Cached {
+		t.Fatalf("dump = %+v", d)
+	}
+	if r.E2E == nil || r.Typed == nil || r.Typed.Rows != r.Typed.Expected.Rows || r.Typed.Rows < 2 || r.Setup.Conns != 1 {
+		t.Fatalf("end to end = %+v, typed %+v", r.E2E, r.Typed)
+	}
+	if r.Goal.Text != "end to end ≥ 0.8× the xz -dc floor" || r.Goal.Measured <= 0 {
+		t.Errorf("goal = %+v", r.Goal)
+	}
+	for _, want := range []string{"xz -dc floor", "e2e / xz floor", "frames/s"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("text report lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+// TestRunLone sends lone lines and checks their latency is reported and
+// judged.
+func TestRunLone(t *testing.T) {
+	r, _, _ := runReport(t, "-latency", "-lines", "5", "-workers", "1")
+	l := r.Lone
+	if l == nil || l.Lines != 5 || l.P50 <= 0 || l.P99 < l.P50 || l.Max < l.P99 || r.Raw != nil {
+		t.Fatalf("lone = %+v, raw %+v", l, r.Raw)
+	}
+	if r.Goal.Measured != l.P99 || r.Goal.Note != "" {
+		t.Errorf("goal = %+v", r.Goal)
 	}
 }
 

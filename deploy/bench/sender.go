@@ -2,11 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
 	"sync"
 	"time"
 
@@ -30,23 +34,33 @@ type sent struct {
 
 // senders are open connections to the gateway, each with its share of the
 // lines, ready to send them as ncat would: write everything, half-close,
-// read the receipt.
+// read the receipt. A dump is sent by ncat itself, which connects when
+// started.
 type senders struct {
-	conns []*net.TCPConn
+	addr  string
+	conns []*net.TCPConn // nil when ncat sends a dump
 	spans []span
 	c     *corpus
+	dump  *dump
+	// each, when set, makes the lines lone: they are written one at a
+	// time, and each is followed by a call of each with its index and
+	// when it was written, which returns before the next is written.
+	each func(i int, written time.Time) error
 }
 
 // dialSenders opens one connection per span, so that connecting is not
-// part of what is measured.
-func dialSenders(ctx context.Context, addr string, c *corpus, spans []span) (*senders, error) {
-	s := &senders{spans: spans, c: c}
+// part of what is measured. With a dump, spans must be the whole corpus.
+func dialSenders(ctx context.Context, b *bench, spans []span) (*senders, error) {
+	s := &senders{addr: b.gatewayAddr, spans: spans, c: b.corpus, dump: b.dump}
+	if s.dump != nil && s.dump.Ncat != "" {
+		return s, nil
+	}
 	d := net.Dialer{Timeout: dialTimeout}
 	for i := range spans {
-		conn, err := d.DialContext(ctx, "tcp", addr)
+		conn, err := d.DialContext(ctx, "tcp", s.addr)
 		if err != nil {
 			s.close()
-			return nil, fmt.Errorf("connect sender %d to the gateway at %s: %w", i+1, addr, err)
+			return nil, fmt.Errorf("connect sender %d to the gateway at %s: %w", i+1, s.addr, err)
 		}
 		s.conns = append(s.conns, conn.(*net.TCPConn))
 	}
@@ -57,13 +71,13 @@ func dialSenders(ctx context.Context, addr string, c *corpus, spans []span) (*se
 // is about to leave, with a channel that yields one [sent] per connection
 // and is then closed. ctx cancels the sends by closing the connections.
 func (s *senders) start(ctx context.Context) (time.Time, <-chan sent) {
-	out := make(chan sent, len(s.conns))
+	out := make(chan sent, len(s.spans))
 	begin := make(chan struct{})
 	var wg sync.WaitGroup
-	for i, conn := range s.conns {
+	for i, sp := range s.spans {
 		wg.Go(func() {
 			<-begin
-			out <- s.send(ctx, i+1, conn, s.spans[i])
+			out <- s.send(ctx, i, sp)
 		})
 	}
 	go func() {
@@ -75,35 +89,93 @@ func (s *senders) start(ctx context.Context) (time.Time, <-chan sent) {
 	return t0, out
 }
 
-func (s *senders) send(ctx context.Context, n int, conn *net.TCPConn, sp span) sent {
+// send sends sp on connection i and checks the receipt.
+func (s *senders) send(ctx context.Context, i int, sp span) sent {
+	res := sent{Conn: i + 1}
+	data := s.c.Bytes(sp)
+	var line []byte
+	var err error
+	if s.dump != nil && s.dump.Ncat != "" {
+		line, err = s.dump.sendNcat(ctx, s.addr)
+	} else {
+		line, err = s.write(ctx, s.conns[i], sp)
+	}
+	res.At = time.Now()
+	if err == nil {
+		err = json.Unmarshal(line, &res.Receipt)
+	}
+	if err == nil {
+		wire := int64(len(data))
+		if s.dump != nil {
+			wire = s.dump.Bytes
+		}
+		err = checkReceipt(res.Receipt, sp.N, wire)
+		if d := s.dump; err == nil && d != nil && (res.Receipt.Compression != d.Format || res.Receipt.BytesDecompressed != int64(len(data))) {
+			err = fmt.Errorf("receipt is wrong: compression %q with %d bytes decompressed, sent %s of %d bytes",
+				res.Receipt.Compression, res.Receipt.BytesDecompressed, d.Format, len(data))
+		}
+	}
+	if err != nil {
+		res.Err = fmt.Errorf("sender %d: %w (receipt %q)", res.Conn, err, line)
+	}
+	return res
+}
+
+// write sends sp (or the dump) on conn, half-closes it and returns the
+// receipt line.
+func (s *senders) write(ctx context.Context, conn *net.TCPConn, sp span) ([]byte, error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	res := sent{Conn: n}
-	data := s.c.Bytes(sp)
-	if _, err := conn.Write(data); err != nil {
-		res.Err = fmt.Errorf("sender %d: write: %w", n, err)
-		return res
+	var err error
+	switch {
+	case s.dump != nil:
+		var f *os.File
+		if f, err = os.Open(s.dump.Path); err == nil {
+			_, err = io.Copy(conn, f)
+			f.Close()
+		}
+	case s.each != nil:
+		for i := sp.First; i < sp.First+sp.N && err == nil; i++ {
+			if _, err = conn.Write(s.c.Bytes(span{First: i, N: 1})); err == nil {
+				err = s.each(i, time.Now())
+			}
+		}
+	default:
+		_, err = conn.Write(s.c.Bytes(sp))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write: %w", err)
 	}
 	if err := conn.CloseWrite(); err != nil {
-		res.Err = fmt.Errorf("sender %d: half-close: %w", n, err)
-		return res
+		return nil, fmt.Errorf("half-close: %w", err)
 	}
 	line, err := bufio.NewReader(conn).ReadBytes('\n')
-	res.At = time.Now()
 	if err != nil {
-		res.Err = fmt.Errorf("sender %d: read receipt: %w (got %q)", n, err, line)
-		return res
+		return line, fmt.Errorf("read receipt: %w", err)
 	}
-	if err := json.Unmarshal(line, &res.Receipt); err != nil {
-		res.Err = fmt.Errorf("sender %d: receipt %q: %w", n, line, err)
-		return res
+	return line, nil
+}
+
+// sendNcat runs `ncat host port < dump` and returns the receipt it
+// printed.
+func (d *dump) sendNcat(ctx context.Context, addr string) ([]byte, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
 	}
-	res.Err = checkReceipt(res.Receipt, sp.N, int64(len(data)))
-	if res.Err != nil {
-		res.Err = fmt.Errorf("sender %d: %w", n, res.Err)
+	in, err := os.Open(d.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open the dump: %w", err)
 	}
-	return res
+	defer in.Close()
+	cmd := exec.CommandContext(ctx, d.Ncat, host, port)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("ncat %s %s < %s: %w: %s", host, port, d.Path, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return stdout.Bytes(), nil
 }
 
 // checkReceipt reports how r differs from a receipt for lines lines of

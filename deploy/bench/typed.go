@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -50,13 +51,23 @@ type typedResult struct {
 }
 
 // runTyped is the typed mode: the raw publish rate, then the same lines
-// end to end through a pipeline spec.
+// end to end through a pipeline spec: -spec, or the corpus's own.
 func runTyped(ctx context.Context, b *bench) error {
-	spec, err := filepath.Abs(b.cfg.Spec)
-	if err != nil {
-		return fmt.Errorf("resolve -spec %s: %w", b.cfg.Spec, err)
+	spec := b.cfg.Spec
+	switch k := b.corpus.kind; {
+	case spec == "" && k.keepEvery > 0:
+		spec = filepath.Join(b.h.dir, k.name+".yaml")
+		if err := os.WriteFile(spec, []byte(k.spec()), 0o644); err != nil {
+			return fmt.Errorf("write the %s pipeline: %w", k.name, err)
+		}
+	case spec == "":
+		spec = DefaultSpec
 	}
-	b.pr.step("working out what %s makes of the corpus (in-process, worker/pipeline)", b.cfg.Spec)
+	spec, err := filepath.Abs(spec)
+	if err != nil {
+		return fmt.Errorf("resolve -spec %s: %w", spec, err)
+	}
+	b.pr.step("working out what %s makes of the corpus (in-process, worker/pipeline)", spec)
 	exp, err := expect(spec, b.corpus)
 	if err != nil {
 		return fmt.Errorf("load -spec: %w", err)
@@ -67,53 +78,29 @@ func runTyped(ctx context.Context, b *bench) error {
 		return err
 	}
 	settle()
-	res, tr, err := measureTyped(ctx, b, pipeline{
-		Name:      fmt.Sprintf("pipeline %s: source %s → table %s (key %s)", b.cfg.Spec, exp.Source, exp.Table, strings.Join(exp.Key, ", ")),
+	pl := pipeline{
+		Name:      fmt.Sprintf("pipeline %s: source %s → table %s (key %s)", spec, exp.Source, exp.Table, strings.Join(exp.Key, ", ")),
 		Source:    exp.Source,
 		Table:     exp.Table,
 		WorkerEnv: []string{"WORKER_PIPELINES=" + spec},
-	}, exp)
+	}
+	err = runPrograms(ctx, b, pl, func(r *e2eRun) (*e2eResult, error) {
+		var rc *receivedCapture
+		if exp.receivedAt == "" {
+			var err error
+			if rc, err = captureReceived(ctx, b.h, exp.Source); err != nil {
+				return nil, err
+			}
+			defer rc.close()
+		}
+		res, tr, err := (&typedRun{e2eRun: r, exp: exp, rc: rc}).measure(ctx)
+		b.report.Typed = &tr
+		return &res, err
+	})
 	if err != nil {
 		return fmt.Errorf("end to end: %w", err)
 	}
-	b.report.setE2E(res)
-	b.report.Typed = &tr
 	return nil
-}
-
-// measureTyped is [measureE2E] for a pipeline: it starts the programs,
-// sends the corpus to the spec's source, waits until the consumer has
-// drained and the table holds the expected rows, checks them, measures,
-// and stops the programs.
-func measureTyped(ctx context.Context, b *bench, pl pipeline, exp *expected) (e2eResult, typedResult, error) {
-	r := &e2eRun{b: b, pl: pl}
-	defer func() {
-		if r.db != nil {
-			r.db.Close(context.WithoutCancel(ctx))
-		}
-	}()
-	if err := r.startPrograms(ctx); err != nil {
-		return e2eResult{}, typedResult{}, err
-	}
-	var rc *receivedCapture
-	if exp.receivedAt == "" {
-		var err error
-		if rc, err = captureReceived(ctx, b.h, exp.Source); err != nil {
-			return e2eResult{}, typedResult{}, err
-		}
-		defer rc.close()
-	}
-	res, tr, err := (&typedRun{e2eRun: r, exp: exp, rc: rc}).measure(ctx)
-	if err != nil {
-		return e2eResult{}, typedResult{}, err
-	}
-	if err := readPeakRSS(res.Processes); err != nil {
-		return e2eResult{}, typedResult{}, err
-	}
-	if err := r.stopPrograms(); err != nil {
-		return e2eResult{}, typedResult{}, err
-	}
-	return res, tr, nil
 }
 
 // typedRun is one typed-mode measurement in progress.
@@ -127,7 +114,7 @@ func (r *typedRun) measure(ctx context.Context) (e2eResult, typedResult, error) 
 	b, exp := r.b, r.exp
 	n := b.corpus.Len()
 	spans := b.corpus.Split(b.cfg.Conns)
-	snd, err := dialSenders(ctx, b.gatewayAddr, b.corpus, spans)
+	snd, err := dialSenders(ctx, b, spans)
 	if err != nil {
 		return e2eResult{}, typedResult{}, err
 	}
