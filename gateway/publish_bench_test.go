@@ -2,18 +2,15 @@ package gateway
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/shared/testenv"
@@ -67,7 +64,7 @@ func BenchmarkPublishFrames(b *testing.B) {
 
 // benchPublishAsync is one case of [BenchmarkPublishFrames].
 func benchPublishAsync(b *testing.B, c publishCase, window int) {
-	bb := setupPublishBench(b, c.size, false, jetstream.WithPublishAsyncMaxPending(c.conns*window),
+	bb := setupPublishBench(b, c.size, jetstream.WithPublishAsyncMaxPending(c.conns*window),
 		jetstream.WithPublishAsyncTimeout(benchAckTimeout))
 	bb.startClock(b)
 	var g errgroup.Group
@@ -118,76 +115,6 @@ func benchPublishAsync(b *testing.B, c publishCase, window int) {
 	bb.report(b)
 }
 
-// BenchmarkPublishFramesFast is [BenchmarkPublishFrames] with the
-// fast-ingest batch publisher of orbit.go's jetstreamext, one batch for
-// each connection's whole input, on a stream that allows batch publishing.
-// flow is how many messages the server acknowledges at once (it may lower
-// it, to 1 at first when several batches are open), acks how many such
-// acknowledgements may be outstanding before Add blocks.
-func BenchmarkPublishFramesFast(b *testing.B) {
-	for _, c := range publishCases {
-		for _, fc := range []struct{ flow, acks uint16 }{{100, 2}, {16, 2}, {4, 4}} {
-			b.Run(fmt.Sprintf("%s/flow=%d/acks=%d", c, fc.flow, fc.acks), func(b *testing.B) {
-				benchPublishFast(b, c, jetstreamext.FastPublishFlowControl{
-					Flow: fc.flow, MaxOutstandingAcks: fc.acks, AckTimeout: benchAckTimeout,
-				})
-			})
-		}
-	}
-}
-
-// benchPublishFast is one case of [BenchmarkPublishFramesFast].
-func benchPublishFast(b *testing.B, c publishCase, fc jetstreamext.FastPublishFlowControl) {
-	bb := setupPublishBench(b, c.size, true)
-	bb.startClock(b)
-	var g errgroup.Group
-	for conn := range c.conns {
-		n := share(b.N, c.conns, conn)
-		if n == 0 {
-			continue // a batch cannot be empty
-		}
-		g.Go(func() error {
-			// A message the stream refuses is reported only here,
-			// asynchronously, and ends the batch (gap mode "fail"); Add
-			// goes on returning nil.
-			var mu sync.Mutex
-			var asyncErr error
-			fp, err := jetstreamext.NewFastPublisher(bb.js, fc, jetstreamext.WithFastPublisherErrorHandler(func(err error) {
-				mu.Lock()
-				asyncErr = cmp.Or(asyncErr, err)
-				mu.Unlock()
-			}))
-			if err != nil {
-				return err
-			}
-			for i := range n {
-				if _, err := fp.AddMsg(bb.msg(conn, i)); err != nil {
-					return fmt.Errorf("add frame %d: %w", i, err)
-				}
-			}
-			ack, err := fp.Close(context.Background())
-			if err != nil {
-				return fmt.Errorf("close batch: %w", err)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if asyncErr != nil {
-				return fmt.Errorf("batch: %w", asyncErr)
-			}
-			if ack.BatchSize != uint64(n) {
-				return fmt.Errorf("batch acknowledged %d messages of %d", ack.BatchSize, n)
-			}
-			return nil
-		})
-	}
-	err := g.Wait()
-	bb.stopClock(b)
-	if err != nil {
-		b.Fatal(err)
-	}
-	bb.report(b)
-}
-
 // share is how many of n messages connection conn of conns publishes.
 func share(n, conns, conn int) int {
 	s := n / conns
@@ -219,7 +146,7 @@ func (bb *publishBench) stopClock(b *testing.B) {
 	bb.cpu += cpuTime()
 }
 
-func setupPublishBench(b *testing.B, size int, batched bool, opts ...jetstream.JetStreamOpt) *publishBench {
+func setupPublishBench(b *testing.B, size int, opts ...jetstream.JetStreamOpt) *publishBench {
 	b.Helper()
 	nc, err := nats.Connect(testenv.NATS(b).ClientURL())
 	if err != nil {
@@ -231,7 +158,6 @@ func setupPublishBench(b *testing.B, size int, batched bool, opts ...jetstream.J
 		b.Fatal(err)
 	}
 	sc := topology.StreamConfig{MaxBytes: 4 << 30, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 1}.Stream()
-	sc.AllowBatchPublish = batched
 	stream, err := js.CreateStream(context.Background(), sc)
 	if err != nil {
 		b.Fatal(err)

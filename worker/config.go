@@ -29,13 +29,18 @@ type Config struct {
 	// database `make run` starts.
 	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5433/jetline?sslmode=disable"`
 
-	// BatchSize is how many lines one fetch asks for and one transaction
-	// stores (WORKER_BATCH_SIZE). Defaults to 500.
+	// BatchSize is the most frames (JetStream messages, each one line or a
+	// gateway's run of lines) one batch takes and one transaction stores
+	// (WORKER_BATCH_SIZE). A batch takes what is waiting, up to this and
+	// BatchBytes, and never waits for more: a trickle is stored as it
+	// comes, a flood in full batches. Defaults to 500.
 	BatchSize int `env:"WORKER_BATCH_SIZE" envDefault:"500"`
-	// FetchMaxWait is how long a fetch waits to fill a batch before taking
-	// what it has (WORKER_FETCH_MAX_WAIT); it bounds the latency of a
-	// trickle. Defaults to 1s.
-	FetchMaxWait time.Duration `env:"WORKER_FETCH_MAX_WAIT" envDefault:"1s"`
+	// BatchBytes is the most payload bytes one batch takes
+	// (WORKER_BATCH_BYTES); a frame larger than that is taken alone. It
+	// bounds the worker's memory whatever the frame size: the batches in
+	// hand and the frames consumed ahead of them each hold at most
+	// BatchBytes × WORKER_CONCURRENCY. Defaults to 4194304 (4 MiB).
+	BatchBytes int `env:"WORKER_BATCH_BYTES" envDefault:"4194304"`
 	// Concurrency is how many batches one process works on at once, each
 	// in its own fetch → transform → store → ack loop
 	// (WORKER_CONCURRENCY). Each loop keeps one database backend busy;
@@ -112,14 +117,14 @@ func (c Config) Validate() error {
 	if c.BatchSize < 1 || c.BatchSize > 10000 {
 		errs = append(errs, fmt.Errorf("WORKER_BATCH_SIZE must be between 1 and 10000 (got %d); 500 suits lines of a few KB", c.BatchSize))
 	}
-	if c.FetchMaxWait < time.Millisecond {
-		errs = append(errs, fmt.Errorf("WORKER_FETCH_MAX_WAIT must be at least 1ms (got %s), e.g. 1s", c.FetchMaxWait))
+	if c.BatchBytes < 1<<10 || c.BatchBytes > 1<<30 {
+		errs = append(errs, fmt.Errorf("WORKER_BATCH_BYTES must be between 1024 and 1073741824 (got %d); 4194304 (4 MiB) suits most loads", c.BatchBytes))
 	}
 	if c.Concurrency < 1 || c.Concurrency > 64 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY must be between 1 and 64 (got %d); 2 keeps one database busy", c.Concurrency))
 	}
-	if c.AckWait < time.Second || c.AckWait < 2*c.FetchMaxWait {
-		errs = append(errs, fmt.Errorf("WORKER_ACK_WAIT (%s) must be at least 1s and at least twice WORKER_FETCH_MAX_WAIT (%s), or lines are redelivered while still being stored", c.AckWait, c.FetchMaxWait))
+	if c.AckWait < 2*time.Second {
+		errs = append(errs, fmt.Errorf("WORKER_ACK_WAIT must be at least 2s (got %s), or lines are redelivered while still being stored", c.AckWait))
 	}
 	if c.MaxAckPending != 0 && c.MaxAckPending < c.BatchSize*c.Concurrency {
 		errs = append(errs, fmt.Errorf("WORKER_MAX_ACK_PENDING (%d) must be 0 (automatic) or at least WORKER_BATCH_SIZE × WORKER_CONCURRENCY (%d), or batches cannot fill", c.MaxAckPending, c.BatchSize*c.Concurrency))
@@ -221,12 +226,12 @@ func (c Config) Presence() PresenceOptions {
 func (c Config) Options(deadLetters DeadLetterPublisher) Options {
 	return Options{
 		BatchSize:       c.BatchSize,
-		FetchMaxWait:    c.FetchMaxWait,
+		BatchBytes:      c.BatchBytes,
 		Concurrency:     c.Concurrency,
 		RetryBackoff:    c.RetryBackoff,
 		RetryMaxBackoff: c.RetryMaxBackoff,
 		ShutdownTimeout: c.ShutdownTimeout,
-		WriteTimeout:    max(c.AckWait-c.FetchMaxWait, time.Second),
+		WriteTimeout:    c.AckWait * 3 / 4,
 		DeadLetters:     deadLetters,
 		MaxDeliver:      c.MaxDeliver,
 		Instance:        c.InstanceName(),

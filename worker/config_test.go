@@ -24,7 +24,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
 	if cfg.DatabaseURL != "postgres://postgres@127.0.0.1:5433/jetline?sslmode=disable" || cfg.BatchSize != 500 ||
-		cfg.FetchMaxWait != time.Second || cfg.Concurrency != 2 || cfg.AckWait != 30*time.Second ||
+		cfg.BatchBytes != 4<<20 || cfg.Concurrency != 2 || cfg.AckWait != 30*time.Second ||
 		cfg.RetryBackoff != time.Second || cfg.RetryMaxBackoff != time.Minute || cfg.Table != "events" ||
 		cfg.ShutdownTimeout != 30*time.Second || cfg.HealthAddr != ":8081" || cfg.NATS.URL != "nats://127.0.0.1:4222" {
 		t.Fatalf("unexpected defaults: %+v", cfg)
@@ -60,7 +60,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{map[string]string{"WORKER_BATCH_SIZE": "0"}, []string{"WORKER_BATCH_SIZE must be between 1 and 10000 (got 0)"}},
 		{map[string]string{"WORKER_CONCURRENCY": "0", "WORKER_TABLE": "drop table;"}, []string{"WORKER_CONCURRENCY", "WORKER_TABLE"}},
-		{map[string]string{"WORKER_ACK_WAIT": "1s", "WORKER_FETCH_MAX_WAIT": "2s"}, []string{"WORKER_ACK_WAIT (1s) must be at least 1s and at least twice WORKER_FETCH_MAX_WAIT (2s)"}},
+		{map[string]string{"WORKER_ACK_WAIT": "1s"}, []string{"WORKER_ACK_WAIT must be at least 2s (got 1s)"}},
+		{map[string]string{"WORKER_BATCH_BYTES": "100"}, []string{"WORKER_BATCH_BYTES must be between 1024"}},
 		{map[string]string{"WORKER_MAX_ACK_PENDING": "100"}, []string{"WORKER_MAX_ACK_PENDING (100) must be 0 (automatic) or at least"}},
 		{map[string]string{"WORKER_RETRY_BACKOFF": "2m"}, []string{"WORKER_RETRY_MAX_BACKOFF (1m0s) must be at least WORKER_RETRY_BACKOFF (2m0s)"}},
 		{map[string]string{"DATABASE_URL": "postgres://a:b@host:notaport/db"}, []string{"DATABASE_URL is not a usable"}},

@@ -32,7 +32,7 @@ var errDeadLetterTimeout = errors.New("no acknowledgement from the dead-letter s
 // pendingDeadLetter is a dead letter published for one line of a batch and
 // not yet settled.
 type pendingDeadLetter struct {
-	// i is the line's index in the batch.
+	// i is the line's index in the batch's items.
 	i int
 	// reason, class and detail are what the entry says.
 	reason, class, detail string
@@ -42,28 +42,37 @@ type pendingDeadLetter struct {
 	err    error
 }
 
-// deadLetter publishes the dead letter of line i of b: the line's bytes and
-// headers as they came, plus why it is given up on and the line's identity
-// (topology.HeaderLineID), which a replay carries back so the line keys
-// the row it would have had. It does not wait; settleDeadLetters does. The
-// message id is "dlq.<ingest seq>", so a dead letter published again after
-// a lost PubAck (the line was handed back and failed again) is stored
-// once.
+// deadLetter publishes the dead letter of line i of b: the line's bytes
+// and its frame's headers, with the line's own number (topology.HeaderLine)
+// and without the frame's line count, plus why it is given up on and the
+// line's identity (topology.HeaderLineID), which a replay carries back so
+// the line keys the row it would have had. Its frame is not acknowledged
+// until the dead letter is settled. It does not wait; settleDeadLetters
+// does. The message id is "dlq.<ingest seq>" ("dlq.<ingest seq>.<k>" for
+// line k of a frame of several), so a dead letter published again after a
+// lost PubAck (the frame was handed back and the line failed again) is
+// stored once.
 func (w *Worker) deadLetter(b *batch, i int, reason, class, detail string) {
-	m, line := b.msgs[i], &b.lines[i]
+	it := &b.items[i]
+	f := &b.frames[it.frame]
+	m, line := f.msg, &it.line
 	// Entry.Msg copies the headers, so m's own are not changed.
 	header := nats.Header{}
 	maps.Copy(header, m.Headers())
 	if line.ID != "" {
 		header[topology.HeaderLineID] = []string{line.ID}
 	}
+	if first, err := strconv.ParseInt(header.Get(topology.HeaderLine), 10, 64); err == nil && header.Get(topology.HeaderLines) != "" {
+		header[topology.HeaderLine] = []string{strconv.FormatInt(first+int64(it.k), 10)}
+	}
+	delete(header, topology.HeaderLines)
 	e := deadletter.Entry{
 		Subject:    m.Subject(),
 		Reason:     reason,
 		Class:      class,
 		Error:      detail,
 		StreamSeq:  line.Seq,
-		Deliveries: b.delivered[i],
+		Deliveries: f.delivered,
 		By:         w.opts.Instance,
 		At:         time.Now(),
 		Data:       line.Data,
@@ -72,6 +81,9 @@ func (w *Worker) deadLetter(b *batch, i int, reason, class, detail string) {
 	var id string
 	if line.Seq > 0 {
 		id = "dlq." + strconv.FormatUint(line.Seq, 10)
+		if f.lines > 1 || it.k > 0 {
+			id += "." + strconv.Itoa(it.k)
+		}
 	}
 	msg := e.Msg(id)
 	if over := msgSize(msg) - w.maxPayload(); over > 0 {
@@ -85,6 +97,7 @@ func (w *Worker) deadLetter(b *batch, i int, reason, class, detail string) {
 	d := pendingDeadLetter{i: i, reason: reason, class: class, detail: detail}
 	d.future, d.err = w.opts.DeadLetters.PublishMsgAsync(msg)
 	b.dead = append(b.dead, d)
+	f.dead++
 }
 
 // maxPayload returns the largest message the NATS server takes, when the
@@ -125,12 +138,15 @@ func shorten(msg string, by int) string {
 }
 
 // settleDeadLetters waits, at most Options.DeadLetterTimeout in all, for
-// the PubAcks of the batch's dead letters. A line whose dead letter is
-// stored is terminated, with its reason; a line whose dead letter failed or
-// timed out is negatively acknowledged with backoff, never acknowledged, so
-// it comes back and is dead-lettered again (stored once, by its message
-// id). Lines of the batch that were stored are acknowledged before this
-// runs, so a slow dead-letter stream delays only the next fetch.
+// the PubAcks of the batch's dead letters, then settles the frames that
+// held those lines. A frame whose dead letters are all stored is
+// terminated, with the reason, when every line of it was dead-lettered,
+// and acknowledged otherwise. A frame with a dead letter that failed or
+// timed out is negatively acknowledged with backoff, never acknowledged,
+// so it comes back and its lines are stored or dead-lettered again
+// (stored once, by their keys and message ids). Frames without dead
+// letters are acknowledged before this runs, so a slow dead-letter stream
+// delays only the next batch.
 func (w *Worker) settleDeadLetters(ctx context.Context, logger *slog.Logger, b *batch) {
 	if len(b.dead) == 0 {
 		return
@@ -145,40 +161,69 @@ func (w *Worker) settleDeadLetters(ctx context.Context, logger *slog.Logger, b *
 		if d.err == nil {
 			d.err = awaitPubAck(ctx, timer.C, d.future, &expired)
 		}
-		m, line := b.msgs[d.i], &b.lines[d.i]
+		it := &b.items[d.i]
+		f := &b.frames[it.frame]
 		if d.err != nil {
 			failed++
 			failErr = d.err
-			// A failed Nak is harmless: the line is redelivered after
-			// AckWait.
-			_ = m.NakWithDelay(backoff(w.opts.RetryBackoff, w.opts.RetryMaxBackoff, int(b.delivered[d.i])))
+			f.handBack(backoff(w.opts.RetryBackoff, w.opts.RetryMaxBackoff, int(f.delivered)))
 			continue
 		}
-		if err := m.TermWithReason(d.reason); err != nil {
-			// The line is redelivered after AckWait, fails again and its
-			// dead letter is dropped as a duplicate within the stream's
-			// duplicate window.
-			termFailed++
-			termErr = err
+		it.deadLettered = true
+	}
+	for k := range b.dead {
+		d := &b.dead[k]
+		it := &b.items[d.i]
+		f := &b.frames[it.frame]
+		if f.handedBack {
+			continue
 		}
-		w.countDeadLetter(d, uint64(len(line.Data)))
+		w.countDeadLetter(d, uint64(len(it.line.Data)))
 		if w.stats.rejectLogBudget.Add(-1) >= 0 {
-			logger.Warn("line dead-lettered", "seq", line.Seq, "line_id", line.ID, "source", line.Source, "reason", d.reason,
-				"class", d.class, "detail", d.detail, "delivery", b.delivered[d.i], "bytes", len(line.Data))
+			logger.Warn("line dead-lettered", "seq", it.line.Seq, "line_id", it.line.ID, "source", it.line.Source, "reason", d.reason,
+				"class", d.class, "detail", d.detail, "delivery", f.delivered, "bytes", len(it.line.Data))
 		} else {
 			w.stats.unlogged.Add(1)
 		}
+		if f.dead--; f.dead > 0 {
+			continue
+		}
+		// The frame's last dead letter: settle it.
+		var err error
+		if b.allDeadLettered(f) {
+			err = f.msg.TermWithReason(d.reason)
+		} else {
+			err = f.msg.Ack()
+		}
+		if err != nil {
+			// The frame is redelivered after AckWait; its rows are skipped
+			// as duplicates and its dead letters dropped as duplicates
+			// within the stream's duplicate window.
+			termFailed++
+			termErr = err
+		}
+		w.countSettled(logger, b, f)
 	}
 	if failed > 0 {
-		logger.Warn("writing dead letters failed; lines handed back for redelivery",
+		logger.Warn("writing dead letters failed; their frames handed back for redelivery",
 			"err", failErr, "lines", failed, "stream", deadletter.StreamName)
 		w.stats.deadLetterFailures.Add(uint64(failed))
 		w.stats.retried.Add(uint64(failed))
 	}
 	if termFailed > 0 {
-		logger.Warn("terminating dead-lettered lines failed; they will be redelivered and their dead letters dropped as duplicates",
-			"err", termErr, "lines", termFailed)
+		logger.Warn("settling frames with dead-lettered lines failed; they will be redelivered and their dead letters dropped as duplicates",
+			"err", termErr, "frames", termFailed)
 	}
+}
+
+// allDeadLettered reports whether every line of f was dead-lettered.
+func (b *batch) allDeadLettered(f *frame) bool {
+	for i := f.first; i < f.first+f.lines; i++ {
+		if !b.items[i].deadLettered {
+			return false
+		}
+	}
+	return true
 }
 
 // awaitPubAck waits for f's PubAck until timeout fires or ctx is done, and

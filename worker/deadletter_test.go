@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/bits"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,28 +53,30 @@ func (s *failingStore) Write(context.Context, [][]any) (WriteResult, error) {
 	return WriteResult{}, s.err
 }
 
-// TestDeadLetterPoisonRows: a batch of 500 with a few rows the database
-// refuses stores all the others, puts exactly those in the dead letters
-// with the database's message, and finds them in O(log n) extra attempts.
+// TestDeadLetterPoisonRows: a frame of 500 lines with a few rows the
+// database refuses stores all the others, puts exactly those lines in the
+// dead letters, each on its own with its line number, identity and the
+// database's message, finds them in O(log n) extra attempts, and is
+// acknowledged once.
 func TestDeadLetterPoisonRows(t *testing.T) {
 	t.Parallel()
 	nb := setupNATS(t, 30*time.Second)
 	sb := setupStore(t)
-	const n = 500
-	poison := []int{1, 222, 223, 500} // 1-based sequences
+	const n, first = 500, 1001
+	poison := []int{1, 222, 223, 500} // positions in the frame, from 1
 	lines := make([][]byte, n)
 	for i := range lines {
 		lines[i] = tweetLine(i + 1)
 	}
-	for _, seq := range poison {
+	for _, k := range poison {
 		// Valid JSON (the transform takes it) that jsonb cannot hold.
-		lines[seq-1] = fmt.Appendf(nil, `{"id":%d,"n":-1e1000000}`, seq)
+		lines[k-1] = fmt.Appendf(nil, `{"id":%d,"n":-1e1000000}`, k)
 	}
-	nb.publish(t, "tweets", lines)
+	nb.publishFrame(t, "tweets", first, lines)
 
 	store := &splitCountingStore{Store: sb.store}
 	opts := testOptions()
-	opts.BatchSize, opts.Concurrency, opts.FetchMaxWait = n, 1, 2*time.Second
+	opts.BatchSize, opts.Concurrency = n, 1
 	opts.DeadLetters, opts.Instance = nb.js, "w-poison"
 	w, stop := startWorker(t, nb.cons, store, opts)
 	waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
@@ -84,22 +87,38 @@ func TestDeadLetterPoisonRows(t *testing.T) {
 	if !slices.Equal(store.batches, []int{n}) {
 		t.Fatalf("store given batches of %v, want one of %d", store.batches, n)
 	}
-	if got := sb.storedSeqs(t); len(got) != n-len(poison) || slices.ContainsFunc(poison, func(seq int) bool { return slices.Contains(got, int64(seq)) }) {
-		t.Fatalf("stored %d rows, want all %d but the poison ones %v", len(got), n-len(poison), poison)
+	lineID := func(k int) string { return fmt.Sprintf("gw.1.%d", first+k-1) }
+	var want []string
+	for k := 1; k <= n; k++ {
+		if !slices.Contains(poison, k) {
+			want = append(want, lineID(k))
+		}
 	}
-	var gotSeqs []int
+	slices.Sort(want)
+	if got := sb.storedIDs(t); !slices.Equal(got, want) {
+		t.Fatalf("stored %d rows, want all %d but the poison ones %v", len(got), len(want), poison)
+	}
+	var gotIDs []string
 	for _, e := range nb.deadLetters(t) {
-		gotSeqs = append(gotSeqs, int(e.StreamSeq))
-		if e.Reason != "pg_22003" || e.Class != deadletter.ClassPermanent || !strings.Contains(e.Error, "numeric") ||
-			string(e.Data) != string(lines[e.StreamSeq-1]) || e.By != "w-poison" {
+		id := e.Header.Get(topology.HeaderLineID)
+		gotIDs = append(gotIDs, id)
+		k := slices.IndexFunc(poison, func(k int) bool { return lineID(k) == id })
+		if k < 0 || e.Reason != "pg_22003" || e.Class != deadletter.ClassPermanent || !strings.Contains(e.Error, "numeric") ||
+			string(e.Data) != string(lines[poison[k]-1]) || e.By != "w-poison" || e.StreamSeq != 1 ||
+			e.Header.Get(topology.HeaderLine) != strconv.Itoa(first+poison[k]-1) || e.Header.Get(topology.HeaderLines) != "" {
 			t.Errorf("dead letter %+v", e)
 		}
 	}
-	if slices.Sort(gotSeqs); !slices.Equal(gotSeqs, poison) {
-		t.Fatalf("dead letters for lines %v, want %v", gotSeqs, poison)
+	var wantIDs []string
+	for _, k := range poison {
+		wantIDs = append(wantIDs, lineID(k))
+	}
+	if slices.Sort(gotIDs); !slices.Equal(gotIDs, wantIDs) {
+		t.Fatalf("dead letters for lines %v, want %v", gotIDs, wantIDs)
 	}
 	s := w.Stats()
-	if s.Inserted != n-uint64(len(poison)) || s.DeadLettered != uint64(len(poison)) || s.DeadLetteredBy["pg_22003"] != uint64(len(poison)) || s.Retried != 0 {
+	if s.Inserted != n-uint64(len(poison)) || s.DeadLettered != uint64(len(poison)) || s.DeadLetteredBy["pg_22003"] != uint64(len(poison)) ||
+		s.Retried != 0 || s.Frames != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 	// Each poison row costs at most two attempts per level of halving.
@@ -112,16 +131,26 @@ func TestDeadLetterPoisonRows(t *testing.T) {
 }
 
 // TestDeadLetterMaxDeliveries: lines whose store fails on every delivery
-// are dead-lettered on the last one allowed, with reason max_deliveries and
-// the last error, and terminated; a line the transform refuses does not
-// wait for that.
+// are dead-lettered on the last one allowed, each on its own with reason
+// max_deliveries and the last error, and terminated; a line the transform
+// refuses does not wait for that. Lines come one per message, or in two
+// frames of ten, whose lines are dead-lettered one by one.
 func TestDeadLetterMaxDeliveries(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
+		frames  bool
 		store   func(t *testing.T) Store
 		wantErr string
 	}{
+		{
+			name:   "transient, frames",
+			frames: true,
+			store: func(*testing.T) Store {
+				return &failingStore{err: fmt.Errorf("begin transaction: %w", &pgconn.ConnectError{})}
+			},
+			wantErr: "begin transaction",
+		},
 		{
 			name: "transient",
 			store: func(*testing.T) Store {
@@ -151,7 +180,12 @@ func TestDeadLetterMaxDeliveries(t *testing.T) {
 				lines[i] = tweetLine(i + 1)
 			}
 			lines[4] = []byte(`{"truncated":`)
-			nb.publish(t, "tweets", lines)
+			if tt.frames {
+				nb.publishFrame(t, "tweets", 1, lines[:n/2])
+				nb.publishFrame(t, "tweets", n/2+1, lines[n/2:])
+			} else {
+				nb.publish(t, "tweets", lines)
+			}
 
 			opts := testOptions()
 			opts.DeadLetters, opts.MaxDeliver = nb.js, maxDeliver
@@ -166,8 +200,12 @@ func TestDeadLetterMaxDeliveries(t *testing.T) {
 				t.Fatalf("%d dead letters, want %d", len(entries), n)
 			}
 			for _, e := range entries {
+				invalid := e.StreamSeq == 5
+				if tt.frames {
+					invalid = e.Header.Get(topology.HeaderLineID) == "gw.1.5"
+				}
 				switch {
-				case e.StreamSeq == 5:
+				case invalid:
 					if e.Reason != ReasonInvalidJSON || e.Deliveries != 1 {
 						t.Errorf("invalid line dead-lettered as %s on delivery %d, want invalid_json on 1", e.Reason, e.Deliveries)
 					}
@@ -177,9 +215,23 @@ func TestDeadLetterMaxDeliveries(t *testing.T) {
 						e.StreamSeq, e.Reason, e.Class, e.Deliveries, e.Error, maxDeliver, tt.wantErr)
 				}
 			}
+			if tt.frames {
+				ids := map[string]bool{}
+				for _, e := range entries {
+					ids[e.Header.Get(topology.HeaderLineID)] = true
+				}
+				if len(ids) != n || !ids["gw.1.1"] || !ids[fmt.Sprintf("gw.1.%d", n)] {
+					t.Errorf("dead letters for %d distinct lines (%v), want each of gw.1.1…gw.1.%d once", len(ids), ids, n)
+				}
+			}
+			// A frame is handed back whole, its refused line with it.
+			retried := uint64((maxDeliver - 1) * (n - 1))
+			if tt.frames {
+				retried = (maxDeliver - 1) * n
+			}
 			s := w.Stats()
-			if s.DeadLetteredBy[deadletter.ReasonMaxDeliveries] != n-1 || s.Rejected != 1 || s.Retried != (maxDeliver-1)*(n-1) || s.Inserted != 0 {
-				t.Fatalf("stats %+v, want %d max_deliveries, 1 rejected, %d retried", s, n-1, (maxDeliver-1)*(n-1))
+			if s.DeadLetteredBy[deadletter.ReasonMaxDeliveries] != n-1 || s.Rejected != 1 || s.Retried != retried || s.Inserted != 0 {
+				t.Fatalf("stats %+v, want %d max_deliveries, 1 rejected, %d retried", s, n-1, retried)
 			}
 			// Terminated, not handed back: nothing comes again.
 			waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })

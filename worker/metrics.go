@@ -19,6 +19,9 @@ import (
 const (
 	MetricBatches             = "jetline_worker_batches_total"
 	MetricBatchLines          = "jetline_worker_batch_lines"
+	MetricBatchFrames         = "jetline_worker_batch_frames"
+	MetricLines               = "jetline_worker_lines_total"
+	MetricFrames              = "jetline_worker_frames_total"
 	MetricBatchDuration       = "jetline_worker_batch_duration_seconds"
 	MetricRowsInserted        = "jetline_worker_rows_inserted_total"
 	MetricRowsDuplicate       = "jetline_worker_rows_duplicate_total"
@@ -63,7 +66,7 @@ type metrics struct {
 
 	batchStored, batchFailed prometheus.Counter
 	batches                  *prometheus.CounterVec
-	batchLines               prometheus.Histogram
+	batchLines, batchFrames  prometheus.Histogram
 	batchDuration            prometheus.Histogram
 	inserted, duplicates     *prometheus.CounterVec
 	filtered                 *prometheus.CounterVec
@@ -74,7 +77,7 @@ type metrics struct {
 	insertedBy, duplicatesBy, filteredBy []prometheus.Counter
 	failedBy                             map[Class]prometheus.Counter
 
-	retried, deadLettered *prometheus.Desc
+	lines, frames, retried, deadLettered *prometheus.Desc
 
 	js *jetstreamState
 }
@@ -85,21 +88,30 @@ func newMetrics(w *Worker, router *Router) *metrics {
 	}
 	m := &metrics{
 		w:       w,
-		batches: counter(MetricBatches, "Fetched batches finished: stored (every table committed, lines acknowledged) or failed (a store failed; its lines were handed back).", "outcome"),
+		batches: counter(MetricBatches, "Batches finished: stored (every table committed, frames acknowledged) or failed (a store failed; its frames were handed back).", "outcome"),
 		batchLines: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricBatchLines,
-			Help:    "Lines per fetched batch.",
+			Help:    "Lines per batch.",
+			Buckets: prometheus.ExponentialBucketsRange(1, 100000, 17),
+		}),
+		batchFrames: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    MetricBatchFrames,
+			Help:    "Frames (messages) per batch.",
 			Buckets: prometheus.ExponentialBucketsRange(1, 10000, 15),
 		}),
 		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricBatchDuration,
-			Help:    "Time from a batch's fetch completing to its lines being settled (transform, store, commit, dead letters, ack).",
+			Help:    "Time from a batch being taken to its frames being settled (split, transform, store, commit, dead letters, ack).",
 			Buckets: batchDurationBuckets,
 		}),
 		inserted:      counter(MetricRowsInserted, "Rows newly stored, by table.", "table"),
 		duplicates:    counter(MetricRowsDuplicate, "Rows skipped because their key was already stored (a redelivered or re-sent line), by table.", "table"),
 		filtered:      counter(MetricLinesFiltered, "Lines a pipeline's filter dropped, by source.", "source"),
 		storeFailures: counter(MetricStoreFailures, "Failed attempts to store a batch's rows of one table, by class (transient: retried soon; permanent: fix the cause).", "class"),
+		lines: prometheus.NewDesc(MetricLines,
+			"Lines settled: stored (or found stored), filtered, rejected or dead-lettered.", nil, nil),
+		frames: prometheus.NewDesc(MetricFrames,
+			"Frames (messages of one line or more) settled: acknowledged or terminated once every line was.", nil, nil),
 		retried: prometheus.NewDesc(MetricLinesRetried,
 			"Lines negatively acknowledged for redelivery after a failed store or a failed dead letter.", nil, nil),
 		deadLettered: prometheus.NewDesc(MetricLinesDeadLettered,
@@ -108,7 +120,7 @@ func newMetrics(w *Worker, router *Router) *metrics {
 	}
 	m.batchStored = m.batches.WithLabelValues(batchStored)
 	m.batchFailed = m.batches.WithLabelValues(batchFailed)
-	for _, c := range []Class{Transient, Permanent} {
+	for _, c := range []Class{Transient, RowData, Permanent} {
 		m.failedBy[c] = m.storeFailures.WithLabelValues(c.String())
 	}
 	for i, r := range router.routes {
@@ -131,6 +143,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.collectors() {
 		c.Describe(ch)
 	}
+	ch <- m.lines
+	ch <- m.frames
 	ch <- m.retried
 	ch <- m.deadLettered
 	if m.js != nil {
@@ -144,6 +158,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		c.Collect(ch)
 	}
 	s := m.w.Stats()
+	ch <- prometheus.MustNewConstMetric(m.lines, prometheus.CounterValue, float64(s.Lines))
+	ch <- prometheus.MustNewConstMetric(m.frames, prometheus.CounterValue, float64(s.Frames))
 	ch <- prometheus.MustNewConstMetric(m.retried, prometheus.CounterValue, float64(s.Retried))
 	for _, reason := range commonDeadLetterReasons {
 		if _, ok := s.DeadLetteredBy[reason]; !ok {
@@ -159,7 +175,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.batches, m.batchLines, m.batchDuration, m.inserted, m.duplicates, m.filtered, m.storeFailures}
+	return []prometheus.Collector{m.batches, m.batchLines, m.batchFrames, m.batchDuration, m.inserted, m.duplicates, m.filtered, m.storeFailures}
 }
 
 // Metrics returns the collector of the worker's metrics, for a registry
@@ -195,17 +211,19 @@ func (m *metrics) batchDone(b *batch, complete bool) {
 	} else {
 		m.batchFailed.Inc()
 	}
-	m.batchLines.Observe(float64(len(b.msgs)))
-	m.batchDuration.Observe(time.Since(b.fetched).Seconds())
-	for i, res := range b.results {
-		if res.Outcome != Filter {
+	m.batchLines.Observe(float64(len(b.items)))
+	m.batchFrames.Observe(float64(len(b.frames)))
+	m.batchDuration.Observe(time.Since(b.taken).Seconds())
+	for i := range b.items {
+		it := &b.items[i]
+		if it.result.Outcome != Filter || b.frames[it.frame].handedBack {
 			continue
 		}
-		if c := m.filteredBy[b.route[i]]; c != nil {
+		if c := m.filteredBy[b.frames[it.frame].route]; c != nil {
 			c.Inc()
 		} else {
 			// Not the raw landing's doing; count it under its source.
-			m.filtered.WithLabelValues(b.lines[i].Source).Inc()
+			m.filtered.WithLabelValues(it.line.Source).Inc()
 		}
 	}
 	for _, g := range b.groups {
@@ -237,9 +255,9 @@ func newJetstreamState(cons jetstream.Consumer, js jetstream.JetStream, logger *
 	return &jetstreamState{
 		cons: cons, js: js, logger: logger,
 		pending: prometheus.NewDesc(MetricConsumerPending,
-			"Lines in the ingest stream not yet delivered to any worker (the consumer's lag).", nil, nil),
+			"Frames (messages) in the ingest stream not yet delivered to any worker (the consumer's lag).", nil, nil),
 		ackPending: prometheus.NewDesc(MetricConsumerAckPending,
-			"Lines delivered to workers and not yet acknowledged (being stored, or waiting for redelivery).", nil, nil),
+			"Frames delivered to workers and not yet acknowledged (being stored, or waiting for redelivery).", nil, nil),
 		redelivered: prometheus.NewDesc(MetricConsumerRedelivered,
 			"Lines not yet acknowledged that were delivered more than once.", nil, nil),
 		messages: prometheus.NewDesc(MetricStreamMessages, "Messages in a JetStream stream (INGEST, INGEST_DLQ).", stream, nil),

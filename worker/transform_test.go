@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +15,64 @@ import (
 	"github.com/jetline/jetline/shared/topology"
 )
 
-// testMsg is a delivered message as readLine sees it; only the accessors
-// readLine uses are implemented.
+// readLine reads m as the worker reads a message holding one line.
+func readLine(m jetstream.Msg, idPrefix string) (Line, uint64, Result) {
+	meta, res := readFrame(m, idPrefix)
+	return meta.line(0, m.Data()), meta.delivered, res
+}
+
+// TestReadFrameLineIDs checks the identity of each line of a message: a
+// gateway's frame gives its k-th line the identity of line first+k of its
+// connection, exactly the id that line had as a message of its own; a
+// message of several lines from another program numbers them after its
+// stream sequence; a single line keeps its line id or message id.
+func TestReadFrameLineIDs(t *testing.T) {
+	t.Parallel()
+	md := &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: 77}, NumDelivered: 2}
+	frameHeader := func(msgID, first, lines string) nats.Header {
+		return nats.Header{topology.HeaderMsgID: {msgID}, topology.HeaderLine: {first}, topology.HeaderLines: {lines}}
+	}
+	tests := []struct {
+		name string
+		msg  *testMsg
+		want []string
+	}{
+		{"gateway frame", &testMsg{data: []byte("a\nb\nc\n"), md: md, headers: frameHeader("gw-1.9.40", "40", "3")},
+			[]string{"gw-1.9.40", "gw-1.9.41", "gw-1.9.42"}},
+		{"gateway frame of one line", &testMsg{data: []byte("a\n"), md: md, headers: frameHeader("gw-1.9.5", "5", "1")},
+			[]string{"gw-1.9.5"}},
+		{"several lines from another program", &testMsg{data: []byte("a\r\nb\n\nd"), md: md},
+			[]string{"P.77.1", "P.77.2", "P.77.4"}},
+		{"several lines with a message id that names no line", &testMsg{data: []byte("a\nb"), md: md,
+			headers: nats.Header{topology.HeaderMsgID: {"their-id"}}},
+			[]string{"P.77.1", "P.77.2"}},
+		{"one line from another program", &testMsg{data: []byte("a\n"), md: md}, []string{"P.77"}},
+		{"one line with a message id", &testMsg{data: []byte("a"), md: md, headers: nats.Header{topology.HeaderMsgID: {"their-id"}}},
+			[]string{"their-id"}},
+		{"replayed line", &testMsg{data: []byte("a\n"), md: md,
+			headers: nats.Header{topology.HeaderMsgID: {"replay.3"}, topology.HeaderLineID: {"gw-1.9.41"}, topology.HeaderLine: {"41"}}},
+			[]string{"gw-1.9.41"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			meta, res := readFrame(tt.msg, "P.")
+			if res.Outcome != Insert || meta.delivered != 2 || meta.seq != 77 {
+				t.Fatalf("readFrame = %+v, %+v", meta, res)
+			}
+			var got []string
+			for k, data := range topology.Lines(tt.msg.data) {
+				got = append(got, meta.line(k, data).ID)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("ids = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// testMsg is a delivered message as readFrame sees it; only the accessors
+// readFrame uses are implemented.
 type testMsg struct {
 	jetstream.Msg
 	subject string

@@ -1,13 +1,16 @@
 // Package worker moves received lines from the shared JetStream consumer
-// into PostgreSQL. Each [Worker] runs a few loops that fetch a fixed-size
-// batch, send each line where its source's [Route] says, turn it into a
-// row with the route's [Transform], store each table's rows in one
-// transaction with the route's [Store] and acknowledge each line after
-// the commit that holds its row. Any number of worker processes share the consumer; keyed inserts
-// make a redelivered batch harmless. Lines that cannot be stored (refused
-// by the transform or the database, or out of deliveries) are written to
-// the dead-letter stream and then terminated; see package
-// shared/deadletter.
+// into PostgreSQL: fetch (fetch.go) → split and transform (batch.go,
+// transform.go) → store (store.go) → acknowledge (batch.go), with dead
+// letters beside (deadletter.go). Each [Worker] runs a few loops that
+// take a batch of frames (messages of consecutive lines) bounded by count
+// and bytes, split them into lines, send each line where its source's
+// [Route] says, turn it into a row with the route's [Transform], store
+// each table's rows in one transaction with the route's [Store] and
+// acknowledge each frame after the commit that holds its lines' rows. Any
+// number of worker processes share the consumer; keyed inserts make a
+// redelivered batch harmless. Lines that cannot be stored (refused by the
+// transform or the database, or out of deliveries) are written to the
+// dead-letter stream one by one; see package shared/deadletter.
 package worker
 
 import (
@@ -16,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,10 +32,12 @@ import (
 // Options are the [Worker]'s own settings. [Config.Options] fills them from
 // the environment; see [Config] for their meaning and defaults.
 type Options struct {
-	// BatchSize is how many lines a fetch asks for. Required.
+	// BatchSize is the most frames (messages) one batch takes. Required.
 	BatchSize int
-	// FetchMaxWait is how long a fetch waits to fill a batch. Required.
-	FetchMaxWait time.Duration
+	// BatchBytes is the most payload bytes one batch takes; a frame larger
+	// than that is taken alone. The frames consumed ahead of the batches
+	// are bounded by BatchBytes × Concurrency too. Required.
+	BatchBytes int
 	// Concurrency is how many fetch → store → ack loops run. Required.
 	Concurrency int
 	// RetryBackoff is the redelivery delay after a failed store, doubled
@@ -44,8 +50,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// WriteTimeout bounds storing one batch; a batch not stored in time is
 	// handed back for redelivery. 0 means no limit. [Config.Options] sets
-	// it to AckWait minus FetchMaxWait: by then JetStream redelivers the
-	// lines to another worker anyway.
+	// it to three quarters of AckWait: a frame may have waited in the
+	// prefetch queue before, and by AckWait JetStream redelivers it to
+	// another worker anyway.
 	WriteTimeout time.Duration
 	// ProgressInterval is how often progress is logged, when there was
 	// any. Defaults to 10s.
@@ -81,8 +88,8 @@ func (o Options) validate() error {
 	switch {
 	case o.BatchSize < 1:
 		return fmt.Errorf("batch size must be positive (got %d)", o.BatchSize)
-	case o.FetchMaxWait <= 0:
-		return fmt.Errorf("fetch max wait must be positive (got %s)", o.FetchMaxWait)
+	case o.BatchBytes < 1:
+		return fmt.Errorf("batch bytes must be positive (got %d)", o.BatchBytes)
 	case o.Concurrency < 1:
 		return fmt.Errorf("concurrency must be positive (got %d)", o.Concurrency)
 	case o.RetryBackoff <= 0 || o.RetryMaxBackoff < o.RetryBackoff:
@@ -150,13 +157,13 @@ func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Log
 	return w, nil
 }
 
-// Run fetches and stores batches until ctx is done or fetching fails for
-// good ([ErrClosed]). Call it once. When ctx is done it stops fetching
-// (a fetch in flight ends within FetchMaxWait), finishes, commits and
-// acknowledges the batches in hand, and returns nil within
-// Options.ShutdownTimeout; batches not committed by then are negatively
-// acknowledged so another worker takes them at once. Errors storing a batch
-// never end Run: the batch is redelivered later.
+// Run consumes and stores batches until ctx is done or consuming fails
+// for good ([ErrClosed]). Call it once. When ctx is done it stops
+// consuming, hands the frames not yet taken into a batch back at once,
+// finishes, commits and acknowledges the batches in hand, and returns nil
+// within Options.ShutdownTimeout; batches not committed by then are
+// negatively acknowledged so another worker takes them at once. Errors
+// storing a batch never end Run: the batch is redelivered later.
 func (w *Worker) Run(ctx context.Context) error {
 	// Work in hand runs on its own context, which outlives ctx by at most
 	// the shutdown timeout.
@@ -180,26 +187,61 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Frames consumed ahead wait in q, bounded by the batches the loops
+	// can take at once; JetStream's pull requests may hold as much again,
+	// and at least the largest message the server takes.
+	ahead := w.opts.BatchBytes * w.opts.Concurrency
+	q := newPrefetch(ahead)
+	closed, closing := context.WithCancelCause(ctx)
+	defer closing(nil)
+	budget := ahead
+	if p := w.maxPayload(); p != math.MaxInt {
+		budget = max(budget, p)
+	} else {
+		budget = max(budget, 64<<20) // the largest max_payload NATS allows
+	}
+	cc, err := w.consume(q, budget, func() { closing(ErrClosed) })
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", w.cons.CachedInfo().Name, err)
+	}
+
 	w.logger.InfoContext(ctx, "worker started",
-		"batch_size", w.opts.BatchSize, "concurrency", w.opts.Concurrency, "table", w.router.routes[0].Transform.Table().Ident().Sanitize(),
+		"batch_size", w.opts.BatchSize, "batch_bytes", w.opts.BatchBytes, "concurrency", w.opts.Concurrency,
+		"table", w.router.routes[0].Transform.Table().Ident().Sanitize(),
 		"pipelines", w.router.Sources(), "max_deliver", w.opts.MaxDeliver, "dead_letters", w.opts.DeadLetters != nil)
 	started := time.Now()
 
-	loops, loopCtx := errgroup.WithContext(ctx)
+	loops, loopCtx := errgroup.WithContext(closed)
 	for id := range w.opts.Concurrency {
-		loops.Go(func() error { return w.loop(loopCtx, hard, id) })
+		loops.Go(func() error { return w.loop(loopCtx, hard, q, id) })
 	}
 	progressDone := make(chan struct{})
 	go func() {
 		defer close(progressDone)
 		w.reportProgress(loopCtx)
 	}()
-	err := loops.Wait()
+	<-loopCtx.Done()
+	// Frames consumed but not taken go to another worker now, not after
+	// the ack wait: those in the queue, and those nats.go still delivers
+	// while the subscription drains.
+	for _, m := range q.close() {
+		_ = m.NakWithDelay(0)
+	}
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-time.After(drainTimeout):
+		cc.Stop()
+	}
+	err = loops.Wait()
 	<-progressDone
+	if cause := context.Cause(closed); errors.Is(cause, ErrClosed) {
+		err = ErrClosed
+	}
 
 	s := w.Stats()
 	w.logger.Info("worker stopped", "uptime", time.Since(started).Round(time.Millisecond),
-		"batches", s.Batches, "lines", s.Lines, "inserted", s.Inserted, "duplicates", s.Duplicates,
+		"batches", s.Batches, "frames", s.Frames, "lines", s.Lines, "inserted", s.Inserted, "duplicates", s.Duplicates,
 		"filtered", s.Filtered, "rejected", s.Rejected, "dead_lettered", s.DeadLettered, "retried", s.Retried)
 	return err
 }
@@ -209,8 +251,11 @@ func (w *Worker) Run(ctx context.Context) error {
 // written); a line retried and then settled counts once in Retried and once
 // in its final outcome.
 type Stats struct {
-	// Batches counts fetched batches that were finished and acknowledged.
+	// Batches counts batches that were stored and acknowledged.
 	Batches uint64
+	// Frames counts settled frames (messages), each holding one line or
+	// more.
+	Frames uint64
 	// Lines counts settled lines: Inserted + Duplicates + Filtered +
 	// Rejected + DeadLetteredBy["max_deliveries"].
 	Lines uint64
@@ -246,8 +291,8 @@ type Stats struct {
 }
 
 type counters struct {
-	batches, lines, bytes, inserted, duplicates, filtered, rejected, retried, failures atomic.Uint64
-	deadLettered, deadLetterFailures                                                   atomic.Uint64
+	batches, frames, lines, bytes, inserted, duplicates, filtered, rejected, retried, failures atomic.Uint64
+	deadLettered, deadLetterFailures                                                           atomic.Uint64
 
 	// rejectLogBudget is how many more dead-lettered or rejected lines may
 	// be logged one by one in this progress interval; unlogged counts the
@@ -269,6 +314,7 @@ func (w *Worker) Stats() Stats {
 	c.mu.Unlock()
 	return Stats{
 		Batches:            c.batches.Load(),
+		Frames:             c.frames.Load(),
 		Lines:              c.lines.Load(),
 		Bytes:              c.bytes.Load(),
 		Inserted:           c.inserted.Load(),
@@ -303,6 +349,7 @@ func (w *Worker) reportProgress(ctx context.Context) {
 			secs := now.Sub(lastAt).Seconds()
 			attrs := []any{
 				"batches", s.Batches - last.Batches,
+				"frames", s.Frames - last.Frames,
 				"lines", s.Lines - last.Lines,
 				"inserted", s.Inserted - last.Inserted,
 				"duplicates", s.Duplicates - last.Duplicates,
@@ -342,6 +389,10 @@ func growthBy(name string, now, last map[string]uint64) slog.Attr {
 	}
 	return slog.Group(name, by...)
 }
+
+// drainTimeout bounds waiting, at shutdown, for the frames nats.go has
+// buffered to be handed back.
+const drainTimeout = 2 * time.Second
 
 // ErrClosed is returned by [Worker.Run] when the NATS connection under the
 // consumer was closed, so no batch can be fetched again.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -103,6 +104,21 @@ func (nb *natsBundle) publish(t testing.TB, source string, lines [][]byte) {
 	testenv.Publish(t, nb.js, msgs)
 }
 
+// publishFrame publishes lines as one frame, as gateway "gw" publishes
+// the lines of its connection 1 from line first on.
+func (nb *natsBundle) publishFrame(t testing.TB, source string, first int64, lines [][]byte) {
+	t.Helper()
+	m := nats.NewMsg(topology.Subject(source))
+	for _, line := range lines {
+		m.Data = append(append(m.Data, line...), '\n')
+	}
+	m.Header.Set(topology.HeaderMsgID, topology.ConnLineIDs("gw", "1").Line(first))
+	m.Header.Set(topology.HeaderLine, strconv.FormatInt(first, 10))
+	m.Header.Set(topology.HeaderLines, strconv.Itoa(len(lines)))
+	m.Header.Set(topology.HeaderReceivedAt, receivedAt(0).Format(time.RFC3339Nano))
+	testenv.Publish(t, nb.js, []*nats.Msg{m})
+}
+
 func receivedAt(i int) time.Time { return baseTime.Add(time.Duration(i) * time.Microsecond) }
 
 // testOptions are worker options sized for tests: small batches, short
@@ -110,7 +126,7 @@ func receivedAt(i int) time.Time { return baseTime.Add(time.Duration(i) * time.M
 func testOptions() Options {
 	return Options{
 		BatchSize:        100,
-		FetchMaxWait:     200 * time.Millisecond,
+		BatchBytes:       1 << 20,
 		Concurrency:      3,
 		RetryBackoff:     100 * time.Millisecond,
 		RetryMaxBackoff:  400 * time.Millisecond,
@@ -194,6 +210,20 @@ func (nb *natsBundle) drained(t testing.TB) bool {
 		t.Fatal(err)
 	}
 	return si.State.Msgs == 0 && ci.NumPending == 0 && ci.NumAckPending == 0
+}
+
+// storedIDs returns the line ids in events, sorted.
+func (b *storeBundle) storedIDs(t testing.TB) []string {
+	t.Helper()
+	rows, err := b.pool.Query(t.Context(), `SELECT line_id FROM events ORDER BY line_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
 
 // storedSeqs returns the seqs in events, in order.
@@ -513,7 +543,7 @@ func TestWorkerShutdownTimeout(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > opts.ShutdownTimeout+opts.FetchMaxWait+time.Second {
+	if d := time.Since(start); d > opts.ShutdownTimeout+time.Second {
 		t.Fatalf("Run returned %s after stop, want about the shutdown timeout (%s)", d, opts.ShutdownTimeout)
 	}
 	if s := w.Stats(); s.Lines != 0 || s.Retried == 0 {

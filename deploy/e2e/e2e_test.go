@@ -126,13 +126,13 @@ func TestWorkerKilled(t *testing.T) {
 		if attempt > 3 {
 			t.Fatalf("three killed workers had acknowledged every line they held; the kills tested nothing")
 		}
-		if left = b.killHolding(t, victim, 50, time.Minute); left <= 0 {
+		if left = b.killHolding(t, victim, 8, time.Minute); left <= 0 {
 			t.Logf("%s acknowledged what it held just before the kill; killing another", victim.name)
 			victim = b.startWorkers(t, 1, nil)[0]
 		}
 	}
 	rowsAfter := b.rowCount(t)
-	t.Logf("killed %s, which left at least %d lines unacknowledged, with %d of %d rows stored", victim.name, left, rowsAfter, len(want.rows))
+	t.Logf("killed %s, which left about %d frames unacknowledged, with %d of %d rows stored", victim.name, left, rowsAfter, len(want.rows))
 	if rowsAfter >= len(want.rows) {
 		t.Fatalf("the kill came when no work was left; it tests nothing")
 	}
@@ -273,10 +273,7 @@ func TestBackpressure(t *testing.T) {
 		t.Errorf("gateway peak RSS %s while holding back the sender, want at most %s", mib(peak), mib(maxRSS))
 	}
 
-	// Batches of 100 lines (400 KiB): with the default 500, two batches
-	// would take everything the 4 MiB stream holds and the other fetches
-	// would wait out WORKER_FETCH_MAX_WAIT for lines that cannot come.
-	b.startWorkers(t, 2, map[string]string{"WORKER_BATCH_SIZE": "100"})
+	b.startWorkers(t, 2, nil)
 	if err := <-sendErr; err != nil {
 		t.Fatalf("send: %v", err)
 	}

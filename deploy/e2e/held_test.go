@@ -12,13 +12,13 @@ import (
 // p's connection and received from it, and whether the connection is
 // closed (the counts are then final).
 //
-// The consumer's counts cannot say which worker holds which lines, but
+// The consumer's counts cannot say which worker holds which frames, but
 // these can: every message a worker sends is an acknowledgement, a pull
 // request or an API request; an API request gets one response, a pull
-// request at most one status message besides its lines (the worker's
-// fetches expire within WORKER_FETCH_MAX_WAIT, under the 10 s from which
-// nats.go adds heartbeats). So out-in is at most the lines the worker
-// holds unacknowledged, less by one for each fetch that was filled.
+// request a status message or a heartbeat now and then besides its frames.
+// So out-in is about the frames the worker holds unacknowledged
+// (delivered into its prefetch or in its batches), over by the odd
+// heartbeat.
 func (b *bundle) msgCounts(p *proc) (out, in int64, closed bool, err error) {
 	name := "jetline-worker/" + p.name
 	cz, err := b.nats.Connz(&server.ConnzOptions{State: server.ConnAll, Limit: 1 << 16})
@@ -37,12 +37,12 @@ func (b *bundle) msgCounts(p *proc) (out, in int64, closed bool, err error) {
 // it as busy storing its batches.
 const quietFor = 20 * time.Millisecond
 
-// killHolding SIGKILLs worker p while it holds at least n lines and is
+// killHolding SIGKILLs worker p while it holds at least n frames and is
 // busy storing them, failing the test if that does not happen within
 // timeout. Then it waits for the server to close p's connection and
-// returns out-in of its final counts (see [bundle.msgCounts]): at least
-// that many lines were left unacknowledged, and JetStream must redeliver
-// each of them.
+// returns out-in of its final counts (see [bundle.msgCounts]): about that
+// many frames were left unacknowledged, and JetStream must redeliver each
+// of them.
 //
 // Holding lines is not enough: a worker that has just committed a batch
 // may have sent acknowledgements the server has yet to count, and a test
@@ -52,7 +52,7 @@ const quietFor = 20 * time.Millisecond
 // result of 0 or less means the kill may have left nothing to redeliver.
 func (b *bundle) killHolding(t *testing.T, p *proc, n int64, timeout time.Duration) int64 {
 	t.Helper()
-	b.waitFor(t, timeout, p.name+" to hold lines while storing them", func() (bool, string) {
+	b.waitFor(t, timeout, p.name+" to hold frames while storing them", func() (bool, string) {
 		_, in1, _, err := b.msgCounts(p)
 		if err != nil {
 			return false, err.Error()
@@ -63,7 +63,7 @@ func (b *bundle) killHolding(t *testing.T, p *proc, n int64, timeout time.Durati
 			return false, err.Error()
 		}
 		if held := out - in2; in2 != in1 || held < n {
-			return false, fmt.Sprintf("it holds at least %d lines (want %d) and sent %d messages in %s (want none)", held, n, in2-in1, quietFor)
+			return false, fmt.Sprintf("it holds about %d frames (want %d) and sent %d messages in %s (want none)", held, n, in2-in1, quietFor)
 		}
 		p.kill(t)
 		return true, ""

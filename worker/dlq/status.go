@@ -58,15 +58,16 @@ type IngestStatus struct {
 
 // ConsumerStatus is the state of the workers' shared consumer.
 type ConsumerStatus struct {
-	// Pending lines are waiting to be fetched.
+	// Pending frames (messages of one line or more) are waiting to be
+	// fetched.
 	Pending uint64 `json:"pending"`
-	// AckPending lines are fetched and being stored.
+	// AckPending frames are fetched and being stored.
 	AckPending int `json:"ack_pending"`
-	// Redelivered lines, among AckPending, were delivered before.
+	// Redelivered frames, among AckPending, were delivered before.
 	Redelivered int `json:"redelivered"`
-	// Waiting is the number of fetch requests waiting for lines: one per
-	// idle worker loop (each worker runs WORKER_CONCURRENCY loops; a loop
-	// busy storing a batch has none), so busy workers do not show here.
+	// Waiting is the number of pull requests waiting for frames: a worker
+	// keeps one or two outstanding while its prefetch has room, and none
+	// while it is full, so busy workers do not show here.
 	Waiting int `json:"waiting_pulls"`
 	// MaxAckPending is the consumer's cap on AckPending.
 	MaxAckPending int `json:"max_ack_pending"`
@@ -113,11 +114,12 @@ type DeadLetterStatus struct {
 	LastSeq  uint64            `json:"last_seq"`
 }
 
-// Rates are lines per second over the sampling interval.
+// Rates are frames (messages of one line or more) per second over the
+// sampling interval; the workers' own rates (WorkersStatus) are in lines.
 type Rates struct {
-	// In is lines received into the ingest stream.
+	// In is frames received into the ingest stream.
 	In float64 `json:"in_per_sec"`
-	// Out is lines that left it: stored, or dead-lettered and acknowledged.
+	// Out is frames that left it: their lines stored or dead-lettered.
 	Out float64 `json:"out_per_sec"`
 	// DeadLetters is entries written to the dead-letter stream.
 	DeadLetters float64 `json:"dead_letters_per_sec"`
@@ -255,7 +257,7 @@ func judge(st Status) (verdict string, warnings []string) {
 		warnings = append(warnings, fmt.Sprintf("lines are being dead-lettered (%.1f/s): see worker dlq list", st.Rates.DeadLetters))
 	}
 	if c := st.Consumer; c != nil && c.Redelivered > 0 {
-		warnings = append(warnings, fmt.Sprintf("%d lines in flight were delivered before: workers failed or timed out storing them (see worker logs)", c.Redelivered))
+		warnings = append(warnings, fmt.Sprintf("%d frames in flight were delivered before: workers failed or timed out storing them (see worker logs)", c.Redelivered))
 	}
 	if ws := st.Workers; ws != nil {
 		for _, w := range ws.Workers {
@@ -268,7 +270,7 @@ func judge(st Status) (verdict string, warnings []string) {
 	c := st.Consumer
 	if c == nil {
 		if st.Ingest.Messages > 0 {
-			return fmt.Sprintf("no worker has started: consumer %s does not exist and %d lines are waiting", topology.ConsumerName, st.Ingest.Messages), warnings
+			return fmt.Sprintf("no worker has started: consumer %s does not exist and %d frames are waiting", topology.ConsumerName, st.Ingest.Messages), warnings
 		}
 		return fmt.Sprintf("no worker has started yet (consumer %s does not exist)", topology.ConsumerName), warnings
 	}
@@ -278,22 +280,22 @@ func judge(st Status) (verdict string, warnings []string) {
 	case backlog == 0 && r.In == 0:
 		verdict = "idle: nothing waiting, nothing arriving"
 	case backlog == 0:
-		verdict = fmt.Sprintf("keeping up: %.0f lines/s arriving, nothing waiting", r.In)
+		verdict = fmt.Sprintf("keeping up: %.0f frames/s arriving, nothing waiting", r.In)
 	case r.Out == 0 && c.AckPending == 0 && st.Workers != nil && st.Workers.Count == 0:
-		verdict = fmt.Sprintf("stalled: %d lines waiting and no worker connected (start one: docker compose up -d worker, or make run)", backlog)
+		verdict = fmt.Sprintf("stalled: %d frames waiting and no worker connected (start one: docker compose up -d worker, or make run)", backlog)
 	case r.Out == 0 && c.AckPending == 0 && c.Waiting == 0 && st.Workers != nil:
-		verdict = fmt.Sprintf("stalled: %d lines waiting, %s connected but none fetching (waiting for the database? see worker logs)", backlog, Count(uint64(st.Workers.Count), "worker"))
+		verdict = fmt.Sprintf("stalled: %d frames waiting, %s connected but none fetching (waiting for the database? see worker logs)", backlog, Count(uint64(st.Workers.Count), "worker"))
 	case r.Out == 0 && c.AckPending == 0 && c.Waiting == 0:
-		verdict = fmt.Sprintf("stalled: %d lines waiting and no worker fetching (are workers running?)", backlog)
+		verdict = fmt.Sprintf("stalled: %d frames waiting and no worker fetching (are workers running?)", backlog)
 	case r.Out == 0:
-		verdict = fmt.Sprintf("stalled: %d lines waiting, workers hold %d but stored none in %s (database down? see worker logs)", backlog, c.AckPending, st.Interval.Round(100*time.Millisecond))
+		verdict = fmt.Sprintf("stalled: %d frames waiting, workers hold %d but stored none in %s (database down? see worker logs)", backlog, c.AckPending, st.Interval.Round(100*time.Millisecond))
 	case r.Backlog > 0:
-		verdict = fmt.Sprintf("backlog growing by %.0f lines/s (%.0f in, %.0f out), %d waiting: add workers or check the database", r.Backlog, r.In, r.Out, backlog)
+		verdict = fmt.Sprintf("backlog growing by %.0f frames/s (%.0f in, %.0f out), %d waiting: add workers or check the database", r.Backlog, r.In, r.Out, backlog)
 	case r.Backlog < 0:
 		eta := time.Duration(float64(backlog) / -r.Backlog * float64(time.Second))
-		verdict = fmt.Sprintf("draining: %d waiting, shrinking by %.0f lines/s, empty in about %s", backlog, -r.Backlog, eta.Round(time.Second))
+		verdict = fmt.Sprintf("draining: %d frames waiting, shrinking by %.0f frames/s, empty in about %s", backlog, -r.Backlog, eta.Round(time.Second))
 	default:
-		verdict = fmt.Sprintf("steady: %d waiting, %.0f lines/s in and out", backlog, r.Out)
+		verdict = fmt.Sprintf("steady: %d frames waiting, %.0f frames/s in and out", backlog, r.Out)
 	}
 	return verdict, warnings
 }
@@ -302,19 +304,19 @@ func judge(st Status) (verdict string, warnings []string) {
 func WriteStatus(out io.Writer, st Status) error {
 	w := bufio.NewWriter(out)
 	in := st.Ingest
-	fmt.Fprintf(w, "%-11s %d lines, %s", topology.StreamName, in.Messages, Bytes(in.Bytes))
+	fmt.Fprintf(w, "%-11s %d frames, %s", topology.StreamName, in.Messages, Bytes(in.Bytes))
 	if in.MaxBytes > 0 {
 		fmt.Fprintf(w, " of %s (%.1f%% full)", Bytes(uint64(in.MaxBytes)), in.FullPercent)
 	}
 	fmt.Fprintln(w)
 	if c := st.Consumer; c != nil {
-		fmt.Fprintf(w, "%-11s %d to fetch, %d being stored (max %d), %d of them redelivered; %d fetch requests waiting (idle worker loops)\n",
+		fmt.Fprintf(w, "%-11s %d to fetch, %d being stored (max %d), %d of them redelivered; %d pull requests waiting (workers with room)\n",
 			topology.ConsumerName, c.Pending, c.AckPending, c.MaxAckPending, c.Redelivered, c.Waiting)
 	} else {
 		fmt.Fprintf(w, "%-11s consumer does not exist yet\n", topology.ConsumerName)
 	}
 	writeWorkers(w, st.Workers)
-	fmt.Fprintf(w, "%-11s %.0f lines/s in, %.0f lines/s out, %.1f dead letters/s (over %s)\n",
+	fmt.Fprintf(w, "%-11s %.0f frames/s in, %.0f frames/s out, %.1f dead letters/s (over %s)\n",
 		"rates", st.Rates.In, st.Rates.Out, st.Rates.DeadLetters, st.Interval.Round(100*time.Millisecond))
 	if d := st.DeadLetters; d != nil {
 		fmt.Fprintf(w, "%-11s %s, %s", deadletter.StreamName, Count(d.Messages, "dead letter"), Bytes(d.Bytes))

@@ -63,7 +63,7 @@ func TestStatus(t *testing.T) {
 	if st.Rates.In <= 0 || st.Rates.Out != 0 || st.Rates.Backlog <= 0 {
 		t.Errorf("rates = %+v, want lines in, none out", st.Rates)
 	}
-	if !strings.HasPrefix(st.Verdict, "stalled: 40 lines waiting and no worker fetching") {
+	if !strings.HasPrefix(st.Verdict, "stalled: 40 frames waiting and no worker fetching") {
 		t.Errorf("verdict = %q", st.Verdict)
 	}
 
@@ -72,8 +72,8 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"INGEST      40 lines", "of 1.0 MiB", "workers     40 to fetch, 0 being stored (max 100)",
-		"0 fetch requests waiting", "INGEST_DLQ  3 dead letters", "invalid_json 2, pg_22003 1", "stalled",
+		"INGEST      40 frames", "of 1.0 MiB", "workers     40 to fetch, 0 being stored (max 100)",
+		"0 pull requests waiting", "INGEST_DLQ  3 dead letters", "invalid_json 2, pg_22003 1", "stalled",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
@@ -102,28 +102,28 @@ func TestJudge(t *testing.T) {
 		warning string
 	}{
 		{"idle", func(*Status) {}, "idle", ""},
-		{"keeping up", func(s *Status) { s.Rates = Rates{In: 50, Out: 50} }, "keeping up: 50 lines/s", ""},
+		{"keeping up", func(s *Status) { s.Rates = Rates{In: 50, Out: 50} }, "keeping up: 50 frames/s", ""},
 		{"no consumer", func(s *Status) { s.Consumer = nil; s.Ingest.Messages = 5 }, "no worker has started", ""},
-		{"no worker fetching", func(s *Status) { s.Consumer.Pending = 9 }, "stalled: 9 lines waiting and no worker fetching", ""},
-		{"no worker connected", func(s *Status) { s.Consumer.Pending, s.Workers = 9, &WorkersStatus{} }, "stalled: 9 lines waiting and no worker connected", ""},
+		{"no worker fetching", func(s *Status) { s.Consumer.Pending = 9 }, "stalled: 9 frames waiting and no worker fetching", ""},
+		{"no worker connected", func(s *Status) { s.Consumer.Pending, s.Workers = 9, &WorkersStatus{} }, "stalled: 9 frames waiting and no worker connected", ""},
 		{"workers not fetching", func(s *Status) {
 			s.Consumer.Pending, s.Workers = 9, &WorkersStatus{Count: 1, Workers: []WorkerStatus{{}}}
-		}, "stalled: 9 lines waiting, 1 worker connected but none fetching", ""},
+		}, "stalled: 9 frames waiting, 1 worker connected but none fetching", ""},
 		{"workers fetching", func(s *Status) {
 			s.Consumer.Pending, s.Consumer.Waiting, s.Workers = 9, 2, &WorkersStatus{Count: 1, Workers: []WorkerStatus{{}}}
-		}, "stalled: 9 lines waiting, workers hold 0", ""},
-		{"workers stuck", func(s *Status) { s.Consumer.Pending, s.Consumer.AckPending = 9, 500 }, "stalled: 509 lines waiting, workers hold 500", ""},
+		}, "stalled: 9 frames waiting, workers hold 0", ""},
+		{"workers stuck", func(s *Status) { s.Consumer.Pending, s.Consumer.AckPending = 9, 500 }, "stalled: 509 frames waiting, workers hold 500", ""},
 		{"growing", func(s *Status) {
 			s.Consumer.Pending = 1000
 			s.Rates = Rates{In: 300, Out: 100, Backlog: 200}
-		}, "backlog growing by 200 lines/s (300 in, 100 out)", ""},
+		}, "backlog growing by 200 frames/s (300 in, 100 out)", ""},
 		{"draining", func(s *Status) {
 			s.Consumer.Pending = 1000
 			s.Rates = Rates{In: 0, Out: 100, Backlog: -100}
-		}, "draining: 1000 waiting, shrinking by 100 lines/s, empty in about 10s", ""},
+		}, "draining: 1000 frames waiting, shrinking by 100 frames/s, empty in about 10s", ""},
 		{"nearly full", func(s *Status) { s.Ingest.FullPercent = 95 }, "idle", "INGEST is 95% full"},
 		{"dead letters arriving", func(s *Status) { s.DeadLetters = &DeadLetterStatus{}; s.Rates.DeadLetters = 2 }, "idle", "lines are being dead-lettered (2.0/s)"},
-		{"redeliveries", func(s *Status) { s.Consumer.AckPending, s.Consumer.Redelivered = 10, 3; s.Rates = Rates{In: 5, Out: 5} }, "steady: 10 waiting", "3 lines in flight were delivered before"},
+		{"redeliveries", func(s *Status) { s.Consumer.AckPending, s.Consumer.Redelivered = 10, 3; s.Rates = Rates{In: 5, Out: 5} }, "steady: 10 frames waiting", "3 frames in flight were delivered before"},
 	}
 	for _, tt := range tests {
 		st := base()
@@ -173,7 +173,7 @@ func TestStatusWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Workers != nil || !strings.HasPrefix(st.Verdict, "stalled: 1 lines waiting and no worker fetching") {
+	if st.Workers != nil || !strings.HasPrefix(st.Verdict, "stalled: 1 frames waiting and no worker fetching") {
 		t.Errorf("without the bucket: workers %+v, verdict %q", st.Workers, st.Verdict)
 	}
 	var out bytes.Buffer
@@ -193,7 +193,7 @@ func TestStatusWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Workers == nil || st.Workers.Count != 0 || !strings.HasPrefix(st.Verdict, "stalled: 1 lines waiting and no worker connected") {
+	if st.Workers == nil || st.Workers.Count != 0 || !strings.HasPrefix(st.Verdict, "stalled: 1 frames waiting and no worker connected") {
 		t.Errorf("with an empty bucket: workers %+v, verdict %q", st.Workers, st.Verdict)
 	}
 
@@ -230,7 +230,7 @@ func TestStatusWorkers(t *testing.T) {
 	if w2.Instance != "w-2" || w2.LinesPerSec != 4 || !w2.Late() || w2.HeartbeatAge < 20*time.Second {
 		t.Errorf("late worker = %+v, want its own 4 lines/s, late", w2)
 	}
-	if !strings.HasPrefix(st.Verdict, "stalled: 1 lines waiting, 2 workers connected but none fetching") {
+	if !strings.HasPrefix(st.Verdict, "stalled: 1 frames waiting, 2 workers connected but none fetching") {
 		t.Errorf("verdict = %q", st.Verdict)
 	}
 	if all := strings.Join(st.Warnings, "\n"); !strings.Contains(all, "worker w-2 last reported 20s ago (every 5s)") {

@@ -96,7 +96,7 @@ func TestTweetsPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	w, err := worker.New(cons, router, worker.Options{
-		BatchSize: 50, FetchMaxWait: 100 * time.Millisecond, Concurrency: 3,
+		BatchSize: 50, BatchBytes: 1 << 20, Concurrency: 3,
 		RetryBackoff: 100 * time.Millisecond, RetryMaxBackoff: time.Second, ShutdownTimeout: 10 * time.Second,
 	}, logger)
 	if err != nil {

@@ -95,11 +95,18 @@ func TestRunServesMetrics(t *testing.T) {
 		`jetline_gateway_lines_received_total{source="default"}`:       n,
 		`jetline_gateway_lines_published_total{source="default"}`:      n,
 		`jetline_gateway_bytes_received_total{source="default"}`:       float64(input.Len()),
-		`jetline_gateway_publish_latency_seconds_count`:                n,
 	} {
 		if got := after[series] - before[series]; got != delta {
 			t.Errorf("%s moved by %v, want %v", series, got, delta)
 		}
+	}
+	// The lines travel in frames, each publish timed once.
+	frames := after[`jetline_gateway_frames_published_total{source="default"}`] - before[`jetline_gateway_frames_published_total{source="default"}`]
+	if frames < 1 || frames > n {
+		t.Errorf("%d lines went in %v frames, want 1 to %d", n, frames, n)
+	}
+	if got := after[`jetline_gateway_publish_latency_seconds_count`] - before[`jetline_gateway_publish_latency_seconds_count`]; got != frames {
+		t.Errorf("publish latency observed %v times, want once per frame (%v)", got, frames)
 	}
 	if _, ok := after["process_resident_memory_bytes"]; !ok {
 		t.Error("process metrics are not served")

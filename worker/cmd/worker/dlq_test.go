@@ -132,7 +132,7 @@ func TestDLQCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"INGEST      2 lines", "INGEST_DLQ  1 dead letter,", "invalid_json 1", "no worker has started"} {
+	for _, want := range []string{"INGEST      2 frames", "INGEST_DLQ  1 dead letter,", "invalid_json 1", "no worker has started"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

@@ -29,7 +29,7 @@ func setup(t *testing.T, databaseURL string) worker.Config {
 		"DATABASE_URL":            databaseURL,
 		"NATS_URL":                srv.ClientURL(),
 		"WORKER_HEALTH_ADDR":      testenv.FreeAddr(t),
-		"WORKER_FETCH_MAX_WAIT":   "100ms",
+		"WORKER_BATCH_BYTES":      "1048576",
 		"WORKER_SHUTDOWN_TIMEOUT": "5s",
 		"WORKER_INSTANCE":         "test",
 		"INGEST_MAX_BYTES":        "104857600",

@@ -46,7 +46,7 @@ func secretsEnv(format string) map[string]string {
 	return map[string]string{
 		"WORKER_HEALTH_ADDR":      "off",
 		"WORKER_INSTANCE":         "secrets",
-		"WORKER_FETCH_MAX_WAIT":   "100ms",
+		"WORKER_BATCH_BYTES":      "1048576",
 		"WORKER_SHUTDOWN_TIMEOUT": "5s",
 		"INGEST_MAX_BYTES":        "104857600",
 		"NATS_CONNECT_TIMEOUT":    "1s",

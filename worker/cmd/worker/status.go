@@ -34,10 +34,10 @@ func statusTo(ctx context.Context, cfg worker.Config, args []string, stdout, std
 
 func parseStatus(args []string, stderr io.Writer) (operation, error) {
 	fs := newFlags("status", "[--interval D] [--json]", `One screen on the pipeline: the ingest stream's depth and fill, the workers' consumer
-(lines to fetch, being stored, redelivered, and fetch requests waiting — one per idle worker
-loop), the connected workers (each one's host, uptime, lines/s, rows inserted, lines
-dead-lettered and last heartbeat), dead letters by reason, lines in and out per second
-measured over --interval, and a verdict in plain words.`, stderr)
+(frames to fetch, being stored, redelivered, and pull requests waiting — none from a worker
+whose prefetch is full), the connected workers (each one's host, uptime, lines/s, rows
+inserted, lines dead-lettered and last heartbeat), dead letters by reason, frames in and out
+per second measured over --interval, and a verdict in plain words.`, stderr)
 	interval := fs.Duration("interval", 2*time.Second, "time between the two readings the rates come from")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	rest, err := parseFlags(fs, args)
