@@ -468,7 +468,16 @@ func (rc *receivedCapture) add(m *nats.Msg) {
 		}
 		return
 	}
-	rc.seen = append(rc.seen, seenLine{conn: conn, line: line, at: m.Header.Get(topology.HeaderReceivedAt)})
+	// A frame's lines were all read by the time its first was: one
+	// header stands for Jetline-Lines lines from Jetline-Line on.
+	lines, err := strconv.Atoi(m.Header.Get(topology.HeaderLines))
+	if err != nil || lines < 1 {
+		lines = 1
+	}
+	at := m.Header.Get(topology.HeaderReceivedAt)
+	for k := range lines {
+		rc.seen = append(rc.seen, seenLine{conn: conn, line: line + int64(k), at: at})
+	}
 }
 
 // wait returns the headers collected once n have arrived, or after a few
