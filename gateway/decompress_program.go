@@ -41,8 +41,33 @@ type decodePrograms struct {
 }
 
 // systemDecoders is the gateway's choice of programs, bounded to one per
-// core: more would not decode faster in total, and past the bound the Go
-// decoder costs no process and no copying through pipes.
+// core (at least two): more would not decode faster in total, and past
+// the bound the Go decoder costs no process and no copying through pipes.
+//
+// Why the xz program: decoding 100,000 tweet-shaped lines (594 MB, every
+// value different; xz -6 makes them 54 MB, 11 times smaller) on a shared
+// 2-core machine, load 2.3–3.5, in MiB/s of decompressed output, from a
+// file (±10 % run to run):
+//
+//	                                          xz -6          xz -6 -T2
+//	                                          (one block)    (25 blocks with sizes)
+//	xz -dc >/dev/null                         141            149
+//	xz -dc -T0 >/dev/null                     151            164
+//	xz -dc -T0 | cat >/dev/null               108–114        170–218
+//	github.com/ulikunitz/xz                    63             62
+//	github.com/therootcompany/xz               71             77
+//	two ulikunitz decoders at once, in total   –             122
+//	decompressor, xz -dc -T0 (chosen)         133–138        191–212
+//	decompressor, ulikunitz (the fallback)     65             55–62
+//
+// Decoding blocks in parallel in Go could at best match two decoders at
+// once, 122 MiB/s on both cores, less than xz in one; the faster pure-Go
+// decoder gains a fifth over ulikunitz, not the factor of two the program
+// does. bzip2 stays with compress/bzip2: bzip2 -dc was 24 MiB/s against
+// its 22, not worth a process (lbzip2 -n1 did 1.7 times bzip2, but is not
+// installed as a rule and says "bad block header magic" of a stream cut
+// short, as of a corrupt one). BenchmarkDecompress measures the
+// decompressor rows again.
 var systemDecoders = &decodePrograms{
 	byFormat: map[string]*decodeProgram{
 		// -T0: as many threads as cores on input whose block headers
@@ -86,10 +111,10 @@ func (ps *decodePrograms) start(format string, src io.Reader) *programDecoder {
 
 // Buffer sizes of a running program: what is read from the connection
 // and handed to its standard input in one piece, and what is read from
-// its standard output in one piece (a pipe holds 64 KiB).
+// its standard output in one piece (its pipe holds up to [programPipe]).
 const (
 	programInBuffer  = 32 << 10
-	programOutBuffer = 64 << 10
+	programOutBuffer = 256 << 10
 )
 
 // quietWait is how long Read waits for output after a read from the
@@ -171,6 +196,7 @@ func startProgram(prog *decodeProgram, path string, src io.Reader) (*programDeco
 		inW.Close()
 		return nil, err
 	}
+	growPipe(outR)
 	d := &programDecoder{
 		prog: prog, src: src, stdin: inW, stdout: outR, stderr: &limitedBuffer{max: 4 << 10},
 		in: make(chan []byte), inFree: make(chan []byte, 2), out: make(chan chunk), outFree: make(chan []byte, 2),
@@ -365,8 +391,8 @@ func (d *programDecoder) finish() error {
 	case d.waitErr == nil && d.inClosed:
 		d.err = io.EOF
 	case d.waitErr == nil:
-		// It ended without reading all its input, which xz and bzip2
-		// never do when they succeed.
+		// It ended without reading all its input, which xz does not
+		// do when it succeeds.
 		d.err = &programError{name: d.prog.name, msg: "exited before the end of its input"}
 	case errors.As(d.waitErr, &exit) && exit.Exited():
 		msg := d.stderr.message(d.prog.name)
@@ -444,11 +470,17 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// message returns the first line of what a program named name wrote,
+// message returns the first line that a program named name wrote,
 // without the "xz: (stdin): " it starts with.
 func (b *limitedBuffer) message(name string) string {
-	msg, _, _ := strings.Cut(b.buf.String(), "\n")
-	msg = strings.TrimPrefix(msg, name+": ")
-	msg = strings.TrimPrefix(msg, "(stdin): ")
-	return strings.TrimSpace(msg)
+	for line := range strings.Lines(b.buf.String()) {
+		line = strings.TrimSpace(line)
+		line = strings.TrimPrefix(line, name+": ")
+		line = strings.TrimPrefix(line, "(stdin): ")
+		line = strings.TrimSuffix(line, ";")
+		if line != "" {
+			return line
+		}
+	}
+	return ""
 }

@@ -1,3 +1,5 @@
+//go:build unix
+
 package gateway
 
 import (
@@ -7,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -33,13 +36,17 @@ func (p decodePath) programs() *decodePrograms {
 	return programsOf(1)
 }
 
-// decodePaths returns both ways to decode xz, the program's only where
-// xz is installed.
-func decodePaths(t *testing.T) []decodePath {
+// decodePaths returns the ways the gateway may decode format: the Go
+// decoder, and the program if it has one and it is installed.
+func decodePaths(t *testing.T, format string) []decodePath {
 	t.Helper()
 	paths := []decodePath{{"go", false}}
-	if _, err := exec.LookPath("xz"); err != nil {
-		t.Logf("xz is not installed; only the Go decoder is tested (%v)", err)
+	prog := systemDecoders.byFormat[format]
+	if prog == nil {
+		return paths
+	}
+	if _, err := prog.path(); err != nil {
+		t.Logf("%s is not installed; only the Go decoder is tested (%v)", prog.name, err)
 		return paths
 	}
 	return append(paths, decodePath{"program", true})
@@ -50,15 +57,16 @@ func programsOf(n int) *decodePrograms {
 	return &decodePrograms{byFormat: systemDecoders.byFormat, slots: make(chan struct{}, n)}
 }
 
-// openDecompressor returns a decompressor reading src with the given
-// programs, opened, and reports whether it runs a program.
+// openDecompressor returns a decompressor of what src holds that may
+// use programs.
 func openDecompressor(t *testing.T, src io.Reader, limit int64, programs *decodePrograms) *decompressor {
 	t.Helper()
 	br := bufio.NewReaderSize(src, sniffBuffer)
-	if f := sniff(br); f != CompressionXz {
-		t.Fatalf("sniffed %s, want xz", f)
+	format := sniff(br)
+	if format == CompressionNone {
+		t.Fatal("sniffed no compression")
 	}
-	d := newDecompressor(CompressionXz, br, limit)
+	d := newDecompressor(format, br, limit)
 	d.programs = programs
 	t.Cleanup(d.Close)
 	return d
@@ -123,7 +131,7 @@ func TestDecompressXzPaths(t *testing.T) {
 			data []byte
 		}{"xz -T2 --block-size=256KiB", xzProgram(t, raw, "-T2", "--block-size=256KiB")})
 	}
-	for _, path := range decodePaths(t) {
+	for _, path := range decodePaths(t, CompressionXz) {
 		for _, s := range streams {
 			t.Run(path.name+"/"+s.name, func(t *testing.T) {
 				t.Parallel()
@@ -145,55 +153,88 @@ func TestDecompressXzPaths(t *testing.T) {
 
 // Corrupt and truncated streams, and streams over the limit, end with the
 // same receipts whichever way they are decoded.
-func TestDecompressXzDamagedPaths(t *testing.T) {
+func TestDecompressDamagedPaths(t *testing.T) {
 	t.Parallel()
 	raw := testLines(20000)
-	data := xzWith(t, raw, 1<<30)
-	corrupt := bytes.Clone(data)
-	for i := len(corrupt) / 2; i < len(corrupt)/2+16; i++ {
-		corrupt[i] ^= 0x5a
+	xzData := xzWith(t, raw, 1<<30)
+	bzRaw := fixtureNDJSON()
+	bzData, err := os.ReadFile("testdata/lines.ndjson.bz2")
+	if err != nil {
+		t.Fatal(err)
 	}
-	cases := []struct {
+	type damaged struct {
 		name    string
 		data    []byte
 		limit   int64
 		wantErr string // the receipt's error starts with it; "" for EOF
-	}{
-		{"whole", data, int64(len(raw)), ""},
-		{"corrupt", corrupt, 1 << 30, "xz: corrupt stream after "},
-		{"truncated", data[:len(data)*2/3], 1 << 30, "xz: truncated stream after "},
-		{"truncated in the header", data[:9], 1 << 30, "xz: truncated stream after 0 "},
-		{"over the limit", data, int64(len(raw)) - 1, "xz: stream decompresses to more than "},
 	}
-	for _, path := range decodePaths(t) {
-		for _, c := range cases {
-			t.Run(path.name+"/"+c.name, func(t *testing.T) {
-				t.Parallel()
-				d := openDecompressor(t, bytes.NewReader(c.data), c.limit, path.programs())
-				got, err := io.ReadAll(d)
-				if usesProgram(d) != path.program {
-					t.Fatalf("decoded by the program: %v, want %v", usesProgram(d), path.program)
-				}
-				if !bytes.HasPrefix(raw, got) && c.name != "corrupt" {
-					t.Errorf("the %d bytes decoded are not the start of what was sent", len(got))
-				}
-				if c.wantErr == "" {
-					if err != nil {
-						t.Fatalf("error %v, want none", err)
-					}
-					return
-				}
-				var derr *DecompressError
-				if !errors.As(err, &derr) || !strings.HasPrefix(derr.Error(), c.wantErr) {
-					t.Fatalf("error %v, want a *DecompressError starting %q", err, c.wantErr)
-				}
-				if derr.Decompressed != int64(len(got)) {
-					t.Errorf("error counts %d decompressed bytes, %d were read", derr.Decompressed, len(got))
-				}
-				t.Logf("%s", derr)
-			})
+	cases := func(format string, data, raw []byte, inHeader int) []damaged {
+		corrupt := bytes.Clone(data)
+		for i := len(corrupt) / 2; i < len(corrupt)/2+16; i++ {
+			corrupt[i] ^= 0x5a
+		}
+		return []damaged{
+			{"whole", data, int64(len(raw)), ""},
+			{"concatenated", append(bytes.Clone(data), data...), 2 * int64(len(raw)), ""},
+			{"corrupt", corrupt, 1 << 30, format + ": corrupt stream after "},
+			{"truncated", data[:len(data)*2/3], 1 << 30, format + ": truncated stream after "},
+			{"truncated in the header", data[:inHeader], 1 << 30, format + ": truncated stream after 0 "},
+			{"over the limit", data, int64(len(raw)) - 1, format + ": stream decompresses to more than "},
 		}
 	}
+	formats := []struct {
+		format string
+		raw    []byte
+		cases  []damaged
+	}{
+		{CompressionXz, raw, cases(CompressionXz, xzData, raw, 9)},
+		{CompressionBzip2, bzRaw, cases(CompressionBzip2, bzData, bzRaw, 12)},
+	}
+	for _, f := range formats {
+		for _, path := range decodePaths(t, f.format) {
+			for _, c := range f.cases {
+				t.Run(f.format+"/"+path.name+"/"+c.name, func(t *testing.T) {
+					t.Parallel()
+					d := openDecompressor(t, bytes.NewReader(c.data), c.limit, path.programs())
+					got, err := io.ReadAll(d)
+					if usesProgram(d) != path.program {
+						t.Fatalf("decoded by the program: %v, want %v", usesProgram(d), path.program)
+					}
+					want := f.raw
+					if c.name == "concatenated" {
+						want = append(bytes.Clone(f.raw), f.raw...)
+					}
+					if !bytes.HasPrefix(want, got) && c.name != "corrupt" {
+						t.Errorf("the %d bytes decoded are not the start of what was sent", len(got))
+					}
+					if c.wantErr == "" {
+						if err != nil || len(got) != len(want) {
+							t.Fatalf("decoded %d bytes of %d, error %v; want all and no error", len(got), len(want), err)
+						}
+						return
+					}
+					var derr *DecompressError
+					if !errors.As(err, &derr) || !strings.HasPrefix(derr.Error(), c.wantErr) {
+						t.Fatalf("error %v, want a *DecompressError starting %q", err, c.wantErr)
+					}
+					if derr.Decompressed != int64(len(got)) {
+						t.Errorf("error counts %d decompressed bytes, %d were read", derr.Decompressed, len(got))
+					}
+					t.Logf("%s", derr)
+				})
+			}
+		}
+	}
+}
+
+// fixtureNDJSON returns what testdata/lines.ndjson.bz2 holds.
+func fixtureNDJSON() []byte {
+	var b bytes.Buffer
+	for i := range 3000 {
+		n := i + 1
+		fmt.Fprintf(&b, `{"id":%d,"user":"u%d","text":"%s"}`+"\n", n, n%97, strings.Repeat("ab", n%40))
+	}
+	return b.Bytes()
 }
 
 // Past the bound on programs, connections are decoded in Go.
@@ -232,13 +273,18 @@ func TestDecompressProgramSenderPauses(t *testing.T) {
 	if _, err := exec.LookPath("xz"); err != nil {
 		t.Skip("xz is not installed")
 	}
-	raw := testLines(20000)
+	// Fewer bytes than Read reads from the connection at once, so that
+	// one read takes all, and the next would wait for the sender.
+	raw := testLines(2000)
 	data := xzWith(t, raw, 1<<30)
+	if len(data) >= programInBuffer || len(data) < 16<<10 {
+		t.Fatalf("the stream has %d bytes, want 16 KiB to %d", len(data), programInBuffer)
+	}
 	client, server := tcpPair(t)
 	go func() { _, _ = client.Write(data) }() // and no EOF yet
 	d := openDecompressor(t, server, 1<<30, programsOf(1))
 	got := make([]byte, len(raw))
-	half := len(raw) / 2 // data is ~10 times 8 KiB
+	half := len(raw) / 2
 	_ = server.SetReadDeadline(time.Now().Add(20 * time.Second))
 	start := time.Now()
 	if _, err := io.ReadFull(d, got[:half]); err != nil || !usesProgram(d) {
