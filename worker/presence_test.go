@@ -203,7 +203,10 @@ func TestPresenceRecreatesDeletedBucket(t *testing.T) {
 	// The recovering put may land while the bucket is still being made
 	// again; the next heartbeats settle it.
 	waitFor(t, 10*time.Second, "w-1 present again", func() bool { return len(present(t, nb.js)) == 1 })
-	if got := logs.count("cannot report presence"); got != 1 {
-		t.Errorf("failure logged %d times, want once:\n%s", got, logs.String())
+	// Each streak of failures is logged once, and its end once. A loaded
+	// machine may time out a later heartbeat too: that is a streak of its
+	// own.
+	if failed, back := logs.count("cannot report presence"), logs.count("presence reported again"); failed < 1 || failed != back {
+		t.Errorf("failure logged %d times and recovery %d times, want once each per streak:\n%s", failed, back, logs.String())
 	}
 }
