@@ -121,7 +121,7 @@ func parseFlags(args []string) (Config, error) {
 	}
 	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
 	fs.StringVar(&cfg.Spec, "spec", "", "pipeline spec `file` of -mode typed (default: "+DefaultSpec+" for tweets, a generated one for the other corpora)")
-	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: "+corpusText())
+	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: tweets (~6 KB statuses, 400,000 lines), archive (~4 KB records with values of their own, 100,000), small (~200 B records, 2,000,000)")
 	fs.StringVar(&cfg.Compress, "compress", "", "`xz`: send the corpus as one xz -T2 file with `ncat host port < dump.xz`, and measure xz -dc of it as the floor")
 	fs.BoolVar(&cfg.Latency, "latency", false, "-mode e2e: send the lines one at a time over one connection, each once the row of the one before is visible")
 	fs.IntVar(&cfg.Lines, "lines", 0, "number of lines to send (default: the corpus's, see -corpus; 100 with -latency)")
@@ -131,7 +131,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.IntVar(&cfg.BatchSize, "batch", 0, "WORKER_BATCH_SIZE (0: the worker's default)")
 	fs.StringVar(&cfg.GatewayBin, "gateway-bin", DefaultGatewayBin, "gateway `program`; built from source if missing")
 	fs.StringVar(&cfg.WorkerBin, "worker-bin", DefaultWorkerBin, "worker `program`; built from source if missing")
-	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the tweet generator")
+	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the line generator")
 	fs.Var(settingsFlag(cfg.PGSettings), "pg", "extra Postgres setting `name=value` (repeatable), e.g. -pg wal_buffers=64MB")
 	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_LINES=8192", func(s string) error {
 		name, _, ok := strings.Cut(s, "=")
@@ -238,16 +238,6 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// corpusText lists the corpora for the help.
-func corpusText() string {
-	var parts []string
-	for _, name := range corpusNames() {
-		k := corpusKinds[name]
-		parts = append(parts, fmt.Sprintf("%s (%s; %s lines)", name, k.about, thousands(int64(k.lines))))
-	}
-	return strings.Join(parts, ", ")
 }
 
 // settingsFlag collects repeated -pg name=value flags.

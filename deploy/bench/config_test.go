@@ -32,7 +32,7 @@ func TestParseFlagsWorkloads(t *testing.T) {
 		lines, conns int
 	}{
 		{[]string{"-mode", "typed", "-corpus", "archive", "-compress", "xz"}, 100_000, 1},
-		{[]string{"-mode", "typed", "-corpus", "small"}, 1_000_000, DefaultConns},
+		{[]string{"-mode", "typed", "-corpus", "small"}, 2_000_000, DefaultConns},
 		{[]string{"-latency"}, DefaultLoneLines, 1},
 		{[]string{"-latency", "-corpus", "small", "-lines", "7"}, 7, 1},
 		{[]string{"-corpus", "archive", "-lines", "50", "-conns", "2"}, 50, 2},

@@ -56,7 +56,7 @@ var corpusKinds = map[string]corpusKind{
 	// ids, counts and text, as an archive's do.
 	"archive": {name: "archive", about: "archive records of about 4 KB, every one with its own values (xz: about 8×), 0.15 % kept", lines: 100_000, estLineBytes: 4200,
 		keepEvery: 667, gen: recordGen(4096)},
-	"small": {name: "small", about: "records of about 200 B, 1 % kept", lines: 1_000_000, estLineBytes: 260,
+	"small": {name: "small", about: "records of about 200 B, 1 % kept", lines: 2_000_000, estLineBytes: 260,
 		keepEvery: 100, gen: recordGen(200)},
 }
 

@@ -233,8 +233,8 @@ func (r *Report) writeText(w io.Writer) error {
 	fmt.Fprintf(tw, "setup\t%d connections, %d workers × WORKER_CONCURRENCY %d%s, WORKER_BATCH_SIZE %d%s, max ack pending %s\n",
 		s.Conns, s.Workers, s.WorkerConcurrency, defaultMark(s.WorkerConcurrencyDefault),
 		s.BatchSize, defaultMark(s.BatchSizeDefault), thousands(int64(s.MaxAckPending)))
-	fmt.Fprintf(tw, "\tin-flight window per connection %s lines / %s (gateway and raw publishers)\n",
-		thousands(int64(s.RawWindow.Messages)), mib(s.RawWindow.Bytes))
+	fmt.Fprintf(tw, "\tin-flight window per connection %s lines / %s (gateway and raw publishers, which hold at most %s messages in flight together)\n",
+		thousands(int64(s.RawWindow.Messages)), mib(s.RawWindow.Bytes), thousands(rawQueueMsgs))
 	if len(s.ChildEnv) > 0 {
 		fmt.Fprintf(tw, "\textra env %s\n", strings.Join(s.ChildEnv, " "))
 	}
@@ -306,9 +306,9 @@ func (r *Report) writeText(w io.Writer) error {
 				rss = mib(p.PeakRSS)
 			}
 			total += p.CPUSeconds
-			fmt.Fprintf(&b, "%-24s %8.1f %7.2f %10.0f %10s\n", p.Name, p.CPUSeconds, p.Cores, perLine(p.CPUSeconds, e.EndToEnd.Lines), rss)
+			fmt.Fprintf(&b, "%-24s %8.1f %7.2f %10.1f %10s\n", p.Name, p.CPUSeconds, p.Cores, perLine(p.CPUSeconds, e.EndToEnd.Lines), rss)
 		}
-		fmt.Fprintf(&b, "%-24s %8.1f %7.2f %10.0f\n", "total", total, total/e.WindowSeconds, perLine(total, e.EndToEnd.Lines))
+		fmt.Fprintf(&b, "%-24s %8.1f %7.2f %10.1f\n", "total", total, total/e.WindowSeconds, perLine(total, e.EndToEnd.Lines))
 		fmt.Fprintf(&b, "%-24s %8s %7.2f\n", "other (not this run)", "", e.OtherCores)
 		fmt.Fprintf(&b, "machine busy %.0f%% of %d CPUs, iowait %.0f%%\n", e.BusyPct, r.Machine.CPUs, e.IOWaitPct)
 		if top, share := e.topConsumer(); total > 0 {
