@@ -27,9 +27,10 @@ build: ## Build the gateway, the worker and the dev runner into .data/bin
 run: build ## Run NATS, Postgres, a gateway and two workers locally (Ctrl-C stops all)
 	$(BIN)/devrun -gateway $(BIN)/gateway -worker $(BIN)/worker
 
-test: ## Vet, then run every test with the race detector
+test: ## Vet, then run every test with the race detector, and the Kubernetes manifests' tests (deploy/k8s)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) ./...
+	cd deploy/k8s && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 fuzz: ## Fuzz each Fuzz* target (FuzzFramer, ...) for FUZZTIME
 	@set -e; found=0; \
