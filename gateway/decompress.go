@@ -190,6 +190,10 @@ func (d *decompressor) open() error {
 		}
 		d.dec, d.close = zr, zr.Close
 	case CompressionXz:
+		// The system's xz when it is installed and a slot is free: twice
+		// as fast, and on more than one core for xz -T archives (see
+		// [systemDecoders]). Neither it nor the Go decoder caps the
+		// dictionary a stream declares.
 		if pd := d.programs.start(d.format, d.src); pd != nil {
 			d.dec, d.close = pd, pd.Close
 			break

@@ -138,7 +138,9 @@ const quietWait = 50 * time.Millisecond
 // after a short read from the connection it first waits up to
 // [quietWait] for the program to decode what it was given, so that a
 // sender that pauses gets its lines decoded and published, not held until
-// it sends again.
+// it sends again. (xz itself reads its input in pieces of 8 KiB and waits
+// for a whole one, so the last 8 KiB or less before a pause wait for more
+// input, the end of it, or the idle timeout, which all decode them.)
 //
 // When the connection's input ends, the program's standard input is
 // closed and Read returns what it still decodes. Then Read returns
