@@ -47,11 +47,25 @@ type Server struct {
 
 // Start starts a server and waits until it accepts connections.
 func Start(opts Options, logger *slog.Logger) (*Server, error) {
+	s, err := newServer(opts, "jetline-embedded", nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	logger.Info("embedded nats started", "url", s.ClientURL(), "store_dir", opts.StoreDir)
+	return s, nil
+}
+
+// newServer fills in the server options of opts, named name; cluster, if
+// set, is applied before opts.Configure. It does not start the server.
+func newServer(opts Options, name string, cluster func(*server.Options)) (*Server, error) {
 	if opts.StoreDir == "" {
 		return nil, fmt.Errorf("embedded nats needs a store directory")
 	}
 	sopts := &server.Options{
-		ServerName:   "jetline-embedded",
+		ServerName:   name,
 		Host:         opts.Host,
 		Port:         opts.Port,
 		JetStream:    true,
@@ -70,15 +84,13 @@ func Start(opts Options, logger *slog.Logger) (*Server, error) {
 	if sopts.MaxPayload == 0 {
 		sopts.MaxPayload = DefaultMaxPayload
 	}
+	if cluster != nil {
+		cluster(sopts)
+	}
 	if opts.Configure != nil {
 		opts.Configure(sopts)
 	}
-	s := &Server{opts: sopts}
-	if err := s.start(); err != nil {
-		return nil, err
-	}
-	logger.Info("embedded nats started", "url", s.ClientURL(), "store_dir", opts.StoreDir)
-	return s, nil
+	return &Server{opts: sopts}, nil
 }
 
 func (s *Server) start() error {
@@ -99,8 +111,12 @@ func (s *Server) start() error {
 	return nil
 }
 
-// Stop shuts the server down and waits for it. Safe to call twice.
+// Stop shuts the server down and waits for it. Safe to call twice, and on
+// a cluster node that was never started.
 func (s *Server) Stop() {
+	if s.Server == nil {
+		return
+	}
 	s.Shutdown()
 	s.WaitForShutdown()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +68,77 @@ func TestStartRestartKeepsStream(t *testing.T) {
 	}
 	if info.State.Msgs != 1 {
 		t.Fatalf("messages after restart = %d, want 1", info.State.Msgs)
+	}
+}
+
+// TestClusterLosesAndRegainsALeader starts a three-node cluster, puts an
+// R3 stream on it, stops the stream's leader (another node takes over and
+// the stream keeps its messages) and starts it again on its own store.
+func TestClusterLosesAndRegainsALeader(t *testing.T) {
+	t.Parallel()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := embeddednats.StartCluster(embeddednats.Options{StoreDir: t.TempDir()}, 3, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	if got := strings.Count(c.URL(), "nats://"); got != 3 {
+		t.Fatalf("URL %q names %d servers, want 3", c.URL(), got)
+	}
+	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cfg := topology.StreamConfig{MaxBytes: 1 << 20, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 3}
+	if _, err := topology.EnsureStream(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, topology.Subject("t"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	leader := c.StreamLeader(topology.StreamName)
+	if leader == nil {
+		t.Fatal("the R3 stream has no leader")
+	}
+	i := c.Index(leader)
+	c.StopNode(i)
+	waitFor(t, "a new stream leader", func() bool {
+		l := c.StreamLeader(topology.StreamName)
+		return l != nil && l != leader
+	})
+	if err := c.StartNode(i); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restarted node to catch up", func() bool {
+		s, err := js.Stream(ctx, topology.StreamName)
+		if err != nil {
+			return false
+		}
+		info := s.CachedInfo()
+		if info.State.Msgs != 1 || info.Cluster == nil {
+			return false
+		}
+		for _, r := range info.Cluster.Replicas {
+			if !r.Current {
+				return false
+			}
+		}
+		return len(info.Cluster.Replicas) == 2
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -72,4 +73,33 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("testenv: jetstream context: %v", err)
 	}
 	return nc, js
+}
+
+// NATSCluster starts an n-node embedded JetStream cluster on free loopback
+// ports, each node with its store in a temporary directory, waits until it
+// has elected a meta leader and stops it when t ends. See
+// [embeddednats.Cluster] for stopping, restarting and finding leaders.
+func NATSCluster(t testing.TB, n int) *embeddednats.Cluster {
+	t.Helper()
+	c := NATSClusterStopped(t, n)
+	if err := c.Start(); err != nil {
+		t.Fatalf("testenv: start embedded nats cluster: %v", err)
+	}
+	if err := c.WaitForMetaLeader(30 * time.Second); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return c
+}
+
+// NATSClusterStopped is [NATSCluster] with no node started yet: its URL is
+// known, so start-order tests can start programs first and then the nodes
+// ([embeddednats.Cluster.StartNode], [embeddednats.Cluster.Start]).
+func NATSClusterStopped(t testing.TB, n int) *embeddednats.Cluster {
+	t.Helper()
+	c, err := embeddednats.NewCluster(embeddednats.Options{StoreDir: t.TempDir()}, n, Logger(t))
+	if err != nil {
+		t.Fatalf("testenv: make embedded nats cluster: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	return c
 }
