@@ -77,6 +77,9 @@ type PresenceOptions struct {
 	// Replicas is the bucket's number of replicas (INGEST_REPLICAS).
 	// Defaults to 1.
 	Replicas int
+	// Retry is how creating the bucket waits for a cluster that cannot
+	// take it yet, within one heartbeat; the zero Retry logs nothing.
+	Retry topology.Retry
 }
 
 // Presence keeps a worker's entry in the [topology.WorkersBucket] bucket
@@ -188,7 +191,7 @@ func (p *Presence) beat(ctx context.Context) {
 
 func (p *Presence) put(ctx context.Context) error {
 	if p.kv == nil {
-		kv, err := p.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kv, err := p.opts.Retry.CreateOrUpdateKeyValue(ctx, p.js, jetstream.KeyValueConfig{
 			Bucket:      topology.WorkersBucket,
 			Description: "jetline: running workers, one key each, refreshed every heartbeat",
 			History:     1,
@@ -197,7 +200,7 @@ func (p *Presence) put(ctx context.Context) error {
 			Replicas:    p.opts.Replicas,
 		})
 		if err != nil {
-			return fmt.Errorf("create or update key-value bucket %s: %w", topology.WorkersBucket, err)
+			return err
 		}
 		p.kv = kv
 	}

@@ -2,20 +2,24 @@ package deadletter
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetline/jetline/shared/topology"
 )
 
 // EnsureStream creates the dead-letter stream or updates it to cfg, with
-// replicas replicas (the ingest stream's INGEST_REPLICAS). It is
-// idempotent and safe to call from every process at start; both programs
-// call it right after topology.EnsureStream, so either may write the first
-// dead letter.
+// replicas replicas (the ingest stream's INGEST_REPLICAS), retried as the
+// zero [topology.Retry] does. It is idempotent and safe to call from every
+// process at once. The programs call [EnsureStreamWith].
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config, replicas int) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, cfg.Stream(replicas))
-	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
-	}
-	return s, nil
+	return EnsureStreamWith(ctx, js, cfg, replicas, topology.Retry{})
+}
+
+// EnsureStreamWith is [EnsureStream] waiting as retry says for a server or
+// cluster that cannot take the stream yet. Both programs call it right
+// after [topology.Retry.EnsureStream], so either may write the first dead
+// letter.
+func EnsureStreamWith(ctx context.Context, js jetstream.JetStream, cfg Config, replicas int, retry topology.Retry) (jetstream.Stream, error) {
+	return retry.CreateOrUpdateStream(ctx, js, cfg.Stream(replicas))
 }

@@ -20,7 +20,7 @@ import (
 type Check func(ctx context.Context) error
 
 // Server is the HTTP server for /healthz and /readyz. Other handlers (such as
-// /metrics) can be added with Handle before Run.
+// /metrics) can be added with Handle.
 type Server struct {
 	addr   string
 	logger *slog.Logger
@@ -55,7 +55,9 @@ func (s *Server) AddCheck(name string, c Check) {
 	s.checks[name] = c
 }
 
-// Handle registers an extra handler on the server's mux.
+// Handle registers an extra handler on the server's mux. It may be called
+// while Run serves: a program registers /metrics once the component that
+// serves it exists, after /healthz and /readyz are up.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
@@ -153,4 +155,45 @@ func Probe(url string, timeout time.Duration) error {
 		return fmt.Errorf("probe %s: %s: %s", url, resp.Status, body)
 	}
 	return nil
+}
+
+// Startup is a readiness check for a program's start-up: it fails, saying
+// what the program waits for, until [Startup.Done]. The programs serve
+// /healthz and /readyz from the moment they start, so that while they wait
+// for NATS or for a forming JetStream cluster, an orchestrator sees them
+// alive, not ready, and why. Its methods are safe for concurrent use.
+type Startup struct {
+	mu      sync.Mutex
+	waiting string
+	done    bool
+}
+
+// NewStartup returns a start-up that waits for waiting, e.g. "connecting to
+// NATS".
+func NewStartup(waiting string) *Startup { return &Startup{waiting: waiting} }
+
+// Waiting replaces what the start-up waits for. After Done it changes
+// nothing Check reports.
+func (s *Startup) Waiting(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waiting = reason
+}
+
+// Done marks the start-up finished: Check passes from now on.
+func (s *Startup) Done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+}
+
+// Check is the readiness [Check]: nil once Done, else an error saying what
+// the start-up waits for.
+func (s *Startup) Check(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return nil
+	}
+	return fmt.Errorf("starting: %s", s.waiting)
 }

@@ -55,3 +55,20 @@ func TestReadyFollowsChecks(t *testing.T) {
 		t.Fatalf("readyz = %s after the check recovered", resp.Status)
 	}
 }
+
+func TestStartupNotReadyUntilDone(t *testing.T) {
+	t.Parallel()
+	s := NewStartup("connecting to NATS")
+	if err := s.Check(t.Context()); err == nil || err.Error() != "starting: connecting to NATS" {
+		t.Fatalf("Check before Done = %v, want the reason", err)
+	}
+	s.Waiting("waiting for the JetStream cluster to elect a meta leader")
+	if err := s.Check(t.Context()); err == nil || err.Error() != "starting: waiting for the JetStream cluster to elect a meta leader" {
+		t.Fatalf("Check = %v, want the new reason", err)
+	}
+	s.Done()
+	s.Waiting("late report")
+	if err := s.Check(t.Context()); err != nil {
+		t.Fatalf("Check after Done = %v", err)
+	}
+}

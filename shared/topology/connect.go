@@ -25,7 +25,9 @@ type NATSConfig struct {
 	// they are hidden in logs. Defaults to nats://127.0.0.1:4222, where
 	// `make run` starts an embedded server.
 	URL string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
-	// ConnectTimeout bounds the first connection. Defaults to 30s.
+	// ConnectTimeout bounds the first connection, and then the creation of
+	// each JetStream object the program needs while the servers or their
+	// cluster are still forming (see [Retry]). Defaults to 30s.
 	ConnectTimeout time.Duration `env:"NATS_CONNECT_TIMEOUT" envDefault:"30s"`
 	// Creds is the path of a user credentials file (a JWT and its nkey
 	// seed, as `nsc generate creds` writes), for servers in operator mode.

@@ -1,7 +1,9 @@
 // Package topology is the contract between the gateway and the workers: the
 // JetStream stream and consumer they share, the subjects lines are published
-// on and the headers every line carries. Both programs call [EnsureStream] at
-// start (and the worker [EnsureConsumer]), so either may start first.
+// on and the headers every line carries. Both programs call
+// [Retry.EnsureStream] at start (and the worker [Retry.EnsureConsumer]), so
+// either may start first, and before the servers have formed a cluster:
+// [Retry] waits for them.
 package topology
 
 import (
@@ -120,14 +122,20 @@ func (c StreamConfig) Stream() jetstream.StreamConfig {
 	}
 }
 
-// EnsureStream creates the ingest stream or updates it to cfg. It is
-// idempotent and safe to call from every process at start.
+// EnsureStream creates the ingest stream or updates it to cfg, retried as
+// the zero [Retry] does (silently, for up to [DefaultSetupTimeout]). It is
+// idempotent and safe to call from every process at once. The programs call
+// [Retry.EnsureStream], which logs its waits.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, cfg.Stream())
-	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
-	}
-	return s, nil
+	return Retry{}.EnsureStream(ctx, js, cfg)
+}
+
+// EnsureStream creates the ingest stream or updates it to cfg, waiting as r
+// says for a server or cluster that cannot take it yet. It is idempotent
+// and safe to call from every process at once: they converge on one
+// stream.
+func (r Retry) EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	return r.CreateOrUpdateStream(ctx, js, cfg.Stream())
 }
 
 // ConsumerConfig holds the settings of the shared durable pull consumer.
@@ -156,13 +164,17 @@ func (c ConsumerConfig) Consumer() jetstream.ConsumerConfig {
 	}
 }
 
-// EnsureConsumer creates the shared durable consumer or updates it to cfg.
+// EnsureConsumer creates the shared durable consumer or updates it to cfg,
+// retried as the zero [Retry] does. The worker calls
+// [Retry.EnsureConsumer].
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, StreamName, cfg.Consumer())
-	if err != nil {
-		return nil, fmt.Errorf("create or update consumer %s on %s: %w", ConsumerName, StreamName, err)
-	}
-	return c, nil
+	return Retry{}.EnsureConsumer(ctx, js, cfg)
+}
+
+// EnsureConsumer creates the shared durable consumer or updates it to cfg,
+// waiting as r says for a cluster that cannot take it yet.
+func (r Retry) EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) (jetstream.Consumer, error) {
+	return r.CreateOrUpdateConsumer(ctx, js, StreamName, cfg.Consumer())
 }
 
 var sourcePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -59,41 +60,61 @@ func run() (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	// /healthz and /readyz answer from the start: while the gateway waits
+	// for NATS or for a forming JetStream cluster, an orchestrator sees it
+	// alive, not ready, and why.
+	hs := health.New(cfg.HealthAddr, logger)
+	startup := health.NewStartup("connecting to NATS at " + logging.RedactURLs(cfg.NATS.URL))
+	hs.AddCheck("startup", startup.Check)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return hs.Run(gctx) })
+	g.Go(func() error { return serve(gctx, cfg, hs, startup, logger) })
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// serve connects to NATS, sets up the streams and runs the gateway until
+// ctx is done. It returns nil when ctx ends it while it waits.
+func serve(ctx context.Context, cfg gateway.Config, hs *health.Server, startup *health.Startup, logger *slog.Logger) error {
 	nc, js, err := topology.Connect(ctx, cfg.NATS, "jetline-gateway", logger)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil // interrupted while waiting for NATS
-		}
-		return err
+		return interrupted(ctx, err)
 	}
 	defer func() {
 		if err := topology.Drain(nc, drainTimeout); err != nil {
 			logger.Warn("leaving", "err", err)
 		}
 	}()
-	if _, err := topology.EnsureStream(ctx, js, cfg.Stream); err != nil {
-		return err
+	hs.AddCheck("nats", topology.Connected(nc))
+	retry := topology.Retry{Timeout: cfg.NATS.ConnectTimeout, Logger: logger, Waiting: startup.Waiting}
+	startup.Waiting("creating or updating stream " + topology.StreamName)
+	if _, err := retry.EnsureStream(ctx, js, cfg.Stream); err != nil {
+		return interrupted(ctx, err)
 	}
 	// Lines over the maximum length go to the dead-letter stream.
-	if _, err := deadletter.EnsureStream(ctx, js, cfg.DLQ, cfg.Stream.Replicas); err != nil {
-		return err
+	startup.Waiting("creating or updating stream " + deadletter.StreamName)
+	if _, err := deadletter.EnsureStreamWith(ctx, js, cfg.DLQ, cfg.Stream.Replicas, retry); err != nil {
+		return interrupted(ctx, err)
 	}
 	gw, err := gateway.New(cfg, nc, logger)
 	if err != nil {
 		return err
 	}
-
-	hs := health.New(cfg.HealthAddr, logger)
 	hs.Handle("GET "+metrics.Path, metrics.Handler(logger, gw.Metrics()))
-	hs.AddCheck("nats", topology.Connected(nc))
+	startup.Done()
+	return gw.Run(ctx)
+}
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return gw.Run(gctx) })
-	g.Go(func() error { return hs.Run(gctx) })
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
+// interrupted returns nil if ctx is done (the gateway was stopped while it
+// waited), else err.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
 	}
-	return nil
+	return err
 }
 
 // healthcheck probes /readyz of the gateway running on this host.

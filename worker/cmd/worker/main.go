@@ -98,21 +98,43 @@ func run(ctx context.Context, cfg worker.Config) error {
 		return err
 	}
 
-	nc, js, err := topology.Connect(ctx, cfg.NATS, "jetline-worker/"+instance, logger)
+	// /healthz and /readyz answer from the start: while the worker waits
+	// for NATS or for a forming JetStream cluster, an orchestrator sees it
+	// alive, not ready, and why.
+	hs := health.New(cfg.HealthAddr, logger)
+	startup := health.NewStartup("connecting to NATS at " + logging.RedactURLs(cfg.NATS.URL))
+	hs.AddCheck("startup", startup.Check)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return hs.Run(gctx) })
+	g.Go(func() error { return work(gctx, cfg, pipelines, hs, startup, logger) })
+	return g.Wait()
+}
+
+// work connects to NATS, sets up the streams and the consumer, opens the
+// database and runs the worker until ctx is done. It returns nil when ctx
+// ends it while it waits.
+func work(ctx context.Context, cfg worker.Config, pipelines []*pipeline.Pipeline, hs *health.Server, startup *health.Startup, logger *slog.Logger) error {
+	nc, js, err := topology.Connect(ctx, cfg.NATS, "jetline-worker/"+cfg.InstanceName(), logger)
 	if err != nil {
-		return err
+		return interrupted(ctx, err)
 	}
 	defer nc.Close()
-	stream, err := topology.EnsureStream(ctx, js, cfg.Stream)
+	hs.AddCheck("nats", topology.Connected(nc))
+	retry := topology.Retry{Timeout: cfg.NATS.ConnectTimeout, Logger: logger, Waiting: startup.Waiting}
+	startup.Waiting("creating or updating stream " + topology.StreamName)
+	stream, err := retry.EnsureStream(ctx, js, cfg.Stream)
 	if err != nil {
-		return err
+		return interrupted(ctx, err)
 	}
-	if _, err := deadletter.EnsureStream(ctx, js, cfg.DLQ, cfg.Stream.Replicas); err != nil {
-		return err
+	startup.Waiting("creating or updating stream " + deadletter.StreamName)
+	if _, err := deadletter.EnsureStreamWith(ctx, js, cfg.DLQ, cfg.Stream.Replicas, retry); err != nil {
+		return interrupted(ctx, err)
 	}
-	cons, err := topology.EnsureConsumer(ctx, js, cfg.Consumer())
+	startup.Waiting("creating or updating consumer " + topology.ConsumerName)
+	cons, err := retry.EnsureConsumer(ctx, js, cfg.Consumer())
 	if err != nil {
-		return err
+		return interrupted(ctx, err)
 	}
 
 	pool, err := openPool(ctx, cfg)
@@ -120,6 +142,7 @@ func run(ctx context.Context, cfg worker.Config) error {
 		return err
 	}
 	defer pool.Close()
+	hs.AddCheck("postgres", pool.Ping)
 	router, stores, err := routes(pool, cfg.Table, pipelines, logger)
 	if err != nil {
 		return err
@@ -132,43 +155,45 @@ func run(ctx context.Context, cfg worker.Config) error {
 	if err != nil {
 		return err
 	}
-	presence, err := worker.NewPresence(js, w, cfg.Presence(), logger)
+	popts := cfg.Presence()
+	// The bucket is for operators: its waits are logged, not reported
+	// as the worker's readiness.
+	popts.Retry = topology.Retry{Timeout: cfg.NATS.ConnectTimeout, Logger: logger}
+	presence, err := worker.NewPresence(js, w, popts, logger)
 	if err != nil {
 		return err
 	}
-
-	hs := health.New(cfg.HealthAddr, logger)
 	hs.Handle("GET "+metrics.Path, metrics.Handler(logger, w.Metrics(js)))
-	hs.AddCheck("nats", topology.Connected(nc))
-	hs.AddCheck("postgres", pool.Ping)
+	startup.Done()
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return hs.Run(gctx) })
-	g.Go(func() error {
-		// Acks are published asynchronously: flush them before leaving.
-		defer func() {
-			if err := topology.Drain(nc, cfg.ShutdownTimeout); err != nil {
-				logger.Warn("leaving", "err", err)
-			}
-		}()
-		// The worker is listed from now (a worker waiting for the
-		// database is connected, just not storing) until it has finished
-		// its batches, and its entry is deleted before the drain.
-		defer runUntilReturn(context.WithoutCancel(gctx), presence.Run)()
-		for _, store := range stores {
-			if err := createTable(gctx, store, logger); err != nil {
-				if gctx.Err() != nil {
-					return nil
-				}
-				return err
-			}
+	// Acks are published asynchronously: flush them before leaving.
+	defer func() {
+		if err := topology.Drain(nc, cfg.ShutdownTimeout); err != nil {
+			logger.Warn("leaving", "err", err)
 		}
-		if err := w.Run(gctx); err != nil {
-			return fmt.Errorf("worker: %w", err)
+	}()
+	// The worker is listed from now (a worker waiting for the database is
+	// connected, just not storing) until it has finished its batches, and
+	// its entry is deleted before the drain.
+	defer runUntilReturn(context.WithoutCancel(ctx), presence.Run)()
+	for _, store := range stores {
+		if err := createTable(ctx, store, logger); err != nil {
+			return interrupted(ctx, err)
 		}
+	}
+	if err := w.Run(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	return nil
+}
+
+// interrupted returns nil if ctx is done (the worker was stopped while it
+// waited), else err.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
 		return nil
-	})
-	return g.Wait()
+	}
+	return err
 }
 
 // runUntilReturn runs component on ctx in its own goroutine and returns a
