@@ -101,6 +101,13 @@ type Config struct {
 	// stored. Uncompressed input is not limited by it. Defaults to
 	// 1099511627776 (1 TiB).
 	MaxDecompressedBytes int64 `env:"GATEWAY_MAX_DECOMPRESSED_BYTES" envDefault:"1099511627776"`
+	// DecodePrograms bounds the connections whose xz input is decoded by
+	// the system's xz program at once (xz-utils, when installed: about
+	// twice the Go decoder's speed, and several cores on multi-block
+	// input); the others, and every connection when xz is not installed,
+	// decode in Go. 0 means one per core, at least two; -1 decodes every
+	// connection in Go. Defaults to 0.
+	DecodePrograms int `env:"GATEWAY_DECODE_PROGRAMS" envDefault:"0"`
 	// InflightLines caps, per connection, the lines published but not yet
 	// acknowledged by JetStream. When the window is full the gateway stops
 	// reading the connection until acknowledgements arrive. A frame larger
@@ -276,6 +283,9 @@ func (c Config) validateGateway() error {
 	}
 	if c.MaxDecompressedBytes < 1 {
 		errs = append(errs, fmt.Errorf("GATEWAY_MAX_DECOMPRESSED_BYTES must be positive (got %d); the default is 1099511627776 (1 TiB)", c.MaxDecompressedBytes))
+	}
+	if c.DecodePrograms < -1 || c.DecodePrograms > 4096 {
+		errs = append(errs, fmt.Errorf("GATEWAY_DECODE_PROGRAMS must be between -1 (decode in Go only) and 4096 (got %d); 0 means one per core", c.DecodePrograms))
 	}
 	if c.FrameBytes < 1 || c.FrameBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("GATEWAY_FRAME_BYTES must be between 1 and 67108864 (got %d); 131072 suits most loads", c.FrameBytes))

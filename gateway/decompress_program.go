@@ -77,7 +77,31 @@ var systemDecoders = &decodePrograms{
 		CompressionXz: newDecodeProgram("xz", []string{"--decompress", "--stdout", "--format=xz", "--threads=0", "--no-warn", "--quiet"},
 			"Unexpected end of input"),
 	},
-	slots: make(chan struct{}, max(2, runtime.NumCPU())),
+	slots: make(chan struct{}, defaultDecodePrograms()),
+}
+
+// defaultDecodePrograms is the bound on programs running at once when
+// GATEWAY_DECODE_PROGRAMS is 0: one per core, at least two.
+func defaultDecodePrograms() int { return max(2, runtime.NumCPU()) }
+
+// bound returns how many programs may run at once; 0 for nil.
+func (ps *decodePrograms) bound() int {
+	if ps == nil {
+		return 0
+	}
+	return cap(ps.slots)
+}
+
+// withSlots returns ps's programs bounded to n running at once (0: the
+// default bound; less than 0: none, nil).
+func (ps *decodePrograms) withSlots(n int) *decodePrograms {
+	switch {
+	case n < 0:
+		return nil
+	case n == 0:
+		n = defaultDecodePrograms()
+	}
+	return &decodePrograms{byFormat: ps.byFormat, slots: make(chan struct{}, n)}
 }
 
 // start starts format's program decoding src and returns it, or returns

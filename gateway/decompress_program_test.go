@@ -389,3 +389,24 @@ func tcpPair(t *testing.T) (client, server *net.TCPConn) {
 	t.Cleanup(func() { _ = c.Close(); _ = s.Close() })
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
+
+// TestDecodeProgramsBound checks GATEWAY_DECODE_PROGRAMS's meaning: 0 is
+// one program per core (at least two), -1 none (Go decoders only), and a
+// connection with none decodes in Go.
+func TestDecodeProgramsBound(t *testing.T) {
+	t.Parallel()
+	if got, want := systemDecoders.withSlots(0).bound(), max(2, runtime.NumCPU()); got != want {
+		t.Errorf("bound of 0 = %d, want %d", got, want)
+	}
+	if got := systemDecoders.withSlots(3).bound(); got != 3 {
+		t.Errorf("bound of 3 = %d", got)
+	}
+	none := systemDecoders.withSlots(-1)
+	if none != nil || none.bound() != 0 {
+		t.Fatalf("-1 gives %v, want no programs", none)
+	}
+	if pd := none.start(CompressionXz, strings.NewReader("")); pd != nil {
+		pd.Close()
+		t.Fatal("a program started with none allowed")
+	}
+}

@@ -148,6 +148,7 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 		readBuffer:      cfg.ReadBufferBytes,
 		idleTimeout:     cfg.IdleTimeout,
 		maxDecompressed: cfg.MaxDecompressedBytes,
+		decoders:        systemDecoders.withSlots(cfg.DecodePrograms),
 		// A frame of lines, and a line alone, fit what the server takes.
 		frame: frameLimits{bytes: min(cfg.FrameBytes, int(nc.MaxPayload())-HeaderReserve), lines: cfg.FrameLines},
 		publisher: publisherConfig{
@@ -244,6 +245,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	g.logger.Info("gateway started", "instance", g.instance, "acceptors_per_listener", g.acceptors,
 		"max_line_bytes", g.session.maxLine, "frame_bytes", g.session.frame.bytes, "frame_lines", g.session.frame.lines,
+		"decode_programs", g.session.decoders.bound(),
 		"inflight_lines", g.session.publisher.inflightLines,
 		"inflight_bytes", g.session.publisher.inflightBytes, "max_decompressed_bytes", g.session.maxDecompressed,
 		"allow_cidrs", len(g.guard.allow), "max_connections_per_ip", g.guard.perIP)

@@ -40,8 +40,11 @@ type sessionConfig struct {
 	// maxDecompressed bounds the decompressed size of a compressed
 	// connection.
 	maxDecompressed int64
-	frame           frameLimits
-	publisher       publisherConfig
+	// decoders are the programs that may decode compressed input; nil
+	// decodes it in Go.
+	decoders  *decodePrograms
+	frame     frameLimits
+	publisher publisherConfig
 	// abort is closed when the shutdown deadline leaves no more time to
 	// wait for acknowledgements.
 	abort <-chan struct{}
@@ -130,6 +133,7 @@ func (s *session) run(ctx context.Context) Receipt {
 	var input io.Reader = br
 	if compression != CompressionNone {
 		dec := newDecompressor(compression, br, s.cfg.maxDecompressed)
+		dec.programs = s.cfg.decoders
 		defer dec.Close()
 		input = dec
 		s.logger.Debug("compressed input", "compression", compression)
