@@ -42,6 +42,7 @@ func lineGoal(cfg Config) connGoal {
 
 // judge measures the run against its goal with what it found.
 func (r *Report) judge() {
+	r.judgeCopy()
 	g := &r.Goal
 	switch e := r.E2E; {
 	case r.Lone != nil:
@@ -84,6 +85,12 @@ type Report struct {
 	// Ratio is the end-to-end rate over the raw publish rate.
 	Ratio float64  `json:"e2e_to_raw_ratio,omitempty"`
 	Goal  connGoal `json:"goal"`
+	// Copy is the raw landing's reference: one bare COPY of the same
+	// lines (the e2e mode without -latency). CopyRatio is the end-to-end
+	// rate over it, judged by CopyGoal.
+	Copy      *copyResult `json:"bare_copy,omitempty"`
+	CopyRatio float64     `json:"e2e_to_copy_ratio,omitempty"`
+	CopyGoal  *connGoal   `json:"copy_goal,omitempty"`
 }
 
 // machine is what the numbers were measured on.
@@ -274,8 +281,15 @@ func (r *Report) writeText(w io.Writer) error {
 				"", "", thousands(e.Frames), float64(e.EndToEnd.Lines)/float64(e.Frames), framesMetric)
 		}
 	}
+	if c := r.Copy; c != nil {
+		row("bare COPY", &c.rate, fmt.Sprintf("one connection, one pgx CopyFrom of (line_id, payload jsonb lz4) into a fresh table; Postgres %.0f µs CPU/line",
+			perLine(c.PostgresCPUSeconds, c.Lines)))
+	}
 	if r.Raw != nil && r.E2E != nil {
 		fmt.Fprintf(&b, "%-18s %9.2f×\n", "e2e / raw", r.Ratio)
+	}
+	if r.Copy != nil && r.E2E != nil {
+		fmt.Fprintf(&b, "%-18s %9.2f×\n", "e2e / bare COPY", r.CopyRatio)
 	}
 	if d := r.Dump; d != nil && r.E2E != nil {
 		fmt.Fprintf(&b, "%-18s %9.2f×   (of the time xz -dc takes)\n", "e2e / xz floor", d.Floor.Seconds/r.E2E.EndToEnd.Seconds)
@@ -320,11 +334,17 @@ func (r *Report) writeText(w io.Writer) error {
 		}
 	}
 
-	verdict := r.Goal.verdict()
-	if r.Goal.Note == "" {
-		verdict += " (" + r.Goal.unit(r.Goal.Measured) + ")"
+	b.WriteByte('\n')
+	for _, g := range []*connGoal{&r.Goal, r.CopyGoal} {
+		if g == nil {
+			continue
+		}
+		verdict := g.verdict()
+		if g.Note == "" {
+			verdict += " (" + g.unit(g.Measured) + ")"
+		}
+		fmt.Fprintf(&b, "goal: %s: %s\n", g.Text, verdict)
 	}
-	fmt.Fprintf(&b, "\ngoal: %s: %s\n", r.Goal.Text, verdict)
 	fmt.Fprintf(&b, "run time %s\n", (time.Duration(r.RunSeconds*10) * time.Second / 10).String())
 	_, err := io.WriteString(w, b.String())
 	return err

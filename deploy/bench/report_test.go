@@ -53,12 +53,41 @@ func TestReportText(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "bare COPY") {
+		t.Errorf("report of a run without a bare COPY shows one:\n%s", out)
+	}
 	b.Reset()
 	if err := sampleReport(t, 12000).writeText(&b); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(b.String(), "met (0.60×)") {
 		t.Errorf("report of a run meeting the goal:\n%s", b.String())
+	}
+}
+
+// TestReportCopy checks the raw landing is judged against its bare COPY,
+// on both sides of the goal.
+func TestReportCopy(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		e2e, copy float64
+		want      string
+	}{
+		{e2e: 8000, copy: 5000, want: "goal: raw landing end to end ≥ 1.7× one bare COPY: missed (1.60×)"},
+		{e2e: 12000, copy: 5000, want: "goal: raw landing end to end ≥ 1.7× one bare COPY: met (2.40×)"},
+	} {
+		r := sampleReport(t, tt.e2e)
+		r.Copy = &copyResult{rate: rate{Lines: 1000, LinesPerSec: tt.copy, MiBPerSec: 30, Seconds: 0.2}, PostgresCPUSeconds: 0.15}
+		r.judge()
+		var b bytes.Buffer
+		if err := r.writeText(&b); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{tt.want, "bare COPY", "5,000", "Postgres 150 µs CPU/line", "e2e / bare COPY", "goal: end to end ≥ 0.5× raw publish"} {
+			if !strings.Contains(b.String(), want) {
+				t.Errorf("e2e %v, copy %v: report lacks %q:\n%s", tt.e2e, tt.copy, want, b.String())
+			}
+		}
 	}
 }
 

@@ -169,11 +169,18 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	return rep.writeText(stdout)
 }
 
-// runE2E is the e2e mode: the raw publish rate, then end to end; with
-// -latency, lone lines instead.
+// runE2E is the e2e mode: the raw publish rate, then end to end, then one
+// bare COPY of the same lines; with -latency, lone lines instead.
 func runE2E(ctx context.Context, b *bench) error {
+	// The bare COPY runs after the end-to-end measurement, on its idle
+	// programs, so that it takes nothing from it.
 	measure := func(r *e2eRun) (*e2eResult, error) {
 		res, err := r.measure(ctx)
+		if err != nil {
+			return nil, err
+		}
+		cp, err := r.bareCopy(ctx)
+		b.report.Copy = &cp
 		return &res, err
 	}
 	if b.cfg.Latency {
@@ -182,8 +189,11 @@ func runE2E(ctx context.Context, b *bench) error {
 			b.report.Lone = &lone
 			return nil, err
 		}
-	} else if err := measureRaw(ctx, b); err != nil {
-		return err
+	} else {
+		b.pr.step("goal: %s", copyGoalText)
+		if err := measureRaw(ctx, b); err != nil {
+			return err
+		}
 	}
 	settle()
 	if err := runPrograms(ctx, b, rawLanding, measure); err != nil {

@@ -60,6 +60,10 @@ func TestRunE2E(t *testing.T) {
 	if e.LatencyP50 <= 0 || e.LatencyP99 < e.LatencyP50 {
 		t.Errorf("latency p50 %v, p99 %v", e.LatencyP50, e.LatencyP99)
 	}
+	if c := r.Copy; c == nil || c.Lines != 600 || c.LinesPerSec <= 0 || c.PostgresCPUSeconds <= 0 ||
+		r.CopyGoal == nil || r.CopyGoal.Measured != r.CopyRatio || r.CopyRatio <= 0 {
+		t.Errorf("bare copy = %+v, ratio %v, goal %+v", r.Copy, r.CopyRatio, r.CopyGoal)
+	}
 	if r.Ratio <= 0 || !r.Binaries.Gateway.Built || !r.Binaries.Worker.Built || r.Setup.BatchSize != 100 {
 		t.Errorf("report = %+v", r)
 	}
@@ -80,7 +84,7 @@ func TestRunE2E(t *testing.T) {
 			t.Errorf("postgres settings %q lack %s", r.Postgres.settingsLine(), s)
 		}
 	}
-	if !strings.Contains(stderr, "goal: end to end ≥ 0.5× raw publish") || !strings.Contains(stderr, "end to end") {
+	if !strings.Contains(stderr, "goal: end to end ≥ 0.5× raw publish") || !strings.Contains(stderr, "e2e / bare COPY") {
 		t.Errorf("text report missing from stderr:\n%s", stderr)
 	}
 
