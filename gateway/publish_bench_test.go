@@ -1,11 +1,9 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -137,13 +135,13 @@ type publishBench struct {
 // startClock resets the benchmark timer and starts counting CPU time.
 func (bb *publishBench) startClock(b *testing.B) {
 	b.ResetTimer()
-	bb.cpu = -cpuTime()
+	bb.cpu = -testenv.CPUTime()
 }
 
 // stopClock stops the benchmark timer and the CPU count.
 func (bb *publishBench) stopClock(b *testing.B) {
 	b.StopTimer()
-	bb.cpu += cpuTime()
+	bb.cpu += testenv.CPUTime()
 }
 
 func setupPublishBench(b *testing.B, size int, opts ...jetstream.JetStreamOpt) *publishBench {
@@ -164,7 +162,7 @@ func setupPublishBench(b *testing.B, size int, opts ...jetstream.JetStreamOpt) *
 	}
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
-	return &publishBench{js: js, stream: stream, subject: topology.Subject(topology.DefaultSource), payload: ndjson(size)}
+	return &publishBench{js: js, stream: stream, subject: topology.Subject(topology.DefaultSource), payload: testenv.NDJSON(size)}
 }
 
 // msg returns the i-th frame of connection conn with the headers a frame
@@ -198,27 +196,6 @@ func (bb *publishBench) report(b *testing.B) {
 	if bb.cpu > 0 {
 		b.ReportMetric(float64(b.N)*float64(len(bb.payload))/bb.cpu.Seconds()/(1<<20), "MiB/cpu-s")
 	}
-}
-
-// cpuTime returns the user and system CPU time the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// ndjson returns size bytes of newline-terminated JSON lines of about 200
-// bytes each, as a frame carries them.
-func ndjson(size int) []byte {
-	var buf bytes.Buffer
-	for i := 0; buf.Len() < size; i++ {
-		fmt.Fprintf(&buf, `{"id":%d,"user":"someone","text":"%s"}`+"\n", i, bytes.Repeat([]byte("x"), 150))
-	}
-	out := buf.Bytes()[:size]
-	out[size-1] = '\n'
-	return out
 }
 
 func sizeName(n int) string {

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -192,7 +191,7 @@ func BenchmarkFetchFrames(b *testing.B) {
 func benchDrain(b *testing.B, size, loops int, work time.Duration,
 	open func(*testing.B, jetstream.Consumer, int, int) benchSource) {
 	url := setupFetchBench(b)
-	payload := benchNDJSON(size)
+	payload := testenv.NDJSON(size)
 	_, js := testenv.Connect(b, url)
 	// Frames beyond b.N keep every batch full to the end: the clock
 	// measures a backlog, not a last Fetch waiting out FetchMaxWait for a
@@ -221,7 +220,7 @@ func benchDrain(b *testing.B, size, loops int, work time.Duration,
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := cpuTime()
+	cpu0 := testenv.CPUTime()
 	for _, src := range sources {
 		wg.Go(func() {
 			for ctx.Err() == nil {
@@ -259,7 +258,7 @@ func benchDrain(b *testing.B, size, loops int, work time.Duration,
 		b.Fatalf("%d of %d frames processed after 5 minutes", taken.Load(), b.N)
 	}
 	b.StopTimer()
-	cpu := cpuTime() - cpu0
+	cpu := testenv.CPUTime() - cpu0
 	cancel()
 	for _, src := range sources {
 		src.close()
@@ -273,15 +272,6 @@ func benchDrain(b *testing.B, size, loops int, work time.Duration,
 	if cpu > 0 {
 		b.ReportMetric(float64(processed)*float64(size)/cpu.Seconds()/(1<<20), "MiB/cpu-s")
 	}
-}
-
-// cpuTime returns the user and system CPU time the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkFetchLatency measures how long a lone frame published to an
@@ -301,7 +291,7 @@ func BenchmarkFetchLatency(b *testing.B) {
 
 func benchLatency(b *testing.B, open func(*testing.B, jetstream.Consumer, int, int) benchSource) {
 	url := setupFetchBench(b)
-	payload := benchNDJSON(64 << 10)
+	payload := testenv.NDJSON(64 << 10)
 	_, js := testenv.Connect(b, url)
 	_, cjs := testenv.Connect(b, url)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -390,16 +380,4 @@ func benchFrame(payload []byte, i int) *nats.Msg {
 		topology.HeaderConn:    []string{"1"},
 		topology.HeaderLine:    []string{n},
 	}}
-}
-
-// benchNDJSON returns size bytes of newline-terminated JSON lines of
-// about 200 bytes each.
-func benchNDJSON(size int) []byte {
-	var buf bytes.Buffer
-	for i := 0; buf.Len() < size; i++ {
-		fmt.Fprintf(&buf, `{"id":%d,"user":"someone","text":"%s"}`+"\n", i, bytes.Repeat([]byte("x"), 150))
-	}
-	out := buf.Bytes()[:size]
-	out[size-1] = '\n'
-	return out
 }

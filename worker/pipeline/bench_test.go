@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/jetline/jetline/shared/testenv"
 	"github.com/jetline/jetline/shared/tweetgen"
 	"github.com/jetline/jetline/worker"
 )
@@ -50,7 +49,7 @@ func benchmarkTransform(b *testing.B, p *Pipeline, lines [][]byte) {
 	kept := 0
 	b.SetBytes(int64(total / len(lines)))
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0 := testenv.CPUTime()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		line := worker.Line{Seq: uint64(i), Source: "tweets", Data: lines[i%len(lines)]}
@@ -62,16 +61,7 @@ func benchmarkTransform(b *testing.B, p *Pipeline, lines [][]byte) {
 	b.ReportMetric(float64(kept)/float64(b.N)*100, "%kept")
 	// On a shared machine wall time includes waiting for a core; CPU time
 	// (this process's, GC included) does not.
-	if cpu := cpuTime() - cpu0; cpu > 0 {
+	if cpu := testenv.CPUTime() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(total/len(lines))*float64(b.N)/cpu.Seconds()/(1<<20), "MiB/cpu-s")
 	}
-}
-
-// cpuTime returns the user and system CPU time the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
