@@ -37,6 +37,8 @@ func (r *runner) printBanner(natsURL, dbURL string) {
 	fmt.Fprintf(&b, "  workers   %d, health on ports %d-%d\n", r.cfg.Workers, r.cfg.HealthPort+1, r.cfg.HealthPort+r.cfg.Workers)
 	fmt.Fprintf(&b, "  nats      %s   (%s)\n", logging.RedactURLs(natsURL), natsNote)
 	fmt.Fprintf(&b, "  postgres  %s   (%s)\n", dbShown, dbNote)
+	fmt.Fprintf(&b, "  logs      %s/<name>.log   (a child that exits is restarted; more than %d restarts in %s stop everything)\n",
+		filepath.Join(r.cfg.DataDir, "logs"), r.cfg.RestartIntensity, r.cfg.RestartPeriod)
 	fmt.Fprintf(&b, "\nSend newline-delimited JSON (the gateway answers with a receipt at the end):\n\n")
 	fmt.Fprintf(&b, "  ncat %s %s < file.ndjson\n", host, port)
 	fmt.Fprintf(&b, "  xz -dc dump.xz | ncat %s %s\n", host, port)

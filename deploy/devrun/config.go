@@ -48,6 +48,18 @@ type Config struct {
 	// printing the instructions anyway. Defaults to 60s.
 	ReadyTimeout time.Duration `env:"JETLINE_READY_TIMEOUT" envDefault:"60s"`
 
+	// RestartIntensity is how many restarts of children the runner makes
+	// within RestartPeriod before it gives up and stops the whole stack,
+	// naming the child that keeps failing; as in OTP, the restarts of all
+	// children count together. 0 stops the stack at the first child that
+	// exits on its own. Defaults to 5.
+	RestartIntensity int `env:"JETLINE_RESTART_INTENSITY" envDefault:"5"`
+	// RestartPeriod is the window RestartIntensity counts in. Defaults to
+	// 30s: with backoffs of 0.1 s doubling to 5 s, a child that crashes at
+	// once stops the stack within a few seconds, while a worker killed by
+	// hand now and then is restarted for as long as the developer likes.
+	RestartPeriod time.Duration `env:"JETLINE_RESTART_PERIOD" envDefault:"30s"`
+
 	// Log configures the runner's own log; the children read the same
 	// LOG_FORMAT and LOG_LEVEL.
 	Log logging.Config
@@ -85,8 +97,26 @@ func (c Config) Validate() error {
 	if c.ReadyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("JETLINE_READY_TIMEOUT must be positive (got %s)", c.ReadyTimeout))
 	}
+	if c.RestartIntensity < 0 {
+		errs = append(errs, fmt.Errorf("JETLINE_RESTART_INTENSITY must be 0 or more (got %d): 0 stops everything at the first crash", c.RestartIntensity))
+	}
+	if c.RestartPeriod <= 0 {
+		errs = append(errs, fmt.Errorf("JETLINE_RESTART_PERIOD must be positive (got %s), e.g. 30s", c.RestartPeriod))
+	}
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// restartPolicy is the supervisor's policy for c, with the runner's
+// backoffs.
+func (c Config) restartPolicy() restartPolicy {
+	return restartPolicy{
+		Intensity:  c.RestartIntensity,
+		Period:     c.RestartPeriod,
+		MinBackoff: defaultMinBackoff,
+		MaxBackoff: defaultMaxBackoff,
+		StableRun:  defaultStableRun,
+	}
 }

@@ -1,12 +1,16 @@
 // Command devrun is the development runner behind `make run`: it starts an
 // embedded NATS server and a private Postgres (unless NATS_URL and
 // DATABASE_URL point elsewhere), then one gateway and two workers as child
-// processes with their output prefixed by name, and on Ctrl-C stops the
-// gateway, then the workers, then Postgres and NATS.
+// processes with their output prefixed by name (and kept in
+// .data/logs/<name>.log), restarts any of them, Postgres included, that
+// exits on its own, and on Ctrl-C stops the gateway, then the workers, then
+// Postgres and NATS. A child that keeps failing (more than
+// -restart-intensity restarts within -restart-period) stops everything.
 //
 // Usage:
 //
 //	devrun [-gateway .data/bin/gateway] [-worker .data/bin/worker] [-workers 2]
+//	       [-restart-intensity 5] [-restart-period 30s]
 //
 // Everything else is configured through the environment; see [Config]. The
 // children inherit the environment, so GATEWAY_*, WORKER_*, INGEST_* and
@@ -33,6 +37,8 @@ func main() {
 	flag.StringVar(&cfg.GatewayBin, "gateway", cfg.GatewayBin, "gateway `program` (JETLINE_GATEWAY_BIN)")
 	flag.StringVar(&cfg.WorkerBin, "worker", cfg.WorkerBin, "worker `program` (JETLINE_WORKER_BIN)")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "number of workers (JETLINE_WORKERS)")
+	flag.IntVar(&cfg.RestartIntensity, "restart-intensity", cfg.RestartIntensity, "restarts allowed within the restart period before everything stops (JETLINE_RESTART_INTENSITY)")
+	flag.DurationVar(&cfg.RestartPeriod, "restart-period", cfg.RestartPeriod, "window the restart intensity counts in (JETLINE_RESTART_PERIOD)")
 	flag.Parse()
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "devrun: invalid configuration:\n%v\n", err)

@@ -17,14 +17,14 @@ const postgresStopTimeout = 15 * time.Second
 
 // startPostgres starts a private Postgres on 127.0.0.1:cfg.PostgresPort with
 // its data in DataDir/postgres and database jetline, unless cfg.DatabaseURL
-// names a database to use. It returns the URL for the workers and a function
-// that stops the server (a no-op for an external one).
-func startPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (url string, stop func(context.Context) error, err error) {
+// names a database to use. It returns the URL for the workers and the
+// server, nil for an external one.
+func startPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (url string, srv *privatepg.Server, err error) {
 	if cfg.DatabaseURL != "" {
 		logger.Info("using the database in DATABASE_URL", slog.String("component", "privatepg"))
-		return cfg.DatabaseURL, func(context.Context) error { return nil }, nil
+		return cfg.DatabaseURL, nil, nil
 	}
-	dir := filepath.Join(cfg.DataDir, "postgres")
+	dir := postgresDir(cfg)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.PostgresPort))
 	hint := fmt.Sprintf("stop that process, or set DATABASE_URL=postgres://USER@%s/jetline?sslmode=disable to use it, or JETLINE_POSTGRES_PORT to run the private one elsewhere", addr)
 	if pid := leftoverPostmaster(dir); pid != 0 {
@@ -33,7 +33,7 @@ func startPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (url st
 	if err := checkPortFree(addr, "the private Postgres server", hint); err != nil {
 		return "", nil, err
 	}
-	srv, err := privatepg.Start(ctx, privatepg.Options{
+	srv, err = privatepg.Start(ctx, privatepg.Options{
 		Dir:      dir,
 		Host:     "127.0.0.1",
 		Port:     cfg.PostgresPort,
@@ -43,9 +43,64 @@ func startPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (url st
 	if err != nil {
 		return "", nil, err // privatepg's errors say what to do.
 	}
-	return srv.URL(), func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, postgresStopTimeout)
-		defer cancel()
-		return srv.Stop(ctx)
-	}, nil
+	return srv.URL(), srv, nil
+}
+
+// postgresDir is the private server's data directory.
+func postgresDir(cfg Config) string { return filepath.Join(cfg.DataDir, "postgres") }
+
+// postgresService returns the running private server srv, with its data in
+// dir, as a service: a run is watched through the postmaster's pid (read
+// from dir/postmaster.pid), the next run is [privatepg.Server.Restart] on
+// the same data and port (crash recovery included), and stopping is
+// [privatepg.Server.Stop], a fast shutdown. The server writes its own log,
+// srv.LogPath().
+func postgresService(srv *privatepg.Server, dir string) service {
+	first := true
+	return service{
+		name:        "postgres",
+		stopTimeout: postgresStopTimeout,
+		describe:    []any{slog.String("dir", dir)},
+		logPath:     srv.LogPath(),
+		start: func(ctx context.Context) (instance, error) {
+			if !first {
+				if err := srv.Restart(ctx); err != nil {
+					return nil, err
+				}
+			}
+			first = false
+			pid := leftoverPostmaster(dir)
+			if pid == 0 {
+				return nil, fmt.Errorf("no postmaster runs on %s (see %s)", dir, srv.LogPath())
+			}
+			r := &postgresRun{srv: srv, pid: pid, done: make(chan struct{})}
+			go func() {
+				r.err = waitExit(pid)
+				close(r.done)
+			}()
+			return r, nil
+		},
+	}
+}
+
+// postgresRun is one run of the private server: an [instance].
+type postgresRun struct {
+	srv  *privatepg.Server
+	pid  int
+	done chan struct{}
+	err  error
+}
+
+func (r *postgresRun) Pid() int               { return r.pid }
+func (r *postgresRun) Done() <-chan struct{} { return r.done }
+func (r *postgresRun) Err() error             { return r.err }
+
+// Terminate stops the server with a fast shutdown, killing it after timeout
+// or once ctx is done.
+func (r *postgresRun) Terminate(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := r.srv.Stop(ctx)
+	<-r.done
+	return err
 }

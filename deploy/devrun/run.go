@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 )
@@ -38,11 +39,12 @@ type endpoint struct {
 // readyURL is the child's readiness URL.
 func (e endpoint) readyURL() string { return "http://" + e.addr + "/readyz" }
 
-// run starts everything and blocks until ctx is done or a child exits on
-// its own, then stops the children (gateway first, then the workers), then
-// Postgres, then NATS. Stopping honours each child's StopTimeout until
-// hurry is done, and kills what is left from then on. It returns an error
-// when something could not start or a child died.
+// run starts everything and blocks until ctx is done or a child keeps
+// failing, then stops the children (gateway first, then the workers), then
+// Postgres, then NATS. A child that exits on its own is restarted (see
+// [supervisor]). Stopping honours each child's StopTimeout until hurry is
+// done, and kills what is left from then on. It returns an error when
+// something could not start or a child exceeded the restart intensity.
 func (r *runner) run(ctx, hurry context.Context) error {
 	if err := r.checkBinaries(); err != nil {
 		return err
@@ -57,27 +59,40 @@ func (r *runner) run(ctx, hurry context.Context) error {
 		return err
 	}
 	defer stopNATS()
-	dbURL, stopPostgres, err := startPostgres(ctx, r.cfg, r.logger)
+	logDir := filepath.Join(r.cfg.DataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return fmt.Errorf("create the children's log directory: %w", err)
+	}
+	sup := newSupervisor(r.out, nameWidth(gateway, workers), logDir, r.cfg.restartPolicy(), r.logger)
+	// Stopped last of the children: the workers may still be committing.
+	defer func() {
+		if stopErr := sup.Stop(hurry); stopErr != nil {
+			r.log().Warn("some children had to be killed", slog.Any("err", stopErr))
+		}
+	}()
+
+	dbURL, pg, err := startPostgres(ctx, r.cfg, r.logger)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // Interrupted while Postgres was starting.
 		}
 		return err
 	}
-	defer func() {
-		if stopErr := stopPostgres(hurry); stopErr != nil {
-			r.log().Warn("postgres did not stop cleanly", slog.Any("err", stopErr))
+	if pg != nil {
+		if err := sup.startGroup(postgresService(pg, postgresDir(r.cfg))); err != nil {
+			stopCtx, cancel := context.WithTimeout(hurry, postgresStopTimeout)
+			defer cancel()
+			return errors.Join(err, pg.Stop(stopCtx))
 		}
-	}()
+	}
 
 	gateway.Env = append(gateway.Env, "NATS_URL="+natsURL)
 	for i := range workers {
 		workers[i].Env = append(workers[i].Env, "NATS_URL="+natsURL, "DATABASE_URL="+dbURL)
 	}
 
-	sup := newSupervisor(r.out, nameWidth(gateway, workers), r.logger)
-	// Workers first: the gateway is stopped first, so that no new lines
-	// arrive while the workers drain what they have fetched.
+	// Workers before the gateway: the gateway is stopped first, so that no
+	// new lines arrive while the workers drain what they have fetched.
 	startErr := sup.Start(workers...)
 	if startErr == nil {
 		startErr = sup.Start(gateway)
@@ -95,9 +110,6 @@ func (r *runner) run(ctx, hurry context.Context) error {
 		case <-ctx.Done():
 			r.log().Info("shutting down (Ctrl-C again to kill everything at once)")
 		}
-	}
-	if stopErr := sup.Stop(hurry); stopErr != nil {
-		r.log().Warn("some children had to be killed", slog.Any("err", stopErr))
 	}
 	return errors.Join(startErr, sup.Err())
 }

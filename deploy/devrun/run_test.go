@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 )
@@ -111,16 +113,23 @@ func setupRunner(t *testing.T) runnerBundle {
 	t.Setenv("LOG_FORMAT", "text")
 
 	out, banner := &lockedBuffer{}, &lockedBuffer{}
-	cfg := Config{
-		DataDir:      dir,
-		GatewayBin:   self,
-		WorkerBin:    self,
-		Workers:      2,
-		NATSPort:     ports[1],
-		PostgresPort: ports[2],
-		HealthPort:   ports[3],
-		StopTimeout:  10 * time.Second,
-		ReadyTimeout: 30 * time.Second,
+	// Through the program's own parsing, so the defaults under test are
+	// the ones `make run` gets.
+	var cfg Config
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: map[string]string{
+		"JETLINE_DATA_DIR":      dir,
+		"JETLINE_GATEWAY_BIN":   self,
+		"JETLINE_WORKER_BIN":    self,
+		"JETLINE_NATS_PORT":     strconv.Itoa(ports[1]),
+		"JETLINE_POSTGRES_PORT": strconv.Itoa(ports[2]),
+		"JETLINE_HEALTH_PORT":   strconv.Itoa(ports[3]),
+		"JETLINE_STOP_TIMEOUT":  "10s",
+		"JETLINE_READY_TIMEOUT": "30s",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 	cfg.Log.Format = "text"
 	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -239,26 +248,38 @@ func TestRunnerStartsAndStopsEverything(t *testing.T) {
 	}
 }
 
-func TestRunnerStopsWhenAChildDies(t *testing.T) {
+func TestRunnerStopsWhenAChildKeepsFailing(t *testing.T) {
 	b := setupRunner(t)
 	b.r.cfg.DatabaseURL = "postgres://nobody@127.0.0.1:1/none" // not started, not used
 	t.Setenv(envFakeCrash, "worker-2")
+	start := time.Now()
 	_, done := b.start(t)
 
 	var err error
 	select {
 	case err = <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("runner kept running after a child died")
+	case <-time.After(30 * time.Second):
+		t.Fatal("runner kept running while a child kept crashing")
 	}
-	if err == nil || !strings.Contains(err.Error(), "worker-2") || !strings.Contains(err.Error(), "exit status 3") {
-		t.Fatalf("run = %v, want an error naming worker-2 and exit status 3", err)
+	t.Logf("stopped after %s", time.Since(start))
+	logPath := filepath.Join(b.r.cfg.DataDir, "logs", "worker-2.log")
+	for _, want := range []string{"worker-2 keeps failing", "exit status 3", "exceed the 5 allowed", logPath} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("run = %v, want an error saying %q", err, want)
+		}
 	}
 	out := b.out.String()
-	for _, want := range []string{"worker-2 | crashing", "gateway  | draining", "worker-1 | draining"} {
+	// The first run and the five restarts the default intensity allows.
+	if n := strings.Count(out, "worker-2 | crashing"); n != 6 {
+		t.Errorf("worker-2 crashed %d times, want 6", n)
+	}
+	for _, want := range []string{"gateway  | draining", "worker-1 | draining"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	if logFile, err := os.ReadFile(logPath); err != nil || strings.Count(string(logFile), "crashing") != 6 {
+		t.Errorf("log file %s (err %v) should hold the six runs' output:\n%s", logPath, err, logFile)
 	}
 	if err := checkPortFree(fmt.Sprintf("127.0.0.1:%d", b.r.cfg.NATSPort), "", ""); err != nil {
 		t.Errorf("embedded nats still listening: %v", err)

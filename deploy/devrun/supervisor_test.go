@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -34,21 +36,27 @@ func (b *lockedBuffer) waitFor(t *testing.T, s string, n int) {
 
 // supervisorBundle is what setupSupervisor returns.
 type supervisorBundle struct {
-	sup *supervisor
-	out *lockedBuffer
+	sup    *supervisor
+	out    *lockedBuffer // the children's output
+	log    *lockedBuffer // the supervisor's log, also sent to t.Log
+	logDir string
 }
+
+// testPolicy restarts quickly, allowing 3 restarts in 10 s.
+var testPolicy = restartPolicy{Intensity: 3, Period: 10 * time.Second, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, StableRun: 10 * time.Second}
 
 func setupSupervisor(t *testing.T) supervisorBundle {
 	t.Helper()
-	out := &lockedBuffer{}
-	logger := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	sup := newSupervisor(out, 8, logger)
+	out, log := &lockedBuffer{}, &lockedBuffer{}
+	logDir := t.TempDir()
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(log, testLogWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sup := newSupervisor(out, 8, logDir, testPolicy, logger)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel() // Whatever is left is killed at once.
 		_ = sup.Stop(ctx)
 	})
-	return supervisorBundle{sup: sup, out: out}
+	return supervisorBundle{sup: sup, out: out, log: log, logDir: logDir}
 }
 
 // testLogWriter sends log lines to t.Log.
@@ -174,25 +182,75 @@ func TestSupervisorLeavesNoProcessBehind(t *testing.T) {
 	}
 }
 
-func TestSupervisorReportsUnexpectedExit(t *testing.T) {
+func TestSupervisorRestartsKilledChild(t *testing.T) {
+	t.Parallel()
+	b := setupSupervisor(t)
+	p := shell("victim", `echo "up pid=$$ A=$DEVRUN_TEST_A"; `+politeScript, 5*time.Second)
+	p.Env = []string{"DEVRUN_TEST_A=kept"}
+	if err := b.sup.Start(p); err != nil {
+		t.Fatal(err)
+	}
+	b.out.waitFor(t, "victim   | up pid=", 1)
+	pid := lastPid(t, b.out.String())
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	b.out.waitFor(t, "victim   | up pid=", 2)
+	if again := lastPid(t, b.out.String()); again == pid {
+		t.Fatalf("pid %d after the restart, as before", again)
+	}
+	if got := strings.Count(b.out.String(), "A=kept\n"); got != 2 {
+		t.Errorf("want the restarted child to keep its environment:\n%s", b.out.String())
+	}
+	b.log.waitFor(t, "msg=restarted component=supervisor child=victim", 1)
+	if !strings.Contains(b.log.String(), `msg=restarting component=supervisor child=victim exit="signal: killed"`) {
+		t.Errorf("restart not logged with the exit status:\n%s", b.log.String())
+	}
+	if b.sup.Err() != nil {
+		t.Fatalf("Err after one restart = %v", b.sup.Err())
+	}
+	if err := b.sup.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if !strings.Contains(b.out.String(), "victim   | draining") {
+		t.Errorf("the restarted child was not stopped gracefully:\n%s", b.out.String())
+	}
+	// Both runs are in the child's log file, each after a start marker.
+	logFile, err := os.ReadFile(filepath.Join(b.logDir, "victim.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(logFile), "---- devrun: victim starting at"); n != 2 || strings.Count(string(logFile), "up pid=") != 2 {
+		t.Errorf("log file has %d start markers, want 2 and both runs' output:\n%s", n, logFile)
+	}
+}
+
+func TestSupervisorGivesUpOnChildThatKeepsFailing(t *testing.T) {
 	t.Parallel()
 	b := setupSupervisor(t)
 	if err := b.sup.Start(shell("steady", politeScript, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	if err := b.sup.Start(shell("fragile", `echo "giving up"; exit 3`, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-b.sup.Failed():
 	case <-time.After(10 * time.Second):
-		t.Fatal("Failed not closed after a child exited")
+		t.Fatal("Failed not closed while a child kept exiting")
 	}
+	t.Logf("gave up after %s", time.Since(start))
 	err := b.sup.Err()
-	if err == nil || !strings.Contains(err.Error(), "fragile") || !strings.Contains(err.Error(), "exit status 3") {
-		t.Errorf("Err = %v, want it to name fragile and exit status 3", err)
+	for _, want := range []string{"fragile keeps failing", "exit status 3", "4 restarts within 10s", "exceed the 3 allowed", filepath.Join(b.logDir, "fragile.log")} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Err = %v, want it to say %q", err, want)
+		}
 	}
-	b.out.waitFor(t, "fragile  | giving up", 1)
+	// The first run and three restarts: the fourth restart is refused.
+	if n := strings.Count(b.out.String(), "fragile  | giving up"); n != 4 {
+		t.Errorf("fragile ran %d times, want 4:\n%s", n, b.out.String())
+	}
 	// The healthy child is still there to be stopped in order.
 	if err := b.sup.Stop(context.Background()); err != nil {
 		t.Errorf("Stop: %v", err)
@@ -200,6 +258,41 @@ func TestSupervisorReportsUnexpectedExit(t *testing.T) {
 	if !strings.Contains(b.out.String(), "steady   | draining") {
 		t.Errorf("steady child was not stopped gracefully:\n%s", b.out.String())
 	}
+}
+
+func TestSupervisorStopsChildWaitingForRestart(t *testing.T) {
+	t.Parallel()
+	out := &lockedBuffer{}
+	logger := slog.New(slog.NewTextHandler(testLogWriter{t}, nil))
+	policy := testPolicy
+	policy.MinBackoff = time.Hour
+	sup := newSupervisor(out, 8, "", policy, logger)
+	if err := sup.Start(shell("crasher", `echo up; exit 1`, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "crasher  | up", 1)
+	time.Sleep(50 * time.Millisecond) // into the hour's backoff
+	start := time.Now()
+	if err := sup.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Errorf("Stop waited %s for a child in backoff", elapsed)
+	}
+	if n := strings.Count(out.String(), "crasher  | up"); n != 1 {
+		t.Errorf("crasher ran %d times, want 1", n)
+	}
+}
+
+// lastPid returns the pid of the last "up pid=N" line in out.
+func lastPid(t *testing.T, out string) int {
+	t.Helper()
+	m := regexp.MustCompile(`up pid=(\d+)`).FindAllStringSubmatch(out, -1)
+	if m == nil {
+		t.Fatalf("no pid in output:\n%s", out)
+	}
+	pid, _ := strconv.Atoi(m[len(m)-1][1])
+	return pid
 }
 
 func TestSupervisorStartError(t *testing.T) {
