@@ -33,6 +33,12 @@ const (
 	// ackWait is the workers' WORKER_ACK_WAIT: short, so the lines of a
 	// killed worker are redelivered within seconds.
 	ackWait = 4 * time.Second
+	// batchBytes is the workers' WORKER_BATCH_BYTES, a quarter of the
+	// default, as ackWait is far below the default 30s: a batch must be
+	// stored, poison rows isolated and all, within three quarters of
+	// ackWait on a loaded machine, and a default batch of small lines
+	// holds some 13,000 of them.
+	batchBytes = 1 << 20
 	// workerConcurrency is each worker's WORKER_CONCURRENCY.
 	workerConcurrency = 2
 	// defaultStreamMaxBytes is INGEST_MAX_BYTES unless a test needs a
@@ -307,6 +313,7 @@ func (b *bundle) startWorkers(t *testing.T, n int, extra map[string]string) []*p
 				"WORKER_HEALTH_ADDR":      healthAddr,
 				"WORKER_INSTANCE":         name,
 				"WORKER_ACK_WAIT":         ackWait.String(),
+				"WORKER_BATCH_BYTES":      strconv.Itoa(batchBytes),
 				"WORKER_CONCURRENCY":      strconv.Itoa(workerConcurrency),
 				"WORKER_SHUTDOWN_TIMEOUT": "10s",
 			}
