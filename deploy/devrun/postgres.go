@@ -91,9 +91,9 @@ type postgresRun struct {
 	err  error
 }
 
-func (r *postgresRun) Pid() int               { return r.pid }
+func (r *postgresRun) Pid() int              { return r.pid }
 func (r *postgresRun) Done() <-chan struct{} { return r.done }
-func (r *postgresRun) Err() error             { return r.err }
+func (r *postgresRun) Err() error            { return r.err }
 
 // Terminate stops the server with a fast shutdown, killing it after timeout
 // or once ctx is done.

@@ -197,16 +197,7 @@ func TestRunnerStartsAndStopsEverything(t *testing.T) {
 	t.Setenv(envFakePG, "1")
 	stop, done := b.start(t)
 
-	deadline := time.After(90 * time.Second)
-	for !strings.Contains(b.banner.String(), "Press Ctrl-C to stop") {
-		select {
-		case err := <-done:
-			t.Fatalf("runner ended before it was ready: %v", err)
-		case <-deadline:
-			t.Fatal("no banner after 90s")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	waitBanner(t, b, done, 90*time.Second)
 	banner := b.banner.String()
 	for _, want := range []string{
 		"ncat " + strings.Replace(gatewayAddr(os.Getenv("GATEWAY_LISTEN")), ":", " ", 1) + " < file.ndjson",
