@@ -126,7 +126,7 @@ func TestWorkerKilled(t *testing.T) {
 		if attempt > 3 {
 			t.Fatalf("three killed workers had acknowledged every line they held; the kills tested nothing")
 		}
-		if left = b.killHolding(t, victim, 8, time.Minute); left <= 0 {
+		if left = b.killHolding(t, victim, 1, time.Minute); left <= 0 {
 			t.Logf("%s acknowledged what it held just before the kill; killing another", victim.name)
 			victim = b.startWorkers(t, 1, nil)[0]
 		}
