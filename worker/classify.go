@@ -22,8 +22,9 @@ const (
 	// retried later, nothing is acknowledged.
 	Transient Class = iota + 1
 	// RowData failures are caused by a value in some row (SQLSTATE classes
-	// 22 data exception, 23 integrity violation, 54 program limit): the
-	// batch is split to find the rows, the rest is stored.
+	// 22 data exception, 23 integrity violation, 54 program limit; a row
+	// that no partition of a partitioned table takes is 23514): the batch
+	// is split to find the rows, the rest is stored.
 	RowData
 	// Permanent failures will not go away by retrying the same rows soon
 	// and are not caused by one row: a missing table, a permission, a bug.

@@ -141,9 +141,11 @@ func (s *PostgresStore) Table() Table { return s.table }
 // CreateTable creates the table if it does not exist, then checks that the
 // table (new or not) fits: every column exists with the type the [Table]
 // says, columns the table has beyond those can be left NULL or have a
-// default, and a unique index covers exactly the key. It does not alter
-// an existing table; a mismatch is an error naming the column. On a server
-// built without lz4 the columns get the default compression instead.
+// default, and a valid unique index covers exactly the key. An existing
+// table may be declaratively partitioned, its key (and so the pipeline's)
+// including the partition key's columns. It does not alter an existing
+// table; a mismatch is an error naming the column. On a server built
+// without lz4 the columns get the default compression instead.
 //
 // Workers starting together all call it: CREATE TABLE IF NOT EXISTS is not
 // safe against itself (the loser fails on pg_type's unique index), so the
@@ -230,24 +232,56 @@ func (s *PostgresStore) checkTable(ctx context.Context) error {
 			return mismatch("its column %q is NOT NULL without a default, and rows do not fill it", n)
 		}
 	}
-	rows, err = s.pool.Query(ctx, `SELECT array_agg(a.attname::text ORDER BY a.attname)
+	// A partitioned table (relkind 'p') is checked like a plain one: its
+	// columns and its unique indexes are its own rows of pg_attribute and
+	// pg_index, and COPY, the staging table's LIKE and ON CONFLICT all
+	// work on it. What differs is that an index made ON ONLY the parent
+	// stays invalid until every partition's index is attached, and until
+	// then ON CONFLICT cannot use it (42P10, for every redelivered batch)
+	// while the partitions without one take duplicates: only a valid index
+	// counts.
+	type index struct {
+		Name    string
+		Columns []string
+		Valid   bool
+	}
+	rows, err = s.pool.Query(ctx, `SELECT i.indexrelid::regclass::text, array_agg(a.attname::text ORDER BY a.attname), i.indisvalid
 		FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
 		WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
-		GROUP BY i.indexrelid`, name)
+		GROUP BY i.indexrelid, i.indisvalid`, name)
 	if err != nil {
 		return fmt.Errorf("check table %s: %w", name, err)
 	}
-	indexes, err := pgx.CollectRows(rows, pgx.RowTo[[]string])
+	indexes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[index])
 	if err != nil {
 		return fmt.Errorf("check table %s: read unique indexes: %w", name, err)
 	}
 	key := slices.Sorted(slices.Values(s.table.Key))
+	keyList := strings.Join(s.table.Key, ", ")
+	invalid := ""
 	for _, idx := range indexes {
-		if slices.Equal(idx, key) {
+		switch {
+		case slices.Equal(idx.Columns, key) && idx.Valid:
 			return nil
+		case slices.Equal(idx.Columns, key):
+			invalid = idx.Name
 		}
 	}
-	return mismatch("has no primary key or unique index on exactly (%s), which keeps redelivered lines from being stored twice", strings.Join(s.table.Key, ", "))
+	if invalid != "" {
+		return mismatch("its unique index %s on (%s) is not valid, so it cannot keep redelivered lines from being stored twice "+
+			"(an index created ON ONLY a partitioned table becomes valid once each partition's index is attached to it: ALTER INDEX %s ATTACH PARTITION …)",
+			invalid, keyList, invalid)
+	}
+	var partKey *string
+	if err := s.pool.QueryRow(ctx, `SELECT pg_get_partkeydef(to_regclass($1))`, name).Scan(&partKey); err != nil {
+		return fmt.Errorf("check table %s: read partition key: %w", name, err)
+	}
+	if partKey != nil {
+		return mismatch("has no primary key or unique index on exactly (%s), which keeps redelivered lines from being stored twice; "+
+			"it is partitioned by %s, and a unique index of a partitioned table must include the partition key's columns, so the pipeline's key must too",
+			keyList, *partKey)
+	}
+	return mismatch("has no primary key or unique index on exactly (%s), which keeps redelivered lines from being stored twice", keyList)
 }
 
 // ddlLockKey is the advisory lock key that serialises jetline's DDL across
