@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -137,35 +138,18 @@ func TestComposeEnvironmentIsKnown(t *testing.T) {
 	}
 }
 
-// envVars returns every variable named by an `env` tag in struct type t,
-// descending into nested structs (with their envPrefix) that carry no tag of
-// their own.
+// envVars returns every variable the configuration struct type t reads,
+// as caarlos0/env itself lists them (nested structs and their envPrefix
+// included).
 func envVars(t reflect.Type) map[string]bool {
-	vars := map[string]bool{}
-	var walk func(t reflect.Type, prefix string)
-	walk = func(t reflect.Type, prefix string) {
-		for t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-		for f := range t.Fields() {
-			if !f.IsExported() {
-				continue
-			}
-			if tag := f.Tag.Get("env"); tag != "" {
-				name, _, _ := strings.Cut(tag, ",")
-				vars[prefix+name] = true
-				continue
-			}
-			ft := f.Type
-			for ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			if ft.Kind() == reflect.Struct {
-				walk(ft, prefix+f.Tag.Get("envPrefix"))
-			}
-		}
+	params, err := env.GetFieldParams(reflect.New(t).Interface())
+	if err != nil {
+		panic(fmt.Sprintf("list the variables of %s: %v", t, err))
 	}
-	walk(t, "")
+	vars := map[string]bool{}
+	for _, p := range params {
+		vars[p.Key] = true
+	}
 	return vars
 }
 
