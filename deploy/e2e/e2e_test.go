@@ -90,11 +90,18 @@ func TestEndToEnd(t *testing.T) {
 // backlog and checks that every line still lands exactly once: the killed
 // worker's unacknowledged lines are redelivered to the others, and those
 // it committed but had not acknowledged are not stored twice.
+//
+// Frames of a few dozen lines, batches of a few frames and a database that
+// takes a fifth of a second per statement keep the backlog in the
+// workers' hands for seconds: at full speed three workers store these
+// 20,000 lines in well under one, and the kill would come too late.
 func TestWorkerKilled(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOptions{})
+	b := setup(t, setupOptions{gatewayEnv: map[string]string{"GATEWAY_FRAME_LINES": "32"}})
 	gw := b.startGateway(t)
-	workers := b.startWorkers(t, 3, nil)
+	workerEnv := map[string]string{"WORKER_BATCH_SIZE": "4"}
+	workers := b.startWorkers(t, 3, workerEnv)
+	b.slowInserts(t, "events", 200*time.Millisecond)
 
 	seed := inputSeed(t)
 	var plans []*plan
@@ -128,7 +135,7 @@ func TestWorkerKilled(t *testing.T) {
 		}
 		if left = b.killHolding(t, victim, 1, time.Minute); left <= 0 {
 			t.Logf("%s acknowledged what it held just before the kill; killing another", victim.name)
-			victim = b.startWorkers(t, 1, nil)[0]
+			victim = b.startWorkers(t, 1, workerEnv)[0]
 		}
 	}
 	rowsAfter := b.rowCount(t)

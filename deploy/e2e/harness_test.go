@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -402,6 +403,20 @@ func (b *bundle) streamState(t *testing.T) jetstream.StreamState {
 }
 
 // rowCount returns the number of rows in events (0 before it exists).
+// slowInserts makes every statement that inserts into table (the workers
+// have created it) take at least d longer, as a loaded database would.
+func (b *bundle) slowInserts(t *testing.T, table string, d time.Duration) {
+	t.Helper()
+	_, err := b.db.Exec(t.Context(), fmt.Sprintf(`
+CREATE FUNCTION e2e_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(%g); RETURN NULL; END $$;
+CREATE TRIGGER e2e_slow AFTER INSERT ON %s FOR EACH STATEMENT EXECUTE FUNCTION e2e_slow();`,
+		d.Seconds(), pgx.Identifier{table}.Sanitize()))
+	if err != nil {
+		t.Fatalf("slow inserts into %s: %v", table, err)
+	}
+}
+
 func (b *bundle) rowCount(t *testing.T) int {
 	t.Helper()
 	var n int
