@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/ulikunitz/xz"
+
+	"github.com/jetline/jetline/shared/testenv"
 )
 
 // decodePath is one way a format is decoded: by its system program or by
@@ -349,8 +351,11 @@ func TestDecompressProgramLeavesNothing(t *testing.T) {
 		}
 		// Close returns once both goroutines have called Done, which
 		// they do on their way out: give them a moment to be gone.
-		waitFor(t, 5*time.Second, c.name+": the decoder goroutines to end after Close", func() bool {
-			return decoderGoroutines() == 0
+		testenv.Eventually(t, 5*time.Second, c.name+": the decoder goroutines to end after Close", func() error {
+			if n := decoderGoroutines(); n != 0 {
+				return fmt.Errorf("%d still run", n)
+			}
+			return nil
 		})
 	}
 }
