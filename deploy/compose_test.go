@@ -19,7 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/metrics"
+	"github.com/jetline/jetline/shared/runtime/metrics"
 	"github.com/jetline/jetline/worker"
 )
 

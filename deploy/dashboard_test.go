@@ -16,9 +16,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/metrics"
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	"github.com/jetline/jetline/shared/runtime/metrics"
+	"github.com/jetline/jetline/shared/runtime/natsconn"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/pipeline"
 )
@@ -81,7 +82,7 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 	ctx := t.Context()
 	logger := testenv.Logger(t)
 	srv := testenv.NATS(t)
-	nc, js, err := topology.Connect(ctx, topology.NATSConfig{URL: srv.ClientURL(), ConnectTimeout: 10 * time.Second}, "dashboard-test", logger)
+	nc, js, err := natsconn.Connect(ctx, natsconn.Config{URL: srv.ClientURL(), ConnectTimeout: 10 * time.Second}, "dashboard-test", logger)
 	if err != nil {
 		t.Fatal(err)
 	}

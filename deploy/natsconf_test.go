@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/jetline/jetline/shared/embeddednats"
+	"github.com/jetline/jetline/shared/devkit/embeddednats"
 )
 
 // TestNATSConfig parses deploy/nats/nats.conf with the server's own parser

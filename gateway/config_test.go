@@ -10,7 +10,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 func parseConfig(t *testing.T, environ map[string]string) gateway.Config {

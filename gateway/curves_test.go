@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/jetline/jetline/shared/testcert"
+	"github.com/jetline/jetline/shared/devkit/testcert"
 )
 
 func TestParseCurves(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // tooLong publishes the dead-letter entry of the oversize line numbered

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/jetline/jetline/shared/tweetgen"
+	"github.com/jetline/jetline/shared/devkit/tweetgen"
 )
 
 // BenchmarkDecompress decodes tweet-shaped NDJSON (every value differs, so

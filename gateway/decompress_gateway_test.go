@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/tweetgen"
+	"github.com/jetline/jetline/shared/devkit/tweetgen"
 )
 
 // A connection reset in the middle of an xz stream, or one whose stream

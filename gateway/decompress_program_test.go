@@ -19,7 +19,7 @@ import (
 
 	"github.com/ulikunitz/xz"
 
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // decodePath is one way a format is decoded: by its system program or by

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // collectSink is a [frameSink] that keeps what it is sent, checking each

@@ -23,9 +23,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/embeddednats"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/embeddednats"
+	"github.com/jetline/jetline/shared/runtime/natsconn"
 )
 
 // testEnv is the base configuration of every test gateway.
@@ -82,7 +83,7 @@ func setup(t testing.TB, opts setupOptions) *bundle {
 		url = delayProxy(t, srv.Addr().String(), opts.natsDelay)
 	}
 	// Connect as the program does: reconnect forever.
-	nc, js, err := topology.Connect(t.Context(), topology.NATSConfig{URL: url, ConnectTimeout: 10 * time.Second}, "gateway-test", logger)
+	nc, js, err := natsconn.Connect(t.Context(), natsconn.Config{URL: url, ConnectTimeout: 10 * time.Second}, "gateway-test", logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/contract/deadletter"
 )
 
 // Metric names. Dashboards and alerts use them (README.md, "Metrics"):
@@ -177,7 +177,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Metrics returns the collector of the gateway's metrics, for a registry
-// (see shared/metrics). Scrapes may run at any time, concurrently.
+// (see shared/runtime/metrics). Scrapes may run at any time, concurrently.
 func (g *Gateway) Metrics() prometheus.Collector { return g.metrics }
 
 // accept counts a connection accepted and admitted.

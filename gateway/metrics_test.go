@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/metrics"
-	"github.com/jetline/jetline/shared/metrics/metricstest"
+	"github.com/jetline/jetline/shared/runtime/metrics"
+	"github.com/jetline/jetline/shared/runtime/metrics/metricstest"
 )
 
 // TestMetricsCountLines sends lines to a gateway on a real NATS server and

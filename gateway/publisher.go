@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // JetStream error codes the publisher tells apart. nats.go names only some

@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/contract/deadletter"
 )
 
 // Receipt timing.

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/testcert"
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testcert"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // tlsSetup is a gateway with one TLS listener (and no plain one) and the

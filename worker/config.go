@@ -10,10 +10,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/health"
-	"github.com/jetline/jetline/shared/logging"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/runtime/health"
+	"github.com/jetline/jetline/shared/runtime/logging"
+	"github.com/jetline/jetline/shared/runtime/natsconn"
 )
 
 // Config is the worker program's configuration, read from the environment
@@ -96,7 +97,7 @@ type Config struct {
 	// NATS is how to reach NATS (NATS_URL, NATS_CONNECT_TIMEOUT) and with
 	// which credentials and TLS settings (NATS_CREDS, NATS_NKEY, NATS_TOKEN,
 	// NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY).
-	NATS topology.NATSConfig
+	NATS natsconn.Config
 	// Stream holds the ingest stream's settings (INGEST_*), which the
 	// worker applies at start like the gateway does.
 	Stream topology.StreamConfig

@@ -3,7 +3,7 @@ package worker
 import (
 	"testing"
 
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // Metric names. Dashboards and alerts use them (README.md, "Metrics"):
@@ -179,7 +179,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 }
 
 // Metrics returns the collector of the worker's metrics, for a registry
-// (see shared/metrics). Besides the worker's own counts it reports the
+// (see shared/runtime/metrics). Besides the worker's own counts it reports the
 // shared consumer's state and the sizes of the ingest and dead-letter
 // streams, asked of JetStream through js at most every 5 seconds (every
 // worker reports the same numbers; take their max). js may be nil to leave

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	sharedmetrics "github.com/jetline/jetline/shared/metrics"
-	"github.com/jetline/jetline/shared/metrics/metricstest"
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	sharedmetrics "github.com/jetline/jetline/shared/runtime/metrics"
+	"github.com/jetline/jetline/shared/runtime/metrics/metricstest"
 )
 
 // skipping is a transform that lands lines raw in its table, except those

@@ -13,8 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // startPresence runs p until the returned stop is called (or the test
@@ -205,8 +205,8 @@ func TestPresenceRecreatesDeletedBucket(t *testing.T) {
 	waitFor(t, 10*time.Second, "w-1 present again", func() bool { return len(present(t, nb.js)) == 1 })
 	// Each streak of failures is logged once, and its end once. A loaded
 	// machine may time out a later heartbeat too: that is a streak of its
-	// own.
-	if failed, back := logs.count("cannot report presence"), logs.count("presence reported again"); failed < 1 || failed != back {
+	// own, and may still be under way when the logs are counted.
+	if failed, back := logs.count("cannot report presence"), logs.count("presence reported again"); failed < 1 || failed != back && failed != back+1 {
 		t.Errorf("failure logged %d times and recovery %d times, want once each per streak:\n%s", failed, back, logs.String())
 	}
 }

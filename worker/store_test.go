@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 type storeBundle struct {

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // readLine reads m as the worker reads a message holding one line.

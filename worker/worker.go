@@ -10,7 +10,7 @@
 // number of worker processes share the consumer; keyed inserts make a
 // redelivered batch harmless. Lines that cannot be stored (refused by the
 // transform or the database, or out of deliveries) are written to the
-// dead-letter stream one by one; see package shared/deadletter.
+// dead-letter stream one by one; see package shared/contract/deadletter.
 package worker
 
 import (

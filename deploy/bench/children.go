@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jetline/jetline/shared/childproc"
+	"github.com/jetline/jetline/shared/devkit/childproc"
 )
 
 // childStopTimeout is how long a child may take to exit after SIGTERM

@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jetline/jetline/shared/tweetgen"
+	"github.com/jetline/jetline/shared/devkit/tweetgen"
 )
 
 // Corpus generation is split into chunks of chunkLines lines, each from a
@@ -50,7 +50,7 @@ type corpusKind struct {
 
 // corpusKinds are the shapes -corpus chooses from.
 var corpusKinds = map[string]corpusKind{
-	"tweets": {name: "tweets", about: "Twitter-API statuses of about 6 KB (shared/tweetgen)", lines: 400_000, estLineBytes: 6300,
+	"tweets": {name: "tweets", about: "Twitter-API statuses of about 6 KB (shared/devkit/tweetgen)", lines: 400_000, estLineBytes: 6300,
 		gen: func(seed uint64, firstID int64, n int) []byte { return tweetgen.New(seed, firstID).Lines(n) }},
 	// xz -6 compresses 4 KB records about 8.5×: each line has its own
 	// ids, counts and text, as an archive's do.

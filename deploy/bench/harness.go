@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/embeddednats"
-	"github.com/jetline/jetline/shared/privatepg"
+	"github.com/jetline/jetline/shared/devkit/embeddednats"
+	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
 
 // postgresSettings are the bench's Postgres settings on top of privatepg's

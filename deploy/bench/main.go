@@ -15,7 +15,7 @@
 //
 // -mode typed does the same through a pipeline spec into its typed table:
 // -spec, or the corpus's own. -corpus chooses the lines: tweets (about
-// 6 KB, shared/tweetgen; the tweets pipeline keeps 27 %), archive (4 KB
+// 6 KB, shared/devkit/tweetgen; the tweets pipeline keeps 27 %), archive (4 KB
 // records with values of their own, which xz compresses about 8×; their
 // pipeline keeps 0.15 %) or small (200 B records, 1 % kept). -compress xz
 // compresses the corpus once with `xz -T2` (kept in the user's cache

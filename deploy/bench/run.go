@@ -15,8 +15,8 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/childproc"
-	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/devkit/childproc"
+	"github.com/jetline/jetline/shared/runtime/logging"
 	"github.com/jetline/jetline/worker"
 )
 

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jetline/jetline/shared/privatepg"
+	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
 
 // runReport runs the bench with args on a few hundred lines, building the

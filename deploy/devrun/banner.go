@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/runtime/secret"
 )
 
 // printBanner tells the developer where everything runs, how to send data
@@ -35,7 +35,7 @@ func (r *runner) printBanner(natsURL, dbURL string) {
 	fmt.Fprintf(&b, "\njetline is running\n\n")
 	fmt.Fprintf(&b, "  gateway   tcp://%s   health http://127.0.0.1:%d/readyz\n", gw, r.cfg.HealthPort)
 	fmt.Fprintf(&b, "  workers   %d, health on ports %d-%d\n", r.cfg.Workers, r.cfg.HealthPort+1, r.cfg.HealthPort+r.cfg.Workers)
-	fmt.Fprintf(&b, "  nats      %s   (%s)\n", logging.RedactURLs(natsURL), natsNote)
+	fmt.Fprintf(&b, "  nats      %s   (%s)\n", secret.RedactURLs(natsURL), natsNote)
 	fmt.Fprintf(&b, "  postgres  %s   (%s)\n", dbShown, dbNote)
 	fmt.Fprintf(&b, "  logs      %s/<name>.log   (a child that exits is restarted; more than %d restarts in %s stop everything)\n",
 		filepath.Join(r.cfg.DataDir, "logs"), r.cfg.RestartIntensity, r.cfg.RestartPeriod)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jetline/jetline/shared/logging"
+	"github.com/jetline/jetline/shared/runtime/logging"
 )
 
 // Config is the dev runner's configuration, read from the environment; the

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/jetline/jetline/shared/embeddednats"
+	"github.com/jetline/jetline/shared/devkit/embeddednats"
 )
 
 // startNATS starts the embedded NATS server with JetStream on

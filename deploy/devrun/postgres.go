@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jetline/jetline/shared/privatepg"
+	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
 
 // postgresStopTimeout bounds the private server's fast shutdown.

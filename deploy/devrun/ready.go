@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jetline/jetline/shared/health"
+	"github.com/jetline/jetline/shared/runtime/health"
 )
 
 // readyPollInterval is how often an unready child's /readyz is probed.

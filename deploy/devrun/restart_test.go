@@ -19,7 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/jetline/jetline/shared/health"
+	"github.com/jetline/jetline/shared/runtime/health"
 )
 
 // realPrograms are the gateway and the worker, built once for the tests

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jetline/jetline/shared/childproc"
+	"github.com/jetline/jetline/shared/devkit/childproc"
 )
 
 // Program is a child process for the [supervisor] to run.

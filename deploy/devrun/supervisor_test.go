@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // lockedBuffer is a buffer safe for concurrent use that a test can wait on.

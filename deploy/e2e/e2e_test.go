@@ -15,8 +15,8 @@ import (
 
 	"github.com/ulikunitz/xz"
 
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // drainTimeout bounds waiting for the workers to store everything sent.

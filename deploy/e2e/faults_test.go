@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/health"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/runtime/health"
 )
 
 // The fault tests break one part of the system while it ingests and check

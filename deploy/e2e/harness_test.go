@@ -21,12 +21,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/embeddednats"
-	"github.com/jetline/jetline/shared/health"
-	"github.com/jetline/jetline/shared/metrics"
-	"github.com/jetline/jetline/shared/privatepg"
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/embeddednats"
+	"github.com/jetline/jetline/shared/devkit/privatepg"
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	"github.com/jetline/jetline/shared/runtime/health"
+	"github.com/jetline/jetline/shared/runtime/metrics"
 )
 
 // Settings shared by every test.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // Paths of the programs under test, built by TestMain.

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // TestFaultOversizeLine sends a line of several MiB, far over the

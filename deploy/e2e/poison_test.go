@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/contract/deadletter"
 )
 
 // poisonSpec is the pipeline of TestFaultPoisonRows. Its table is created

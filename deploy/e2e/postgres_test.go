@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/privatepg"
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/privatepg"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // ownPostgres starts a Postgres server for t alone, stopped and removed

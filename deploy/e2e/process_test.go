@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/childproc"
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/childproc"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // stopTimeout bounds how long a program may take to exit after SIGTERM; it

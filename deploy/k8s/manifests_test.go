@@ -29,8 +29,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/testcert"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testcert"
+	"github.com/jetline/jetline/shared/runtime/natsconn"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/pipeline"
 )
@@ -456,7 +457,7 @@ func checkWorkload(t *testing.T, m *manifests, d *appsv1.Deployment) *workload {
 	}
 
 	// Time enough to start and to stop.
-	var nats topology.NATSConfig
+	var nats natsconn.Config
 	var shutdown time.Duration
 	switch c := cfg.(type) {
 	case gateway.Config:
@@ -874,7 +875,7 @@ func checkNATSClient(t *testing.T, ws map[string]*workload, values *natsValues) 
 	t.Helper()
 	serverToken := values.Container.Env["NATS_TOKEN"]
 	for _, w := range ws {
-		var nc topology.NATSConfig
+		var nc natsconn.Config
 		var replicas int
 		switch c := w.cfg.(type) {
 		case gateway.Config:

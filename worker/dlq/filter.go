@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // Filter selects dead letters. The zero Filter selects them all; each field

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 func TestList(t *testing.T) {

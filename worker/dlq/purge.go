@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/contract/deadletter"
 )
 
 // Purge removes the dead letters f selects, for good, and returns how many

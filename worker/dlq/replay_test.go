@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 func TestReplay(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/contract/deadletter"
 )
 
 // letter is one dead letter as read from the stream.

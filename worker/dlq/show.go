@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // ShowBytes is how much of a line [WriteEntry] shows unless asked for all.

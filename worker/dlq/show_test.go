@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jetline/jetline/shared/deadletter"
+	"github.com/jetline/jetline/shared/contract/deadletter"
 )
 
 func TestShow(t *testing.T) {

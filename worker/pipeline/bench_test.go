@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/tweetgen"
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	"github.com/jetline/jetline/shared/devkit/tweetgen"
 	"github.com/jetline/jetline/worker"
 )
 

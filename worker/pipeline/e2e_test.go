@@ -23,8 +23,8 @@ import (
 	"github.com/rivo/uniseg"
 	"golang.org/x/text/unicode/norm"
 
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/pipeline"
 )

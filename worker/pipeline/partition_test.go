@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/pipeline"
 )

@@ -39,7 +39,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/worker"
 )
 

@@ -20,11 +20,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/gateway"
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/health"
-	"github.com/jetline/jetline/shared/logging"
-	"github.com/jetline/jetline/shared/metrics"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/runtime/health"
+	"github.com/jetline/jetline/shared/runtime/logging"
+	"github.com/jetline/jetline/shared/runtime/metrics"
+	"github.com/jetline/jetline/shared/runtime/natsconn"
+	"github.com/jetline/jetline/shared/runtime/secret"
 )
 
 // drainTimeout bounds flushing the NATS connection at exit.
@@ -49,12 +51,12 @@ func run() (err error) {
 		return fmt.Errorf("read configuration: %w", err)
 	}
 	// Errors may quote NATS_URL: never print its password.
-	defer func() { err = logging.Scrub(err, logging.ConfigSecrets(cfg)...) }()
+	defer func() { err = secret.Scrub(err, secret.ConfigSecrets(cfg)...) }()
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	logger := logging.New(cfg.Log, os.Stderr)
-	logging.Effective(logger, cfg)
+	secret.LogConfig(logger, cfg)
 	gateway.RaiseOpenFilesLimit(cfg.MaxConnections, logger)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -64,7 +66,7 @@ func run() (err error) {
 	// for NATS or for a forming JetStream cluster, an orchestrator sees it
 	// alive, not ready, and why.
 	hs := health.New(cfg.HealthAddr, logger)
-	startup := health.NewStartup("connecting to NATS at " + logging.RedactURLs(cfg.NATS.URL))
+	startup := health.NewStartup("connecting to NATS at " + secret.RedactURLs(cfg.NATS.URL))
 	hs.AddCheck("startup", startup.Check)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -79,16 +81,16 @@ func run() (err error) {
 // serve connects to NATS, sets up the streams and runs the gateway until
 // ctx is done. It returns nil when ctx ends it while it waits.
 func serve(ctx context.Context, cfg gateway.Config, hs *health.Server, startup *health.Startup, logger *slog.Logger) error {
-	nc, js, err := topology.Connect(ctx, cfg.NATS, "jetline-gateway", logger)
+	nc, js, err := natsconn.Connect(ctx, cfg.NATS, "jetline-gateway", logger)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
 	defer func() {
-		if err := topology.Drain(nc, drainTimeout); err != nil {
+		if err := natsconn.Drain(nc, drainTimeout); err != nil {
 			logger.Warn("leaving", "err", err)
 		}
 	}()
-	hs.AddCheck("nats", topology.Connected(nc))
+	hs.AddCheck("nats", natsconn.Connected(nc))
 	retry := topology.Retry{Timeout: cfg.NATS.ConnectTimeout, Logger: logger, Waiting: startup.Waiting}
 	startup.Waiting("creating or updating stream " + topology.StreamName)
 	if _, err := retry.EnsureStream(ctx, js, cfg.Stream); err != nil {

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetline/jetline/shared/health"
-	"github.com/jetline/jetline/shared/metrics"
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	"github.com/jetline/jetline/shared/runtime/health"
+	"github.com/jetline/jetline/shared/runtime/metrics"
 )
 
 // TestRunServesMetrics runs the program as configured from the

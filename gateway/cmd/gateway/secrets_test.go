@@ -3,8 +3,8 @@ package main
 import (
 	"testing"
 
-	"github.com/jetline/jetline/shared/logging/secrettest"
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	"github.com/jetline/jetline/shared/runtime/secret/secrettest"
 )
 
 // The secrets the gateway is given; none may ever be printed.

@@ -13,9 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/logging"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/runtime/logging"
+	"github.com/jetline/jetline/shared/runtime/natsconn"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/dlq"
 )
@@ -86,7 +87,7 @@ func runOperation(ctx context.Context, cfg worker.Config, name string, op operat
 	if cfg.Log.Level < slog.LevelInfo {
 		logCfg.Level = cfg.Log.Level
 	}
-	nc, js, err := topology.Connect(ctx, cfg.NATS, "jetline-worker-"+name+"/"+cfg.InstanceName(), logging.New(logCfg, stderr))
+	nc, js, err := natsconn.Connect(ctx, cfg.NATS, "jetline-worker-"+name+"/"+cfg.InstanceName(), logging.New(logCfg, stderr))
 	if err != nil {
 		return err
 	}

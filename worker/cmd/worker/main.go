@@ -26,11 +26,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/jetline/jetline/shared/deadletter"
-	"github.com/jetline/jetline/shared/health"
-	"github.com/jetline/jetline/shared/logging"
-	"github.com/jetline/jetline/shared/metrics"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/runtime/health"
+	"github.com/jetline/jetline/shared/runtime/logging"
+	"github.com/jetline/jetline/shared/runtime/metrics"
+	"github.com/jetline/jetline/shared/runtime/natsconn"
+	"github.com/jetline/jetline/shared/runtime/secret"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/pipeline"
 )
@@ -64,7 +66,7 @@ func dispatch(ctx context.Context, args []string) (err error) {
 		return fmt.Errorf("read configuration: %w", err)
 	}
 	// Errors may quote DATABASE_URL or NATS_URL: never print a password.
-	defer func() { err = logging.Scrub(err, logging.ConfigSecrets(cfg)...) }()
+	defer func() { err = secret.Scrub(err, secret.ConfigSecrets(cfg)...) }()
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -91,7 +93,7 @@ func usage() string {
 func run(ctx context.Context, cfg worker.Config) error {
 	instance := cfg.InstanceName()
 	logger := logging.New(cfg.Log, os.Stderr).With("instance", instance)
-	logging.Effective(logger, cfg)
+	secret.LogConfig(logger, cfg)
 	// Mistakes in a spec stop the worker before it connects to anything.
 	pipelines, err := loadPipelines(cfg.Pipelines)
 	if err != nil {
@@ -102,7 +104,7 @@ func run(ctx context.Context, cfg worker.Config) error {
 	// for NATS or for a forming JetStream cluster, an orchestrator sees it
 	// alive, not ready, and why.
 	hs := health.New(cfg.HealthAddr, logger)
-	startup := health.NewStartup("connecting to NATS at " + logging.RedactURLs(cfg.NATS.URL))
+	startup := health.NewStartup("connecting to NATS at " + secret.RedactURLs(cfg.NATS.URL))
 	hs.AddCheck("startup", startup.Check)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -115,12 +117,12 @@ func run(ctx context.Context, cfg worker.Config) error {
 // database and runs the worker until ctx is done. It returns nil when ctx
 // ends it while it waits.
 func work(ctx context.Context, cfg worker.Config, pipelines []*pipeline.Pipeline, hs *health.Server, startup *health.Startup, logger *slog.Logger) error {
-	nc, js, err := topology.Connect(ctx, cfg.NATS, "jetline-worker/"+cfg.InstanceName(), logger)
+	nc, js, err := natsconn.Connect(ctx, cfg.NATS, "jetline-worker/"+cfg.InstanceName(), logger)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
 	defer nc.Close()
-	hs.AddCheck("nats", topology.Connected(nc))
+	hs.AddCheck("nats", natsconn.Connected(nc))
 	retry := topology.Retry{Timeout: cfg.NATS.ConnectTimeout, Logger: logger, Waiting: startup.Waiting}
 	startup.Waiting("creating or updating stream " + topology.StreamName)
 	stream, err := retry.EnsureStream(ctx, js, cfg.Stream)
@@ -168,7 +170,7 @@ func work(ctx context.Context, cfg worker.Config, pipelines []*pipeline.Pipeline
 
 	// Acks are published asynchronously: flush them before leaving.
 	defer func() {
-		if err := topology.Drain(nc, cfg.ShutdownTimeout); err != nil {
+		if err := natsconn.Drain(nc, cfg.ShutdownTimeout); err != nil {
 			logger.Warn("leaving", "err", err)
 		}
 	}()

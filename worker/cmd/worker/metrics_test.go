@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/jetline/jetline/shared/metrics"
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	"github.com/jetline/jetline/shared/runtime/metrics"
 )
 
 // TestRunServesMetrics runs the program with the tweets pipeline, sends it

@@ -8,11 +8,12 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/jetline/jetline/shared/embeddednats"
-	"github.com/jetline/jetline/shared/logging"
-	"github.com/jetline/jetline/shared/logging/secrettest"
-	"github.com/jetline/jetline/shared/testcert"
-	"github.com/jetline/jetline/shared/testenv"
+	"github.com/jetline/jetline/shared/devkit/embeddednats"
+	"github.com/jetline/jetline/shared/devkit/testcert"
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	"github.com/jetline/jetline/shared/runtime/logging"
+	"github.com/jetline/jetline/shared/runtime/secret"
+	"github.com/jetline/jetline/shared/runtime/secret/secrettest"
 	"github.com/jetline/jetline/worker"
 )
 
@@ -175,7 +176,7 @@ func TestDatabaseURLWithTLS(t *testing.T) {
 	}
 
 	var logs bytes.Buffer
-	logging.Effective(logging.New(logging.Config{Format: "json"}, &logs), cfg)
+	secret.LogConfig(logging.New(logging.Config{Format: "json"}, &logs), cfg)
 	line := logs.String()
 	if !strings.Contains(line, "postgres://jetline:xxxxx@db.example.com:5432/jetline?sslmode=verify-full&sslrootcert="+url.QueryEscape(ca.File)) {
 		t.Errorf("configuration line does not show DATABASE_URL with its password hidden and its paths: %s", line)

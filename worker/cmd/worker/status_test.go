@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jetline/jetline/shared/testenv"
-	"github.com/jetline/jetline/shared/topology"
+	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/dlq"
 )
