@@ -115,7 +115,7 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 		t.Fatal(err)
 	}
 	// The stores are never written to: no database is needed.
-	rawStore, err := worker.NewPostgresStore(nil, raw.Table(), logger)
+	rawStore, err := worker.NewPostgresStore(nil, raw.Tables(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tweetStore, err := worker.NewPostgresStore(nil, tweets.Table(), logger)
+	tweetStore, err := worker.NewPostgresStore(nil, tweets.Tables(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,14 +70,11 @@ type item struct {
 	deadLettered bool
 }
 
-// group is the part of a batch that goes to one route's table.
+// group is the part of a batch that goes to one route's tables.
 type group struct {
-	// rows are the rows to store, backed by slots; rowItem[i] is the index
-	// in items of rows[i].
-	rows    [][]any
-	rowItem []int
-	slots   []any
-	columns int
+	// rows are the rows to store, each with the index in items of the
+	// line it came from.
+	rows *Rows
 	// err is why storing rows failed; the lines are then handed back.
 	err error
 }
@@ -90,7 +87,7 @@ func newBatch(size int, router *Router) *batch {
 		groups: make([]group, len(router.routes)),
 	}
 	for i, r := range router.routes {
-		b.groups[i].columns = len(r.Transform.Table().Columns)
+		b.groups[i].rows = NewRows(r.Transform.Tables())
 	}
 	return b
 }
@@ -104,27 +101,9 @@ func (b *batch) reset() {
 	clear(b.dead)
 	b.dead = b.dead[:0]
 	for i := range b.groups {
-		g := &b.groups[i]
-		g.rows, g.rowItem, g.err = g.rows[:0], g.rowItem[:0], nil
+		b.groups[i].rows.Reset()
+		b.groups[i].err = nil
 	}
-}
-
-// row returns the next free row of g; a line filtered or rejected leaves
-// it to the next one, so it is cleared of what it wrote. Slots grow with
-// the batch's lines, which the byte bound keeps bounded.
-func (g *group) row() []any {
-	n, c := len(g.rows), g.columns
-	if need := (n + 1) * c; need > len(g.slots) {
-		slots := make([]any, max(2*len(g.slots), need, 64*c))
-		copy(slots, g.slots)
-		g.slots = slots
-		for i := range g.rows {
-			g.rows[i] = g.slots[i*c : (i+1)*c : (i+1)*c]
-		}
-	}
-	row := g.slots[n*c : (n+1)*c : (n+1)*c]
-	clear(row)
-	return row
 }
 
 // loop is one take → transform → store → ack loop. It takes batches from
@@ -178,7 +157,7 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 	var total WriteResult
 	for r := range b.groups {
 		g := &b.groups[r]
-		if len(g.rows) == 0 {
+		if g.rows.Len() == 0 {
 			continue
 		}
 		wctx, cancel := ctx, context.CancelFunc(func() {})
@@ -193,12 +172,19 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 			w.retry(ctx, logger, b, r, err)
 			continue
 		}
+		tables := w.router.routes[r].Transform.Tables()
 		for _, re := range wr.Rejected {
-			i := g.rowItem[re.Index]
+			i := re.Line
+			if b.items[i].result.Outcome == Reject {
+				continue // another of the line's rows was refused too
+			}
 			code, msg := pgMessage(re.Err)
 			reason := "db_error"
 			if code != "" {
 				reason = "pg_" + code
+			}
+			if len(tables) > 1 {
+				msg = tables[re.Table].Ident().Sanitize() + ": " + msg
 			}
 			b.items[i].result = Result{Outcome: Reject, Reason: reason, Detail: msg}
 			if w.opts.DeadLetters != nil {
@@ -206,8 +192,8 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 			}
 		}
 		if wr.Splits > 0 {
-			logger.Info("isolated rows the database refused", "table", w.router.routes[r].Transform.Table().Ident().Sanitize(),
-				"rejected", len(wr.Rejected), "extra_attempts", wr.Splits, "rows", len(g.rows))
+			logger.Info("isolated rows the database refused", "table", tables[0].Ident().Sanitize(),
+				"rejected", len(wr.Rejected), "extra_attempts", wr.Splits, "rows", g.rows.Len())
 		}
 		total.Inserted += wr.Inserted
 		total.Duplicates += wr.Duplicates
@@ -226,15 +212,11 @@ func (w *Worker) split(b *batch, m jetstream.Msg) {
 	meta, res := readFrame(m, w.idPrefix)
 	f := frame{msg: m, delivered: meta.delivered, route: w.router.route(meta.source), first: len(b.items)}
 	g := &b.groups[f.route]
+	tf := w.router.routes[f.route].Transform
 	add := func(k int, data []byte) {
 		it := item{line: meta.line(k, data), frame: len(b.frames), k: k, result: res}
 		if it.result.Outcome == Insert {
-			row := g.row()
-			it.result = w.router.routes[f.route].Transform.Transform(&it.line, row)
-			if it.result.Outcome == Insert {
-				g.rows = append(g.rows, row)
-				g.rowItem = append(g.rowItem, len(b.items))
-			}
+			it.result = g.rows.Transform(tf, &it.line, len(b.items))
 		}
 		b.items = append(b.items, it)
 		f.lines++
@@ -449,7 +431,7 @@ func (w *Worker) retry(ctx context.Context, logger *slog.Logger, b *batch, r int
 		f.handBack(delay)
 		retried += f.lines
 	}
-	attrs := []any{"err", err, "class", class.String(), "table", w.router.routes[r].Transform.Table().Ident().Sanitize(),
+	attrs := []any{"err", err, "class", class.String(), "table", w.router.routes[r].Transform.Tables()[0].Ident().Sanitize(),
 		"lines", retried, "redeliver_in", maxDelay, "delivery", maxDelivery}
 	if gaveUp > 0 {
 		attrs = append(attrs, "dead_lettered", gaveUp, "max_deliver", w.opts.MaxDeliver)

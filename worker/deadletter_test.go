@@ -33,11 +33,11 @@ type splitCountingStore struct {
 	splits  int
 }
 
-func (s *splitCountingStore) Write(ctx context.Context, rows [][]any) (WriteResult, error) {
+func (s *splitCountingStore) Write(ctx context.Context, rows *Rows) (WriteResult, error) {
 	wr, err := s.Store.Write(ctx, rows)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.batches = append(s.batches, len(rows))
+	s.batches = append(s.batches, rows.Len())
 	s.splits += wr.Splits
 	return wr, err
 }
@@ -48,7 +48,7 @@ type failingStore struct {
 	calls atomic.Int64
 }
 
-func (s *failingStore) Write(context.Context, [][]any) (WriteResult, error) {
+func (s *failingStore) Write(context.Context, *Rows) (WriteResult, error) {
 	s.calls.Add(1)
 	return WriteResult{}, s.err
 }
@@ -299,12 +299,12 @@ func TestDeadLetterPublishFailure(t *testing.T) {
 // idTransform stores every line's identity in table name.
 type idTransform struct{ name string }
 
-func (s idTransform) Table() Table {
-	return Table{Name: s.name, Columns: []Column{{Name: LineIDColumn, Type: "text"}}, Key: []string{LineIDColumn}}
+func (s idTransform) Tables() []Table {
+	return []Table{{Name: s.name, Columns: []Column{{Name: LineIDColumn, Type: "text"}}, Key: []string{LineIDColumn}}}
 }
 
-func (s idTransform) Transform(line *Line, row []any) Result {
-	row[0] = line.ID
+func (s idTransform) Transform(line *Line, rows *Rows) Result {
+	rows.Add(0)[0] = line.ID
 	return Result{Outcome: Insert}
 }
 
@@ -319,11 +319,11 @@ func TestLineIdentity(t *testing.T) {
 	nb := setupNATS(t, 30*time.Second)
 	sb := setupStore(t)
 	typed := idTransform{name: "typed_ids"}
-	typedStore, err := NewPostgresStore(sb.pool, typed.Table(), testenv.Logger(t))
+	typedStore, err := NewPostgresStore(sb.pool, typed.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := typedStore.CreateTable(t.Context()); err != nil {
+	if err := typedStore.CreateTables(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	router := rawRouter(t, sb.store)
@@ -399,7 +399,7 @@ func TestLineIdentity(t *testing.T) {
 // violation quoting a whole row would.
 type wordyReject struct{ *RawLanding }
 
-func (wordyReject) Transform(*Line, []any) Result {
+func (wordyReject) Transform(*Line, *Rows) Result {
 	return Result{Outcome: Reject, Reason: "wordy", Detail: strings.Repeat("too long ", 1000)}
 }
 

@@ -25,6 +25,10 @@ const (
 	MetricBatchDuration       = "jetline_worker_batch_duration_seconds"
 	MetricRowsInserted        = "jetline_worker_rows_inserted_total"
 	MetricRowsDuplicate       = "jetline_worker_rows_duplicate_total"
+	MetricRowsUpdated         = "jetline_worker_rows_updated_total"
+	MetricRowsUnchanged       = "jetline_worker_rows_unchanged_total"
+	MetricRowsDeleted         = "jetline_worker_rows_deleted_total"
+	MetricRowsSuppressed      = "jetline_worker_rows_suppressed_total"
 	MetricLinesFiltered       = "jetline_worker_lines_filtered_total"
 	MetricLinesDeadLettered   = "jetline_worker_lines_dead_lettered_total"
 	MetricLinesRetried        = "jetline_worker_lines_retried_total"
@@ -69,13 +73,16 @@ type metrics struct {
 	batchLines, batchFrames  prometheus.Histogram
 	batchDuration            prometheus.Histogram
 	inserted, duplicates     *prometheus.CounterVec
+	updated, unchanged       *prometheus.CounterVec
+	deleted, suppressed      *prometheus.CounterVec
 	filtered                 *prometheus.CounterVec
 	storeFailures            *prometheus.CounterVec
 
-	// Per route index: the route's table, and for routes of their own
-	// the source they filter.
-	insertedBy, duplicatesBy, filteredBy []prometheus.Counter
-	failedBy                             map[Class]prometheus.Counter
+	// Per route index: its tables' row counters, and for routes of their
+	// own the source they filter.
+	tables     [][]tableMetrics
+	filteredBy []prometheus.Counter
+	failedBy   map[Class]prometheus.Counter
 
 	lines, frames, retried, deadLettered *prometheus.Desc
 
@@ -106,6 +113,10 @@ func newMetrics(w *Worker, router *Router) *metrics {
 		}),
 		inserted:      counter(MetricRowsInserted, "Rows newly stored, by table.", "table"),
 		duplicates:    counter(MetricRowsDuplicate, "Rows skipped because their key was already stored (a redelivered or re-sent line), by table.", "table"),
+		updated:       counter(MetricRowsUpdated, "Rows that replaced the stored row of their key (on_conflict: update), by table.", "table"),
+		unchanged:     counter(MetricRowsUnchanged, "Rows of a table with on_conflict: update that replaced nothing: the stored row's version was not older, or a newer row of the same batch won, by table.", "table"),
+		deleted:       counter(MetricRowsDeleted, "Rows deleted by a delete entry, by table.", "table"),
+		suppressed:    counter(MetricRowsSuppressed, "Rows dropped because their key was deleted (it has a tombstone), by table.", "table"),
 		filtered:      counter(MetricLinesFiltered, "Lines a pipeline's filter dropped, by source.", "source"),
 		storeFailures: counter(MetricStoreFailures, "Failed attempts to store a batch's rows of one table, by class (transient: retried soon; permanent: fix the cause).", "class"),
 		lines: prometheus.NewDesc(MetricLines,
@@ -124,9 +135,22 @@ func newMetrics(w *Worker, router *Router) *metrics {
 		m.failedBy[c] = m.storeFailures.WithLabelValues(c.String())
 	}
 	for i, r := range router.routes {
-		table := strings.Join(r.Transform.Table().Ident(), ".")
-		m.insertedBy = append(m.insertedBy, m.inserted.WithLabelValues(table))
-		m.duplicatesBy = append(m.duplicatesBy, m.duplicates.WithLabelValues(table))
+		var ts []tableMetrics
+		for _, t := range r.Transform.Tables() {
+			table := strings.Join(t.Ident(), ".")
+			tm := tableMetrics{inserted: m.inserted.WithLabelValues(table), duplicates: m.duplicates.WithLabelValues(table)}
+			switch {
+			case t.Delete:
+				tm = tableMetrics{deleted: m.deleted.WithLabelValues(table)}
+			case t.Update:
+				tm.updated, tm.unchanged = m.updated.WithLabelValues(table), m.unchanged.WithLabelValues(table)
+			}
+			if t.Tombstones {
+				tm.suppressed = m.suppressed.WithLabelValues(table)
+			}
+			ts = append(ts, tm)
+		}
+		m.tables = append(m.tables, ts)
 		if i == 0 {
 			// The default route takes every source without a route of
 			// its own; the raw landing never filters.
@@ -175,7 +199,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.batches, m.batchLines, m.batchFrames, m.batchDuration, m.inserted, m.duplicates, m.filtered, m.storeFailures}
+	return []prometheus.Collector{m.batches, m.batchLines, m.batchFrames, m.batchDuration,
+		m.inserted, m.duplicates, m.updated, m.unchanged, m.deleted, m.suppressed, m.filtered, m.storeFailures}
 }
 
 // Metrics returns the collector of the worker's metrics, for a registry
@@ -194,8 +219,26 @@ func (m *metrics) stored(r int, wr WriteResult) {
 	if m == nil {
 		return
 	}
-	m.insertedBy[r].Add(float64(wr.Inserted))
-	m.duplicatesBy[r].Add(float64(wr.Duplicates))
+	for t, c := range wr.Tables {
+		m.tables[r][t].add(c)
+	}
+}
+
+// tableMetrics are the row counters of one table of a route; those its
+// kind of table cannot move are nil.
+type tableMetrics struct {
+	inserted, duplicates, updated, unchanged, deleted, suppressed prometheus.Counter
+}
+
+func (tm *tableMetrics) add(c TableCounts) {
+	for _, x := range []struct {
+		c prometheus.Counter
+		n int
+	}{{tm.inserted, c.Inserted}, {tm.duplicates, c.Duplicates}, {tm.updated, c.Updated}, {tm.unchanged, c.Unchanged}, {tm.deleted, c.Deleted}, {tm.suppressed, c.Suppressed}} {
+		if x.c != nil && x.n > 0 {
+			x.c.Add(float64(x.n))
+		}
+	}
 }
 
 // batchDone counts the batch in b once its lines are settled: its outcome,

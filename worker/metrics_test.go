@@ -19,11 +19,11 @@ import (
 // containing "skip", which it filters.
 type skipping struct{ *RawLanding }
 
-func (s skipping) Transform(line *Line, row []any) Result {
+func (s skipping) Transform(line *Line, rows *Rows) Result {
 	if bytes.Contains(line.Data, []byte(`"skip"`)) {
 		return Result{Outcome: Filter, Reason: "skip"}
 	}
-	return s.RawLanding.Transform(line, row)
+	return s.RawLanding.Transform(line, rows)
 }
 
 // TestMetricsCountLines runs a worker on real NATS and Postgres, sends it
@@ -45,11 +45,11 @@ func TestMetricsCountLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keptStore, err := NewPostgresStore(sb.pool, rawKept.Table(), logger)
+	keptStore, err := NewPostgresStore(sb.pool, rawKept.Tables(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := keptStore.CreateTable(ctx); err != nil {
+	if err := keptStore.CreateTables(ctx); err != nil {
 		t.Fatal(err)
 	}
 	router := rawRouter(t, sb.store)
@@ -73,7 +73,7 @@ func TestMetricsCountLines(t *testing.T) {
 		// message id, by a worker without the stream's creation time.
 		row[0] = strconv.FormatInt(row[1].(int64), 10)
 	}
-	if _, err := sb.store.Write(ctx, stored); err != nil {
+	if _, err := sb.store.Write(ctx, rowsOf(stored)); err != nil {
 		t.Fatal(err)
 	}
 	var pickyLines [][]byte

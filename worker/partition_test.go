@@ -52,11 +52,11 @@ func setupPartitioned(t testing.TB) *storeBundle {
 	if _, err := b.pool.Exec(t.Context(), partitionedDDL); err != nil {
 		t.Fatal(err)
 	}
-	store, err := NewPostgresStore(b.pool, partitionedTable, testenv.Logger(t))
+	store, err := NewPostgresStore(b.pool, []Table{partitionedTable}, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateTable(t.Context()); err != nil {
+	if err := store.CreateTables(t.Context()); err != nil {
 		t.Fatalf("start-up check refused the partitioned table: %v", err)
 	}
 	b.store = store
@@ -105,7 +105,7 @@ func TestPartitionedTable(t *testing.T) {
 		tweetAt(3, "2026-12-01T00:00:00Z"),
 		tweetAt(4, "2026-12-31T12:00:00Z"),
 	}
-	res, err := b.store.Write(ctx, batch)
+	res, err := b.store.Write(ctx, rowsOf(batch))
 	if err != nil || res.Inserted != 4 || res.Duplicates != 0 || len(res.Rejected) != 0 {
 		t.Fatalf("fresh batch: %+v, %v; want 4 inserted", res, err)
 	}
@@ -114,12 +114,12 @@ func TestPartitionedTable(t *testing.T) {
 		t.Fatalf("partitions hold %v, want %v", got, want)
 	}
 
-	res, err = b.store.Write(ctx, batch)
+	res, err = b.store.Write(ctx, rowsOf(batch))
 	if err != nil || res.Inserted != 0 || res.Duplicates != 4 || len(res.Rejected) != 0 {
 		t.Fatalf("redelivered batch: %+v, %v; want 4 duplicates", res, err)
 	}
 	// The same id at another time is another row of this key.
-	res, err = b.store.Write(ctx, [][]any{batch[0], tweetAt(1, "2026-12-02T00:00:00Z"), batch[3]})
+	res, err = b.store.Write(ctx, rowsOf([][]any{batch[0], tweetAt(1, "2026-12-02T00:00:00Z"), batch[3]}))
 	if err != nil || res.Inserted != 1 || res.Duplicates != 2 {
 		t.Fatalf("partly stored batch: %+v, %v; want 1 inserted, 2 duplicates", res, err)
 	}
@@ -130,7 +130,7 @@ func TestPartitionedTable(t *testing.T) {
 
 	// January 2027 has no partition.
 	orphan := tweetAt(5, "2027-01-15T00:00:00Z")
-	res, err = b.store.Write(ctx, [][]any{tweetAt(6, "2026-11-15T00:00:00Z"), orphan, tweetAt(7, "2026-12-15T00:00:00Z"), batch[1]})
+	res, err = b.store.Write(ctx, rowsOf([][]any{tweetAt(6, "2026-11-15T00:00:00Z"), orphan, tweetAt(7, "2026-12-15T00:00:00Z"), batch[1]}))
 	if err != nil {
 		t.Fatalf("batch with a row outside every partition: %v", err)
 	}
@@ -152,10 +152,10 @@ func TestPartitionedTable(t *testing.T) {
 	if _, err := b.pool.Exec(ctx, `CREATE TABLE tweets_default PARTITION OF tweets DEFAULT`); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.store.CreateTable(ctx); err != nil {
+	if err := b.store.CreateTables(ctx); err != nil {
 		t.Fatalf("start-up check with a default partition: %v", err)
 	}
-	res, err = b.store.Write(ctx, [][]any{orphan, batch[2]})
+	res, err = b.store.Write(ctx, rowsOf([][]any{orphan, batch[2]}))
 	if err != nil || res.Inserted != 1 || res.Duplicates != 1 || len(res.Rejected) != 0 {
 		t.Fatalf("with a default partition: %+v, %v; want 1 inserted, 1 duplicate", res, err)
 	}
@@ -208,11 +208,11 @@ func TestPartitionedTableMismatch(t *testing.T) {
 			}
 			table := partitionedTable
 			table.Key = tt.key
-			store, err := NewPostgresStore(pool, table, testenv.Logger(t))
+			store, err := NewPostgresStore(pool, []Table{table}, testenv.Logger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = store.CreateTable(t.Context())
+			err = store.CreateTables(t.Context())
 			if !errors.Is(err, ErrTableMismatch) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("CreateTable = %v\nwant a mismatch containing %q", err, tt.want)
 			}
@@ -224,9 +224,9 @@ func TestPartitionedTableMismatch(t *testing.T) {
 // partitionedTable.
 type partitionTransform struct{}
 
-func (partitionTransform) Table() Table { return partitionedTable }
+func (partitionTransform) Tables() []Table { return []Table{partitionedTable} }
 
-func (partitionTransform) Transform(line *Line, row []any) Result {
+func (partitionTransform) Transform(line *Line, rows *Rows) Result {
 	var v struct {
 		ID int64     `json:"id"`
 		At time.Time `json:"at"`
@@ -234,6 +234,7 @@ func (partitionTransform) Transform(line *Line, row []any) Result {
 	if err := json.Unmarshal(line.Data, &v); err != nil {
 		return Result{Outcome: Reject, Reason: "invalid_json", Detail: err.Error()}
 	}
+	row := rows.Add(0)
 	row[0], row[1], row[2] = v.ID, v.At, "line "+line.ID
 	return Result{Outcome: Insert}
 }

@@ -9,8 +9,8 @@ import (
 )
 
 // Route is where the lines of a source go: a [Transform] turns them into
-// rows of its table and a [Store] writes those rows. The store must write
-// to the transform's table.
+// rows of its tables and a [Store] writes those rows. The store must write
+// to the transform's tables.
 type Route struct {
 	Transform Transform
 	Store     Store
@@ -61,18 +61,28 @@ func (r *Router) add(route Route) error {
 	if route.Transform == nil || route.Store == nil {
 		return errors.New("a route needs a transform and a store")
 	}
-	table := route.Transform.Table()
-	if err := table.Validate(); err != nil {
-		return err
+	tables := route.Transform.Tables()
+	if len(tables) == 0 {
+		return errors.New("a route's transform has no table")
 	}
-	name := table.Ident().Sanitize()
-	for i, other := range r.routes {
-		if other.Transform.Table().Ident().Sanitize() == name {
-			what := "the default route"
-			if i > 0 {
-				what = fmt.Sprintf("source %q", r.sources[i-1])
+	for _, table := range tables {
+		if err := table.Validate(); err != nil {
+			return err
+		}
+		if table.Delete {
+			continue
+		}
+		name := table.Ident().Sanitize()
+		for i, other := range r.routes {
+			for _, ot := range other.Transform.Tables() {
+				if !ot.Delete && ot.Ident().Sanitize() == name {
+					what := "the default route"
+					if i > 0 {
+						what = fmt.Sprintf("source %q", r.sources[i-1])
+					}
+					return fmt.Errorf("table %s is already written by %s", name, what)
+				}
 			}
-			return fmt.Errorf("table %s is already written by %s", name, what)
 		}
 	}
 	r.routes = append(r.routes, route)

@@ -17,15 +17,15 @@ import (
 // seqTransform stores every line's sequence in table name.
 type seqTransform struct{ name string }
 
-func (s seqTransform) Table() Table {
-	return Table{Name: s.name, Columns: []Column{{Name: "seq", Type: "bigint"}}, Key: []string{"seq"}}
+func (s seqTransform) Tables() []Table {
+	return []Table{{Name: s.name, Columns: []Column{{Name: "seq", Type: "bigint"}}, Key: []string{"seq"}}}
 }
 
-func (s seqTransform) Transform(line *Line, row []any) Result {
+func (s seqTransform) Transform(line *Line, rows *Rows) Result {
 	if strings.Contains(string(line.Data), "drop") {
 		return Result{Outcome: Filter, Reason: "filtered"}
 	}
-	row[0] = int64(line.Seq)
+	rows.Add(0)[0] = int64(line.Seq)
 	return Result{Outcome: Insert}
 }
 
@@ -37,17 +37,17 @@ type recordingStore struct {
 	failures int
 }
 
-func (r *recordingStore) Write(_ context.Context, rows [][]any) (WriteResult, error) {
+func (r *recordingStore) Write(_ context.Context, rows *Rows) (WriteResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.failures > 0 {
 		r.failures--
 		return WriteResult{}, &pgconn.ConnectError{}
 	}
-	for _, row := range rows {
+	for _, row := range rows.Table(0).Rows {
 		r.seqs = append(r.seqs, row[0].(int64))
 	}
-	return WriteResult{Inserted: len(rows)}, nil
+	return WriteResult{Inserted: rows.Len(), Tables: []TableCounts{{Inserted: rows.Len()}}}, nil
 }
 
 func (r *recordingStore) stored() []int64 {

@@ -1,16 +1,20 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -20,42 +24,80 @@ import (
 // Write is called from several goroutines at once and must be safe for
 // concurrent use. It either commits once and returns a nil error, or commits
 // nothing and returns an error; the worker acknowledges a batch only after a
-// nil error. rows[i] has one value per column of the table, and Write must
-// not keep rows after it returns.
+// nil error. rows holds, for each of the route's tables, rows with one value
+// per column of the table; Write must not keep rows after it returns.
 type Store interface {
-	Write(ctx context.Context, rows [][]any) (WriteResult, error)
+	Write(ctx context.Context, rows *Rows) (WriteResult, error)
 }
 
 // WriteResult is what a committed [Store.Write] did.
 type WriteResult struct {
-	// Inserted counts rows that are new.
+	// Inserted counts rows that are new, in all tables.
 	Inserted int
 	// Duplicates counts rows whose key was already stored (a redelivered
-	// batch) or that repeat a key within the batch; they were skipped.
+	// batch) or that repeat a key within the batch, in all tables; they
+	// were skipped.
 	Duplicates int
-	// Rejected lists the rows the database refused, in row order. The
-	// other rows were stored.
+	// Tables counts, table by table (in the order of the rows' tables),
+	// what became of their rows.
+	Tables []TableCounts
+	// Rejected lists the rows the database refused. Each takes its whole
+	// line with it: no row of a line with a rejected row was stored. The
+	// other lines' rows were.
 	Rejected []RowError
 	// Splits counts the extra insert attempts made to isolate rejected
 	// rows; 0 when there were none.
 	Splits int
 }
 
+// TableCounts is what became of one table's rows in a [WriteResult].
+type TableCounts struct {
+	// Inserted rows are new.
+	Inserted int
+	// Duplicates repeated a stored key, or one of the same batch, and
+	// were skipped (tables without Update).
+	Duplicates int
+	// Updated rows replaced the stored row of their key; Unchanged ones
+	// did not, as its version was not older (tables with Update). Rows
+	// of a key that a later or newer row of the same batch replaced count
+	// as Unchanged too.
+	Updated, Unchanged int
+	// Suppressed rows had a tombstoned key and were dropped.
+	Suppressed int
+	// Deleted counts rows removed by a delete entry's keys; Tombstoned
+	// its keys, new or not.
+	Deleted, Tombstoned int
+}
+
+func (c *TableCounts) add(o TableCounts) {
+	c.Inserted += o.Inserted
+	c.Duplicates += o.Duplicates
+	c.Updated += o.Updated
+	c.Unchanged += o.Unchanged
+	c.Suppressed += o.Suppressed
+	c.Deleted += o.Deleted
+	c.Tombstoned += o.Tombstoned
+}
+
 // RowError is one row the database refused.
 type RowError struct {
-	// Index is the row's index in the rows passed to Write.
-	Index int
+	// Table is the index of the row's table, Index the row's index in its
+	// [TableRows], and Line the line it came from (TableRows.Lines).
+	Table, Index, Line int
 	// Err is the database's error, usually a *pgconn.PgError.
 	Err error
 }
 
-// PostgresStore writes rows into one PostgreSQL table, described by a
+// PostgresStore writes the rows of a route's tables, each described by a
 // [Table], so that a redelivered batch inserts nothing twice: rows whose key
-// is already stored are skipped.
+// is already stored are skipped, or, in a table with Update, replace the
+// stored row when they are newer.
 //
-// A batch is written in one transaction, first with a plain binary COPY
-// into the table, the cheapest way in. Only when that fails does it fall
-// back:
+// A batch is written in one transaction, all its tables together, so a
+// line's rows are stored all or none. Each table goes in with a plain
+// binary COPY, the cheapest way in, unless it updates or keeps tombstones;
+// those, and every table once the COPY failed, go through a temporary
+// staging table (below). Only when the COPY fails does it fall back:
 //
 //   - on a unique violation (the batch, or part of it, was stored before and
 //     redelivered), the batch is COPYed into a temporary staging table and
@@ -64,7 +106,14 @@ type RowError struct {
 //     take), the batch is split in halves, each tried under a savepoint,
 //     recursively, until the offending rows are alone; they are reported in
 //     [WriteResult.Rejected] and every other row is committed. Each bad row
-//     costs O(log n) extra round trips.
+//     costs O(log n) extra round trips. A rejected row takes its line's
+//     other rows with it: when the line has some, the transaction is rolled
+//     back and tried again without the line.
+//
+// Keys deleted by a delete entry (a [Table] with Delete) are removed from
+// their table and remembered in its tombstone table before the batch's
+// rows go in, and rows of a tombstoned key are dropped, so a delete wins
+// whether it comes before or after its row.
 //
 // Why this order: BenchmarkStore measured the alternatives on 500-row
 // batches of ~6.2 KB tweet-shaped JSON against a private PostgreSQL 15
@@ -95,267 +144,391 @@ type RowError struct {
 // PostgresStore is safe for concurrent use; each Write holds one pooled
 // connection for its transaction.
 type PostgresStore struct {
-	pool   *pgxpool.Pool
-	table  Table
-	logger *slog.Logger
+	pool    *pgxpool.Pool
+	tables  []*tableWriter
+	logger  *slog.Logger
+	// order lists the tables in the order a transaction writes them:
+	// deletes first, so that rows of keys deleted in the same batch are
+	// dropped.
+	order []int
+}
 
+// tableWriter writes one table's rows: its statements, made once.
+type tableWriter struct {
+	table   Table
 	ident   pgx.Identifier
 	columns []string
-
+	// direct is set when rows may be COPYed straight into the table.
+	direct bool
+	// target is the table a delete entry deletes from; tomb is its
+	// tombstone table, or the table's own for a table with Tombstones.
+	target *tableWriter
+	tomb   pgx.Identifier
 	// stage is the per-connection temporary staging table's name.
 	stage       pgx.Identifier
 	createStage string
-	moveStaged  string
+	// move empties the stage into the table and returns how many rows it
+	// held, how many were not tombstoned, and how many were inserted and
+	// updated; for a delete entry, how many keys it held, how many rows it
+	// deleted and how many tombstones it added.
+	move string
+	// key builds a map key from a row's key values, for a table with
+	// Update, whose rows of one key in one batch must be one row.
+	keyCols []int
+	version int
 }
 
-// NewPostgresStore returns a store writing to table through pool. It does
-// not touch the database; call [PostgresStore.CreateTable] before writing.
-func NewPostgresStore(pool *pgxpool.Pool, table Table, logger *slog.Logger) (*PostgresStore, error) {
-	if err := table.Validate(); err != nil {
-		return nil, err
+// NewPostgresStore returns a store writing to tables, a [Transform]'s
+// Tables, through pool. It does not touch the database; call
+// [PostgresStore.CreateTables] before writing.
+func NewPostgresStore(pool *pgxpool.Pool, tables []Table, logger *slog.Logger) (*PostgresStore, error) {
+	if len(tables) == 0 {
+		return nil, errors.New("a store needs at least one table")
 	}
-	s := &PostgresStore{
-		pool:    pool,
-		table:   table,
-		logger:  logger.With("component", "store", "table", table.Ident().Sanitize()),
-		ident:   table.Ident(),
-		columns: table.ColumnNames(),
+	s := &PostgresStore{pool: pool, logger: logger.With("component", "store", "table", tables[0].Ident().Sanitize())}
+	byName := map[string]*tableWriter{}
+	for _, t := range tables {
+		if err := t.Validate(); err != nil {
+			return nil, err
+		}
+		w := newTableWriter(t)
+		name := w.ident.Sanitize()
+		if !t.Delete {
+			if byName[name] != nil {
+				return nil, fmt.Errorf("table %s is given twice", name)
+			}
+			byName[name] = w
+		}
+		s.tables = append(s.tables, w)
 	}
-	// One staging table per target table per connection, created on first
-	// use and emptied at every commit. A hash keeps the name short and
-	// distinct for every target.
-	s.stage = pgx.Identifier{fmt.Sprintf("jetline_stage_%08x", crc32.ChecksumIEEE([]byte(s.ident.Sanitize())))}
-	s.createStage = fmt.Sprintf("CREATE TEMPORARY TABLE IF NOT EXISTS %s (LIKE %s INCLUDING COMPRESSION INCLUDING STORAGE) ON COMMIT DELETE ROWS",
-		s.stage.Sanitize(), s.ident.Sanitize())
-	cols := quoteList(s.columns)
-	// Moving the rows out of the stage (DELETE … RETURNING) leaves it empty
-	// for the next attempt within the same transaction.
-	s.moveStaged = fmt.Sprintf("WITH staged AS (DELETE FROM %[1]s RETURNING %[2]s) INSERT INTO %[3]s (%[2]s) SELECT %[2]s FROM staged ON CONFLICT (%[4]s) DO NOTHING",
-		s.stage.Sanitize(), cols, s.ident.Sanitize(), quoteList(table.Key))
+	for i, w := range s.tables {
+		if !w.table.Delete {
+			continue
+		}
+		target := byName[w.ident.Sanitize()]
+		switch {
+		case target == nil:
+			return nil, fmt.Errorf("delete entry for %s: no table of the store is %s", w.ident.Sanitize(), w.ident.Sanitize())
+		case !target.table.Tombstones:
+			return nil, fmt.Errorf("delete entry for %s: the table keeps no tombstones, so a deleted row would come back with the next copy of its line", w.ident.Sanitize())
+		case !slices.Equal(w.table.Key, target.table.Key):
+			return nil, fmt.Errorf("delete entry for %s: its key (%s) is not the table's (%s)", w.ident.Sanitize(), strings.Join(w.table.Key, ", "), strings.Join(target.table.Key, ", "))
+		}
+		w.target = target
+		w.prepareDelete()
+		s.order = append(s.order, i)
+	}
+	for i, w := range s.tables {
+		if !w.table.Delete {
+			w.prepareInsert()
+			s.order = append(s.order, i)
+		}
+	}
 	return s, nil
 }
 
-// Table returns the table the store writes to.
-func (s *PostgresStore) Table() Table { return s.table }
-
-// CreateTable creates the table if it does not exist, then checks that the
-// table (new or not) fits: every column exists with the type the [Table]
-// says, columns the table has beyond those can be left NULL or have a
-// default, and a valid unique index covers exactly the key. An existing
-// table may be declaratively partitioned, its key (and so the pipeline's)
-// including the partition key's columns. It does not alter an existing
-// table; a mismatch is an error naming the column. On a server built
-// without lz4 the columns get the default compression instead.
-//
-// Workers starting together all call it: CREATE TABLE IF NOT EXISTS is not
-// safe against itself (the loser fails on pg_type's unique index), so the
-// DDL runs under a transaction-scoped advisory lock.
-func (s *PostgresStore) CreateTable(ctx context.Context) error {
-	err := s.execDDL(ctx, s.table.CreateSQL())
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "lz4") {
-		s.logger.WarnContext(ctx, "postgres was built without lz4; creating the table with default compression, which is slower", "err", err)
-		plain := s.table
-		plain.Columns = slices.Clone(plain.Columns)
-		for i := range plain.Columns {
-			plain.Columns[i].Compression = ""
-		}
-		err = s.execDDL(ctx, plain.CreateSQL())
+func newTableWriter(t Table) *tableWriter {
+	w := &tableWriter{table: t, ident: t.Ident(), columns: t.ColumnNames(), version: -1}
+	w.direct = !t.Update && !t.Tombstones && !t.Delete
+	if t.Tombstones {
+		w.tomb = t.TombstoneTable().Ident()
 	}
-	if err != nil {
-		return fmt.Errorf("create table %s: %w", s.ident.Sanitize(), err)
+	for _, k := range t.Key {
+		w.keyCols = append(w.keyCols, slices.Index(w.columns, k))
 	}
-	return s.checkTable(ctx)
+	if t.Version != "" {
+		w.version = slices.Index(w.columns, t.Version)
+	}
+	return w
 }
 
-// ErrTableMismatch is returned (wrapped) by [PostgresStore.CreateTable]
-// when an existing table does not fit the [Table] rows are written as.
-var ErrTableMismatch = errors.New("table does not match")
-
-// checkTable compares the table in the database with s.table.
-func (s *PostgresStore) checkTable(ctx context.Context) error {
-	name := s.ident.Sanitize()
-	mismatch := func(format string, args ...any) error {
-		return fmt.Errorf("%w: table %s exists but %s; alter or drop the table, or change the pipeline to match", ErrTableMismatch, name, fmt.Sprintf(format, args...))
-	}
-	types := make([]string, len(s.table.Columns))
-	for i, c := range s.table.Columns {
-		types[i] = c.Type
-	}
-	// The server spells types its own way (timestamptz is "timestamp with
-	// time zone"); let it canonicalise what the Table says.
-	rows, err := s.pool.Query(ctx, `SELECT format_type(t::regtype, NULL) FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n`, types)
-	if err != nil {
-		return fmt.Errorf("check table %s: %w", name, err)
-	}
-	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("check table %s: resolve column types: %w", name, err)
-	}
-	type attr struct {
-		name, typ string
-		mustFill  bool
-	}
-	have := map[string]attr{}
-	var order []string
-	rows, err = s.pool.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
-		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, name)
-	if err != nil {
-		return fmt.Errorf("check table %s: %w", name, err)
-	}
-	var a attr
-	_, err = pgx.ForEachRow(rows, []any{&a.name, &a.typ, &a.mustFill}, func() error {
-		have[a.name] = a
-		order = append(order, a.name)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("check table %s: read columns: %w", name, err)
-	}
-	for i, c := range s.table.Columns {
-		got, ok := have[c.Name]
-		switch {
-		case !ok && c.Name == LineIDColumn && slices.Equal(s.table.Key, []string{LineIDColumn}):
-			old := pgx.Identifier{s.table.Name + "_by_seq"}.Sanitize()
-			return fmt.Errorf("%w: table %s exists but has no column %q (%s), which rows are keyed by: it was made by an earlier version that keyed rows "+
-				"by stream sequence, which stores a line twice when JetStream holds two copies of it (a publish retried across a NATS restart). "+
-				"Rename it (ALTER TABLE %s RENAME TO %s) and start the worker again: it creates %s anew, and the old rows stay in %s",
-				ErrTableMismatch, name, c.Name, want[i], name, old, name, old)
-		case !ok:
-			return mismatch("has no column %q (%s)", c.Name, want[i])
-		case got.typ != want[i]:
-			return mismatch("its column %q is %s, not %s", c.Name, got.typ, want[i])
-		}
-	}
-	for _, n := range order {
-		if have[n].mustFill && !slices.Contains(s.columns, n) {
-			return mismatch("its column %q is NOT NULL without a default, and rows do not fill it", n)
-		}
-	}
-	// A partitioned table (relkind 'p') is checked like a plain one: its
-	// columns and its unique indexes are its own rows of pg_attribute and
-	// pg_index, and COPY, the staging table's LIKE and ON CONFLICT all
-	// work on it. What differs is that an index made ON ONLY the parent
-	// stays invalid until every partition's index is attached, and until
-	// then ON CONFLICT cannot use it (42P10, for every redelivered batch)
-	// while the partitions without one take duplicates: only a valid index
-	// counts.
-	type index struct {
-		Name    string
-		Columns []string
-		Valid   bool
-	}
-	rows, err = s.pool.Query(ctx, `SELECT i.indexrelid::regclass::text, array_agg(a.attname::text ORDER BY a.attname), i.indisvalid
-		FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-		WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
-		GROUP BY i.indexrelid, i.indisvalid`, name)
-	if err != nil {
-		return fmt.Errorf("check table %s: %w", name, err)
-	}
-	indexes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[index])
-	if err != nil {
-		return fmt.Errorf("check table %s: read unique indexes: %w", name, err)
-	}
-	key := slices.Sorted(slices.Values(s.table.Key))
-	keyList := strings.Join(s.table.Key, ", ")
-	invalid := ""
-	for _, idx := range indexes {
-		switch {
-		case slices.Equal(idx.Columns, key) && idx.Valid:
-			return nil
-		case slices.Equal(idx.Columns, key):
-			invalid = idx.Name
-		}
-	}
-	if invalid != "" {
-		return mismatch("its unique index %s on (%s) is not valid, so it cannot keep redelivered lines from being stored twice "+
-			"(an index created ON ONLY a partitioned table becomes valid once each partition's index is attached to it: ALTER INDEX %s ATTACH PARTITION …)",
-			invalid, keyList, invalid)
-	}
-	var partKey *string
-	if err := s.pool.QueryRow(ctx, `SELECT pg_get_partkeydef(to_regclass($1))`, name).Scan(&partKey); err != nil {
-		return fmt.Errorf("check table %s: read partition key: %w", name, err)
-	}
-	if partKey != nil {
-		return mismatch("has no primary key or unique index on exactly (%s), which keeps redelivered lines from being stored twice; "+
-			"it is partitioned by %s, and a unique index of a partitioned table must include the partition key's columns, so the pipeline's key must too",
-			keyList, *partKey)
-	}
-	return mismatch("has no primary key or unique index on exactly (%s), which keeps redelivered lines from being stored twice", keyList)
+// stageFor names and creates the staging table of rows like source's, one
+// per target per connection, created on first use and emptied at every
+// commit. A hash keeps the name short and distinct for every target.
+func (w *tableWriter) stageFor(kind string, like pgx.Identifier) {
+	w.stage = pgx.Identifier{fmt.Sprintf("jetline_%s_%08x", kind, crc32.ChecksumIEEE([]byte(like.Sanitize())))}
+	w.createStage = fmt.Sprintf("CREATE TEMPORARY TABLE IF NOT EXISTS %s (LIKE %s INCLUDING DEFAULTS INCLUDING COMPRESSION INCLUDING STORAGE) ON COMMIT DELETE ROWS",
+		w.stage.Sanitize(), like.Sanitize())
 }
 
-// ddlLockKey is the advisory lock key that serialises jetline's DDL across
-// worker processes.
-const ddlLockKey = 0x6a65746c696e65 // "jetline"
-
-func (s *PostgresStore) execDDL(ctx context.Context, sql string) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(ddlLockKey)); err != nil {
-			return fmt.Errorf("take ddl lock: %w", err)
+// prepareInsert makes the statement that moves staged rows into the
+// table: skipping tombstoned keys, then skipping or updating stored ones.
+// Moving the rows out of the stage (DELETE … RETURNING) leaves it empty
+// for the next attempt within the same transaction.
+func (w *tableWriter) prepareInsert() {
+	w.stageFor("stage", w.ident)
+	cols := quoteList(w.columns)
+	kept := "staged"
+	if w.table.Tombstones {
+		var match []string
+		for _, k := range w.table.Key {
+			q := pgx.Identifier{k}.Sanitize()
+			match = append(match, "t."+q+" = s."+q)
 		}
-		_, err := tx.Exec(ctx, sql)
-		return err
-	})
+		kept = fmt.Sprintf("(SELECT s.* FROM staged s WHERE NOT EXISTS (SELECT 1 FROM %s t WHERE %s))", w.tomb.Sanitize(), strings.Join(match, " AND "))
+	}
+	conflict := "DO NOTHING"
+	if w.table.Update {
+		var rest []string
+		for _, c := range w.columns {
+			if !slices.Contains(w.table.Key, c) {
+				rest = append(rest, pgx.Identifier{c}.Sanitize())
+			}
+		}
+		if len(rest) > 0 {
+			excluded := make([]string, len(rest))
+			for i, c := range rest {
+				excluded[i] = "EXCLUDED." + c
+			}
+			conflict = fmt.Sprintf("DO UPDATE SET (%s) = ROW(%s)", strings.Join(rest, ", "), strings.Join(excluded, ", "))
+			if v := w.table.Version; v != "" {
+				q := pgx.Identifier{v}.Sanitize()
+				conflict += fmt.Sprintf(" WHERE cur.%s < EXCLUDED.%s", q, q)
+			}
+		}
+	}
+	// xmax is 0 in a row version the INSERT made and set in one an UPDATE
+	// made, which tells inserted rows from updated ones.
+	fresh := "true"
+	if w.table.Update {
+		fresh = "xmax = 0"
+	}
+	w.move = fmt.Sprintf(`WITH staged AS (DELETE FROM %[1]s RETURNING %[2]s),
+	kept AS (SELECT %[2]s FROM %[3]s k),
+	ins AS (INSERT INTO %[4]s AS cur (%[2]s) SELECT %[2]s FROM kept ON CONFLICT (%[5]s) %[6]s RETURNING %[7]s AS fresh)
+SELECT (SELECT count(*) FROM staged), (SELECT count(*) FROM kept), count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM ins`,
+		w.stage.Sanitize(), cols, kept, w.ident.Sanitize(), quoteList(w.table.Key), conflict, fresh)
+}
+
+// prepareDelete makes the statement that takes staged keys, remembers
+// them in the target's tombstone table and deletes their rows.
+func (w *tableWriter) prepareDelete() {
+	w.tomb = w.target.tomb
+	w.stageFor("delete", w.tomb)
+	cols := quoteList(w.columns)
+	var match []string
+	for _, k := range w.table.Key {
+		q := pgx.Identifier{k}.Sanitize()
+		match = append(match, "cur."+q+" = k."+q)
+	}
+	w.move = fmt.Sprintf(`WITH staged AS (DELETE FROM %[1]s RETURNING %[2]s),
+	tomb AS (INSERT INTO %[3]s (%[2]s) SELECT DISTINCT %[2]s FROM staged ON CONFLICT (%[2]s) DO NOTHING),
+	gone AS (DELETE FROM %[4]s cur USING staged k WHERE %[5]s RETURNING 1)
+SELECT (SELECT count(*) FROM staged), (SELECT count(*) FROM gone), 0, 0`,
+		w.stage.Sanitize(), cols, w.tomb.Sanitize(), w.target.ident.Sanitize(), strings.Join(match, " AND "))
+}
+
+// Tables returns the tables the store writes to.
+func (s *PostgresStore) Tables() []Table {
+	out := make([]Table, len(s.tables))
+	for i, w := range s.tables {
+		out[i] = w.table
+	}
+	return out
+}
+
+// pick lists, for each table, the indices of the rows to write: all of
+// them, except in a table with Update, where of the rows of one key only
+// the greatest by version (else the last) is written, and except the rows
+// of the lines in skip. Rows left out of an Update table count as
+// Unchanged.
+func (s *PostgresStore) pick(rows *Rows, skip map[int]bool) (sel [][]int, unchanged []int) {
+	sel = make([][]int, len(s.tables))
+	unchanged = make([]int, len(s.tables))
+	for t, w := range s.tables {
+		tr := rows.Table(t)
+		if !w.table.Update {
+			for i := range tr.Rows {
+				if !skip[tr.Lines[i]] {
+					sel[t] = append(sel[t], i)
+				}
+			}
+			continue
+		}
+		best := map[string]int{}
+		var order []string
+		for i, row := range tr.Rows {
+			if skip[tr.Lines[i]] {
+				continue
+			}
+			k := keyString(row, w.keyCols)
+			prev, seen := best[k]
+			switch {
+			case !seen:
+				order = append(order, k)
+				best[k] = i
+			case w.version < 0 || compareValues(row[w.version], tr.Rows[prev][w.version]) >= 0:
+				best[k] = i
+			}
+			if seen {
+				unchanged[t]++
+			}
+		}
+		for _, k := range order {
+			sel[t] = append(sel[t], best[k])
+		}
+		slices.Sort(sel[t])
+	}
+	return sel, unchanged
 }
 
 // Write stores rows in one transaction; see [PostgresStore] for how. A
 // non-nil error means nothing was committed; [Classify] tells whether it is
 // worth retrying.
-func (s *PostgresStore) Write(ctx context.Context, rows [][]any) (WriteResult, error) {
-	if len(rows) == 0 {
-		return WriteResult{}, nil
+func (s *PostgresStore) Write(ctx context.Context, rows *Rows) (WriteResult, error) {
+	if rows.Len() == 0 {
+		return s.result(), nil
 	}
-	n, err := s.inTx(ctx, func(tx pgx.Tx) (int64, error) { return s.copyDirect(ctx, tx, rows) })
-	if err == nil {
-		return WriteResult{Inserted: int(n)}, nil
-	}
+	sel, unchanged := s.pick(rows, nil)
+	res, err := s.attempt(ctx, rows, sel, true)
 	if isUniqueViolation(err) {
-		n, err = s.inTx(ctx, func(tx pgx.Tx) (int64, error) { return s.copyStaged(ctx, tx, rows) })
-		if err == nil {
-			return WriteResult{Inserted: int(n), Duplicates: len(rows) - int(n)}, nil
-		}
+		res, err = s.attempt(ctx, rows, sel, false)
+	}
+	if err == nil {
+		res.addUnchanged(unchanged)
+		return res, nil
 	}
 	if Classify(err) != RowData {
 		return WriteResult{}, err
 	}
-	if len(rows) == 1 {
-		// Nothing to split: the row is the culprit.
-		return WriteResult{Rejected: []RowError{{Index: 0, Err: err}}}, nil
-	}
-	var res WriteResult
-	_, err = s.inTx(ctx, func(tx pgx.Tx) (int64, error) {
-		res = WriteResult{}
-		if _, err := tx.Exec(ctx, s.createStage); err != nil {
-			return 0, fmt.Errorf("create staging table: %w", err)
+	// Isolate the rows the database refuses. A refused row takes its
+	// line with it; if the line had rows elsewhere, some may be stored
+	// already in this transaction: roll back and go again without it.
+	skip := map[int]bool{}
+	var rejected []RowError
+	splits := 0
+	for {
+		var found []RowError
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			res, found = s.result(), nil
+			for _, t := range s.order {
+				if len(sel[t]) == 0 {
+					continue
+				}
+				w := s.tables[t]
+				if _, err := tx.Exec(ctx, w.createStage); err != nil {
+					return fmt.Errorf("create staging table: %w", err)
+				}
+				if err := s.bisect(ctx, tx, rows, t, sel[t], &res, &found); err != nil {
+					return err
+				}
+			}
+			if spill := s.spills(rows, sel, found); spill {
+				return errRetryWithout
+			}
+			return nil
+		})
+		splits += res.Splits
+		rejected = append(rejected, found...)
+		if errors.Is(err, errRetryWithout) {
+			for _, re := range found {
+				skip[re.Line] = true
+			}
+			sel, unchanged = s.pick(rows, skip)
+			continue
 		}
-		mid := len(rows) / 2
-		if err := s.bisect(ctx, tx, rows[:mid], 0, &res); err != nil {
-			return 0, err
+		if err != nil {
+			return WriteResult{}, err
 		}
-		return 0, s.bisect(ctx, tx, rows[mid:], mid, &res)
-	})
-	if err != nil {
-		return WriteResult{}, err
+		res.Rejected, res.Splits = rejected, splits
+		res.addUnchanged(unchanged)
+		return res, nil
 	}
-	return res, nil
 }
 
-// bisect stores rows (which start at index offset of the batch) under a
-// savepoint, splitting them in halves on a data error until the offending
-// rows are alone.
-func (s *PostgresStore) bisect(ctx context.Context, tx pgx.Tx, rows [][]any, offset int, res *WriteResult) error {
+// errRetryWithout rolls back an isolating transaction whose refused rows
+// belong to lines with other rows.
+var errRetryWithout = errors.New("a refused row's line has other rows")
+
+// spills reports whether a line of the found rows has a row among sel
+// other than the found ones: one stored, or yet to be, that must go too.
+func (s *PostgresStore) spills(rows *Rows, sel [][]int, found []RowError) bool {
+	if len(found) == 0 {
+		return false
+	}
+	lines := map[int]int{}
+	for _, re := range found {
+		lines[re.Line]++
+	}
+	for t := range sel {
+		tr := rows.Table(t)
+		for _, i := range sel[t] {
+			if _, ok := lines[tr.Lines[i]]; ok {
+				lines[tr.Lines[i]]--
+			}
+		}
+	}
+	for _, n := range lines {
+		if n < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// result returns an empty result for s's tables.
+func (s *PostgresStore) result() WriteResult {
+	return WriteResult{Tables: make([]TableCounts, len(s.tables))}
+}
+
+func (r *WriteResult) addUnchanged(unchanged []int) {
+	for t, n := range unchanged {
+		r.Tables[t].Unchanged += n
+	}
+}
+
+// attempt writes the picked rows of every table in one transaction: by
+// plain COPY where direct allows it, else through the staging table.
+func (s *PostgresStore) attempt(ctx context.Context, rows *Rows, sel [][]int, direct bool) (WriteResult, error) {
+	var res WriteResult
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		res = s.result()
+		for _, t := range s.order {
+			if len(sel[t]) == 0 {
+				continue
+			}
+			w := s.tables[t]
+			var c TableCounts
+			var err error
+			if direct && w.direct {
+				c, err = w.copyDirect(ctx, tx, rows.Table(t), sel[t])
+			} else {
+				if _, err := tx.Exec(ctx, w.createStage); err != nil {
+					return fmt.Errorf("create staging table: %w", err)
+				}
+				c, err = w.stageAndMove(ctx, tx, rows.Table(t), sel[t])
+			}
+			if err != nil {
+				return err
+			}
+			res.count(t, c)
+		}
+		return nil
+	})
+	return res, err
+}
+
+func (r *WriteResult) count(t int, c TableCounts) {
+	r.Tables[t].add(c)
+	r.Inserted += c.Inserted
+	r.Duplicates += c.Duplicates
+}
+
+// bisect stores the rows sel of table t under a savepoint, splitting them
+// in halves on a data error until the offending rows are alone.
+func (s *PostgresStore) bisect(ctx context.Context, tx pgx.Tx, rows *Rows, t int, sel []int, res *WriteResult, found *[]RowError) error {
 	res.Splits++
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("create savepoint: %w", err)
 	}
-	n, err := s.stageAndMove(ctx, sp, rows)
+	tr := rows.Table(t)
+	c, err := s.tables[t].stageAndMove(ctx, sp, tr, sel)
 	if err == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return fmt.Errorf("release savepoint: %w", err)
 		}
-		res.Inserted += int(n)
-		res.Duplicates += len(rows) - int(n)
+		res.count(t, c)
 		return nil
 	}
 	if rbErr := sp.Rollback(ctx); rbErr != nil {
@@ -364,63 +537,81 @@ func (s *PostgresStore) bisect(ctx context.Context, tx pgx.Tx, rows [][]any, off
 	if Classify(err) != RowData {
 		return err
 	}
-	if len(rows) == 1 {
-		res.Rejected = append(res.Rejected, RowError{Index: offset, Err: err})
+	if len(sel) == 1 {
+		*found = append(*found, RowError{Table: t, Index: sel[0], Line: tr.Lines[sel[0]], Err: err})
 		return nil
 	}
-	mid := len(rows) / 2
-	if err := s.bisect(ctx, tx, rows[:mid], offset, res); err != nil {
+	mid := len(sel) / 2
+	if err := s.bisect(ctx, tx, rows, t, sel[:mid], res, found); err != nil {
 		return err
 	}
-	return s.bisect(ctx, tx, rows[mid:], offset+mid, res)
+	return s.bisect(ctx, tx, rows, t, sel[mid:], res, found)
 }
 
 // inTx runs fn in a transaction and commits it.
-func (s *PostgresStore) inTx(ctx context.Context, fn func(pgx.Tx) (int64, error)) (int64, error) {
+func (s *PostgresStore) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("begin transaction: %w", err)
+		return fmt.Errorf("begin transaction: %w", err)
 	}
 	// Rollback after Commit is a no-op; it covers every early return.
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	n, err := fn(tx)
-	if err != nil {
-		return 0, err
+	if err := fn(tx); err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
+		return fmt.Errorf("commit: %w", err)
 	}
-	return n, nil
+	return nil
+}
+
+// picked feeds the rows sel of tr to COPY.
+func picked(tr *TableRows, sel []int) pgx.CopyFromSource {
+	if len(sel) == len(tr.Rows) {
+		return pgx.CopyFromRows(tr.Rows)
+	}
+	i := -1
+	return pgx.CopyFromFunc(func() ([]any, error) {
+		if i++; i < len(sel) {
+			return tr.Rows[sel[i]], nil
+		}
+		return nil, nil
+	})
 }
 
 // copyDirect COPYs rows straight into the table. It fails with a unique
 // violation if any key is already stored.
-func (s *PostgresStore) copyDirect(ctx context.Context, tx pgx.Tx, rows [][]any) (int64, error) {
-	n, err := tx.CopyFrom(ctx, s.ident, s.columns, pgx.CopyFromRows(rows))
+func (w *tableWriter) copyDirect(ctx context.Context, tx pgx.Tx, tr *TableRows, sel []int) (TableCounts, error) {
+	n, err := tx.CopyFrom(ctx, w.ident, w.columns, picked(tr, sel))
 	if err != nil {
-		return 0, fmt.Errorf("copy into %s: %w", s.ident.Sanitize(), err)
+		return TableCounts{}, fmt.Errorf("copy into %s: %w", w.ident.Sanitize(), err)
 	}
-	return n, nil
+	return TableCounts{Inserted: int(n)}, nil
 }
 
-// copyStaged inserts rows skipping stored keys: COPY into the staging
-// table, then move.
-func (s *PostgresStore) copyStaged(ctx context.Context, tx pgx.Tx, rows [][]any) (int64, error) {
-	if _, err := tx.Exec(ctx, s.createStage); err != nil {
-		return 0, fmt.Errorf("create staging table: %w", err)
+// stageAndMove COPYs rows into the staging table, then moves them.
+func (w *tableWriter) stageAndMove(ctx context.Context, tx pgx.Tx, tr *TableRows, sel []int) (TableCounts, error) {
+	if _, err := tx.CopyFrom(ctx, w.stage, w.columns, picked(tr, sel)); err != nil {
+		return TableCounts{}, fmt.Errorf("copy into staging table: %w", err)
 	}
-	return s.stageAndMove(ctx, tx, rows)
-}
-
-func (s *PostgresStore) stageAndMove(ctx context.Context, tx pgx.Tx, rows [][]any) (int64, error) {
-	if _, err := tx.CopyFrom(ctx, s.stage, s.columns, pgx.CopyFromRows(rows)); err != nil {
-		return 0, fmt.Errorf("copy into staging table: %w", err)
+	var staged, kept, inserted, updated int
+	if err := tx.QueryRow(ctx, w.move).Scan(&staged, &kept, &inserted, &updated); err != nil {
+		if w.table.Delete {
+			return TableCounts{}, fmt.Errorf("delete staged keys from %s: %w", w.ident.Sanitize(), err)
+		}
+		return TableCounts{}, fmt.Errorf("insert staged rows into %s: %w", w.ident.Sanitize(), err)
 	}
-	tag, err := tx.Exec(ctx, s.moveStaged)
-	if err != nil {
-		return 0, fmt.Errorf("insert staged rows into %s: %w", s.ident.Sanitize(), err)
+	if w.table.Delete {
+		// staged keys, kept = rows deleted, inserted = tombstones added.
+		return TableCounts{Deleted: kept, Tombstoned: staged}, nil
 	}
-	return tag.RowsAffected(), nil
+	c := TableCounts{Inserted: inserted, Suppressed: staged - kept}
+	if w.table.Update {
+		c.Updated, c.Unchanged = updated, kept-inserted-updated
+	} else {
+		c.Duplicates = kept - inserted
+	}
+	return c, nil
 }
 
 // pgMessage returns the server's message for a rejected row, with its
@@ -435,4 +626,62 @@ func pgMessage(err error) (code, msg string) {
 		return pgErr.Code, msg
 	}
 	return "", err.Error()
+}
+
+// keyString encodes the values of a row's key columns cols as a map key.
+func keyString(row []any, cols []int) string {
+	var b []byte
+	for _, c := range cols {
+		switch v := row[c].(type) {
+		case string:
+			b = append(b, v...)
+		case []byte:
+			b = append(b, v...)
+		case int64:
+			b = strconv.AppendInt(b, v, 10)
+		case int32:
+			b = strconv.AppendInt(b, int64(v), 10)
+		case time.Time:
+			b = strconv.AppendInt(b, v.UnixNano(), 10)
+		case pgtype.Numeric:
+			if val, err := v.Value(); err == nil {
+				b = fmt.Append(b, val)
+			}
+		default:
+			b = fmt.Append(b, v)
+		}
+		b = append(b, 0)
+	}
+	return string(b)
+}
+
+// compareValues orders two version values of one column: -1, 0 or +1.
+func compareValues(a, b any) int {
+	switch x := a.(type) {
+	case int64:
+		if y, ok := b.(int64); ok {
+			return cmp.Compare(x, y)
+		}
+	case int32:
+		if y, ok := b.(int32); ok {
+			return cmp.Compare(x, y)
+		}
+	case float64:
+		if y, ok := b.(float64); ok {
+			return cmp.Compare(x, y)
+		}
+	case time.Time:
+		if y, ok := b.(time.Time); ok {
+			return x.Compare(y)
+		}
+	case pgtype.Numeric:
+		if y, ok := b.(pgtype.Numeric); ok {
+			fx, errx := x.Float64Value()
+			fy, erry := y.Float64Value()
+			if errx == nil && erry == nil {
+				return cmp.Compare(fx.Float64, fy.Float64)
+			}
+		}
+	}
+	return 0
 }

@@ -154,7 +154,7 @@ func BenchmarkStore(b *testing.B) {
 				fn := s.fn
 				if fn == nil {
 					fn = func(ctx context.Context, _ *pgxpool.Pool, rows [][]any) (int64, error) {
-						res, err := sb.store.Write(ctx, rows)
+						res, err := sb.store.Write(ctx, rowsOf(rows))
 						return int64(res.Inserted), err
 					}
 				}

@@ -30,11 +30,11 @@ func setupStore(t testing.TB) *storeBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+	store, err := NewPostgresStore(pool, raw.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateTable(t.Context()); err != nil {
+	if err := store.CreateTables(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	return &storeBundle{pool: pool, store: store}
@@ -80,7 +80,7 @@ func TestStoreInsert(t *testing.T) {
 	t.Parallel()
 	b := setupStore(t)
 	rows := rawRows(1, 500)
-	res, err := b.store.Write(t.Context(), rows)
+	res, err := b.store.Write(t.Context(), rowsOf(rows))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +109,10 @@ func TestStoreInsert(t *testing.T) {
 func TestStoreRedelivery(t *testing.T) {
 	t.Parallel()
 	b := setupStore(t)
-	if _, err := b.store.Write(t.Context(), rawRows(1, 500)); err != nil {
+	if _, err := b.store.Write(t.Context(), rowsOf(rawRows(1, 500))); err != nil {
 		t.Fatal(err)
 	}
-	res, err := b.store.Write(t.Context(), rawRows(1, 500))
+	res, err := b.store.Write(t.Context(), rowsOf(rawRows(1, 500)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestStoreRedelivery(t *testing.T) {
 		t.Fatalf("redelivered batch: %+v, want 0 inserted, 500 duplicates", res)
 	}
 	// A batch that overlaps what is stored inserts only the new half.
-	res, err = b.store.Write(t.Context(), rawRows(251, 500))
+	res, err = b.store.Write(t.Context(), rowsOf(rawRows(251, 500)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestStoreBisect(t *testing.T) {
 			}
 			rows := rawRows(1, n)
 			if tt.preloaded > 0 {
-				if _, err := b.store.Write(t.Context(), rows[:tt.preloaded]); err != nil {
+				if _, err := b.store.Write(t.Context(), rowsOf(rows[:tt.preloaded])); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -187,7 +187,7 @@ func TestStoreBisect(t *testing.T) {
 			}
 			slices.Sort(badIdx)
 
-			res, err := b.store.Write(t.Context(), rows)
+			res, err := b.store.Write(t.Context(), rowsOf(rows))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -224,11 +224,11 @@ func TestStoreDatabaseDown(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, "postgres://postgres@"+testenv.FreeAddr(t)+"/jetline?sslmode=disable&connect_timeout=2")
 	raw, _ := NewRawLanding("events")
-	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+	store, err := NewPostgresStore(pool, raw.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = store.Write(t.Context(), rawRows(1, 10))
+	_, err = store.Write(t.Context(), rowsOf(rawRows(1, 10)))
 	if err == nil {
 		t.Fatal("Write to a closed port succeeded")
 	}
@@ -246,7 +246,7 @@ func TestTableCreateSQL(t *testing.T) {
 	want := "CREATE TABLE IF NOT EXISTS \"ingest\".\"events\" (\n" +
 		"\t\"line_id\" text NOT NULL,\n\t\"seq\" bigint NOT NULL,\n\t\"source\" text NOT NULL,\n\t\"received_at\" timestamptz NOT NULL,\n\t\"payload\" jsonb COMPRESSION lz4 NOT NULL,\n" +
 		"\tPRIMARY KEY (\"line_id\")\n)"
-	if got := raw.Table().CreateSQL(); got != want {
+	if got := raw.Tables()[0].CreateSQL(); got != want {
 		t.Fatalf("CreateSQL() =\n%s\nwant\n%s", got, want)
 	}
 	for _, bad := range []string{"", "1events", "a.b.c", "ev ents", "events;drop", fmt.Sprintf("%065d", 0)} {
@@ -269,9 +269,9 @@ func TestStoreCreateTableConcurrently(t *testing.T) {
 	errs := make(chan error, workers)
 	for range workers {
 		go func() {
-			store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+			store, err := NewPostgresStore(pool, raw.Tables(), testenv.Logger(t))
 			if err == nil {
-				err = store.CreateTable(t.Context())
+				err = store.CreateTables(t.Context())
 			}
 			errs <- err
 		}()
@@ -297,11 +297,11 @@ func TestStoreSeqKeyedTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+	store, err := NewPostgresStore(pool, raw.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = store.CreateTable(t.Context())
+	err = store.CreateTables(t.Context())
 	if !errors.Is(err, ErrTableMismatch) || !strings.Contains(err.Error(), `no column "line_id" (text)`) ||
 		!strings.Contains(err.Error(), `ALTER TABLE "events" RENAME TO "events_by_seq"`) {
 		t.Fatalf("CreateTable over a table keyed by seq: %v; want a mismatch naming line_id and saying how to rename the table", err)
@@ -309,7 +309,32 @@ func TestStoreSeqKeyedTable(t *testing.T) {
 	if _, err := pool.Exec(t.Context(), `ALTER TABLE "events" RENAME TO "events_by_seq"`); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateTable(t.Context()); err != nil {
+	if err := store.CreateTables(t.Context()); err != nil {
 		t.Fatalf("CreateTable after renaming the old table as told: %v", err)
 	}
+}
+
+// rowsOf holds rows as the rows of one table, each of a line of its own,
+// as a batch of single-row lines gives them to a store.
+func rowsOf(rows [][]any) *Rows {
+	r := &Rows{tables: make([]TableRows, 1), marks: make([]int, 1)}
+	if len(rows) > 0 {
+		r.tables[0].columns = len(rows[0])
+	}
+	for i, row := range rows {
+		r.begin(i)
+		copy(r.Add(0), row)
+	}
+	return r
+}
+
+// transformOne runs tf on line alone and returns the first row it made in
+// its first table (nil for none) and its result.
+func transformOne(tf Transform, line *Line) ([]any, Result) {
+	rows := NewRows(tf.Tables())
+	res := rows.Transform(tf, line, 0)
+	if tr := rows.Table(0); len(tr.Rows) > 0 {
+		return tr.Rows[0], res
+	}
+	return nil, res
 }

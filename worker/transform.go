@@ -73,23 +73,25 @@ type Result struct {
 	Detail string
 }
 
-// Transform turns received lines into rows of one table. The default is
-// [RawLanding]; declarative pipelines implement it too.
+// Transform turns received lines into rows of one or more tables. The
+// default is [RawLanding]; declarative pipelines implement it too.
 //
-// The worker calls Table once, at start, and then Transform for every line
-// from several goroutines at once, so implementations must be safe for
-// concurrent use. Transform must not block or do I/O: it runs between a
-// fetch and the database transaction of the batch.
+// The worker calls Tables once, at start, and then Transform for every
+// line from several goroutines at once, so implementations must be safe
+// for concurrent use. Transform must not block or do I/O: it runs between
+// a fetch and the database transaction of the batch.
 type Transform interface {
-	// Table describes the table rows are written to.
-	Table() Table
-	// Transform decides the outcome of line. For Insert it fills row,
-	// which has one slot per column of Table, in order, with values pgx
-	// can encode in binary for the column's type (int64, string,
-	// time.Time, []byte for json/jsonb, …); for Filter and Reject row is
-	// ignored. Values may refer to line.Data. Transform must not keep row
-	// or line after it returns.
-	Transform(line *Line, row []any) Result
+	// Tables describes the tables rows are written to, at least one. All
+	// rows of a batch, in every table, are stored in one transaction.
+	Tables() []Table
+	// Transform decides the outcome of line. For Insert it adds the
+	// line's rows with [Rows.Add], any number in any of the tables (none
+	// at all is fine: an exploded empty array), filling each with values
+	// pgx can encode in binary for the column's type (int64, string,
+	// time.Time, []byte for json/jsonb, …); for Filter and Reject what it
+	// added is dropped. Values may refer to line.Data. Transform must not
+	// keep rows or line after it returns.
+	Transform(line *Line, rows *Rows) Result
 }
 
 // Column is one column of a [Table].
@@ -101,6 +103,9 @@ type Column struct {
 	Type string
 	// NotNull adds NOT NULL to the column.
 	NotNull bool
+	// Default is the column's DEFAULT, an SQL expression such as now();
+	// empty for none.
+	Default string
 	// Compression is the TOAST compression of large values, "lz4" or
 	// "pglz"; empty keeps the server's default (pglz unless
 	// default_toast_compression says otherwise).
@@ -121,6 +126,24 @@ type Table struct {
 	// A row whose key is already stored is a duplicate and is skipped,
 	// which makes redelivered batches harmless. Required.
 	Key []string
+	// Update makes a row whose key is stored replace the stored row
+	// instead of being skipped (INSERT … ON CONFLICT DO UPDATE). Of the
+	// rows of one key in one batch only one is written: the greatest by
+	// Version, else the last in stream order.
+	Update bool
+	// Version, with Update, names the column that orders a key's rows: a
+	// row replaces the stored one only if its version is greater, so the
+	// outcome does not depend on the order concurrent workers commit in.
+	// Empty means the last committed row wins.
+	Version string
+	// Tombstones makes the table remember the keys deleted from it, in
+	// [Table.TombstoneTable], and drop rows of those keys from then on.
+	Tombstones bool
+	// Delete makes this a delete entry rather than a table: its rows are
+	// keys (its Columns, which are its Key) of rows to delete from the
+	// table of the same Schema and Name, another of the Transform's
+	// tables, whose Tombstones must be set.
+	Delete bool
 }
 
 var identPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
@@ -160,7 +183,7 @@ func (t Table) Validate() error {
 		if seen[c.Name] {
 			return fmt.Errorf("table %s: column %q appears twice", qualified, c.Name)
 		}
-		if strings.TrimSpace(c.Type) == "" || strings.ContainsAny(c.Type, ";") {
+		if strings.TrimSpace(c.Type) == "" || strings.ContainsAny(c.Type+c.Default, ";") {
 			return fmt.Errorf("table %s: column %q has no usable type (got %q)", qualified, c.Name, c.Type)
 		}
 		if c.Compression != "" && c.Compression != "lz4" && c.Compression != "pglz" {
@@ -176,7 +199,38 @@ func (t Table) Validate() error {
 			return fmt.Errorf("table %s: key column %q is not one of its columns", qualified, k)
 		}
 	}
+	switch {
+	case t.Version != "" && !t.Update:
+		return fmt.Errorf("table %s: a version orders updates; set Update too", qualified)
+	case t.Version != "" && !seen[t.Version]:
+		return fmt.Errorf("table %s: version column %q is not one of its columns", qualified, t.Version)
+	case t.Delete && (t.Update || t.Tombstones || len(t.Key) != len(t.Columns)):
+		return fmt.Errorf("table %s: a delete entry has only its key columns, and no Update or Tombstones", qualified)
+	}
 	return nil
+}
+
+// TombstoneTable returns the table that remembers the keys deleted from t
+// (see [Table.Tombstones]): t's name with "_tombstones", in t's schema,
+// holding t's key columns and when the key was deleted.
+func (t Table) TombstoneTable() Table {
+	tomb := Table{Schema: t.Schema, Name: tombstoneName(t.Name), Key: t.Key}
+	for _, k := range t.Key {
+		for _, c := range t.Columns {
+			if c.Name == k {
+				tomb.Columns = append(tomb.Columns, Column{Name: c.Name, Type: c.Type, NotNull: true})
+			}
+		}
+	}
+	tomb.Columns = append(tomb.Columns, Column{Name: "deleted_at", Type: "timestamptz", NotNull: true, Default: "now()"})
+	return tomb
+}
+
+// tombstoneName is name with "_tombstones", shortened to fit an
+// identifier's 63 characters.
+func tombstoneName(name string) string {
+	const suffix = "_tombstones"
+	return name[:min(len(name), 63-len(suffix))] + suffix
 }
 
 // Ident returns the table's name as a pgx identifier.
@@ -208,6 +262,10 @@ func (t Table) CreateSQL() string {
 		if c.Compression != "" {
 			b.WriteString(" COMPRESSION ")
 			b.WriteString(c.Compression)
+		}
+		if c.Default != "" {
+			b.WriteString(" DEFAULT ")
+			b.WriteString(c.Default)
 		}
 		if c.NotNull {
 			b.WriteString(" NOT NULL")
@@ -277,21 +335,22 @@ func NewRawLanding(table string) (*RawLanding, error) {
 // ([Line].ID): the raw landing table and pipelines without a key.
 const LineIDColumn = "line_id"
 
-// Table returns the raw landing table: line_id text primary key, seq
+// Tables returns the raw landing table: line_id text primary key, seq
 // bigint, source text, received_at timestamptz, payload jsonb.
-func (r *RawLanding) Table() Table { return r.table }
+func (r *RawLanding) Tables() []Table { return []Table{r.table} }
 
 // Transform accepts line if it is one JSON value that jsonb can store.
 // It checks the syntax with a single allocation-free pass rather than
 // decoding: the payload is stored as it came, and Postgres parses it again
 // for jsonb anyway.
-func (r *RawLanding) Transform(line *Line, row []any) Result {
+func (r *RawLanding) Transform(line *Line, rows *Rows) Result {
 	switch verdict, off := scanJSON(line.Data); verdict {
 	case jsonInvalid:
 		return Result{Outcome: Reject, Reason: ReasonInvalidJSON, Detail: fmt.Sprintf("syntax error at byte %d of %d", off, len(line.Data))}
 	case jsonUnsupportedEscape:
 		return Result{Outcome: Reject, Reason: ReasonUnsupportedEscape, Detail: fmt.Sprintf("jsonb cannot store the \\u escape at byte %d", off)}
 	}
+	row := rows.Add(0)
 	row[0] = line.ID
 	row[1] = int64(line.Seq)
 	row[2] = line.Source

@@ -221,9 +221,9 @@ func TestRawLandingTransform(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			line, delivered, res := readLine(tt.msg, idPrefix)
-			row := make([]any, len(raw.Table().Columns))
+			var row []any
 			if res.Outcome == Insert {
-				res = raw.Transform(&line, row)
+				row, res = transformOne(raw, &line)
 			}
 			if res.Outcome != tt.wantResult.Outcome || res.Reason != tt.wantResult.Reason {
 				t.Fatalf("result %+v, want %+v", res, tt.wantResult)

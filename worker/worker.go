@@ -207,7 +207,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.logger.InfoContext(ctx, "worker started",
 		"batch_size", w.opts.BatchSize, "batch_bytes", w.opts.BatchBytes, "concurrency", w.opts.Concurrency,
-		"table", w.router.routes[0].Transform.Table().Ident().Sanitize(),
+		"table", w.router.routes[0].Transform.Tables()[0].Ident().Sanitize(),
 		"pipelines", w.router.Sources(), "max_deliver", w.opts.MaxDeliver, "dead_letters", w.opts.DeadLetters != nil)
 	started := time.Now()
 

@@ -379,9 +379,9 @@ func TestWorkerRedeliveredBatch(t *testing.T) {
 		// worker no stream creation time, so it is identified by its
 		// sequence.
 		line, _, res := readLine(m, "")
-		row := make([]any, len(raw.Table().Columns))
+		var row []any
 		if res.Outcome == Insert {
-			res = raw.Transform(&line, row)
+			row, res = transformOne(raw, &line)
 		}
 		if res.Outcome != Insert || line.ID != strconv.FormatUint(line.Seq, 10) {
 			t.Fatalf("line %d (id %q): %+v", line.Seq, line.ID, res)
@@ -391,7 +391,7 @@ func TestWorkerRedeliveredBatch(t *testing.T) {
 	if len(rows) != 150 {
 		t.Fatalf("fetched %d lines, want 150", len(rows))
 	}
-	if _, err := sb.store.Write(t.Context(), rows); err != nil {
+	if _, err := sb.store.Write(t.Context(), rowsOf(rows)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -423,7 +423,7 @@ func TestWorkerDatabaseDown(t *testing.T) {
 
 	down := newPool(t, "postgres://postgres@"+testenv.FreeAddr(t)+"/jetline?sslmode=disable&connect_timeout=2")
 	raw, _ := NewRawLanding("events")
-	downStore, err := NewPostgresStore(down, raw.Table(), testenv.Logger(t))
+	downStore, err := NewPostgresStore(down, raw.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +508,7 @@ func TestWorkerShutdown(t *testing.T) {
 // blockingStore is a Store that never commits: Write waits for ctx.
 type blockingStore struct{ calls chan struct{} }
 
-func (b *blockingStore) Write(ctx context.Context, _ [][]any) (WriteResult, error) {
+func (b *blockingStore) Write(ctx context.Context, _ *Rows) (WriteResult, error) {
 	select {
 	case b.calls <- struct{}{}:
 	default:
@@ -651,11 +651,11 @@ func TestWorkerReadinessDatabaseDown(t *testing.T) {
 	dsn.RawQuery = q.Encode()
 	pool := newPool(t, dsn.String())
 	raw, _ := NewRawLanding("events")
-	store, err := NewPostgresStore(pool, raw.Table(), testenv.Logger(t))
+	store, err := NewPostgresStore(pool, raw.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateTable(t.Context()); err != nil {
+	if err := store.CreateTables(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 

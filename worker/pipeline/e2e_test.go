@@ -66,16 +66,16 @@ func TestTweetsPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rawStore, err := worker.NewPostgresStore(pool, raw.Table(), logger)
+	rawStore, err := worker.NewPostgresStore(pool, raw.Tables(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tweetStore, err := worker.NewPostgresStore(pool, p.Table(), logger)
+	tweetStore, err := worker.NewPostgresStore(pool, p.Tables(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []*worker.PostgresStore{rawStore, tweetStore} {
-		if err := s.CreateTable(ctx); err != nil {
+		if err := s.CreateTables(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -360,7 +360,7 @@ func TestTableMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := worker.NewPostgresStore(pool, p.Table(), testenv.Logger(t))
+	store, err := worker.NewPostgresStore(pool, p.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,13 +376,13 @@ func TestTableMismatch(t *testing.T) {
 		if _, err := pool.Exec(ctx, `DROP TABLE IF EXISTS tweets`); err != nil {
 			t.Fatal(err)
 		}
-		if err := store.CreateTable(ctx); err != nil {
+		if err := store.CreateTables(ctx); err != nil {
 			t.Fatalf("fresh table: %v", err)
 		}
 		if _, err := pool.Exec(ctx, tt.ddl); err != nil {
 			t.Fatal(err)
 		}
-		err := store.CreateTable(ctx)
+		err := store.CreateTables(ctx)
 		if !errors.Is(err, worker.ErrTableMismatch) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("after %s: %v, want %q", tt.ddl, err, tt.want)
 		}
@@ -392,13 +392,13 @@ func TestTableMismatch(t *testing.T) {
 	if _, err := pool.Exec(ctx, `DROP TABLE tweets`); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateTable(ctx); err != nil {
+	if err := store.CreateTables(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, `ALTER TABLE tweets ADD COLUMN note text, DROP CONSTRAINT tweets_pkey, ADD UNIQUE (id)`); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateTable(ctx); err != nil {
+	if err := store.CreateTables(ctx); err != nil {
 		t.Errorf("compatible table refused: %v", err)
 	}
 }
@@ -440,22 +440,22 @@ columns:
 	if _, err := pool.Exec(ctx, `CREATE SCHEMA typed`); err != nil {
 		t.Fatal(err)
 	}
-	store, err := worker.NewPostgresStore(pool, p.Table(), testenv.Logger(t))
+	store, err := worker.NewPostgresStore(pool, p.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateTable(ctx); err != nil {
+	if err := store.CreateTables(ctx); err != nil {
 		t.Fatal(err)
 	}
 	line := worker.Line{Seq: 1, Source: "types", Data: []byte(`{"id": 9007199254740993, "n": -7, "f": 0.5, "big": 123456789012345678901234567890.5,
 		"ok": true, "ts": 1514764800123, "day": "2018-02-03", "obj": {"a": ["\u00e9", 1]}, "tags": ["x", "y z"], "ids": [1, 2]}`)}
-	row := make([]any, len(p.Table().Columns))
-	if res := p.Transform(&line, row); res.Outcome != worker.Insert {
+	rows := worker.NewRows(p.Tables())
+	if res := rows.Transform(p, &line, 0); res.Outcome != worker.Insert {
 		t.Fatalf("%+v", res)
 	}
 	// Twice: the second write is a duplicate of the composite key.
 	for range 2 {
-		if _, err := store.Write(ctx, [][]any{row}); err != nil {
+		if _, err := store.Write(ctx, rows); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -53,14 +53,14 @@ func TestTweetsPartitioned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if key := p.Table().Key; len(key) != 2 || key[0] != "id" || key[1] != "created_at" {
+	if key := p.Tables()[0].Key; len(key) != 2 || key[0] != "id" || key[1] != "created_at" {
 		t.Fatalf("table key %v, want [id created_at]", key)
 	}
-	store, err := worker.NewPostgresStore(pool, p.Table(), testenv.Logger(t))
+	store, err := worker.NewPostgresStore(pool, p.Tables(), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateTable(ctx); err != nil {
+	if err := store.CreateTables(ctx); err != nil {
 		t.Fatalf("start-up check refused the partitioned table: %v", err)
 	}
 
@@ -68,26 +68,25 @@ func TestTweetsPartitioned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rows [][]any
+	rows := worker.NewRows(p.Tables())
 	keys := map[[2]any]bool{} // the sample repeats a status
 	for i, data := range bytes.Split(bytes.TrimSuffix(sample, []byte("\n")), []byte("\n")) {
-		row := make([]any, len(p.Table().Columns))
 		line := worker.Line{ID: "sample." + strconv.Itoa(i+1), Seq: uint64(i + 1), Source: p.Source(), Data: data}
-		if p.Transform(&line, row).Outcome == worker.Insert {
-			rows = append(rows, row)
-			keys[[2]any{row[0], row[1]}] = true
-		}
+		rows.Transform(p, &line, i)
 	}
-	if len(rows) < 50 {
-		t.Fatalf("the sample gave %d rows; want a batch of them", len(rows))
+	for _, row := range rows.Table(0).Rows {
+		keys[[2]any{row[0], row[1]}] = true
+	}
+	if rows.Len() < 50 {
+		t.Fatalf("the sample gave %d rows; want a batch of them", rows.Len())
 	}
 	res, err := store.Write(ctx, rows)
-	if err != nil || res.Inserted != len(keys) || res.Duplicates != len(rows)-len(keys) || len(res.Rejected) != 0 {
-		t.Fatalf("sample: %+v, %v; want %d inserted, %d duplicates", res, err, len(keys), len(rows)-len(keys))
+	if err != nil || res.Inserted != len(keys) || res.Duplicates != rows.Len()-len(keys) || len(res.Rejected) != 0 {
+		t.Fatalf("sample: %+v, %v; want %d inserted, %d duplicates", res, err, len(keys), rows.Len()-len(keys))
 	}
 	res, err = store.Write(ctx, rows)
-	if err != nil || res.Inserted != 0 || res.Duplicates != len(rows) {
-		t.Fatalf("sample again: %+v, %v; want %d duplicates", res, err, len(rows))
+	if err != nil || res.Inserted != 0 || res.Duplicates != rows.Len() {
+		t.Fatalf("sample again: %+v, %v; want %d duplicates", res, err, rows.Len())
 	}
 	want := map[string]int{}
 	for k := range keys {

@@ -62,9 +62,8 @@ func FuzzTransform(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		orig := bytes.Clone(data)
-		row := make([]any, len(p.Table().Columns))
 		line := worker.Line{ID: "fuzz.9", Seq: 9, Source: "fuzz", Data: data}
-		res := p.Transform(&line, row)
+		res, row := transformLine(p, &line)
 		switch res.Outcome {
 		case worker.Insert:
 			if row[0] != "fuzz.9" {
@@ -108,8 +107,9 @@ func FuzzTransform(f *testing.F) {
 func TestTransformLineIDKey(t *testing.T) {
 	t.Parallel()
 	p := onePipeline(t, "type: text")
-	if got := strings.Join(p.Table().ColumnNames(), ","); got != "line_id,v" || p.Table().Key[0] != "line_id" || p.Table().Columns[0].Type != "text" {
-		t.Fatalf("table %s key %v", got, p.Table().Key)
+	table := p.Tables()[0]
+	if got := strings.Join(table.ColumnNames(), ","); got != "line_id,v" || table.Key[0] != "line_id" || table.Columns[0].Type != "text" {
+		t.Fatalf("table %s key %v", got, table.Key)
 	}
 	if res, row := transformOne(p, `{"v": "x"}`); res.Outcome != worker.Insert || row[0] != "gw.1.42" || row[1] != "x" {
 		t.Errorf("row %v (%v %s), want the line's identity as its key", row, res.Outcome, res.Detail)
@@ -215,15 +215,15 @@ columns:
 		t.Fatal(err)
 	}
 	at := time.Date(2018, 1, 2, 3, 4, 5, 6, time.UTC)
-	row := make([]any, len(p.Table().Columns))
 	line := worker.Line{ID: "gw.3.77", Seq: 77, Source: "s", ReceivedAt: at, Data: []byte(`{"v": "x"}`)}
-	if res := p.Transform(&line, row); res.Outcome != worker.Insert {
+	res, row := transformLine(p, &line)
+	if res.Outcome != worker.Insert {
 		t.Fatalf("%+v", res)
 	}
 	if row[0] != int64(77) || row[1] != "s" || row[2] != at || row[3] != "gw.3.77" || row[4] != "x" {
 		t.Fatalf("row %#v", row)
 	}
-	for _, c := range p.Table().Columns[:4] {
+	for _, c := range p.Tables()[0].Columns[:4] {
 		if !c.NotNull {
 			t.Errorf("meta column %s is nullable", c.Name)
 		}

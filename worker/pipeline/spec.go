@@ -78,25 +78,72 @@ type Spec struct {
 	// Source is the source whose lines the pipeline takes (subject
 	// ingest.<source>).
 	Source string
+	// Filter is the filter expression every table's rows pass; empty
+	// keeps every line.
+	Filter string
+	// Tables are the tables a line makes rows in, in the order the spec
+	// lists them; at least one. A spec without tables: is one entry.
+	Tables []TableSpec
+}
+
+// TableSpec is one entry of a [Spec]'s tables: the rows a line makes in
+// one table, or the rows it deletes from one.
+type TableSpec struct {
 	// Schema and Table name the target table; Schema may be empty.
 	Schema, Table string
 	// Key names the columns that identify a row. Empty means the line's
 	// identity (worker.Line.ID) is the key, in an extra leading column
-	// "line_id".
+	// "line_id". A delete entry's key is its target's.
 	Key []string
-	// Filter is the filter expression; empty keeps every line.
+	// Filter is a filter expression the line must pass as well as the
+	// spec's, for this table; empty adds none.
 	Filter string
-	// Columns are the table's columns in order.
+	// Explode is the path of an array: the line makes one row per element,
+	// none when the array is empty or missing. Columns then read from the
+	// line (path) or from the element (element).
+	Explode string
+	// OnConflict is what a row whose key is stored already does:
+	// [ConflictIgnore] (the stored row stays) or [ConflictUpdate].
+	OnConflict string
+	// Version, with ConflictUpdate, names the column that orders a key's
+	// rows: a row replaces the stored one only when its version is
+	// greater. Empty means the last committed row wins.
+	Version string
+	// Action is [ActionInsert], or [ActionDelete]: the rows name keys to
+	// delete from Table, which another entry of the spec fills, and to
+	// keep out of it from then on.
+	Action string
+	// Columns are the table's columns in order; for a delete, the
+	// target's key columns.
 	Columns []ColumnSpec
+
+	field     string
+	line, col int
 }
+
+// What a row whose key is stored already does (TableSpec.OnConflict).
+const (
+	ConflictIgnore = "ignore"
+	ConflictUpdate = "update"
+)
+
+// What an entry does with the rows a line makes (TableSpec.Action).
+const (
+	ActionInsert = "insert"
+	ActionDelete = "delete"
+)
 
 // ColumnSpec is one column of a [Spec].
 type ColumnSpec struct {
 	// Name is the column's name.
 	Name string
 	// Path is the gjson path of the value in the line; empty when Meta
-	// is set.
+	// or Element is set.
 	Path string
+	// Element is the gjson path of the value in the exploded array's
+	// element ("@this" for the element itself); only in a table with
+	// explode.
+	Element string
 	// Meta, when set, names the line metadata the column holds instead
 	// of a value from the line: seq, line_id, source or received_at.
 	Meta string
@@ -126,8 +173,9 @@ type ColumnSpec struct {
 const LineIDColumn = worker.LineIDColumn
 
 var (
-	topFields    = []string{"source", "table", "key", "filter", "columns"}
-	columnFields = []string{"name", "path", "meta", "type", "layout", "required", "default", "clean"}
+	entryFields  = []string{"table", "key", "filter", "explode", "on_conflict", "version", "action", "columns"}
+	topFields    = append([]string{"source", "filter", "tables"}, slices.DeleteFunc(slices.Clone(entryFields), func(f string) bool { return f == "filter" })...)
+	columnFields = []string{"name", "path", "element", "meta", "type", "layout", "required", "default", "clean"}
 )
 
 // LoadSpec reads and checks the spec file at path. The error joins a
@@ -220,64 +268,247 @@ func (p *specParser) parse(src []byte) *Spec {
 		p.fail(nil, "", "the file is empty; a spec needs source, table and columns")
 		return nil
 	}
-	top := p.mapping(doc.Content[0], "", topFields)
+	root := doc.Content[0]
+	top := p.mapping(root, "", topFields)
 	if top == nil {
 		return nil
 	}
 	spec := &Spec{File: p.file}
-	for _, f := range []string{"source", "table", "columns"} {
-		if top[f] == nil {
-			p.fail(doc.Content[0], f, "missing; a spec needs source, table and columns")
+	if top["source"] == nil {
+		p.fail(root, "source", "missing; a spec needs source, table and columns")
+	} else if s, ok := p.str(top["source"], "source"); ok {
+		if err := topology.ValidateSource(s); err != nil {
+			p.fail(top["source"], "source", "%v", err)
 		}
-	}
-	if n := top["source"]; n != nil {
-		if s, ok := p.str(n, "source"); ok {
-			if err := topology.ValidateSource(s); err != nil {
-				p.fail(n, "source", "%v", err)
-			}
-			spec.Source = s
-		}
-	}
-	if n := top["table"]; n != nil {
-		if s, ok := p.str(n, "table"); ok {
-			schema, name, err := worker.ParseTableName(s)
-			if err != nil {
-				p.fail(n, "table", "%v", err)
-			}
-			spec.Schema, spec.Table = schema, name
-		}
+		spec.Source = s
 	}
 	if n := top["filter"]; n != nil {
 		if s, ok := p.str(n, "filter"); ok {
 			spec.Filter = s
+			if _, err := compileFilter(s); err != nil {
+				p.fail(n, "filter", "%v", err)
+			}
 		}
 	}
-	if n := top["columns"]; n != nil {
-		p.columns(spec, n)
-	}
-	if n := top["key"]; n != nil {
-		p.key(spec, n)
-	} else if c := spec.column(LineIDColumn); c != nil {
-		p.fail(&yaml.Node{Line: c.line, Column: c.column}, "columns", "a column is named %q, which is the key column a spec without a key gets; rename it or set key (key: %s keys rows by the line's identity)", LineIDColumn, LineIDColumn)
-	}
-	if spec.Filter != "" && len(p.errs) == 0 {
-		if _, err := compileFilter(spec.Filter); err != nil {
-			p.fail(top["filter"], "filter", "%v", err)
+	if n := top["tables"]; n != nil {
+		for _, f := range entryFields {
+			if v := top[f]; v != nil && f != "filter" {
+				p.fail(v, f, "with tables, %s belongs in each entry of tables", f)
+			}
 		}
+		if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
+			p.fail(n, "tables", "must be a non-empty list of tables, each with table, columns and optionally key, filter, explode, on_conflict, version and action")
+			return spec
+		}
+		for i, en := range n.Content {
+			field := fmt.Sprintf("tables[%d]", i)
+			for j := 0; en.Kind == yaml.MappingNode && j+1 < len(en.Content); j += 2 {
+				if k, v := en.Content[j], en.Content[j+1]; k.Value == "table" && v.Kind == yaml.ScalarNode && v.Value != "" {
+					field = fmt.Sprintf("tables[%d] (%s)", i, v.Value)
+					break
+				}
+			}
+			if f := p.mapping(en, field, entryFields); f != nil {
+				spec.Tables = append(spec.Tables, p.entry(en, f, field+"."))
+			}
+		}
+	} else {
+		// The single-table form: the top level is the one entry, and its
+		// filter the spec's.
+		f := make(map[string]*yaml.Node, len(top))
+		for k, v := range top {
+			if k != "filter" {
+				f[k] = v
+			}
+		}
+		spec.Tables = append(spec.Tables, p.entry(root, f, ""))
 	}
+	p.relate(spec)
 	return spec
 }
 
-func (s *Spec) column(name string) *ColumnSpec {
-	for i := range s.Columns {
-		if s.Columns[i].Name == name {
-			return &s.Columns[i]
+// entry checks one table entry, whose fields f were read from n; field
+// prefixes the names of its fields in messages ("" for the single-table
+// form, "tables[1] (hashtags)." in a list).
+func (p *specParser) entry(n *yaml.Node, f map[string]*yaml.Node, field string) TableSpec {
+	t := TableSpec{OnConflict: ConflictIgnore, Action: ActionInsert, field: strings.TrimSuffix(field, "."), line: n.Line, col: n.Column}
+	for _, name := range []string{"table", "columns"} {
+		if f[name] == nil {
+			what := "a spec needs source, table and columns"
+			if field != "" {
+				what = "every entry of tables needs table and columns"
+			}
+			p.fail(n, field+name, "missing; %s", what)
+		}
+	}
+	if v := f["table"]; v != nil {
+		if s, ok := p.str(v, field+"table"); ok {
+			schema, name, err := worker.ParseTableName(s)
+			if err != nil {
+				p.fail(v, field+"table", "%v", err)
+			}
+			t.Schema, t.Table = schema, name
+		}
+	}
+	if v := f["action"]; v != nil {
+		if s, ok := p.str(v, field+"action"); ok {
+			if s != ActionInsert && s != ActionDelete {
+				p.fail(v, field+"action", "unknown action %q; valid are insert (the default) and delete", s)
+			}
+			t.Action = s
+		}
+	}
+	if v := f["filter"]; v != nil {
+		if s, ok := p.str(v, field+"filter"); ok {
+			t.Filter = s
+			if _, err := compileFilter(s); err != nil {
+				p.fail(v, field+"filter", "%v", err)
+			}
+		}
+	}
+	if v := f["explode"]; v != nil {
+		if s, ok := p.str(v, field+"explode"); ok {
+			if err := checkPath(s); err != nil {
+				p.fail(v, field+"explode", "%v", err)
+			}
+			t.Explode = s
+		}
+	}
+	if v := f["on_conflict"]; v != nil {
+		if s, ok := p.str(v, field+"on_conflict"); ok {
+			if s != ConflictIgnore && s != ConflictUpdate {
+				p.fail(v, field+"on_conflict", "unknown on_conflict %q; valid are ignore (the default: the row stored first stays) and update", s)
+			}
+			t.OnConflict = s
+		}
+	}
+	if v := f["columns"]; v != nil {
+		p.columns(&t, v, field)
+	}
+	if v := f["key"]; v != nil {
+		p.key(&t, v, field)
+	} else if c := t.column(LineIDColumn); c != nil {
+		p.fail(&yaml.Node{Line: c.line, Column: c.column}, field+"columns", "a column is named %q, which is the key column a spec without a key gets; rename it or set key (key: %s keys rows by the line's identity)", LineIDColumn, LineIDColumn)
+	}
+	if v := f["version"]; v != nil {
+		if s, ok := p.str(v, field+"version"); ok {
+			t.Version = s
+			c := t.column(s)
+			switch {
+			case t.OnConflict != ConflictUpdate:
+				p.fail(v, field+"version", "a version orders updates; it needs on_conflict: update")
+			case c == nil:
+				p.fail(v, field+"version", "%q is not one of the columns (%s)", s, strings.Join(t.columnNames(), ", "))
+			case !versionTypes[c.Type]:
+				p.fail(v, field+"version", "version column %q is %s; a version must be a number or a time (bigint, integer, numeric, double precision, timestamptz or date)", s, c.Type)
+			case !c.Required && !c.HasDefault && c.Meta == "":
+				p.fail(v, field+"version", "version column %q must be required: true (or have a default), since rows without a version cannot be ordered", s)
+			case slices.Contains(t.Key, s):
+				p.fail(v, field+"version", "version column %q is part of the key, so two rows of one key never differ in it", s)
+			}
+		}
+	}
+	if t.OnConflict == ConflictUpdate && len(t.Key) == 0 && f["key"] == nil {
+		p.fail(f["on_conflict"], field+"on_conflict", "an update needs a key saying which row a line updates, e.g. key: id")
+	}
+	if t.Explode != "" && len(t.Key) == 0 && f["key"] == nil {
+		p.fail(f["explode"], field+"explode", "the rows of an exploded array need a key that tells a line's elements apart, e.g. key: [tweet_id, tag]; the line's identity is the same for all of them")
+	}
+	if t.Explode == "" {
+		for _, c := range t.Columns {
+			if c.Element != "" {
+				p.fail(&yaml.Node{Line: c.line, Column: c.column}, field+"columns", "column %q reads element %q, but the table has no explode saying which array's elements", c.Name, c.Element)
+			}
+		}
+	}
+	if t.Action == ActionDelete {
+		for _, name := range []string{"key", "explode", "on_conflict", "version"} {
+			if v := f[name]; v != nil {
+				p.fail(v, field+name, "a delete entry takes its key from the table it deletes from; drop %s", name)
+			}
+		}
+		if f["filter"] == nil {
+			p.fail(n, field+"filter", "a delete entry needs a filter of its own saying which lines are deletes, e.g. delete != nil; without one every line would delete")
+		}
+	}
+	return t
+}
+
+// relate checks what the entries say about each other: one insert entry
+// per table, and every delete entry naming a table an insert entry fills,
+// by that table's key columns.
+func (p *specParser) relate(spec *Spec) {
+	inserts := map[string]*TableSpec{}
+	for i := range spec.Tables {
+		t := &spec.Tables[i]
+		if t.Action != ActionInsert || t.Table == "" {
+			continue
+		}
+		name := t.WorkerTable().Ident().Sanitize()
+		if other, ok := inserts[name]; ok {
+			p.fail(&yaml.Node{Line: t.line, Column: t.col}, join(t.field, "table"), "table %s is filled by %s already; give each table one entry (an entry can read several values of a line)", name, other.describe())
+			continue
+		}
+		inserts[name] = t
+	}
+	for i := range spec.Tables {
+		t := &spec.Tables[i]
+		if t.Action != ActionDelete || t.Table == "" {
+			continue
+		}
+		at := &yaml.Node{Line: t.line, Column: t.col}
+		target, ok := inserts[t.WorkerTable().Ident().Sanitize()]
+		if !ok {
+			p.fail(at, join(t.field, "table"), "a delete entry deletes from a table another entry fills; no entry fills %s", t.WorkerTable().Ident().Sanitize())
+			continue
+		}
+		if len(target.Key) == 0 {
+			p.fail(at, join(t.field, "table"), "deletes need the target's key; %s has none (its rows are keyed by the line's identity), so give it a key such as id", target.describe())
+			continue
+		}
+		t.Key = target.Key
+		var names []string
+		for _, c := range t.Columns {
+			names = append(names, c.Name)
+			tc := target.column(c.Name)
+			switch {
+			case !slices.Contains(target.Key, c.Name):
+				p.fail(&yaml.Node{Line: c.line, Column: c.column}, join(t.field, "columns"), "column %q is not part of the key of %s (%s); a delete entry has exactly the key columns", c.Name, target.describe(), strings.Join(target.Key, ", "))
+			case tc.Type != c.Type:
+				p.fail(&yaml.Node{Line: c.line, Column: c.column}, join(t.field, "columns"), "column %q is %s here and %s in %s", c.Name, c.Type, tc.Type, target.describe())
+			}
+		}
+		for _, k := range target.Key {
+			if !slices.Contains(names, k) {
+				p.fail(at, join(t.field, "columns"), "the key column %q of %s is missing; a delete entry has exactly the key columns", k, target.describe())
+			}
+		}
+	}
+}
+
+// describe names the entry in messages.
+func (t *TableSpec) describe() string {
+	if t.field == "" {
+		return "the spec"
+	}
+	return t.field
+}
+
+// versionTypes are the types a version column may have.
+var versionTypes = map[Type]bool{
+	TypeBigint: true, TypeInteger: true, TypeNumeric: true, TypeDouble: true, TypeTimestamptz: true, TypeDate: true,
+}
+
+func (t *TableSpec) column(name string) *ColumnSpec {
+	for i := range t.Columns {
+		if t.Columns[i].Name == name {
+			return &t.Columns[i]
 		}
 	}
 	return nil
 }
 
-func (p *specParser) key(spec *Spec, n *yaml.Node) {
+func (p *specParser) key(t *TableSpec, n *yaml.Node, prefix string) {
 	var names []*yaml.Node
 	switch n.Kind {
 	case yaml.ScalarNode:
@@ -285,55 +516,55 @@ func (p *specParser) key(spec *Spec, n *yaml.Node) {
 	case yaml.SequenceNode:
 		names = n.Content
 		if len(names) == 0 {
-			p.fail(n, "key", "is empty; name the key column(s), or leave key out to key rows by the line's identity")
+			p.fail(n, prefix+"key", "is empty; name the key column(s), or leave key out to key rows by the line's identity")
 		}
 	default:
-		p.fail(n, "key", "must be a column name or a list of column names")
+		p.fail(n, prefix+"key", "must be a column name or a list of column names")
 		return
 	}
 	for i, kn := range names {
-		field := "key"
+		field := prefix + "key"
 		if n.Kind == yaml.SequenceNode {
-			field = fmt.Sprintf("key[%d]", i)
+			field = fmt.Sprintf("%skey[%d]", prefix, i)
 		}
 		name, ok := p.str(kn, field)
 		if !ok {
 			continue
 		}
-		c := spec.column(name)
+		c := t.column(name)
 		switch {
 		case c == nil:
-			p.fail(kn, field, "%q is not one of the columns (%s)", name, strings.Join(spec.columnNames(), ", "))
-		case slices.Contains(spec.Key, name):
+			p.fail(kn, field, "%q is not one of the columns (%s)", name, strings.Join(t.columnNames(), ", "))
+		case slices.Contains(t.Key, name):
 			p.fail(kn, field, "%q is named twice", name)
 		case !c.Required && !c.HasDefault && c.Meta == "":
 			p.fail(kn, field, "key column %q must be required: true (or have a default), since a key cannot be NULL", name)
 		case c.Type == TypeJSONB:
 			p.fail(kn, field, "key column %q is jsonb, which cannot be a primary key; use text or bigint", name)
 		}
-		spec.Key = append(spec.Key, name)
+		t.Key = append(t.Key, name)
 	}
 }
 
-func (s *Spec) columnNames() []string {
-	names := make([]string, len(s.Columns))
-	for i, c := range s.Columns {
+func (t *TableSpec) columnNames() []string {
+	names := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
 		names[i] = c.Name
 	}
 	return names
 }
 
-func (p *specParser) columns(spec *Spec, n *yaml.Node) {
+func (p *specParser) columns(t *TableSpec, n *yaml.Node, prefix string) {
 	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
-		p.fail(n, "columns", "must be a non-empty list of columns, each with name, path and type")
+		p.fail(n, prefix+"columns", "must be a non-empty list of columns, each with name, path and type")
 		return
 	}
 	for i, cn := range n.Content {
-		field := fmt.Sprintf("columns[%d]", i)
+		field := fmt.Sprintf("%scolumns[%d]", prefix, i)
 		// Name the column in messages as soon as possible.
 		for j := 0; cn.Kind == yaml.MappingNode && j+1 < len(cn.Content); j += 2 {
 			if k, v := cn.Content[j], cn.Content[j+1]; k.Value == "name" && v.Kind == yaml.ScalarNode && v.Value != "" {
-				field = fmt.Sprintf("columns[%d] (%s)", i, v.Value)
+				field = fmt.Sprintf("%scolumns[%d] (%s)", prefix, i, v.Value)
 				break
 			}
 		}
@@ -348,11 +579,20 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 			c.Name = name
 			if !identPattern(name) {
 				p.fail(v, field+".name", "%q is not a plain SQL identifier: use 1 to 63 letters, digits or '_', not starting with a digit", name)
-			} else if spec.column(name) != nil {
+			} else if t.column(name) != nil {
 				p.fail(v, field+".name", "column %q is declared twice", name)
 			}
 		}
-		if v := f["meta"]; v != nil {
+		if f["element"] != nil && (f["path"] != nil || f["meta"] != nil) {
+			p.fail(f["element"], field+".element", "a column takes its value from the line (path), the exploded element (element) or the line's metadata (meta): one of them")
+		} else if v := f["element"]; v != nil {
+			if path, ok := p.str(v, field+".element"); ok {
+				if err := checkPath(path); err != nil {
+					p.fail(v, field+".element", "%v", err)
+				}
+				c.Element = path
+			}
+		} else if v := f["meta"]; v != nil {
 			if f["path"] != nil {
 				p.fail(v, field+".meta", "a column takes its value from the line (path) or from the line's metadata (meta), not both")
 			} else if m, ok := p.str(v, field+".meta"); ok {
@@ -425,7 +665,7 @@ func (p *specParser) columns(spec *Spec, n *yaml.Node) {
 		if want, known := metaTypes[c.Meta]; c.Meta != "" && known && typeOK && c.Type != want {
 			p.fail(f["type"], field+".type", "meta %s is %s, not %s", c.Meta, want, c.Type)
 		}
-		spec.Columns = append(spec.Columns, c)
+		t.Columns = append(t.Columns, c)
 	}
 }
 
@@ -519,8 +759,8 @@ func identPattern(s string) bool {
 	return true
 }
 
-// WorkerTable returns the table the spec describes.
-func (s *Spec) WorkerTable() worker.Table {
+// WorkerTable returns the table the entry describes.
+func (s *TableSpec) WorkerTable() worker.Table {
 	t := worker.Table{Schema: s.Schema, Name: s.Table, Key: s.Key}
 	if len(s.Key) == 0 {
 		t.Columns = append(t.Columns, worker.Column{Name: LineIDColumn, Type: "text", NotNull: true})

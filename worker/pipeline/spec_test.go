@@ -29,11 +29,15 @@ func TestSpecValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if spec.Source != "tweets" || spec.Schema != "public" || spec.Table != "tweets" || len(spec.Key) != 1 ||
-		len(spec.Columns) != 2 || spec.Columns[1].Clean[1].Name != "truncate" {
+	if len(spec.Tables) != 1 {
+		t.Fatalf("parsed %d tables, want the one of the single-table form", len(spec.Tables))
+	}
+	ts := spec.Tables[0]
+	if spec.Source != "tweets" || ts.Schema != "public" || ts.Table != "tweets" || len(ts.Key) != 1 || spec.Filter == "" ||
+		len(ts.Columns) != 2 || ts.Columns[1].Clean[1].Name != "truncate" || ts.Action != ActionInsert || ts.OnConflict != ConflictIgnore {
 		t.Fatalf("parsed %+v", spec)
 	}
-	table := spec.WorkerTable()
+	table := ts.WorkerTable()
 	if err := table.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -61,14 +65,14 @@ func TestSpecMistakes(t *testing.T) {
 	}{
 		{"yaml syntax", edit("key: id", "key: [id"), `^bad\.yaml: not valid YAML: .*line`},
 		{"empty file", "", `the file is empty`},
-		{"not a mapping", "- a\n- b\n", `^bad\.yaml:1:1: must be a mapping with the fields source, table, key, filter, columns`},
-		{"unknown top field", edit("key: id", "key: id\ntabel: x"), `^bad\.yaml:4:1: tabel: unknown field "tabel"; valid fields here are source, table, key, filter, columns`},
+		{"not a mapping", "- a\n- b\n", `^bad\.yaml:1:1: must be a mapping with the fields source, filter, tables, table, key, explode, on_conflict, version, action, columns`},
+		{"unknown top field", edit("key: id", "key: id\ntabel: x"), `^bad\.yaml:4:1: tabel: unknown field "tabel"; valid fields here are source, filter, tables, table, key, explode, on_conflict, version, action, columns`},
 		{"field twice", edit("key: id", "key: id\nkey: id"), `^bad\.yaml:4:1: key: given twice`},
 		{"missing source", edit("source: tweets\n", ""), `^bad\.yaml:1:1: source: missing; a spec needs source, table and columns`},
 		{"bad source", edit("source: tweets", "source: a.b"), `^bad\.yaml:1:9: source: .*a\.b`},
 		{"bad table", edit("table: public.tweets", "table: drop table;"), `^bad\.yaml:2:8: table: table name "drop table;" is not valid`},
 		{"no columns", edit(validSpec[strings.Index(validSpec, "columns:"):], "columns: []\n"), `^bad\.yaml:5:10: columns: must be a non-empty list`},
-		{"unknown column field", edit("    type: bigint\n", "    type: bigint\n    typo: 1\n"), `^bad\.yaml:9:5: columns\[0\] \(id\)\.typo: unknown field "typo"; valid fields here are name, path, meta, type, layout, required, default, clean`},
+		{"unknown column field", edit("    type: bigint\n", "    type: bigint\n    typo: 1\n"), `^bad\.yaml:9:5: columns\[0\] \(id\)\.typo: unknown field "typo"; valid fields here are name, path, element, meta, type, layout, required, default, clean`},
 		{"column without name", edit("  - name: id\n    path: id", "  - path: id"), `^bad\.yaml:6:5: columns\[0\]\.name: missing`},
 		{"bad column name", edit("name: text", "name: 2text"), `columns\[1\] \(2text\)\.name: "2text" is not a plain SQL identifier`},
 		{"duplicate column", edit("name: text", "name: id"), `^bad\.yaml:10:11: columns\[1\] \(id\)\.name: column "id" is declared twice`},
@@ -159,5 +163,73 @@ func TestShippedSpecs(t *testing.T) {
 	}
 	if _, err := New(spec); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSpecTablesMistakes: what the several-tables form checks, each
+// mistake with its entry, field and what would be valid.
+func TestSpecTablesMistakes(t *testing.T) {
+	t.Parallel()
+	const base = `source: feed
+tables:
+  - table: tweets
+    key: id
+    on_conflict: update
+    version: n
+    columns:
+      - {name: id, path: id, type: bigint, required: true}
+      - {name: n, path: n, type: bigint, required: true}
+  - table: tags
+    key: [id, tag]
+    explode: tags
+    columns:
+      - {name: id, path: id, type: bigint, required: true}
+      - {name: tag, element: "@this", type: text, required: true}
+  - table: tweets
+    action: delete
+    filter: delete != nil
+    columns:
+      - {name: id, path: delete.id, type: bigint, required: true}
+`
+	if _, err := ParseSpec("ok.yaml", []byte(base)); err != nil {
+		t.Fatalf("the base spec: %v", err)
+	}
+	edit := func(old, new string) string {
+		if !strings.Contains(base, old) {
+			t.Fatalf("base has no %q", old)
+		}
+		return strings.Replace(base, old, new, 1)
+	}
+	tests := []struct{ name, src, want string }{
+		{"table beside tables", edit("source: feed\n", "source: feed\ntable: x\n"), `table: with tables, table belongs in each entry of tables`},
+		{"empty tables", "source: feed\ntables: []\n", `tables: must be a non-empty list of tables`},
+		{"entry without columns", edit("  - table: tags\n    key: [id, tag]\n    explode: tags\n    columns:\n      - {name: id, path: id, type: bigint, required: true}\n      - {name: tag, element: \"@this\", type: text, required: true}\n", "  - table: tags\n"), `tables\[1\] \(tags\)\.columns: missing; every entry of tables needs table and columns`},
+		{"unknown action", edit("action: delete", "action: remove"), `tables\[2\] \(tweets\)\.action: unknown action "remove"; valid are insert \(the default\) and delete`},
+		{"unknown on_conflict", edit("on_conflict: update", "on_conflict: replace"), `tables\[0\] \(tweets\)\.on_conflict: unknown on_conflict "replace"`},
+		{"version without update", edit("    on_conflict: update\n", ""), `tables\[0\] \(tweets\)\.version: a version orders updates; it needs on_conflict: update`},
+		{"version not a column", edit("version: n", "version: m"), `version: "m" is not one of the columns \(id, n\)`},
+		{"version of text", edit("{name: n, path: n, type: bigint", "{name: n, path: n, type: text"), `version column "n" is text; a version must be a number or a time`},
+		{"update without key", edit("    key: id\n    on_conflict", "    on_conflict"), `on_conflict: an update needs a key saying which row a line updates`},
+		{"explode without key", edit("    key: [id, tag]\n", ""), `tables\[1\] \(tags\)\.explode: the rows of an exploded array need a key`},
+		{"element without explode", edit("    explode: tags\n", ""), `column "tag" reads element "@this", but the table has no explode`},
+		{"element and path", edit(`{name: tag, element: "@this"`, `{name: tag, path: x, element: "@this"`), `element: a column takes its value from the line \(path\), the exploded element \(element\) or the line's metadata \(meta\): one of them`},
+		{"two entries fill a table", edit("  - table: tags\n", "  - table: tweets\n"), `tables\[1\] \(tweets\)\.table: table "tweets" is filled by tables\[0\] \(tweets\) already`},
+		{"delete without filter", edit("    filter: delete != nil\n", ""), `tables\[2\] \(tweets\)\.filter: a delete entry needs a filter of its own`},
+		{"delete with a key", edit("    action: delete\n", "    action: delete\n    key: id\n"), `tables\[2\] \(tweets\)\.key: a delete entry takes its key from the table it deletes from; drop key`},
+		{"delete of an unfilled table", edit("  - table: tweets\n    action: delete", "  - table: other\n    action: delete"), `no entry fills "other"`},
+		{"delete of a non-key column", edit("{name: id, path: delete.id,", "{name: n, path: delete.id,"), `column "n" is not part of the key of tables\[0\] \(tweets\) \(id\)`},
+		{"delete of another type", edit("{name: id, path: delete.id, type: bigint", "{name: id, path: delete.id, type: text"), `column "id" is text here and bigint in tables\[0\] \(tweets\)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseSpec("bad.yaml", []byte(tt.src))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tt.src)
+			}
+			if !regexp.MustCompile(tt.want).MatchString(err.Error()) {
+				t.Errorf("no error matches %s; got:\n%v", tt.want, err)
+			}
+		})
 	}
 }

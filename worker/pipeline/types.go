@@ -170,9 +170,9 @@ func (c *column) value(r gjson.Result) (any, string, string) {
 			return c.Default, "", ""
 		case c.Required:
 			if r.Exists() && r.Type != gjson.Null {
-				return nil, ReasonMissingField, fmt.Sprintf("column %s: path %s: cleaning left nothing", c.Name, c.Path)
+				return nil, ReasonMissingField, fmt.Sprintf("column %s: %s: cleaning left nothing", c.Name, c.source())
 			}
-			return nil, ReasonMissingField, fmt.Sprintf("column %s: path %s is missing or null", c.Name, c.Path)
+			return nil, ReasonMissingField, fmt.Sprintf("column %s: %s is missing or null", c.Name, c.source())
 		}
 	}
 	return v, "", ""
@@ -225,7 +225,15 @@ func (c *column) explain(r gjson.Result, err error) string {
 	if len(raw) > 64 {
 		raw = raw[:64] + "…"
 	}
-	return fmt.Sprintf("column %s: path %s: %v (value %s)", c.Name, c.Path, err, strings.ToValidUTF8(raw, "\uFFFD"))
+	return fmt.Sprintf("column %s: %s: %v (value %s)", c.Name, c.source(), err, strings.ToValidUTF8(raw, "\uFFFD"))
+}
+
+// source names where the column's value comes from, for messages.
+func (c *column) source() string {
+	if c.Element != "" {
+		return "element " + c.Element
+	}
+	return "path " + c.Path
 }
 
 // parse converts the text of a scalar of JSON type jt.

@@ -30,9 +30,19 @@ func onePipeline(t *testing.T, column string) *Pipeline {
 
 // transformOne runs p on data and returns the result and the row.
 func transformOne(p *Pipeline, data string) (worker.Result, []any) {
-	row := make([]any, len(p.Table().Columns))
 	line := worker.Line{ID: "gw.1.42", Seq: 42, Source: "s", Data: []byte(data)}
-	return p.Transform(&line, row), row
+	return transformLine(p, &line)
+}
+
+// transformLine runs p on line and returns the result and the first row
+// of the first table (a row of nils when it made none).
+func transformLine(p *Pipeline, line *worker.Line) (worker.Result, []any) {
+	rows := worker.NewRows(p.Tables())
+	res := rows.Transform(p, line, 0)
+	if tr := rows.Table(0); len(tr.Rows) > 0 {
+		return res, tr.Rows[0]
+	}
+	return res, make([]any, len(p.Tables()[0].Columns))
 }
 
 func mustNumeric(s string) pgtype.Numeric {

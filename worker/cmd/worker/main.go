@@ -235,7 +235,7 @@ func routes(pool *pgxpool.Pool, rawTable string, pipelines []*pipeline.Pipeline,
 	if err != nil {
 		return nil, nil, err
 	}
-	rawStore, err := worker.NewPostgresStore(pool, raw.Table(), logger)
+	rawStore, err := worker.NewPostgresStore(pool, raw.Tables(), logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -245,7 +245,7 @@ func routes(pool *pgxpool.Pool, rawTable string, pipelines []*pipeline.Pipeline,
 	}
 	stores := []*worker.PostgresStore{rawStore}
 	for _, p := range pipelines {
-		store, err := worker.NewPostgresStore(pool, p.Table(), logger)
+		store, err := worker.NewPostgresStore(pool, p.Tables(), logger)
 		if err != nil {
 			return nil, nil, fmt.Errorf("pipeline %s: %w", p.Spec().File, err)
 		}
@@ -312,7 +312,7 @@ func openPool(ctx context.Context, cfg worker.Config) (*pgxpool.Pool, error) {
 func createTable(ctx context.Context, store *worker.PostgresStore, logger *slog.Logger) error {
 	wait := 250 * time.Millisecond
 	for {
-		err := store.CreateTable(ctx)
+		err := store.CreateTables(ctx)
 		if err == nil || worker.Classify(err) != worker.Transient {
 			return err
 		}

@@ -1,0 +1,281 @@
+package pipeline_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/jetline/jetline/shared/devkit/testenv"
+	"github.com/jetline/jetline/worker"
+	"github.com/jetline/jetline/worker/pipeline"
+)
+
+// feedSpec is a live feed's spec: tweets and their authors upserted by
+// version, hashtags exploded into a child table, and delete notices that
+// stick.
+const feedSpec = `source: feed
+tables:
+  - table: tweets
+    key: id
+    filter: delete == nil
+    on_conflict: update
+    version: retweets
+    columns:
+      - {name: id, path: id, type: bigint, required: true}
+      - {name: text, path: text, type: text}
+      - {name: retweets, path: retweet_count, type: bigint, default: 0}
+  - table: users
+    key: id
+    filter: delete == nil
+    on_conflict: update
+    version: followers
+    columns:
+      - {name: id, path: user.id, type: bigint, required: true}
+      - {name: name, path: user.name, type: text}
+      - {name: followers, path: user.followers_count, type: bigint, required: true}
+  - table: tweet_hashtags
+    key: [tweet_id, tag]
+    filter: delete == nil
+    explode: entities.hashtags
+    columns:
+      - {name: tweet_id, path: id, type: bigint, required: true}
+      - {name: tag, element: text, type: text, required: true, clean: [lower]}
+      - {name: pos, element: "indices.0", type: integer}
+  - table: tweets
+    action: delete
+    filter: delete != nil
+    columns:
+      - {name: id, path: delete.status.id, type: bigint, required: true}
+`
+
+// feed is a pipeline of feedSpec with its store on a fresh database.
+type feed struct {
+	p     *pipeline.Pipeline
+	store *worker.PostgresStore
+	pool  *pgxpool.Pool
+	seq   int
+}
+
+func newFeed(t *testing.T) *feed {
+	t.Helper()
+	spec, err := pipeline.ParseSpec("feed.yaml", []byte(feedSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(t.Context(), testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	store, err := worker.NewPostgresStore(pool, p.Tables(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateTables(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return &feed{p: p, store: store, pool: pool}
+}
+
+// write transforms lines as one batch and stores it, returning what the
+// store did and each line's result.
+func (f *feed) write(t *testing.T, lines ...string) (worker.WriteResult, []worker.Result) {
+	t.Helper()
+	rows := worker.NewRows(f.p.Tables())
+	var results []worker.Result
+	for i, data := range lines {
+		f.seq++
+		line := worker.Line{ID: fmt.Sprintf("gw.1.%d", f.seq), Seq: uint64(f.seq), Source: "feed", Data: []byte(data)}
+		results = append(results, rows.Transform(f.p, &line, i))
+	}
+	res, err := f.store.Write(t.Context(), rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, results
+}
+
+// query returns the rows of sql, each as its columns joined by "|",
+// joined by ", ".
+func (f *feed) query(t *testing.T, sql string) string {
+	t.Helper()
+	rows, err := f.pool.Query(context.Background(), sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cols []string
+		for _, v := range vals {
+			cols = append(cols, fmt.Sprint(v))
+		}
+		out = append(out, strings.Join(cols, "|"))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(out, ", ")
+}
+
+// tweet is a status line; its user's id is the sum of the bytes of their
+// name.
+func tweet(id, retweets int, user string, followers int, tags ...string) string {
+	uid := 0
+	for _, c := range []byte(user) {
+		uid += int(c)
+	}
+	var hs []string
+	for i, tag := range tags {
+		hs = append(hs, fmt.Sprintf(`{"text":%q,"indices":[%d,%d]}`, tag, i*10, i*10+len(tag)))
+	}
+	return fmt.Sprintf(`{"id":%d,"text":"tweet %d","retweet_count":%d,"user":{"id":%d,"name":%q,"followers_count":%d},"entities":{"hashtags":[%s]}}`,
+		id, id, retweets, uid, user, followers, strings.Join(hs, ","))
+}
+
+// TestTablesOneLineSeveralTables: a line makes a row in each table and one
+// per hashtag, all stored together; a hashtag twice in a line makes one
+// row; a redelivered batch inserts nothing twice; an empty or missing
+// array makes no rows.
+func TestTablesOneLineSeveralTables(t *testing.T) {
+	t.Parallel()
+	f := newFeed(t)
+	lines := []string{
+		tweet(1, 5, "ann", 10, "Go", "go", "sql"),
+		tweet(2, 0, "bob", 7),
+		`{"id":3,"text":"no entities","user":{"id":9,"name":"cy","followers_count":1}}`,
+	}
+	res, results := f.write(t, lines...)
+	for i, r := range results {
+		if r.Outcome != worker.Insert {
+			t.Fatalf("line %d: %+v", i+1, r)
+		}
+	}
+	// tweets 3, users 3, hashtags 2 of 3 (go twice), no deletes.
+	want := []worker.TableCounts{{Inserted: 3}, {Inserted: 3}, {Inserted: 2, Duplicates: 1}, {}}
+	for i, c := range want {
+		if res.Tables[i] != c {
+			t.Errorf("table %d: %+v, want %+v", i, res.Tables[i], c)
+		}
+	}
+	if got := f.query(t, `SELECT tweet_id, tag, pos FROM tweet_hashtags ORDER BY tag`); got != "1|go|0, 1|sql|20" {
+		t.Errorf("hashtags: %s", got)
+	}
+	res, _ = f.write(t, lines...)
+	if res.Inserted != 0 || res.Tables[0].Unchanged != 3 || res.Tables[2].Duplicates != 3 {
+		t.Errorf("the batch again: %+v, want nothing new", res)
+	}
+	if got := f.query(t, `SELECT (SELECT count(*) FROM tweets), (SELECT count(*) FROM users), (SELECT count(*) FROM tweet_hashtags)`); got != "3|3|2" {
+		t.Errorf("counts after a redelivery: %s", got)
+	}
+}
+
+// TestTablesBadValueTakesTheLine: a value the database refuses in one
+// table's row dead-letters the whole line, naming the table and column:
+// none of its rows is stored, in any table, and the rest of the batch is.
+func TestTablesBadValueTakesTheLine(t *testing.T) {
+	t.Parallel()
+	f := newFeed(t)
+	// A hashtag too long for the table's own CHECK: Postgres says so only
+	// when the row reaches it, after the line's tweet and user.
+	if _, err := f.pool.Exec(t.Context(), `ALTER TABLE tweet_hashtags ADD CHECK (length(tag) <= 10)`); err != nil {
+		t.Fatal(err)
+	}
+	bad := tweet(2, 1, "bob", 7, "ok", "much-too-long-a-tag")
+	res, results := f.write(t, tweet(1, 1, "ann", 10, "a"), bad, tweet(3, 1, "cy", 3, "c"))
+	for i, r := range results {
+		if r.Outcome != worker.Insert {
+			t.Fatalf("line %d: transform %+v; the refusal must come from the database", i+1, r)
+		}
+	}
+	if len(res.Rejected) != 1 || res.Rejected[0].Line != 1 {
+		t.Fatalf("rejected %+v, want line 2's hashtag row", res.Rejected)
+	}
+	if got := f.query(t, `SELECT string_agg(id::text, ',' ORDER BY id) FROM tweets`); got != "1,3" {
+		t.Errorf("tweets %s, want 1,3: line 2's tweet must go with its hashtag", got)
+	}
+	if got := f.query(t, `SELECT string_agg(name, ',' ORDER BY name) FROM users`); got != "ann,cy" {
+		t.Errorf("users %s, want ann,cy", got)
+	}
+	if got := f.query(t, `SELECT string_agg(tag, ',' ORDER BY tag) FROM tweet_hashtags`); got != "a,c" {
+		t.Errorf("hashtags %s, want a,c", got)
+	}
+}
+
+// TestTablesUpsertByVersion: a newer version updates, an older one leaves
+// the row as it is, whatever order the batches come in; a user in
+// hundreds of lines of one batch makes one row, the newest.
+func TestTablesUpsertByVersion(t *testing.T) {
+	t.Parallel()
+	f := newFeed(t)
+	f.write(t, tweet(1, 5, "ann", 100))
+	res, _ := f.write(t, tweet(1, 3, "ann", 90)) // older: retweets 3 < 5
+	if res.Tables[0].Unchanged != 1 || res.Tables[0].Updated != 0 || res.Tables[1].Unchanged != 1 {
+		t.Errorf("older versions: %+v, want unchanged", res.Tables)
+	}
+	res, _ = f.write(t, tweet(1, 8, "ann", 120))
+	if res.Tables[0].Updated != 1 || res.Tables[1].Updated != 1 {
+		t.Errorf("newer versions: %+v, want updated", res.Tables)
+	}
+	if got := f.query(t, `SELECT t.retweets, u.followers FROM tweets t, users u`); got != "8|120" {
+		t.Errorf("stored %s, want 8|120", got)
+	}
+
+	// One batch: user "dee" in 300 lines with follower counts in no
+	// order, the largest in the middle.
+	var lines []string
+	for i := range 300 {
+		lines = append(lines, tweet(100+i, 0, "dee", (i*7919)%1000))
+	}
+	lines = append(lines[:150], append([]string{tweet(99, 0, "dee", 5000)}, lines[150:]...)...)
+	res, _ = f.write(t, lines...)
+	if res.Tables[1].Inserted != 1 || res.Tables[1].Unchanged != 300 {
+		t.Errorf("users of one batch: %+v, want 1 inserted and 300 unchanged", res.Tables[1])
+	}
+	if got := f.query(t, `SELECT followers FROM users WHERE name = 'dee'`); got != "5000" {
+		t.Errorf("dee's followers %s, want the greatest, 5000", got)
+	}
+}
+
+// TestTablesDeletesStick: a delete removes the row and leaves a
+// tombstone; the archive sent again does not bring it back; a delete
+// that comes before its tweet still wins, in another batch or the same.
+func TestTablesDeletesStick(t *testing.T) {
+	t.Parallel()
+	f := newFeed(t)
+	archive := []string{tweet(1, 1, "ann", 1, "a"), tweet(2, 1, "bob", 1, "b")}
+	f.write(t, archive...)
+	res, results := f.write(t, `{"delete":{"status":{"id":1,"user_id":3}}}`)
+	if results[0].Outcome != worker.Insert || res.Tables[3].Deleted != 1 || res.Tables[3].Tombstoned != 1 {
+		t.Fatalf("delete: %+v %+v", results[0], res.Tables)
+	}
+	res, _ = f.write(t, archive...)
+	if res.Tables[0].Suppressed != 1 || res.Tables[0].Inserted != 0 {
+		t.Errorf("archive again: tweets %+v, want tweet 1 suppressed", res.Tables[0])
+	}
+	// Tweet 3's delete comes first; tweet 4's in the same batch, after it.
+	f.write(t, `{"delete":{"status":{"id":3}}}`)
+	f.write(t, tweet(3, 1, "cy", 1), tweet(4, 1, "dee", 1), `{"delete":{"status":{"id":4}}}`)
+	if got := f.query(t, `SELECT string_agg(id::text, ',' ORDER BY id) FROM tweets`); got != "2" {
+		t.Errorf("tweets %s, want only 2", got)
+	}
+	if got := f.query(t, `SELECT string_agg(id::text, ',' ORDER BY id) FROM tweets_tombstones`); got != "1,3,4" {
+		t.Errorf("tombstones %s, want 1,3,4", got)
+	}
+	// A delete notice with no id is a bad line, not a delete of nothing.
+	_, results = f.write(t, `{"delete":{"status":{}}}`)
+	if results[0].Outcome != worker.Reject || !strings.Contains(results[0].Detail, "tweets: column id") {
+		t.Errorf("delete without an id: %+v, want a reject naming the table and column", results[0])
+	}
+}
