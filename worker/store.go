@@ -144,9 +144,9 @@ type RowError struct {
 // PostgresStore is safe for concurrent use; each Write holds one pooled
 // connection for its transaction.
 type PostgresStore struct {
-	pool    *pgxpool.Pool
-	tables  []*tableWriter
-	logger  *slog.Logger
+	pool   *pgxpool.Pool
+	tables []*tableWriter
+	logger *slog.Logger
 	// order lists the tables in the order a transaction writes them:
 	// deletes first, so that rows of keys deleted in the same batch are
 	// dropped.
