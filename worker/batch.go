@@ -198,6 +198,7 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 		total.Inserted += wr.Inserted
 		total.Duplicates += wr.Duplicates
 		w.metrics.stored(r, wr)
+		w.countTables(r, wr)
 	}
 	w.finish(logger, b, total, stored)
 	w.settleDeadLetters(ctx, logger, b)

@@ -28,6 +28,9 @@ type Router struct {
 	routes   []Route
 	bySource map[string]int
 	sources  []string
+	// detailed is set when a route does more than insert one row into
+	// one table per line: the progress log then counts rows by table.
+	detailed bool
 }
 
 // NewRouter returns a router sending every source to def.
@@ -84,6 +87,9 @@ func (r *Router) add(route Route) error {
 				}
 			}
 		}
+	}
+	for _, t := range tables {
+		r.detailed = r.detailed || len(tables) > 1 || t.Update || t.Tombstones || t.Delete
 	}
 	r.routes = append(r.routes, route)
 	return nil

@@ -20,7 +20,9 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -288,6 +290,9 @@ type Stats struct {
 	Retried uint64
 	// Failures counts batches whose store failed.
 	Failures uint64
+	// Tables counts, by table name (schema.name), what became of the rows
+	// stored into it; a delete entry's counts are its table's.
+	Tables map[string]TableCounts
 }
 
 type counters struct {
@@ -303,6 +308,7 @@ type counters struct {
 	mu             sync.Mutex
 	rejectedBy     map[string]uint64
 	deadLetteredBy map[string]uint64
+	tables         map[string]TableCounts
 }
 
 // Stats returns a snapshot of the running totals. Safe for concurrent use.
@@ -311,6 +317,7 @@ func (w *Worker) Stats() Stats {
 	c.mu.Lock()
 	by := maps.Clone(c.rejectedBy)
 	dlBy := maps.Clone(c.deadLetteredBy)
+	tables := maps.Clone(c.tables)
 	c.mu.Unlock()
 	return Stats{
 		Batches:            c.batches.Load(),
@@ -327,6 +334,25 @@ func (w *Worker) Stats() Stats {
 		DeadLetterFailures: c.deadLetterFailures.Load(),
 		Retried:            c.retried.Load(),
 		Failures:           c.failures.Load(),
+		Tables:             tables,
+	}
+}
+
+// countTables adds what a store of route r's rows did to the counts by
+// table.
+func (w *Worker) countTables(r int, wr WriteResult) {
+	tables := w.router.routes[r].Transform.Tables()
+	c := &w.stats
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tables == nil {
+		c.tables = map[string]TableCounts{}
+	}
+	for t, n := range wr.Tables {
+		name := strings.Join(tables[t].Ident(), ".")
+		sum := c.tables[name]
+		sum.add(n)
+		c.tables[name] = sum
 	}
 }
 
@@ -372,10 +398,37 @@ func (w *Worker) reportProgress(ctx context.Context) {
 			if n := w.stats.unlogged.Swap(0); n > 0 {
 				attrs = append(attrs, "rejected_not_logged", n)
 			}
+			if w.router.detailed {
+				attrs = append(attrs, tableGrowth(s.Tables, last.Tables))
+			}
 			w.logger.InfoContext(ctx, "progress", attrs...)
 			last, lastAt = s, now
 		}
 	}
+}
+
+// tableGrowth returns a log group "tables" with, for each table whose rows
+// moved from last to now, what moved: inserted, duplicates, updated,
+// unchanged, deleted and suppressed rows.
+func tableGrowth(now, last map[string]TableCounts) slog.Attr {
+	var by []any
+	for _, name := range slices.Sorted(maps.Keys(now)) {
+		n, l := now[name], last[name]
+		var moved []any
+		for _, x := range []struct {
+			key      string
+			now, was int
+		}{{"inserted", n.Inserted, l.Inserted}, {"duplicates", n.Duplicates, l.Duplicates}, {"updated", n.Updated, l.Updated},
+			{"unchanged", n.Unchanged, l.Unchanged}, {"deleted", n.Deleted, l.Deleted}, {"suppressed", n.Suppressed, l.Suppressed}} {
+			if d := x.now - x.was; d > 0 {
+				moved = append(moved, slog.Int(x.key, d))
+			}
+		}
+		if len(moved) > 0 {
+			by = append(by, slog.Group(name, moved...))
+		}
+	}
+	return slog.Group("tables", by...)
 }
 
 // growthBy returns a log group named name with, for each reason whose

@@ -101,7 +101,7 @@ func (p *Pipeline) action(t int) string {
 	if !p.several() && verb == "insert" {
 		return "insert "
 	}
-	return verb + " " + table.Ident().Sanitize() + " "
+	return verb + " " + strings.Join(table.Ident(), ".") + " "
 }
 
 // renderRow writes row of table t as a JSON object in column order.
@@ -139,7 +139,7 @@ func (p *Pipeline) Describe(w io.Writer) {
 	var names []string
 	for i, t := range p.tables {
 		if !t.Delete {
-			names = append(names, t.Ident().Sanitize()+", key "+p.keyOf(i))
+			names = append(names, strings.Join(t.Ident(), ".")+", key "+p.keyOf(i))
 		}
 	}
 	what := "table"
@@ -152,7 +152,7 @@ func (p *Pipeline) Describe(w io.Writer) {
 	}
 	for i, t := range p.tables {
 		e := &p.entries[i]
-		name := t.Ident().Sanitize()
+		name := strings.Join(t.Ident(), ".")
 		if p.several() {
 			fmt.Fprintf(w, "\n")
 		}
@@ -161,7 +161,7 @@ func (p *Pipeline) Describe(w io.Writer) {
 		}
 		if t.Delete {
 			fmt.Fprintf(w, "%s: lines that pass delete the row of the key they read (%s) and leave a tombstone in %s, which keeps rows of that key out from then on\n",
-				name, strings.Join(t.Key, ", "), t.TombstoneTable().Ident().Sanitize())
+				name, strings.Join(t.Key, ", "), strings.Join(t.TombstoneTable().Ident(), "."))
 			continue
 		}
 		if e.spec.Explode != "" {

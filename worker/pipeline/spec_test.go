@@ -146,8 +146,10 @@ func TestSpecReportsEveryMistake(t *testing.T) {
 // README, so that what users copy works.
 func TestShippedSpecs(t *testing.T) {
 	t.Parallel()
-	if _, err := Load("../../deploy/pipelines/tweets.yaml"); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"tweets.yaml", "feed.yaml"} {
+		if _, err := Load("../../deploy/pipelines/" + f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {

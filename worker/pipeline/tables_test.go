@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -277,5 +278,43 @@ func TestTablesDeletesStick(t *testing.T) {
 	_, results = f.write(t, `{"delete":{"status":{}}}`)
 	if results[0].Outcome != worker.Reject || !strings.Contains(results[0].Detail, "tweets: column id") {
 		t.Errorf("delete without an id: %+v, want a reject naming the table and column", results[0])
+	}
+}
+
+// TestCheckFeedSample: check-spec shows, for the shipped feed spec and
+// sample, the rows of each table a line makes, the delete a notice makes,
+// and counts rows by table; the description has every CREATE TABLE, the
+// tombstones' included.
+func TestCheckFeedSample(t *testing.T) {
+	t.Parallel()
+	p, err := pipeline.Load("../../deploy/pipelines/feed.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	p.Describe(&out)
+	sample, err := os.Open("../../deploy/samples/feed.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sample.Close()
+	if err := p.Check(&out, sample); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`CREATE TABLE IF NOT EXISTS "statuses" (`,
+		`CREATE TABLE IF NOT EXISTS "statuses_tombstones" (`,
+		`CREATE TABLE IF NOT EXISTS "status_mentions" (`,
+		`line 1: upsert statuses {"id": 1001, "created_at": "2018-04-03T14:13:20Z", "user_id": 7, "lang": "en", "text": "rain and #Go and #go", "retweet_count": 2}`,
+		`line 1: insert status_hashtags {"status_id": 1001, "tag": "go"}`,
+		`line 2: insert status_mentions {"status_id": 1002, "user_id": 9, "screen_name": "bob"}`,
+		`line 3: upsert users {"id": 7, "screen_name": "ann", "followers": 125}`,
+		`line 4: delete statuses {"id": 1002}`,
+		`line 5: reject missing_field: statuses: column user_id: path user.id is missing or null`,
+		`5 lines: 4 insert, 0 filtered, 1 rejected (missing_field 1); rows: upsert statuses 3, upsert users 3, insert status_hashtags 4, insert status_mentions 1, delete statuses 1`,
+	} {
+		if !strings.Contains(out.String(), want+"\n") {
+			t.Errorf("check-spec output lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -252,9 +253,32 @@ func routes(pool *pgxpool.Pool, rawTable string, pipelines []*pipeline.Pipeline,
 		if err := router.Handle(p.Source(), worker.Route{Transform: p, Store: store}); err != nil {
 			return nil, nil, fmt.Errorf("pipeline %s: %w", p.Spec().File, err)
 		}
+		logPipeline(logger, p)
 		stores = append(stores, store)
 	}
 	return router, stores, nil
+}
+
+// logPipeline logs the tables pipeline p fills, and warns of each that
+// updates without a version.
+func logPipeline(logger *slog.Logger, p *pipeline.Pipeline) {
+	var tables []string
+	for _, t := range p.Tables() {
+		name := strings.Join(t.Ident(), ".")
+		switch {
+		case t.Delete:
+			tables = append(tables, "delete "+name)
+		case t.Update && t.Version != "":
+			tables = append(tables, "upsert "+name+" by "+t.Version)
+		case t.Update:
+			tables = append(tables, "upsert "+name)
+			logger.Warn("this table updates without a version: the last committed row of a key wins, and which that is is undefined across workers; add version: COLUMN to the spec to make it defined",
+				"pipeline", p.Spec().File, "table", name)
+		default:
+			tables = append(tables, name)
+		}
+	}
+	logger.Info("pipeline", "file", p.Spec().File, "source", p.Source(), "tables", tables)
 }
 
 // checkSpec checks the spec file args[0] and, given a sample file
