@@ -57,8 +57,11 @@ func expect(path string, c *corpus) (*expected, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, table := p.Spec(), p.Table()
-	if len(spec.Key) == 0 {
+	spec, table := p.Spec(), p.Tables()[0]
+	if len(p.Tables()) > 1 {
+		return nil, fmt.Errorf("spec %s has several tables: the typed mode counts the rows of one", path)
+	}
+	if len(spec.Tables[0].Key) == 0 {
 		return nil, fmt.Errorf("spec %s has no key: the typed mode tells which line a row came from by its key", path)
 	}
 	name := table.Name
@@ -67,7 +70,7 @@ func expect(path string, c *corpus) (*expected, error) {
 	}
 	e := &expected{Spec: path, Source: spec.Source, Table: name, Key: table.Key,
 		RejectedBy: map[string]int{}, keys: make([]string, c.Len()), keySet: map[string]struct{}{}}
-	for _, col := range spec.Columns {
+	for _, col := range spec.Tables[0].Columns {
 		if col.Meta == pipespec.MetaReceivedAt {
 			e.receivedAt = col.Name
 			break
@@ -93,15 +96,15 @@ func expect(path string, c *corpus) (*expected, error) {
 	for si, sp := range spans {
 		wg.Go(func() {
 			t := tally{rejectedBy: map[string]int{}}
-			row := make([]any, len(table.Columns))
+			rows := worker.NewRows(p.Tables())
 			for i := sp.First; i < sp.First+sp.N; i++ {
-				clear(row)
+				rows.Reset()
 				line := worker.Line{Seq: uint64(i + 1), Source: spec.Source, ReceivedAt: now, Data: c.Line(i)}
-				res := p.Transform(&line, row)
+				res := rows.Transform(p, &line, 0)
 				switch res.Outcome {
 				case worker.Insert:
 					t.kept++
-					e.keys[i] = keyText(row, keyIdx)
+					e.keys[i] = keyText(rows.Table(0).Rows[0], keyIdx)
 				case worker.Filter:
 					t.filtered++
 				default:
