@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // expectClosed checks that the gateway closed c without a receipt.
@@ -48,8 +50,11 @@ func TestGatewayAllowlist(t *testing.T) {
 			_, _ = c.Write([]byte("{\"allowed\":0}\n"))
 			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			expectClosed(t, c, "connection from outside the allowlist")
-			waitFor(t, 10*time.Second, "the refusal to be counted", func() bool {
-				return b.gw.Refused()[gateway.RefusedAllowlist] == 1
+			testenv.Eventually(t, 10*time.Second, "the refusal to be counted", func() error {
+				if got := b.gw.Refused()[gateway.RefusedAllowlist]; got != 1 {
+					return fmt.Errorf("%v, want %v", got, 1)
+				}
+				return nil
 			})
 			if n := b.msgCount(t); n != 0 {
 				t.Fatalf("stream holds %d lines, want 0", n)
@@ -70,13 +75,21 @@ func TestGatewayPerIPCap(t *testing.T) {
 		}
 		conns[i] = c
 	}
-	waitFor(t, 10*time.Second, "both lines to be stored", func() bool { return b.lineCount(t) == 2 })
+	testenv.Eventually(t, 10*time.Second, "both lines to be stored", func() error {
+		if got := b.lineCount(t); got != 2 {
+			return fmt.Errorf("%v, want %v", got, 2)
+		}
+		return nil
+	})
 
 	third := dial(t, b.addr(t, 0))
 	_ = third.SetReadDeadline(time.Now().Add(10 * time.Second))
 	expectClosed(t, third, "third connection from one address")
-	waitFor(t, 10*time.Second, "the refusal to be counted", func() bool {
-		return b.gw.Refused()[gateway.RefusedPerIP] == 1
+	testenv.Eventually(t, 10*time.Second, "the refusal to be counted", func() error {
+		if got := b.gw.Refused()[gateway.RefusedPerIP]; got != 1 {
+			return fmt.Errorf("%v, want %v", got, 1)
+		}
+		return nil
 	})
 
 	// Once one of them has ended, the address may connect again.
@@ -87,13 +100,16 @@ func TestGatewayPerIPCap(t *testing.T) {
 		t.Fatalf("first receipt = %+v", r)
 	}
 	var r gateway.Receipt
-	waitFor(t, 10*time.Second, "a new connection to be served", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a new connection to be served", func() error {
 		c := dial(t, b.addr(t, 0))
 		_, _ = c.Write([]byte("{\"conn\":\"later\"}\n"))
 		_ = c.CloseWrite()
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		line, _ := io.ReadAll(c)
-		return json.Unmarshal(line, &r) == nil
+		line, readErr := io.ReadAll(c)
+		if err := json.Unmarshal(line, &r); err != nil {
+			return fmt.Errorf("no receipt in %q (read: %v): %w", line, readErr, err)
+		}
+		return nil
 	})
 	if r.Status != gateway.StatusOK || r.Lines != 1 {
 		t.Fatalf("receipt after the first ended = %+v", r)

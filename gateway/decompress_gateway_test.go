@@ -5,6 +5,7 @@ package gateway_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/shared/devkit/tweetgen"
 )
 
@@ -59,7 +61,12 @@ func TestGatewayXzProgramEndsWithItsConnection(t *testing.T) {
 		if _, err := c.Write(data[:len(data)/20]); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, "lines to be stored", func() bool { return b.msgCount(t) > 0 })
+		testenv.Eventually(t, 20*time.Second, "lines to be stored", func() error {
+			if got := b.msgCount(t); got <= 0 {
+				return fmt.Errorf("%v, want more than %v", got, 0)
+			}
+			return nil
+		})
 		var running []int
 		for pid := range xzChildren(t) {
 			if !before[pid] {
@@ -70,7 +77,12 @@ func TestGatewayXzProgramEndsWithItsConnection(t *testing.T) {
 			t.Fatalf("%s: %d xz processes decode the connection, want 1", tc.name, len(running))
 		}
 		tc.end(c)
-		waitFor(t, 20*time.Second, "the session to end", func() bool { return gateway.OpenSessions(b.gw) == 0 })
+		testenv.Eventually(t, 20*time.Second, "the session to end", func() error {
+			if got := gateway.OpenSessions(b.gw); got != 0 {
+				return fmt.Errorf("%v, want %v", got, 0)
+			}
+			return nil
+		})
 		if err := syscall.Kill(running[0], 0); !errors.Is(err, syscall.ESRCH) {
 			t.Errorf("%s: after the session ended, xz (pid %d) answers kill(0) with %v, want ESRCH (gone and reaped)", tc.name, running[0], err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // fixtureLines are the lines of testdata/lines.ndjson.bz2, which was made
@@ -325,7 +326,12 @@ func TestGatewayCompressedShutdownMidStream(t *testing.T) {
 	}()
 	// Frames, not lines: reading every line of a growing stream at each
 	// poll would let the sender fill it first.
-	waitFor(t, 20*time.Second, "lines to be stored", func() bool { return b.msgCount(t) >= 5 })
+	testenv.Eventually(t, 20*time.Second, "lines to be stored", func() error {
+		if got := b.msgCount(t); got < 5 {
+			return fmt.Errorf("%v, want at least %v", got, 5)
+		}
+		return nil
+	})
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- b.stop() }()

@@ -26,6 +26,7 @@ import (
 	"github.com/jetline/jetline/shared/contract/deadletter"
 	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/shared/devkit/embeddednats"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/shared/runtime/natsconn"
 )
 
@@ -265,18 +266,6 @@ func (b *bundle) msgCount(t testing.TB) uint64 {
 	return info.State.Msgs
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func dial(t testing.TB, addr string) *net.TCPConn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -481,7 +470,12 @@ func TestGatewayConnectionCap(t *testing.T) {
 	if _, err := first.Write([]byte("first\n")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the first line to be stored", func() bool { return b.lineCount(t) == 1 })
+	testenv.Eventually(t, 10*time.Second, "the first line to be stored", func() error {
+		if got := b.lineCount(t); got != 1 {
+			return fmt.Errorf("%v, want %v", got, 1)
+		}
+		return nil
+	})
 
 	// The second connection completes its handshake in the kernel's
 	// backlog, but the gateway does not accept it while the first is open.
@@ -535,7 +529,12 @@ func TestGatewayShutdownMidStream(t *testing.T) {
 	c := dial(t, b.addr(t, 0))
 	var written atomic.Int64
 	go streamLines(c, 200, &written, 0)
-	waitFor(t, 20*time.Second, "lines to be stored", func() bool { return b.msgCount(t) >= 20 })
+	testenv.Eventually(t, 20*time.Second, "lines to be stored", func() error {
+		if got := b.msgCount(t); got < 20 {
+			return fmt.Errorf("%v, want at least %v", got, 20)
+		}
+		return nil
+	})
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- b.stop() }()
@@ -584,17 +583,25 @@ func TestGatewayStreamFullHoldsSender(t *testing.T) {
 
 	// The stream fills up, then the sender stalls: the gateway stops
 	// reading once its window is full of refused lines.
-	waitFor(t, 20*time.Second, "the stream to fill", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the stream to fill", func() error {
 		info, err := b.stream.Info(t.Context())
-		return err == nil && info.State.Bytes > 200<<10
+		if err != nil {
+			return err
+		}
+		if info.State.Bytes <= 200<<10 {
+			return fmt.Errorf("stream holds %d bytes, want more than %d", info.State.Bytes, 200<<10)
+		}
+		return nil
 	})
 	var last int64 = -1
-	waitFor(t, 20*time.Second, "the sender to stall", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the sender to stall", func() error {
 		time.Sleep(300 * time.Millisecond)
-		n := written.Load()
-		stalled := n == last
+		n, before := written.Load(), last
 		last = n
-		return stalled
+		if n != before {
+			return fmt.Errorf("sender wrote %d bytes, %d in the last 300ms", n, n-before)
+		}
+		return nil
 	})
 	select {
 	case <-writerDone:
@@ -630,10 +637,13 @@ func TestGatewayStreamFullHoldsSender(t *testing.T) {
 	if r.Status != gateway.StatusOK || r.Lines != lines {
 		t.Fatalf("receipt = %+v, want ok with %d lines (stream held %d when full)", r, lines, stored)
 	}
-	waitFor(t, 20*time.Second, "the consumer to see every line", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the consumer to see every line", func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(seen) == lines
+		if len(seen) != lines {
+			return fmt.Errorf("%d distinct lines seen, want %d", len(seen), lines)
+		}
+		return nil
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -656,7 +666,12 @@ func TestGatewaySurvivesNATSRestart(t *testing.T) {
 		streamLines(c, 200, &written, lines)
 		_ = c.CloseWrite()
 	}()
-	waitFor(t, 20*time.Second, "some lines to be stored", func() bool { return b.lineCount(t) >= 1000 })
+	testenv.Eventually(t, 20*time.Second, "some lines to be stored", func() error {
+		if got := b.lineCount(t); got < 1000 {
+			return fmt.Errorf("%v, want at least %v", got, 1000)
+		}
+		return nil
+	})
 	if err := b.srv.Restart(); err != nil {
 		t.Fatal(err)
 	}

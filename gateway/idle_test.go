@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // BenchmarkIdleConnections opens 2,000 connections, lets them send nothing
@@ -48,9 +50,19 @@ func BenchmarkIdleConnections(b *testing.B) {
 					}
 					open = append(open, c)
 				}
-				waitFor(b, time.Minute, "every connection to have its session", func() bool { return gateway.OpenSessions(bb.gw) == conns })
+				testenv.Eventually(b, time.Minute, "every connection to have its session", func() error {
+					if got := gateway.OpenSessions(bb.gw); got != conns {
+						return fmt.Errorf("%v, want %v", got, conns)
+					}
+					return nil
+				})
 				if tc.first != "" {
-					waitFor(b, time.Minute, "every first line to be stored", func() bool { return bb.lineCount(b) >= uint64(conns) })
+					testenv.Eventually(b, time.Minute, "every first line to be stored", func() error {
+						if got := bb.lineCount(b); got < uint64(conns) {
+							return fmt.Errorf("%v, want at least %v", got, uint64(conns))
+						}
+						return nil
+					})
 				}
 				time.Sleep(200 * time.Millisecond) // every session blocked in its read
 				during := memoryNow()
@@ -60,7 +72,12 @@ func BenchmarkIdleConnections(b *testing.B) {
 				for _, c := range open {
 					c.Close()
 				}
-				waitFor(b, time.Minute, "every session to end", func() bool { return gateway.OpenSessions(bb.gw) == 0 })
+				testenv.Eventually(b, time.Minute, "every session to end", func() error {
+					if got := gateway.OpenSessions(bb.gw); got != 0 {
+						return fmt.Errorf("%v, want %v", got, 0)
+					}
+					return nil
+				})
 			}
 			n := float64(b.N)
 			b.ReportMetric(heap/n, "heap-B/conn")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jetline/jetline/gateway"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/shared/runtime/metrics"
 	"github.com/jetline/jetline/shared/runtime/metrics/metricstest"
 )
@@ -53,8 +54,11 @@ func TestMetricsCountLines(t *testing.T) {
 		t.Fatalf("receipt %+v, want ok with %d lines, %d too long", r, lines, tooLong)
 	}
 	// The receipt is written before the session gives its slot back.
-	waitFor(t, 5*time.Second, "connection closed", func() bool {
-		return metricstest.Scrape(t, url)["jetline_gateway_connections_open"] == 0
+	testenv.Eventually(t, 5*time.Second, "connection closed", func() error {
+		if got := metricstest.Scrape(t, url)["jetline_gateway_connections_open"]; got != 0 {
+			return fmt.Errorf("%v, want %v", got, 0)
+		}
+		return nil
 	})
 
 	after := metricstest.Scrape(t, url)
@@ -151,5 +155,10 @@ func TestMetricsCountBackpressure(t *testing.T) {
 	if got, want := held["jetline_gateway_publish_inflight_bytes"], lines*float64(len(line)); got != want {
 		t.Errorf("in flight bytes = %v, want %v (%v lines of %d bytes, each with its newline)", got, want, lines, len(line))
 	}
-	waitFor(t, 10*time.Second, "the held-back time to grow", func() bool { return metricstest.Scrape(t, url)[bp] > held[bp] })
+	testenv.Eventually(t, 10*time.Second, "the held-back time to grow", func() error {
+		if got := metricstest.Scrape(t, url)[bp]; got <= held[bp] {
+			return fmt.Errorf("%v, want more than %v", got, held[bp])
+		}
+		return nil
+	})
 }

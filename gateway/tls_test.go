@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -122,8 +123,11 @@ func TestGatewayMutualTLS(t *testing.T) {
 		if r, err := s.sendTLS(t, client, []byte("{\"signed\":false}\n")); err == nil {
 			t.Errorf("client %d (without a certificate, then with one of another CA) got a receipt: %+v", i, r)
 		}
-		waitFor(t, 10*time.Second, "the refusal to be counted", func() bool {
-			return s.gw.Refused()[gateway.RefusedTLSHandshake] == uint64(i+1)
+		testenv.Eventually(t, 10*time.Second, "the refusal to be counted", func() error {
+			if got := s.gw.Refused()[gateway.RefusedTLSHandshake]; got != uint64(i+1) {
+				return fmt.Errorf("%v, want %v", got, uint64(i+1))
+			}
+			return nil
 		})
 	}
 	if n := s.msgCount(t); n != 1 {
@@ -142,8 +146,11 @@ func TestGatewayTLSRefusesPlainClients(t *testing.T) {
 	if n, err := silent.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isReset(err) {
 		t.Fatalf("silent client read = %d, %v; want the connection closed", n, err)
 	}
-	waitFor(t, 10*time.Second, "the silent client to be counted", func() bool {
-		return s.gw.Refused()[gateway.RefusedTLSHandshake] == 1
+	testenv.Eventually(t, 10*time.Second, "the silent client to be counted", func() error {
+		if got := s.gw.Refused()[gateway.RefusedTLSHandshake]; got != 1 {
+			return fmt.Errorf("%v, want %v", got, 1)
+		}
+		return nil
 	})
 
 	plain := dial(t, s.addr(t, 0))
@@ -156,8 +163,11 @@ func TestGatewayTLSRefusesPlainClients(t *testing.T) {
 	if bytes.Contains(b, []byte(`"status"`)) || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("plain client read %q, %v; want the connection closed without a receipt", b, err)
 	}
-	waitFor(t, 10*time.Second, "the plain client to be counted", func() bool {
-		return s.gw.Refused()[gateway.RefusedTLSHandshake] == 2
+	testenv.Eventually(t, 10*time.Second, "the plain client to be counted", func() error {
+		if got := s.gw.Refused()[gateway.RefusedTLSHandshake]; got != 2 {
+			return fmt.Errorf("%v, want %v", got, 2)
+		}
+		return nil
 	})
 	if n := s.msgCount(t); n != 0 {
 		t.Fatalf("stream holds %d lines, want 0", n)
@@ -242,7 +252,10 @@ func TestGatewayTLSRefusesOldVersions(t *testing.T) {
 		c.Close()
 		t.Fatalf("a TLS 1.1 client completed its handshake; want TLS 1.2 at least")
 	}
-	waitFor(t, 10*time.Second, "the refusal to be counted", func() bool {
-		return s.gw.Refused()[gateway.RefusedTLSHandshake] == 1
+	testenv.Eventually(t, 10*time.Second, "the refusal to be counted", func() error {
+		if got := s.gw.Refused()[gateway.RefusedTLSHandshake]; got != 1 {
+			return fmt.Errorf("%v, want %v", got, 1)
+		}
+		return nil
 	})
 }

@@ -79,7 +79,12 @@ func TestDeadLetterPoisonRows(t *testing.T) {
 	opts.BatchSize, opts.Concurrency = n, 1
 	opts.DeadLetters, opts.Instance = nb.js, "w-poison"
 	w, stop := startWorker(t, nb.cons, store, opts)
-	waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
+	testenv.Eventually(t, 30*time.Second, "all lines settled", func() error {
+		if got := w.Stats().Lines; got != n {
+			return fmt.Errorf("%v, want %v", got, n)
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +132,7 @@ func TestDeadLetterPoisonRows(t *testing.T) {
 	if limit := 2 * len(poison) * levels; store.splits > limit || store.splits == 0 {
 		t.Fatalf("%d extra attempts to isolate %d rows of %d, want 1..%d", store.splits, len(poison), n, limit)
 	}
-	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+	testenv.Eventually(t, 10*time.Second, "stream drained", func() error { return nb.drained(t) })
 }
 
 // TestDeadLetterMaxDeliveries: lines whose store fails on every delivery
@@ -190,7 +195,12 @@ func TestDeadLetterMaxDeliveries(t *testing.T) {
 			opts := testOptions()
 			opts.DeadLetters, opts.MaxDeliver = nb.js, maxDeliver
 			w, stop := startWorker(t, nb.cons, tt.store(t), opts)
-			waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
+			testenv.Eventually(t, 30*time.Second, "all lines settled", func() error {
+				if got := w.Stats().Lines; got != n {
+					return fmt.Errorf("%v, want %v", got, n)
+				}
+				return nil
+			})
 			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -234,7 +244,7 @@ func TestDeadLetterMaxDeliveries(t *testing.T) {
 				t.Fatalf("stats %+v, want %d max_deliveries, 1 rejected, %d retried", s, n-1, retried)
 			}
 			// Terminated, not handed back: nothing comes again.
-			waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+			testenv.Eventually(t, 10*time.Second, "stream drained", func() error { return nb.drained(t) })
 		})
 	}
 }
@@ -264,7 +274,12 @@ func TestDeadLetterPublishFailure(t *testing.T) {
 	opts := testOptions()
 	opts.DeadLetters, opts.DeadLetterTimeout = nb.js, time.Second
 	w, stop := startWorker(t, nb.cons, sb.store, opts)
-	waitFor(t, 30*time.Second, "dead letters failing twice", func() bool { return w.Stats().DeadLetterFailures >= 2*uint64(bad) })
+	testenv.Eventually(t, 30*time.Second, "dead letters failing twice", func() error {
+		if got := w.Stats().DeadLetterFailures; got < 2*uint64(bad) {
+			return fmt.Errorf("%v, want at least %v", got, 2*uint64(bad))
+		}
+		return nil
+	})
 	s := w.Stats()
 	if s.Inserted != n-uint64(bad) || s.Lines != n-uint64(bad) || s.DeadLettered != 0 || s.Rejected != 0 {
 		t.Fatalf("stats with the dead-letter stream gone: %+v", s)
@@ -280,7 +295,12 @@ func TestDeadLetterPublishFailure(t *testing.T) {
 	if _, err := deadletter.EnsureStream(t.Context(), nb.js, deadletter.Config{MaxAge: time.Hour, MaxBytes: 1 << 30}, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
+	testenv.Eventually(t, 30*time.Second, "all lines settled", func() error {
+		if got := w.Stats().Lines; got != n {
+			return fmt.Errorf("%v, want %v", got, n)
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +313,7 @@ func TestDeadLetterPublishFailure(t *testing.T) {
 			t.Errorf("dead letter of line %d: %s on delivery %d, want invalid_json after two failed tries", e.StreamSeq, e.Reason, e.Deliveries)
 		}
 	}
-	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+	testenv.Eventually(t, 10*time.Second, "stream drained", func() error { return nb.drained(t) })
 }
 
 // idTransform stores every line's identity in table name.
@@ -355,7 +375,12 @@ func TestLineIdentity(t *testing.T) {
 		msg("tweets", `not json`, topology.HeaderMsgID, "gw-a.1.9"), // sequence 5
 		msg("tweets", `not json either`),                            // sequence 6
 	})
-	waitFor(t, 30*time.Second, "the first lines settled", func() bool { return w.Stats().Lines == 6 })
+	testenv.Eventually(t, 30*time.Second, "the first lines settled", func() error {
+		if got := w.Stats().Lines; got != 6 {
+			return fmt.Errorf("%v, want %v", got, 6)
+		}
+		return nil
+	})
 	// The same lines again, in a later batch, under new sequences and
 	// message ids.
 	testenv.Publish(t, nb.js, []*nats.Msg{
@@ -363,7 +388,12 @@ func TestLineIdentity(t *testing.T) {
 		replayed("typed", `{"replayed":2}`, "4", "gw-a.1.8"),
 		replayed("tweets", `{"gateway":1}`, "5", "gw-a.1.1"),
 	})
-	waitFor(t, 30*time.Second, "the copies settled", func() bool { return w.Stats().Lines == 9 })
+	testenv.Eventually(t, 30*time.Second, "the copies settled", func() error {
+		if got := w.Stats().Lines; got != 9 {
+			return fmt.Errorf("%v, want %v", got, 9)
+		}
+		return nil
+	})
 
 	ids := func(query string) []string {
 		t.Helper()
@@ -422,7 +452,12 @@ func TestDeadLetterNearMaxPayload(t *testing.T) {
 	opts := testOptions()
 	opts.DeadLetters = nb.js
 	w, _ := runWorker(t, nb.cons, router, opts)
-	waitFor(t, 30*time.Second, "both lines dead-lettered", func() bool { return w.Stats().DeadLettered == 2 })
+	testenv.Eventually(t, 30*time.Second, "both lines dead-lettered", func() error {
+		if got := w.Stats().DeadLettered; got != 2 {
+			return fmt.Errorf("%v, want %v", got, 2)
+		}
+		return nil
+	})
 
 	entries := nb.deadLetters(t)
 	if len(entries) != 2 {

@@ -100,7 +100,12 @@ func TestMetricsCountLines(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
 	total := uint64(valid + invalid + picky)
-	waitFor(t, 30*time.Second, "every line settled", func() bool { return w.Stats().Lines == total })
+	testenv.Eventually(t, 30*time.Second, "every line settled", func() error {
+		if got := w.Stats().Lines; got != total {
+			return fmt.Errorf("%v, want %v", got, total)
+		}
+		return nil
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -144,14 +149,17 @@ func TestMetricsCountLines(t *testing.T) {
 		`jetline_stream_messages{stream="INGEST_DLQ"}`: invalid,
 	}
 	var last sharedmetrics.Samples
-	waitFor(t, 3*jetstreamStateCacheFor, "consumer and stream gauges to show every line settled", func() bool {
+	testenv.Eventually(t, 3*jetstreamStateCacheFor, "consumer and stream gauges to show every line settled", func() error {
 		last = metricstest.Scrape(t, url)
 		for series, v := range settled {
 			if got, ok := last[series]; !ok || got != v {
-				return false
+				return fmt.Errorf("%s = %v (present: %t), want %v", series, got, ok, v)
 			}
 		}
-		return last[`jetline_stream_bytes{stream="INGEST_DLQ"}`] > 0
+		if dlq := `jetline_stream_bytes{stream="INGEST_DLQ"}`; last[dlq] <= 0 {
+			return fmt.Errorf("%s = %v, want more than 0", dlq, last[dlq])
+		}
+		return nil
 	})
 	if before[`jetline_worker_consumer_pending`] != float64(0) {
 		t.Errorf("pending before publishing = %v, want 0", before[`jetline_worker_consumer_pending`])

@@ -268,7 +268,12 @@ func TestPartitionedDeadLetter(t *testing.T) {
 	opts.BatchSize, opts.Concurrency = n, 1
 	opts.DeadLetters, opts.Instance = nb.js, "w-partitions"
 	w, stop := runWorker(t, nb.cons, router, opts)
-	waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
+	testenv.Eventually(t, 30*time.Second, "all lines settled", func() error {
+		if got := w.Stats().Lines; got != n {
+			return fmt.Errorf("%v, want %v", got, n)
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -301,5 +306,5 @@ func TestPartitionedDeadLetter(t *testing.T) {
 	if s.Inserted != uint64(n-len(orphans)) || s.DeadLetteredBy["pg_23514"] != uint64(len(orphans)) || s.Retried != 0 || s.Frames != 1 {
 		t.Fatalf("stats %+v", s)
 	}
-	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+	testenv.Eventually(t, 10*time.Second, "stream drained", func() error { return nb.drained(t) })
 }

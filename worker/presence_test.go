@@ -99,9 +99,12 @@ func TestPresenceOfRunningWorker(t *testing.T) {
 	stop := startPresence(t, newPresence(t, nb.js, w, 50*time.Millisecond, 5*time.Second, testenv.Logger(t)))
 
 	var e PresenceEntry
-	waitFor(t, 30*time.Second, "the worker's presence with every line", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the worker's presence with every line", func() error {
 		e = present(t, nb.js)["w/1 test"]
-		return e.Totals.Lines == n
+		if e.Totals.Lines != n {
+			return fmt.Errorf("presence counts %d lines, want %d", e.Totals.Lines, n)
+		}
+		return nil
 	})
 	host, _ := os.Hostname()
 	if e.Host != host || e.PID != os.Getpid() || e.Concurrency != 3 || e.BatchSize != 100 || e.HeartbeatSeconds != 0.05 ||
@@ -140,7 +143,12 @@ func TestPresenceOfKilledWorkerAgesOut(t *testing.T) {
 	// process dying: no more heartbeats, and no delete.
 	nc, js := testenv.Connect(t, nb.srv.ClientURL())
 	stop := startPresence(t, newPresence(t, js, w, 100*time.Millisecond, 2*time.Second, testenv.Logger(t)))
-	waitFor(t, 10*time.Second, "the worker's presence", func() bool { _, ok := present(t, nb.js)["doomed"]; return ok })
+	testenv.Eventually(t, 10*time.Second, "the worker's presence", func() error {
+		if _, ok := present(t, nb.js)["doomed"]; !ok {
+			return errors.New("no entry for doomed")
+		}
+		return nil
+	})
 	nc.Close()
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -148,7 +156,12 @@ func TestPresenceOfKilledWorkerAgesOut(t *testing.T) {
 	if _, ok := present(t, nb.js)["doomed"]; !ok {
 		t.Fatal("the entry went at once; want it kept until its TTL, as nothing deleted it")
 	}
-	waitFor(t, 15*time.Second, "the entry to age out", func() bool { return len(present(t, nb.js)) == 0 })
+	testenv.Eventually(t, 15*time.Second, "the entry to age out", func() error {
+		if got := len(present(t, nb.js)); got != 0 {
+			return fmt.Errorf("%v, want %v", got, 0)
+		}
+		return nil
+	})
 }
 
 func TestPresenceFailureDoesNotStopWorker(t *testing.T) {
@@ -170,8 +183,18 @@ func TestPresenceFailureDoesNotStopWorker(t *testing.T) {
 		lines[i] = fmt.Appendf(nil, `{"i":%d}`, i)
 	}
 	nb.publish(t, "smoke", lines)
-	waitFor(t, 30*time.Second, "every line stored", func() bool { return w.Stats().Inserted == n })
-	waitFor(t, 10*time.Second, "the failure logged", func() bool { return logs.count("cannot report presence") > 0 })
+	testenv.Eventually(t, 30*time.Second, "every line stored", func() error {
+		if got := w.Stats().Inserted; got != n {
+			return fmt.Errorf("%v, want %v", got, n)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, "the failure logged", func() error {
+		if got := logs.count("cannot report presence"); got <= 0 {
+			return fmt.Errorf("%v, want more than %v", got, 0)
+		}
+		return nil
+	})
 	// Let a few more heartbeats fail: they are not logged again.
 	time.Sleep(200 * time.Millisecond)
 	if err := stop(); err != nil {
@@ -195,14 +218,29 @@ func TestPresenceRecreatesDeletedBucket(t *testing.T) {
 	w.opts.Instance = "w-1"
 	var logs logBuffer
 	startPresence(t, newPresence(t, nb.js, w, 20*time.Millisecond, time.Second, logs.logger()))
-	waitFor(t, 10*time.Second, "the worker's presence", func() bool { return len(present(t, nb.js)) == 1 })
+	testenv.Eventually(t, 10*time.Second, "the worker's presence", func() error {
+		if got := len(present(t, nb.js)); got != 1 {
+			return fmt.Errorf("%v, want %v", got, 1)
+		}
+		return nil
+	})
 	if err := nb.js.DeleteKeyValue(t.Context(), topology.WorkersBucket); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "presence reported again", func() bool { return logs.count("presence reported again") == 1 })
+	testenv.Eventually(t, 10*time.Second, "presence reported again", func() error {
+		if got := logs.count("presence reported again"); got != 1 {
+			return fmt.Errorf("%v, want %v", got, 1)
+		}
+		return nil
+	})
 	// The recovering put may land while the bucket is still being made
 	// again; the next heartbeats settle it.
-	waitFor(t, 10*time.Second, "w-1 present again", func() bool { return len(present(t, nb.js)) == 1 })
+	testenv.Eventually(t, 10*time.Second, "w-1 present again", func() error {
+		if got := len(present(t, nb.js)); got != 1 {
+			return fmt.Errorf("%v, want %v", got, 1)
+		}
+		return nil
+	})
 	// Each streak of failures is logged once, and its end once. A loaded
 	// machine may time out a later heartbeat too: that is a streak of its
 	// own, and may still be under way when the logs are counted.

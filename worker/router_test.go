@@ -88,7 +88,12 @@ func TestRouterSplitsBatches(t *testing.T) {
 	}
 	opts := testOptions()
 	w, stop := runWorker(t, nb.cons, router, opts)
-	waitFor(t, 30*time.Second, "every line acknowledged", func() bool { return w.Stats().Lines == n })
+	testenv.Eventually(t, 30*time.Second, "every line acknowledged", func() error {
+		if got := w.Stats().Lines; got != n {
+			return fmt.Errorf("%v, want %v", got, n)
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

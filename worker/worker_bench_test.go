@@ -81,7 +81,12 @@ func BenchmarkWorker(b *testing.B) {
 				b.StartTimer()
 				start := time.Now()
 				w, stop := startWorker(b, nb.cons, sb.store, opts)
-				waitFor(b, 5*time.Minute, "stream drained", func() bool { return w.Stats().Lines == benchLines })
+				testenv.Eventually(b, 5*time.Minute, "stream drained", func() error {
+					if got := w.Stats().Lines; got != benchLines {
+						return fmt.Errorf("%v, want %v", got, benchLines)
+					}
+					return nil
+				})
 				secs := time.Since(start).Seconds()
 				b.StopTimer()
 				if err := stop(); err != nil {

@@ -185,21 +185,9 @@ func runWorker(t testing.TB, cons jetstream.Consumer, router *Router, opts Optio
 	return w, stop
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// drained reports whether the stream holds no lines and the consumer has
-// nothing pending or unacknowledged.
-func (nb *natsBundle) drained(t testing.TB) bool {
+// drained returns nil when the stream holds no lines and the consumer has
+// nothing pending or unacknowledged, and otherwise what is left.
+func (nb *natsBundle) drained(t testing.TB) error {
 	t.Helper()
 	si, err := nb.stream.Info(t.Context())
 	if err != nil {
@@ -209,7 +197,10 @@ func (nb *natsBundle) drained(t testing.TB) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return si.State.Msgs == 0 && ci.NumPending == 0 && ci.NumAckPending == 0
+	if si.State.Msgs != 0 || ci.NumPending != 0 || ci.NumAckPending != 0 {
+		return fmt.Errorf("stream holds %d messages, consumer has %d pending and %d unacknowledged", si.State.Msgs, ci.NumPending, ci.NumAckPending)
+	}
+	return nil
 }
 
 // storedIDs returns the line ids in events, sorted.
@@ -286,7 +277,12 @@ func TestWorkerStoresEveryLineOnce(t *testing.T) {
 	opts := testOptions()
 	opts.DeadLetters, opts.Instance = nb.js, "w-test"
 	w, stop := startWorker(t, nb.cons, sb.store, opts)
-	waitFor(t, 30*time.Second, "all lines settled", func() bool { return w.Stats().Lines == n })
+	testenv.Eventually(t, 30*time.Second, "all lines settled", func() error {
+		if got := w.Stats().Lines; got != n {
+			return fmt.Errorf("%v, want %v", got, n)
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +323,7 @@ func TestWorkerStoresEveryLineOnce(t *testing.T) {
 		t.Fatalf("%d batches for %d lines in batches of 100", s.Batches, n)
 	}
 	// Acks are processed asynchronously by the server.
-	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+	testenv.Eventually(t, 10*time.Second, "stream drained", func() error { return nb.drained(t) })
 
 	// The row carries the line as received.
 	var (
@@ -396,7 +392,12 @@ func TestWorkerRedeliveredBatch(t *testing.T) {
 	}
 
 	w, stop := startWorker(t, nb.cons, sb.store, testOptions())
-	waitFor(t, 30*time.Second, "all lines acknowledged", func() bool { return w.Stats().Lines == n })
+	testenv.Eventually(t, 30*time.Second, "all lines acknowledged", func() error {
+		if got := w.Stats().Lines; got != n {
+			return fmt.Errorf("%v, want %v", got, n)
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +408,7 @@ func TestWorkerRedeliveredBatch(t *testing.T) {
 	if got := sb.storedSeqs(t); len(got) != n || got[0] != 1 || got[n-1] != n {
 		t.Fatalf("stored %d rows (%v…), want seqs 1..%d", len(got), got[:min(3, len(got))], n)
 	}
-	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+	testenv.Eventually(t, 10*time.Second, "stream drained", func() error { return nb.drained(t) })
 }
 
 // TestWorkerDatabaseDown runs a worker whose database is unreachable: it
@@ -429,7 +430,12 @@ func TestWorkerDatabaseDown(t *testing.T) {
 	}
 	w, stop := startWorker(t, nb.cons, downStore, testOptions())
 	// Every storable line is handed back at least twice.
-	waitFor(t, 20*time.Second, "retries", func() bool { return w.Stats().Retried >= 2*uint64(len(want)) })
+	testenv.Eventually(t, 20*time.Second, "retries", func() error {
+		if got := w.Stats().Retried; got < 2*uint64(len(want)) {
+			return fmt.Errorf("%v, want at least %v", got, 2*uint64(len(want)))
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -441,16 +447,24 @@ func TestWorkerDatabaseDown(t *testing.T) {
 	if s.Lines != s.Rejected || s.Rejected == 0 {
 		t.Fatalf("with database down %d lines were acknowledged, %d rejected by the transform: want equal and non-zero", s.Lines, s.Rejected)
 	}
-	waitFor(t, 10*time.Second, "the stream to hold all but the acknowledged rejects", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the stream to hold all but the acknowledged rejects", func() error {
 		si, err := nb.stream.Info(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		return si.State.Msgs == n-s.Lines
+		if si.State.Msgs != n-s.Lines {
+			return fmt.Errorf("stream holds %d messages, want %d", si.State.Msgs, n-s.Lines)
+		}
+		return nil
 	})
 
 	w2, stop2 := startWorker(t, nb.cons, sb.store, testOptions())
-	waitFor(t, 30*time.Second, "stored after recovery", func() bool { return w2.Stats().Lines == n-s.Lines })
+	testenv.Eventually(t, 30*time.Second, "stored after recovery", func() error {
+		if got := w2.Stats().Lines; got != n-s.Lines {
+			return fmt.Errorf("%v, want %v", got, n-s.Lines)
+		}
+		return nil
+	})
 	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +474,7 @@ func TestWorkerDatabaseDown(t *testing.T) {
 	if w2.Stats().Inserted != uint64(len(want)) {
 		t.Fatalf("recovered worker stats %+v, want %d inserted", w2.Stats(), len(want))
 	}
-	waitFor(t, 10*time.Second, "stream drained after recovery", func() bool { return nb.drained(t) })
+	testenv.Eventually(t, 10*time.Second, "stream drained after recovery", func() error { return nb.drained(t) })
 }
 
 // TestWorkerShutdown stops a busy worker: it must return promptly, and
@@ -478,7 +492,12 @@ func TestWorkerShutdown(t *testing.T) {
 	nb.publish(t, "tweets", lines)
 
 	w, stop := startWorker(t, nb.cons, sb.store, testOptions())
-	waitFor(t, 30*time.Second, "first batches", func() bool { return w.Stats().Lines >= 300 })
+	testenv.Eventually(t, 30*time.Second, "first batches", func() error {
+		if got := w.Stats().Lines; got < 300 {
+			return fmt.Errorf("%v, want at least %v", got, 300)
+		}
+		return nil
+	})
 	start := time.Now()
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -495,8 +514,13 @@ func TestWorkerShutdown(t *testing.T) {
 	}
 
 	w2, stop2 := startWorker(t, nb.cons, sb.store, testOptions())
-	waitFor(t, 30*time.Second, "the rest stored", func() bool { return len(sb.storedSeqs(t)) == n })
-	waitFor(t, 10*time.Second, "stream drained", func() bool { return nb.drained(t) })
+	testenv.Eventually(t, 30*time.Second, "the rest stored", func() error {
+		if got := len(sb.storedSeqs(t)); got != n {
+			return fmt.Errorf("%v, want %v", got, n)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, "stream drained", func() error { return nb.drained(t) })
 	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}
@@ -665,15 +689,21 @@ func TestWorkerReadinessDatabaseDown(t *testing.T) {
 	healthDone := make(chan error, 1)
 	go func() { healthDone <- hs.Run(hctx) }()
 	t.Cleanup(func() { stopHealth(); <-healthDone })
-	waitFor(t, 10*time.Second, "health server listening", func() bool { return hs.Addr() != nil })
-	ready := func() bool {
+	testenv.Eventually(t, 10*time.Second, "health server listening", func() error {
+		if hs.Addr() == nil {
+			return errors.New("no address yet")
+		}
+		return nil
+	})
+	readyz := func() int {
 		resp, err := http.Get("http://" + hs.Addr().String() + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return resp.StatusCode
 	}
+	ready := func() bool { return readyz() == http.StatusOK }
 
 	opts := testOptions()
 	opts.DeadLetters = nb.js
@@ -683,15 +713,30 @@ func TestWorkerReadinessDatabaseDown(t *testing.T) {
 		lines[i] = tweetLine(i + 1)
 	}
 	nb.publish(t, "tweets", lines[:100])
-	waitFor(t, 30*time.Second, "first lines stored", func() bool { return w.Stats().Lines == 100 })
+	testenv.Eventually(t, 30*time.Second, "first lines stored", func() error {
+		if got := w.Stats().Lines; got != 100 {
+			return fmt.Errorf("%v, want %v", got, 100)
+		}
+		return nil
+	})
 	if !ready() {
 		t.Fatal("not ready with the database up")
 	}
 
 	proxy.switchOff(true)
-	waitFor(t, 10*time.Second, "not ready with the database down", func() bool { return !ready() })
+	testenv.Eventually(t, 10*time.Second, "not ready with the database down", func() error {
+		if code := readyz(); code == http.StatusOK {
+			return fmt.Errorf("/readyz answers %d", code)
+		}
+		return nil
+	})
 	nb.publish(t, "tweets", lines[100:])
-	waitFor(t, 30*time.Second, "stores failing and lines handed back", func() bool { return w.Stats().Retried >= 100 })
+	testenv.Eventually(t, 30*time.Second, "stores failing and lines handed back", func() error {
+		if got := w.Stats().Retried; got < 100 {
+			return fmt.Errorf("%v, want at least %v", got, 100)
+		}
+		return nil
+	})
 	if s := w.Stats(); s.Lines != 100 || s.DeadLettered != 0 {
 		t.Fatalf("stats with the database down %+v: want nothing more settled, nothing dead-lettered", s)
 	}
@@ -700,8 +745,18 @@ func TestWorkerReadinessDatabaseDown(t *testing.T) {
 	}
 
 	proxy.switchOff(false)
-	waitFor(t, 10*time.Second, "ready again", ready)
-	waitFor(t, 30*time.Second, "all lines stored after recovery", func() bool { return w.Stats().Lines == 200 })
+	testenv.Eventually(t, 10*time.Second, "ready again", func() error {
+		if code := readyz(); code != http.StatusOK {
+			return fmt.Errorf("/readyz answers %d", code)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 30*time.Second, "all lines stored after recovery", func() error {
+		if got := w.Stats().Lines; got != 200 {
+			return fmt.Errorf("%v, want %v", got, 200)
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatalf("worker: %v", err)
 	}
@@ -747,7 +802,12 @@ func TestLineStoredOnceAcrossNATSRestart(t *testing.T) {
 	if ack := publish(); ack.Sequence != 1 {
 		t.Fatalf("first publish stored as %d, want 1", ack.Sequence)
 	}
-	waitFor(t, 30*time.Second, "the line stored and acknowledged", func() bool { return w.Stats().Lines == 1 && nb.drained(t) })
+	testenv.Eventually(t, 30*time.Second, "the line stored and acknowledged", func() error {
+		if got := w.Stats().Lines; got != 1 {
+			return fmt.Errorf("%d lines settled, want 1", got)
+		}
+		return nb.drained(t)
+	})
 
 	if err := nb.srv.Restart(); err != nil {
 		t.Fatal(err)
@@ -758,7 +818,12 @@ func TestLineStoredOnceAcrossNATSRestart(t *testing.T) {
 	if ack := publish(); ack.Sequence != 2 {
 		t.Fatalf("the publish retried after the restart: %+v; want it stored again, as sequence 2", ack)
 	}
-	waitFor(t, 60*time.Second, "the copy settled", func() bool { return w.Stats().Lines == 2 })
+	testenv.Eventually(t, 60*time.Second, "the copy settled", func() error {
+		if got := w.Stats().Lines; got != 2 {
+			return fmt.Errorf("%v, want %v", got, 2)
+		}
+		return nil
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package embeddednats_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/shared/devkit/embeddednats"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 func TestStartRestartKeepsStream(t *testing.T) {
@@ -109,36 +111,32 @@ func TestClusterLosesAndRegainsALeader(t *testing.T) {
 	}
 	i := c.Index(leader)
 	c.StopNode(i)
-	waitFor(t, "a new stream leader", func() bool {
-		l := c.StreamLeader(topology.StreamName)
-		return l != nil && l != leader
+	testenv.Eventually(t, 20*time.Second, "a new stream leader", func() error {
+		if l := c.StreamLeader(topology.StreamName); l == nil || l == leader {
+			return fmt.Errorf("leader is %v, was %v", l, leader)
+		}
+		return nil
 	})
 	if err := c.StartNode(i); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the restarted node to catch up", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the restarted node to catch up", func() error {
 		s, err := js.Stream(ctx, topology.StreamName)
 		if err != nil {
-			return false
+			return err
 		}
 		info := s.CachedInfo()
 		if info.State.Msgs != 1 || info.Cluster == nil {
-			return false
+			return fmt.Errorf("stream holds %d messages (cluster info: %t), want 1", info.State.Msgs, info.Cluster != nil)
 		}
 		for _, r := range info.Cluster.Replicas {
 			if !r.Current {
-				return false
+				return fmt.Errorf("replica %s is not current", r.Name)
 			}
 		}
-		return len(info.Cluster.Replicas) == 2
-	})
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+		if n := len(info.Cluster.Replicas); n != 2 {
+			return fmt.Errorf("%d replicas besides the leader, want 2", n)
 		}
-	}
+		return nil
+	})
 }

@@ -244,7 +244,7 @@ func TestReplayStoresEachLineOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	eventually(t, "every replayed line stored once", func() error {
+	testenv.Eventually(t, 20*time.Second, "every replayed line stored once", func() error {
 		var rows, distinct, keyed int
 		err := conn.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT payload),
 			count(*) FILTER (WHERE line_id = 'gw1.1.' || ((payload->>'i')::int + 1000))
@@ -293,7 +293,7 @@ func TestReplayWorkerDeadLetter(t *testing.T) {
 	}
 	lineID := fmt.Sprintf("%d.1", ingest.CachedInfo().Created.UnixNano())
 	for round := 1; round <= 2; round++ {
-		eventually(t, "dead-lettered", func() error {
+		testenv.Eventually(t, 20*time.Second, "dead-lettered", func() error {
 			if n := dlqMsgs(t, js); n != 1 {
 				return fmt.Errorf("%d dead letters, want 1", n)
 			}
@@ -329,7 +329,7 @@ func TestReplayWorkerDeadLetter(t *testing.T) {
 
 	// Once the line is back in the dead letters, status sees an idle
 	// worker: its loops' fetch requests wait, nothing is pending.
-	eventually(t, "status of an idle worker", func() error {
+	testenv.Eventually(t, 20*time.Second, "status of an idle worker", func() error {
 		out, _, err := operate(t, cfg, "status", "--interval", "200ms", "--json")
 		if err != nil {
 			return err

@@ -68,17 +68,6 @@ func start(t *testing.T, cfg worker.Config) (stop func() error) {
 	return stop
 }
 
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	var err error
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if err = cond(); err == nil {
-			return
-		}
-	}
-	t.Fatalf("%s: %v", what, err)
-}
-
 func TestRunStoresLines(t *testing.T) {
 	t.Parallel()
 	dsn := testenv.Postgres(t)
@@ -97,7 +86,7 @@ func TestRunStoresLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	eventually(t, "lines stored", func() error {
+	testenv.Eventually(t, 20*time.Second, "lines stored", func() error {
 		var got int
 		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM events WHERE source = 'smoke'`).Scan(&got); err != nil {
 			return err
@@ -107,7 +96,7 @@ func TestRunStoresLines(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, "ready", func() error { return healthcheck(t.Context(), cfg, nil) })
+	testenv.Eventually(t, 20*time.Second, "ready", func() error { return healthcheck(t.Context(), cfg, nil) })
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
@@ -122,7 +111,7 @@ func TestRunNotReadyWithoutDatabase(t *testing.T) {
 	stop := start(t, cfg)
 	// The health server answers while the worker waits for the database,
 	// and readiness says why it is not ready.
-	eventually(t, "not ready because of postgres", func() error {
+	testenv.Eventually(t, 20*time.Second, "not ready because of postgres", func() error {
 		err := healthcheck(t.Context(), cfg, nil)
 		if err == nil {
 			return fmt.Errorf("ready without a database")
@@ -169,7 +158,7 @@ func TestRunWithPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	eventually(t, "rows stored", func() error {
+	testenv.Eventually(t, 20*time.Second, "rows stored", func() error {
 		var tweets, events int
 		var author, text string
 		if err := conn.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM tweets), (SELECT count(*) FROM events),

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/shared/devkit/testenv"
@@ -21,7 +22,7 @@ func TestRunServesMetrics(t *testing.T) {
 	url := "http://" + cfg.HealthAddr + metrics.Path
 
 	var before metrics.Samples
-	eventually(t, "metrics served", func() (err error) {
+	testenv.Eventually(t, 20*time.Second, "metrics served", func() (err error) {
 		before, err = metrics.Scrape(t.Context(), url)
 		return err
 	})
@@ -55,7 +56,7 @@ func TestRunServesMetrics(t *testing.T) {
 		`jetline_stream_messages{stream="INGEST"}`:     0,
 		`jetline_stream_messages{stream="INGEST_DLQ"}`: 1,
 	}
-	eventually(t, "metrics moved by the lines sent", func() error {
+	testenv.Eventually(t, 20*time.Second, "metrics moved by the lines sent", func() error {
 		after, err := metrics.Scrape(t.Context(), url)
 		if err != nil {
 			return err

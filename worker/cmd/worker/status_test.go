@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/shared/devkit/testenv"
@@ -48,9 +49,9 @@ func TestStatusListsRunningWorkers(t *testing.T) {
 
 	stopA := start(t, cfgA)
 	// One at a time: both would create the table at once.
-	eventually(t, "worker-a ready", func() error { return healthcheck(t.Context(), cfgA, nil) })
+	testenv.Eventually(t, 20*time.Second, "worker-a ready", func() error { return healthcheck(t.Context(), cfgA, nil) })
 	stopB := start(t, cfgB)
-	eventually(t, "worker-b ready", func() error { return healthcheck(t.Context(), cfgB, nil) })
+	testenv.Eventually(t, 20*time.Second, "worker-b ready", func() error { return healthcheck(t.Context(), cfgB, nil) })
 
 	_, js := testenv.Connect(t, cfgA.NATS.URL)
 	const n = 50
@@ -60,7 +61,7 @@ func TestStatusListsRunningWorkers(t *testing.T) {
 		}
 	}
 	// Totals arrive with the next heartbeat (every 5s).
-	eventually(t, "both workers listed with every line", func() error {
+	testenv.Eventually(t, 20*time.Second, "both workers listed with every line", func() error {
 		st, err := statusJSON(t, cfgA)
 		if err != nil {
 			return err
