@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,8 +28,9 @@ func (s *session) tooLong(ctx context.Context, kept []byte, length, line int64) 
 		s.logger.Warn("line too long; skipped and written to the dead-letter stream (further ones on this connection are only counted)",
 			"line", line, "length", length, "max_line_bytes", s.cfg.maxLine, "kept_bytes", len(kept), "stream", deadletter.StreamName)
 	}
-	conn, num := strconv.FormatUint(s.id, 10), strconv.FormatInt(line, 10)
-	id := topology.ConnLineIDs(s.instance, conn).Line(line)
+	// The identity and headers the line would have had in its frame.
+	p := s.publisher()
+	id := p.ids.Line(line)
 	e := deadletter.Entry{
 		Subject: s.subject,
 		Reason:  deadletter.ReasonTooLong,
@@ -45,11 +45,11 @@ func (s *session) tooLong(ctx context.Context, kept []byte, length, line int64) 
 			// The identity workers would have keyed the line's row by:
 			// the message id it would have had.
 			topology.HeaderLineID:     {id},
-			topology.HeaderGateway:    {s.instance},
-			topology.HeaderConn:       {conn},
-			topology.HeaderLine:       {num},
+			topology.HeaderGateway:    p.gateway,
+			topology.HeaderConn:       p.conn,
+			topology.HeaderLine:       {id[len(p.ids):]},
 			topology.HeaderReceivedAt: s.stamp(),
 		},
 	}
-	return s.publisher().publishDeadLetter(ctx, e.Msg("dlq."+id), line)
+	return p.publishDeadLetter(ctx, e.Msg("dlq."+id), line)
 }

@@ -371,13 +371,15 @@ type publisher struct {
 	metrics *sourceMetrics // see metrics.go
 }
 
-func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject, instance, conn string, logger *slog.Logger) *publisher {
+// newPublisher returns the publisher of the lines identified by ids, read
+// by gateway instance on its connection conn, to subject.
+func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject string, ids topology.LineIDs, instance, conn string, logger *slog.Logger) *publisher {
 	return &publisher{
 		js:      js,
 		logger:  logger,
 		win:     newWindow(cfg.inflightLines, cfg.inflightBytes, cfg.total),
 		subject: subject,
-		ids:     topology.ConnLineIDs(instance, conn),
+		ids:     ids,
 		gateway: []string{instance},
 		conn:    []string{conn},
 		done:    make(chan struct{}),

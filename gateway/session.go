@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // Receipt timing.
@@ -210,7 +211,8 @@ func (s *session) publisher() *publisher {
 	if p := s.pub.Load(); p != nil {
 		return p
 	}
-	p := newPublisher(s.js, s.cfg.publisher, s.subject, s.instance, strconv.FormatUint(s.id, 10), s.logger)
+	conn := strconv.FormatUint(s.id, 10)
+	p := newPublisher(s.js, s.cfg.publisher, s.subject, topology.ConnLineIDs(s.instance, conn), s.instance, conn, s.logger)
 	p.instrument(s.metrics)
 	go p.run(s.cfg.abort)
 	s.pub.Store(p)

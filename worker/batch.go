@@ -210,7 +210,7 @@ func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) boo
 // a row of its route's group. A message that is not a JetStream delivery
 // has its lines rejected.
 func (w *Worker) split(b *batch, m jetstream.Msg) {
-	meta, res := readFrame(m, w.idPrefix)
+	meta, res := readFrame(m, w.seqIDs)
 	f := frame{msg: m, delivered: meta.delivered, route: w.router.route(meta.source), first: len(b.items)}
 	g := &b.groups[f.route]
 	tf := w.router.routes[f.route].Transform
@@ -250,23 +250,22 @@ type frameMeta struct {
 	receivedAt time.Time
 	// single is the identity of a message's only line: its
 	// topology.HeaderLineID (a line replayed from the dead letters keys
-	// the row it would have had), else its Nats-Msg-Id, else idPrefix and
-	// its stream sequence.
+	// the row it would have had), else its Nats-Msg-Id, else the one its
+	// stream sequence gives it.
 	single string
-	// ids and firstLine identify the lines of a gateway's frame: line k is
-	// ids.Line(firstLine+k). Without them (firstLine 0), the lines of a
-	// message with several are "<idPrefix><seq>.<k+1>".
+	// ids and firstLine identify the lines of a gateway's frame, or of
+	// another program's message of several (numbered from 1 after its
+	// sequence): line k is ids.Line(firstLine+k). Without them
+	// (firstLine 0), every line is single.
 	ids       topology.LineIDs
 	firstLine int64
-	idPrefix  string
-	several   bool
 }
 
 // readFrame reads what the lines of m share. The received time is the
 // gateway's Jetline-Received-At, else JetStream's. A message that is not
 // a JetStream delivery is rejected.
-func readFrame(m jetstream.Msg, idPrefix string) (frameMeta, Result) {
-	f := frameMeta{source: topology.Source(m.Subject()), idPrefix: idPrefix, delivered: 1}
+func readFrame(m jetstream.Msg, seqIDs topology.SeqLineIDs) (frameMeta, Result) {
+	f := frameMeta{source: topology.Source(m.Subject()), delivered: 1}
 	md, err := m.Metadata()
 	if err != nil {
 		return f, Result{Outcome: Reject, Reason: ReasonNoMetadata, Detail: err.Error()}
@@ -292,21 +291,20 @@ func readFrame(m jetstream.Msg, idPrefix string) (frameMeta, Result) {
 		f.single = msgID
 	}
 	if f.single == "" {
-		f.single = idPrefix + strconv.FormatUint(f.seq, 10)
+		f.single = seqIDs.Message(f.seq)
 	}
-	f.several = lineID == "" && f.firstLine == 0 && hasSeveralLines(m.Data())
+	if lineID == "" && f.firstLine == 0 && hasSeveralLines(m.Data()) {
+		f.ids, f.firstLine = seqIDs.Lines(f.seq), 1
+	}
 	return f, Result{Outcome: Insert}
 }
 
 // line returns the Line at position k of the frame, holding data.
 func (f *frameMeta) line(k int, data []byte) Line {
 	l := Line{Seq: f.seq, Source: f.source, ReceivedAt: f.receivedAt, Data: data}
-	switch {
-	case f.firstLine > 0:
+	if f.firstLine > 0 {
 		l.ID = f.ids.Line(f.firstLine + int64(k))
-	case f.several:
-		l.ID = f.idPrefix + strconv.FormatUint(f.seq, 10) + "." + strconv.Itoa(k+1)
-	default:
+	} else {
 		l.ID = f.single
 	}
 	return l

@@ -16,8 +16,8 @@ import (
 )
 
 // readLine reads m as the worker reads a message holding one line.
-func readLine(m jetstream.Msg, idPrefix string) (Line, uint64, Result) {
-	meta, res := readFrame(m, idPrefix)
+func readLine(m jetstream.Msg, seqIDs topology.SeqLineIDs) (Line, uint64, Result) {
+	meta, res := readFrame(m, seqIDs)
 	return meta.line(0, m.Data()), meta.delivered, res
 }
 

@@ -21,7 +21,6 @@ import (
 	"maps"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +28,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
 // Options are the [Worker]'s own settings. [Config.Options] fills them from
@@ -120,10 +121,9 @@ type Worker struct {
 	stats   counters
 	metrics *metrics // see metrics.go
 
-	// idPrefix starts the identity of a line without a message id: the
-	// stream's creation time and a dot, or nothing (see
+	// seqIDs identifies the lines of messages without a message id (see
 	// Options.StreamCreated).
-	idPrefix string
+	seqIDs topology.SeqLineIDs
 }
 
 // New returns a worker that fetches from cons and sends each line where
@@ -149,9 +149,7 @@ func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Log
 		opts:   opts,
 		logger: logger.With("component", "worker"),
 	}
-	if !opts.StreamCreated.IsZero() {
-		w.idPrefix = strconv.FormatInt(opts.StreamCreated.UnixNano(), 10) + "."
-	}
+	w.seqIDs = topology.StreamSeqLineIDs(opts.StreamCreated)
 	w.stats.rejectedBy = map[string]uint64{}
 	w.stats.deadLetteredBy = map[string]uint64{}
 	w.stats.rejectLogBudget.Store(rejectLogsPerInterval)

@@ -5,19 +5,24 @@ import (
 	"iter"
 	"strconv"
 	"strings"
+	"time"
 )
 
-// LineIDs makes the identities of one connection's lines,
-// "<instance>.<conn>.<line>": the gateway instance, its connection number
-// and the 1-based line number. A line keeps its identity for its whole
+// LineIDs makes the identities of a run of numbered lines: a prefix
+// followed by the line's number. The gateway's are one connection's,
+// "<instance>.<conn>.<line>" ([ConnLineIDs]); the lines of a message of
+// several that another program published are numbered after its stream
+// sequence ([SeqLineIDs.Lines]). A line keeps its identity for its whole
 // life: it is the Nats-Msg-Id of the frame it starts, the key of its row
 // when the pipeline has none of its own, and the [HeaderLineID] of its
-// dead letter, which a replay carries back. The value is the prefix
-// "<instance>.<conn>.".
+// dead letter, which a replay carries back. Every line id is made by
+// [LineIDs.Append]; another kind of run (such as a named upload's) is
+// another constructor of a prefix, and [FrameLineIDs] reads it back from
+// any of them. The value is the prefix, ending in ".".
 type LineIDs string
 
 // ConnLineIDs returns the line identities of connection conn of the
-// gateway instance.
+// gateway instance: "<instance>.<conn>.<line>".
 func ConnLineIDs(instance, conn string) LineIDs {
 	return LineIDs(instance + "." + conn + ".")
 }
@@ -30,6 +35,37 @@ func (p LineIDs) Line(line int64) string {
 // Append appends the identity of line number line to dst.
 func (p LineIDs) Append(dst []byte, line int64) []byte {
 	return strconv.AppendInt(append(dst, p...), line, 10)
+}
+
+// SeqLineIDs makes the identities of lines published without a message
+// id, by other programs than the gateway, from their message's sequence
+// in the ingest stream: "<created>.<seq>" for a message's only line and
+// "<created>.<seq>.<k>" for the k-th (from 1) of several, where created
+// is when the stream was created, in Unix nanoseconds, so the lines of a
+// stream deleted and created again do not take the identities of the old
+// stream's lines. The value is the prefix "<created>.", or "" for a
+// stream whose creation is not known (lines are then "<seq>" and
+// "<seq>.<k>", which suits tests and tools).
+type SeqLineIDs string
+
+// StreamSeqLineIDs returns the identities of the lines of a stream
+// created at created; the zero time leaves it out (see [SeqLineIDs]).
+func StreamSeqLineIDs(created time.Time) SeqLineIDs {
+	if created.IsZero() {
+		return ""
+	}
+	return SeqLineIDs(strconv.FormatInt(created.UnixNano(), 10) + ".")
+}
+
+// Message returns the identity of the only line of message seq.
+func (s SeqLineIDs) Message(seq uint64) string {
+	return string(strconv.AppendUint([]byte(s), seq, 10))
+}
+
+// Lines returns the identities of the lines of message seq when it holds
+// several: its k-th line, from 1, is Lines(seq).Line(k).
+func (s SeqLineIDs) Lines(seq uint64) LineIDs {
+	return LineIDs(s.Message(seq) + ".")
 }
 
 // FrameLineIDs returns the line identities of a gateway's frame from its

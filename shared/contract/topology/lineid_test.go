@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 func TestLineIDs(t *testing.T) {
@@ -29,6 +30,26 @@ func TestLineIDs(t *testing.T) {
 		got, ok := FrameLineIDs(tt.msgID, tt.first)
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("FrameLineIDs(%q, %d) = %q, %v; want %q, %v", tt.msgID, tt.first, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestSeqLineIDs(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 3, 1, 12, 0, 0, 5, time.UTC)
+	tests := []struct {
+		ids         SeqLineIDs
+		one, second string
+	}{
+		{StreamSeqLineIDs(created), "1772366400000000005.77", "1772366400000000005.77.2"},
+		{StreamSeqLineIDs(time.Time{}), "77", "77.2"},
+	}
+	for _, tt := range tests {
+		if got := tt.ids.Message(77); got != tt.one {
+			t.Errorf("%q.Message(77) = %q, want %q", tt.ids, got, tt.one)
+		}
+		if got := tt.ids.Lines(77).Line(2); got != tt.second {
+			t.Errorf("%q.Lines(77).Line(2) = %q, want %q", tt.ids, got, tt.second)
 		}
 	}
 }
