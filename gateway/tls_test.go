@@ -259,3 +259,33 @@ func TestGatewayTLSRefusesOldVersions(t *testing.T) {
 		return nil
 	})
 }
+
+// A Go client offers the post-quantum hybrid first; GATEWAY_TLS_CURVES, read
+// by a gateway from its environment, decides whether the handshake uses it.
+func TestTLSCurvesChooseKeyExchange(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		curves string
+		want   tls.CurveID
+	}{
+		{"", tls.X25519MLKEM768},
+		{"X25519,P256", tls.X25519},
+		{"P384", tls.CurveP384},
+	} {
+		t.Run(tc.curves, func(t *testing.T) {
+			t.Parallel()
+			s := setupTLS(t, map[string]string{"GATEWAY_TLS_CURVES": tc.curves})
+			d := tls.Dialer{Config: &tls.Config{RootCAs: s.ca.Pool(), MinVersion: tls.VersionTLS12}}
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			conn, err := d.DialContext(ctx, "tcp", s.addr(t, 0))
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			defer conn.Close()
+			if got := conn.(*tls.Conn).ConnectionState().CurveID; got != tc.want {
+				t.Errorf("GATEWAY_TLS_CURVES=%q: key exchange %v, want %v", tc.curves, got, tc.want)
+			}
+		})
+	}
+}
