@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"os"
@@ -55,25 +54,11 @@ type setupOptions struct {
 	natsDelay      time.Duration     // one-way delay between gateway and NATS
 }
 
-// testLogger logs to stderr with -v, or at the level in JETLINE_TEST_LOG
-// (e.g. "warn"); otherwise it discards.
-func testLogger() *slog.Logger {
-	level := slog.LevelDebug
-	if s := os.Getenv("JETLINE_TEST_LOG"); s != "" {
-		if err := level.UnmarshalText([]byte(s)); err != nil {
-			panic("JETLINE_TEST_LOG: " + err.Error())
-		}
-	} else if !testing.Verbose() {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-}
-
 // setup starts an embedded NATS server with the ingest stream and a running
 // gateway listening on 127.0.0.1.
 func setup(t testing.TB, opts setupOptions) *bundle {
 	t.Helper()
-	logger := testLogger()
+	logger := testenv.Logger(t)
 	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, logger)
 	if err != nil {
 		t.Fatal(err)

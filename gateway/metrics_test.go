@@ -21,7 +21,7 @@ func TestMetricsCountLines(t *testing.T) {
 	t.Parallel()
 	const maxLine = 1024
 	b := setup(t, setupOptions{env: map[string]string{"GATEWAY_MAX_LINE_BYTES": fmt.Sprint(maxLine)}})
-	url := metricstest.Serve(t, metrics.Handler(testLogger(), b.gw.Metrics()))
+	url := metricstest.Serve(t, metrics.Handler(testenv.Logger(t), b.gw.Metrics()))
 
 	before := metricstest.Scrape(t, url)
 	for _, series := range []string{
@@ -113,7 +113,7 @@ func TestMetricsCountBackpressure(t *testing.T) {
 			"GATEWAY_SHUTDOWN_TIMEOUT": "2s",
 		},
 	})
-	url := metricstest.Serve(t, metrics.Handler(testLogger(), b.gw.Metrics()))
+	url := metricstest.Serve(t, metrics.Handler(testenv.Logger(t), b.gw.Metrics()))
 	const bp = "jetline_gateway_backpressure_seconds_total"
 	before := metricstest.Scrape(t, url)
 	if before[bp] != 0 {

@@ -3,8 +3,6 @@ package embeddednats_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +17,7 @@ import (
 
 func TestStartRestartKeepsStream(t *testing.T) {
 	t.Parallel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := testenv.Logger(t)
 	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +76,7 @@ func TestStartRestartKeepsStream(t *testing.T) {
 // the stream keeps its messages) and starts it again on its own store.
 func TestClusterLosesAndRegainsALeader(t *testing.T) {
 	t.Parallel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := testenv.Logger(t)
 	c, err := embeddednats.StartCluster(embeddednats.Options{StoreDir: t.TempDir()}, 3, logger)
 	if err != nil {
 		t.Fatal(err)
