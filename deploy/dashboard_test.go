@@ -110,28 +110,13 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := worker.NewRawLanding(wcfg.Table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The stores are never written to: no database is needed.
-	rawStore, err := worker.NewPostgresStore(nil, raw.Tables(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	router, err := worker.NewRouter(worker.Route{Transform: raw, Store: rawStore})
-	if err != nil {
-		t.Fatal(err)
-	}
 	tweets, err := pipeline.Load("pipelines/tweets.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tweetStore, err := worker.NewPostgresStore(nil, tweets.Tables(), logger)
+	// The stores are never written to: no database is needed.
+	router, _, err := worker.Routes(nil, wcfg.Table, []worker.Pipeline{tweets}, logger)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := router.Handle(tweets.Source(), worker.Route{Transform: tweets, Store: tweetStore}); err != nil {
 		t.Fatal(err)
 	}
 	w, err := worker.New(cons, router, wcfg.Options(js), logger)

@@ -3,7 +3,10 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/jetline/jetline/shared/contract/topology"
 )
@@ -106,3 +109,46 @@ func (r *Router) route(source string) int {
 // Sources returns the sources with a route of their own, in the order
 // they were added.
 func (r *Router) Sources() []string { return slices.Clone(r.sources) }
+
+// Pipeline is the transform of one source's lines, as package pipeline
+// compiles it from a spec: a [Transform] whose Source names the source it
+// takes and whose String names it in errors (its spec file).
+type Pipeline interface {
+	Transform
+	Source() string
+	String() string
+}
+
+// Routes returns the worker program's routing: each pipeline's source to
+// its tables, every other source to the raw landing table rawTable (see
+// [NewRawLanding]), each route with its own [PostgresStore] on pool. It
+// also returns the stores, the raw landing's first, whose tables must be
+// created ([PostgresStore.CreateTables]) before the worker writes. It
+// touches neither the database nor pool, which may be nil when nothing is
+// written. Errors name the pipeline's spec file.
+func Routes(pool *pgxpool.Pool, rawTable string, pipelines []Pipeline, logger *slog.Logger) (*Router, []*PostgresStore, error) {
+	raw, err := NewRawLanding(rawTable)
+	if err != nil {
+		return nil, nil, err
+	}
+	rawStore, err := NewPostgresStore(pool, raw.Tables(), logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	router, err := NewRouter(Route{Transform: raw, Store: rawStore})
+	if err != nil {
+		return nil, nil, err
+	}
+	stores := []*PostgresStore{rawStore}
+	for _, p := range pipelines {
+		store, err := NewPostgresStore(pool, p.Tables(), logger)
+		if err != nil {
+			return nil, nil, fmt.Errorf("pipeline %s: %w", p, err)
+		}
+		if err := router.Handle(p.Source(), Route{Transform: p, Store: store}); err != nil {
+			return nil, nil, fmt.Errorf("pipeline %s: %w", p, err)
+		}
+		stores = append(stores, store)
+	}
+	return router, stores, nil
+}

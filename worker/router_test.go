@@ -152,3 +152,51 @@ func TestRouterRefusesAmbiguousRoutes(t *testing.T) {
 		t.Error("worker without router accepted")
 	}
 }
+
+// testPipeline is a pipeline of source, defined in file, that stores every
+// line's sequence.
+type testPipeline struct {
+	seqTransform
+	source, file string
+}
+
+func (p testPipeline) Source() string { return p.source }
+func (p testPipeline) String() string { return p.file }
+
+// TestRoutes checks the worker program's routing: each pipeline's source
+// goes to its own store of its tables, every other source to the raw
+// landing's, and a pipeline that cannot be routed is named by its file.
+func TestRoutes(t *testing.T) {
+	t.Parallel()
+	logger := testenv.Logger(t)
+	router, stores, err := Routes(nil, "landing", []Pipeline{
+		testPipeline{seqTransform{"a_seqs"}, "a", "a.yaml"},
+		testPipeline{seqTransform{"b_seqs"}, "b", "b.yaml"},
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := router.Sources(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("sources %q, want [a b]", got)
+	}
+	for i, tt := range []struct{ source, table string }{{"other", "landing"}, {"a", "a_seqs"}, {"b", "b_seqs"}} {
+		route := router.routes[router.route(tt.source)]
+		if route.Store != stores[i] || stores[i].tables[0].table.Name != tt.table || route.Transform.Tables()[0].Name != tt.table {
+			t.Errorf("source %s: route %+v, store %d of table %s; want store %d of table %s", tt.source, route, i, stores[i].tables[0].table.Name, i, tt.table)
+		}
+	}
+	if len(stores) != 3 {
+		t.Errorf("%d stores, want 3", len(stores))
+	}
+
+	_, _, err = Routes(nil, "events", []Pipeline{
+		testPipeline{seqTransform{"a_seqs"}, "a", "a.yaml"},
+		testPipeline{seqTransform{"a2_seqs"}, "a", "again.yaml"},
+	}, logger)
+	if want := `pipeline again.yaml: source "a" has two routes`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("two pipelines of one source: %v, want %q", err, want)
+	}
+	if _, _, err := Routes(nil, "no such;table", nil, logger); err == nil {
+		t.Error("raw landing table with a bad name accepted")
+	}
+}

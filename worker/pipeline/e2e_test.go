@@ -62,29 +62,15 @@ func TestTweetsPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := worker.NewRawLanding("events")
+	// Routed as the worker program routes.
+	router, stores, err := worker.Routes(pool, "events", []worker.Pipeline{p}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rawStore, err := worker.NewPostgresStore(pool, raw.Tables(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tweetStore, err := worker.NewPostgresStore(pool, p.Tables(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []*worker.PostgresStore{rawStore, tweetStore} {
+	for _, s := range stores {
 		if err := s.CreateTables(ctx); err != nil {
 			t.Fatal(err)
 		}
-	}
-	router, err := worker.NewRouter(worker.Route{Transform: raw, Store: rawStore})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := router.Handle(p.Source(), worker.Route{Transform: p, Store: tweetStore}); err != nil {
-		t.Fatal(err)
 	}
 
 	js := testenv.JetStream(t)

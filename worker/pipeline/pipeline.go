@@ -129,6 +129,10 @@ func Load(path string) (*Pipeline, error) {
 // Spec returns the pipeline's spec.
 func (p *Pipeline) Spec() *Spec { return p.spec }
 
+// String returns the spec's file, which names the pipeline in errors
+// and logs.
+func (p *Pipeline) String() string { return p.spec.File }
+
 // Source returns the source whose lines the pipeline takes.
 func (p *Pipeline) Source() string { return p.spec.Source }
 

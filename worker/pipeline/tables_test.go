@@ -344,31 +344,17 @@ func TestFeedThroughWorker(t *testing.T) {
 	}
 	t.Cleanup(pool.Close)
 	logger := testenv.Logger(t)
-	raw, err := worker.NewRawLanding("events")
+	// Routed as the worker program routes.
+	router, stores, err := worker.Routes(pool, "events", []worker.Pipeline{p}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rawStore, err := worker.NewPostgresStore(pool, raw.Tables(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := worker.NewPostgresStore(pool, p.Tables(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []*worker.PostgresStore{rawStore, store} {
+	for _, s := range stores {
 		if err := s.CreateTables(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := pool.Exec(ctx, `ALTER TABLE status_hashtags ADD CHECK (tag <> 'forbidden')`); err != nil {
-		t.Fatal(err)
-	}
-	router, err := worker.NewRouter(worker.Route{Transform: raw, Store: rawStore})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := router.Handle(p.Source(), worker.Route{Transform: p, Store: store}); err != nil {
 		t.Fatal(err)
 	}
 	js := testenv.JetStream(t)

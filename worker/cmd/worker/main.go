@@ -117,7 +117,7 @@ func run(ctx context.Context, cfg worker.Config) error {
 // work connects to NATS, sets up the streams and the consumer, opens the
 // database and runs the worker until ctx is done. It returns nil when ctx
 // ends it while it waits.
-func work(ctx context.Context, cfg worker.Config, pipelines []*pipeline.Pipeline, hs *health.Server, startup *health.Startup, logger *slog.Logger) error {
+func work(ctx context.Context, cfg worker.Config, pipelines []worker.Pipeline, hs *health.Server, startup *health.Startup, logger *slog.Logger) error {
 	nc, js, err := natsconn.Connect(ctx, cfg.NATS, "jetline-worker/"+cfg.InstanceName(), logger)
 	if err != nil {
 		return interrupted(ctx, err)
@@ -146,9 +146,12 @@ func work(ctx context.Context, cfg worker.Config, pipelines []*pipeline.Pipeline
 	}
 	defer pool.Close()
 	hs.AddCheck("postgres", pool.Ping)
-	router, stores, err := routes(pool, cfg.Table, pipelines, logger)
+	router, stores, err := worker.Routes(pool, cfg.Table, pipelines, logger)
 	if err != nil {
 		return err
+	}
+	for _, p := range pipelines {
+		logPipeline(logger, p)
 	}
 	opts := cfg.Options(js)
 	// Lines published without a message id are identified by the
@@ -217,8 +220,8 @@ func runUntilReturn(ctx context.Context, component func(context.Context) error) 
 }
 
 // loadPipelines loads every spec in files.
-func loadPipelines(files []string) ([]*pipeline.Pipeline, error) {
-	var out []*pipeline.Pipeline
+func loadPipelines(files []string) ([]worker.Pipeline, error) {
+	var out []worker.Pipeline
 	for _, f := range files {
 		p, err := pipeline.Load(f)
 		if err != nil {
@@ -229,39 +232,9 @@ func loadPipelines(files []string) ([]*pipeline.Pipeline, error) {
 	return out, nil
 }
 
-// routes sends each pipeline's source to its table and every other source
-// to the raw landing table, and returns the stores of all the tables.
-func routes(pool *pgxpool.Pool, rawTable string, pipelines []*pipeline.Pipeline, logger *slog.Logger) (*worker.Router, []*worker.PostgresStore, error) {
-	raw, err := worker.NewRawLanding(rawTable)
-	if err != nil {
-		return nil, nil, err
-	}
-	rawStore, err := worker.NewPostgresStore(pool, raw.Tables(), logger)
-	if err != nil {
-		return nil, nil, err
-	}
-	router, err := worker.NewRouter(worker.Route{Transform: raw, Store: rawStore})
-	if err != nil {
-		return nil, nil, err
-	}
-	stores := []*worker.PostgresStore{rawStore}
-	for _, p := range pipelines {
-		store, err := worker.NewPostgresStore(pool, p.Tables(), logger)
-		if err != nil {
-			return nil, nil, fmt.Errorf("pipeline %s: %w", p.Spec().File, err)
-		}
-		if err := router.Handle(p.Source(), worker.Route{Transform: p, Store: store}); err != nil {
-			return nil, nil, fmt.Errorf("pipeline %s: %w", p.Spec().File, err)
-		}
-		logPipeline(logger, p)
-		stores = append(stores, store)
-	}
-	return router, stores, nil
-}
-
 // logPipeline logs the tables pipeline p fills, and warns of each that
 // updates without a version.
-func logPipeline(logger *slog.Logger, p *pipeline.Pipeline) {
+func logPipeline(logger *slog.Logger, p worker.Pipeline) {
 	var tables []string
 	for _, t := range p.Tables() {
 		name := strings.Join(t.Ident(), ".")
@@ -273,12 +246,12 @@ func logPipeline(logger *slog.Logger, p *pipeline.Pipeline) {
 		case t.Update:
 			tables = append(tables, "upsert "+name)
 			logger.Warn("this table updates without a version: the last committed row of a key wins, and which that is is undefined across workers; add version: COLUMN to the spec to make it defined",
-				"pipeline", p.Spec().File, "table", name)
+				"pipeline", p.String(), "table", name)
 		default:
 			tables = append(tables, name)
 		}
 	}
-	logger.Info("pipeline", "file", p.Spec().File, "source", p.Source(), "tables", tables)
+	logger.Info("pipeline", "file", p.String(), "source", p.Source(), "tables", tables)
 }
 
 // checkSpec checks the spec file args[0] and, given a sample file
