@@ -502,7 +502,9 @@ func (w *Worker) consume(q *prefetch, budget int, closed func()) (jetstream.Cons
 	return w.cons.Consume(q.push,
 		jetstream.PullMaxBytes(budget),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if errors.Is(err, nats.ErrConnectionClosed) {
+			// jetstream reports a closed connection with its own error,
+			// not nats.go's.
+			if errors.Is(err, jetstream.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionClosed) {
 				closed()
 				return
 			}

@@ -135,7 +135,7 @@ func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Log
 		return nil, fmt.Errorf("worker options: %w", err)
 	}
 	if router == nil {
-		return nil, errors.New("worker: no router")
+		return nil, errors.New("new worker: no router")
 	}
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 10 * time.Second
@@ -446,5 +446,6 @@ func growthBy(name string, now, last map[string]uint64) slog.Attr {
 const drainTimeout = 2 * time.Second
 
 // ErrClosed is returned by [Worker.Run] when the NATS connection under the
-// consumer was closed, so no batch can be fetched again.
-var ErrClosed = errors.New("worker: nats connection closed")
+// consumer was closed, so no batch can be fetched again. Its text names no
+// program: the worker's main adds "worker:" once, for every error.
+var ErrClosed = errors.New("nats connection closed")

@@ -187,10 +187,8 @@ func work(ctx context.Context, cfg worker.Config, pipelines []worker.Pipeline, h
 			return interrupted(ctx, err)
 		}
 	}
-	if err := w.Run(ctx); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
-	return nil
+	// main prefixes "worker:"; Run's errors say what failed.
+	return w.Run(ctx)
 }
 
 // interrupted returns nil if ctx is done (the worker was stopped while it

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/embeddednats"
 	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/worker"
 )
@@ -212,5 +215,39 @@ func TestCheckSpec(t *testing.T) {
 	}
 	if err := checkSpecTo(io.Discard, []string{"no-such.yaml"}); err == nil {
 		t.Error("check-spec of a missing file succeeded")
+	}
+}
+
+// When the NATS connection closes for good (here the server comes back
+// with another token, and nats.go gives up after two refusals), run
+// returns [worker.ErrClosed] with no prefix of its own: main prints
+// "worker: nats connection closed", once "worker:", not three times.
+func TestRunNATSClosedSaysWorkerOnce(t *testing.T) {
+	t.Parallel()
+	var nopts *server.Options
+	srv := testenv.NATSWith(t, embeddednats.Options{Configure: func(o *server.Options) {
+		o.Authorization = "before"
+		nopts = o
+	}})
+	cfg := setup(t, testenv.Postgres(t))
+	cfg.NATS.URL = "nats://before@" + srv.Addr().String()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg) }()
+	testenv.Eventually(t, 20*time.Second, "ready", func() error { return healthcheck(t.Context(), cfg, nil) })
+
+	nopts.Authorization = "after"
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("run still running 30s after its NATS server changed token")
+	}
+	if !errors.Is(err, worker.ErrClosed) || err.Error() != "nats connection closed" {
+		t.Fatalf("run = %v, want %q (main adds \"worker:\")", err, worker.ErrClosed)
 	}
 }
