@@ -18,7 +18,7 @@ import (
 	"github.com/jetline/jetline/shared/runtime/logging"
 	"github.com/jetline/jetline/shared/runtime/natsconn"
 	"github.com/jetline/jetline/worker"
-	"github.com/jetline/jetline/worker/dlq"
+	"github.com/jetline/jetline/worker/admin"
 )
 
 // operation is what an operator command does once connected to NATS.
@@ -143,12 +143,12 @@ func (ff *filterFlags) register(fs *flag.FlagSet) {
 }
 
 // filter returns the selection the flags describe.
-func (ff *filterFlags) filter(now time.Time) (dlq.Filter, error) {
-	f := dlq.Filter{Reason: ff.reason, Source: ff.source}
+func (ff *filterFlags) filter(now time.Time) (admin.Filter, error) {
+	f := admin.Filter{Reason: ff.reason, Source: ff.source}
 	var errs []error
 	if ff.seq != "" {
 		var err error
-		if f.FromSeq, f.ToSeq, err = dlq.ParseSeqRange(ff.seq); err != nil {
+		if f.FromSeq, f.ToSeq, err = admin.ParseSeqRange(ff.seq); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -159,7 +159,7 @@ func (ff *filterFlags) filter(now time.Time) (dlq.Filter, error) {
 		if t.value == "" {
 			continue
 		}
-		v, err := dlq.ParseTime(t.value, now)
+		v, err := admin.ParseTime(t.value, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s %w", t.flag, err))
 		}
@@ -174,13 +174,13 @@ func (ff *filterFlags) filter(now time.Time) (dlq.Filter, error) {
 // parse parses args with fs, on which register was called, for a command
 // that takes flags only, and returns the selection the filter flags
 // describe.
-func (ff *filterFlags) parse(fs *flag.FlagSet, args []string) (dlq.Filter, error) {
+func (ff *filterFlags) parse(fs *flag.FlagSet, args []string) (admin.Filter, error) {
 	rest, err := parseFlags(fs, args)
 	if err != nil {
-		return dlq.Filter{}, err
+		return admin.Filter{}, err
 	}
 	if err := noArgs(fs, rest); err != nil {
-		return dlq.Filter{}, err
+		return admin.Filter{}, err
 	}
 	return ff.filter(time.Now())
 }
@@ -204,14 +204,14 @@ func parseList(args []string, stderr io.Writer) (operation, error) {
 		return nil, err
 	}
 	return func(ctx context.Context, js jetstream.JetStream, stdout, _ io.Writer) error {
-		sum, err := dlq.List(ctx, js, f)
+		sum, err := admin.List(ctx, js, f)
 		if err != nil {
 			return err
 		}
 		if *asJSON {
 			return writeJSON(stdout, sum)
 		}
-		if err := dlq.WriteSummary(stdout, sum); err != nil {
+		if err := admin.WriteSummary(stdout, sum); err != nil {
 			return err
 		}
 		if sum.Entries > 0 {
@@ -222,7 +222,7 @@ func parseList(args []string, stderr io.Writer) (operation, error) {
 }
 
 func parseShow(args []string, stderr io.Writer) (operation, error) {
-	fs := newFlags("dlq show", "SEQ [--full]", fmt.Sprintf("Show the dead letter with sequence SEQ (worker dlq list shows the range): its reason, error,\nheaders and the line, of which the first %d bytes unless --full.", dlq.ShowBytes), stderr)
+	fs := newFlags("dlq show", "SEQ [--full]", fmt.Sprintf("Show the dead letter with sequence SEQ (worker dlq list shows the range): its reason, error,\nheaders and the line, of which the first %d bytes unless --full.", admin.ShowBytes), stderr)
 	full := fs.Bool("full", false, "show the whole line")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
@@ -237,11 +237,11 @@ func parseShow(args []string, stderr io.Writer) (operation, error) {
 		return nil, fmt.Errorf("dlq show: %q is not a dead-letter sequence number (a positive integer, as worker dlq list shows)", rest[0])
 	}
 	return func(ctx context.Context, js jetstream.JetStream, stdout, _ io.Writer) error {
-		e, err := dlq.Show(ctx, js, seq)
+		e, err := admin.Show(ctx, js, seq)
 		if err != nil && e.Seq == 0 {
 			return err
 		}
-		if werr := dlq.WriteEntry(stdout, e, *full); werr != nil {
+		if werr := admin.WriteEntry(stdout, e, *full); werr != nil {
 			return werr
 		}
 		// An entry someone else wrote is shown as it is, with why it
@@ -271,18 +271,18 @@ Lines cut by the gateway (reason `+deadletter.ReasonTooLong+`) cannot be replaye
 	}
 	return func(ctx context.Context, js jetstream.JetStream, stdout, stderr io.Writer) error {
 		if *dryRun {
-			sum, err := dlq.List(ctx, js, f)
+			sum, err := admin.List(ctx, js, f)
 			if err != nil {
 				return err
 			}
-			if err := dlq.WriteSummary(stdout, sum); err != nil {
+			if err := admin.WriteSummary(stdout, sum); err != nil {
 				return err
 			}
 			fmt.Fprintln(stdout)
 		}
-		res, err := dlq.Replay(ctx, js, dlq.ReplayOptions{Filter: f, DryRun: *dryRun, Rate: *lineRate, Progress: stderr, ProgressEvery: *every})
+		res, err := admin.Replay(ctx, js, admin.ReplayOptions{Filter: f, DryRun: *dryRun, Rate: *lineRate, Progress: stderr, ProgressEvery: *every})
 		if res.Skipped != nil {
-			if werr := dlq.WriteReplayResult(stdout, res); werr != nil && err == nil {
+			if werr := admin.WriteReplayResult(stdout, res); werr != nil && err == nil {
 				err = werr
 			}
 		}
@@ -292,7 +292,7 @@ Lines cut by the gateway (reason `+deadletter.ReasonTooLong+`) cannot be replaye
 		case res.Interrupted:
 			return errors.New("replay interrupted")
 		case res.Failed > 0:
-			return fmt.Errorf("%s could not be replayed and stayed in %s", dlq.Count(res.Failed, "dead letter"), deadletter.StreamName)
+			return fmt.Errorf("%s could not be replayed and stayed in %s", admin.Count(res.Failed, "dead letter"), deadletter.StreamName)
 		}
 		return nil
 	}, nil
@@ -309,7 +309,7 @@ func parsePurge(args []string, stderr io.Writer) (operation, error) {
 	}
 	return func(ctx context.Context, js jetstream.JetStream, stdout, _ io.Writer) error {
 		if !*yes {
-			sum, err := dlq.List(ctx, js, f)
+			sum, err := admin.List(ctx, js, f)
 			if err != nil {
 				return err
 			}
@@ -317,13 +317,13 @@ func parsePurge(args []string, stderr io.Writer) (operation, error) {
 				fmt.Fprintf(stdout, "nothing to purge (%s)\n", f)
 				return nil
 			}
-			if err := dlq.WriteSummary(stdout, sum); err != nil {
+			if err := admin.WriteSummary(stdout, sum); err != nil {
 				return err
 			}
-			return fmt.Errorf("nothing purged: add --yes to remove %s (%s) for good", dlq.Count(sum.Entries, "dead letter"), f)
+			return fmt.Errorf("nothing purged: add --yes to remove %s (%s) for good", admin.Count(sum.Entries, "dead letter"), f)
 		}
-		n, err := dlq.Purge(ctx, js, f)
-		fmt.Fprintf(stdout, "purged %s (%s)\n", dlq.Count(n, "dead letter"), f)
+		n, err := admin.Purge(ctx, js, f)
+		fmt.Fprintf(stdout, "purged %s (%s)\n", admin.Count(n, "dead letter"), f)
 		return err
 	}, nil
 }

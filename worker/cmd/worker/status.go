@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/worker"
-	"github.com/jetline/jetline/worker/dlq"
+	"github.com/jetline/jetline/worker/admin"
 )
 
 // statusCommand runs `worker status`.
@@ -51,14 +51,14 @@ per second measured over --interval, and a verdict in plain words.`, stderr)
 		return nil, fmt.Errorf("status: --interval must be at least 100ms (got %s) for the rates to mean anything", *interval)
 	}
 	return func(ctx context.Context, js jetstream.JetStream, stdout, _ io.Writer) error {
-		st, err := dlq.TakeStatus(ctx, js, *interval)
+		st, err := admin.TakeStatus(ctx, js, *interval)
 		if err != nil {
 			return err
 		}
 		if *asJSON {
 			return writeJSON(stdout, st)
 		}
-		return dlq.WriteStatus(stdout, st)
+		return admin.WriteStatus(stdout, st)
 	}, nil
 }
 

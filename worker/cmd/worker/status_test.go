@@ -11,25 +11,25 @@ import (
 	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/worker"
-	"github.com/jetline/jetline/worker/dlq"
+	"github.com/jetline/jetline/worker/admin"
 )
 
 // statusJSON runs `worker status --json` against cfg and decodes it.
-func statusJSON(t *testing.T, cfg worker.Config) (dlq.Status, error) {
+func statusJSON(t *testing.T, cfg worker.Config) (admin.Status, error) {
 	t.Helper()
 	out, _, err := operate(t, cfg, "status", "--interval", "200ms", "--json")
 	if err != nil {
-		return dlq.Status{}, err
+		return admin.Status{}, err
 	}
-	var st dlq.Status
+	var st admin.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return dlq.Status{}, fmt.Errorf("decode %s: %w", out, err)
+		return admin.Status{}, fmt.Errorf("decode %s: %w", out, err)
 	}
 	return st, nil
 }
 
 // instances returns the instance names status lists, in order.
-func instances(st dlq.Status) []string {
+func instances(st admin.Status) []string {
 	var names []string
 	if st.Workers != nil {
 		for _, w := range st.Workers.Workers {

@@ -1,12 +1,16 @@
-// Package dlq holds the operator commands of the worker program: reading,
-// replaying and purging the dead letters (the deadletter stream), and the
-// one-screen status of the pipeline. The commands in worker/cmd/worker parse
-// flags and print; everything that talks to JetStream is here, so it can be
-// tested against a real server.
+// Package admin does what the worker program's operator commands do:
+// `worker dlq` (list, show, replay and purge the dead letters in the
+// deadletter stream) and `worker status` (one look at the pipeline: the
+// ingest stream, the consumer, the running workers and the dead letters).
+// The commands in worker/cmd/worker parse flags and print; everything that
+// talks to JetStream is here, so it can be tested against a real server.
+// Both commands read the same streams through the same lookups, subject
+// parsing and counts, and are tested on one setup, which is why they share
+// a package.
 //
 // Every operation reads the streams as they are and creates nothing: a
 // missing stream is reported with [ErrNoDeadLetters] or [ErrNoIngest].
-package dlq
+package admin
 
 import (
 	"context"
