@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -16,7 +17,7 @@ func Ncat(t testing.TB) string {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("ncat is required when CI=true (.ci/run installs it): %v", err)
 		}
-		t.Skipf("ncat not installed: %v", err)
+		skip(t, fmt.Sprintf("ncat not installed: %v", err))
 	}
 	return ncat
 }

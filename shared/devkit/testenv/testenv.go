@@ -63,10 +63,16 @@ func Postgres(t testing.TB) string {
 // Main runs the tests, stops the shared Postgres server and removes its
 // files, and exits with the tests' status. Call it from TestMain.
 //
+// When tests were skipped because Postgres could not start (outside CI),
+// Main prints one line per reason, with the package and the number of
+// tests, where plain `go test ./...` shows it (see [loudOutput]): a run
+// that skipped its integration tests does not pass silently.
+//
 // cleanups run after the tests and before the shared server stops, for
 // what TestMain itself set up (built binaries, say): Main never returns.
 func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	reportSkips()
 	for _, c := range cleanups {
 		c()
 	}
@@ -124,13 +130,14 @@ func stopShared() error {
 	return err
 }
 
-// unavailable fails the test on CI and skips it elsewhere.
+// unavailable fails the test on CI and skips it elsewhere, counting the
+// skip for [Main] to report.
 func unavailable(t testing.TB, err error) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("testenv: postgres is required when CI=true: %v", err)
 	}
-	t.Skipf("testenv: postgres unavailable, skipping (set CI=true to fail instead): %v", err)
+	skip(t, fmt.Sprintf("postgres unavailable: %v", err))
 }
 
 // unsafeChars matches what may not appear in an unquoted identifier.
