@@ -135,19 +135,15 @@ func TestMetricsCountBackpressure(t *testing.T) {
 	// there is room again (a reader held on a full window is woken only
 	// when enough of it is free, so it need not be full to the last line).
 	var held metrics.Samples
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testenv.Eventually(t, time.Minute, "refused lines to hold the sender back", func() error {
 		held = metricstest.Scrape(t, url)
 		if held["jetline_gateway_publish_inflight_lines"] > 0 &&
 			held["jetline_gateway_publish_retries_total"] > 0 && held[bp] > 0 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for refused lines to hold the sender back: in flight %v, retries %v, held back %vs",
-				held["jetline_gateway_publish_inflight_lines"], held["jetline_gateway_publish_retries_total"], held[bp])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("in flight %v, retries %v, held back %vs",
+			held["jetline_gateway_publish_inflight_lines"], held["jetline_gateway_publish_retries_total"], held[bp])
+	})
 	lines := held["jetline_gateway_publish_inflight_lines"]
 	if lines > window {
 		t.Errorf("in flight lines = %v, more than the window (%d)", lines, window)

@@ -785,19 +785,14 @@ func TestLineStoredOnceAcrossNATSRestart(t *testing.T) {
 		m := nats.NewMsg(topology.Subject("tweets"))
 		m.Data = tweetLine(1)
 		m.Header.Set(topology.HeaderMsgID, "gw-0a1b2c3d.1.1")
-		deadline := time.Now().Add(time.Minute)
-		for {
+		var ack *jetstream.PubAck
+		testenv.Eventually(t, time.Minute, "JetStream to acknowledge the line", func() (err error) {
 			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-			ack, err := nb.js.PublishMsg(ctx, m)
-			cancel()
-			if err == nil {
-				return ack
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("publish: %v", err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			defer cancel()
+			ack, err = nb.js.PublishMsg(ctx, m)
+			return err
+		})
+		return ack
 	}
 	if ack := publish(); ack.Sequence != 1 {
 		t.Fatalf("first publish stored as %d, want 1", ack.Sequence)

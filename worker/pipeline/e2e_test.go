@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"regexp"
 	"slices"
@@ -108,13 +109,12 @@ func TestTweetsPipeline(t *testing.T) {
 	publish(t, js, "other", others)
 	publish(t, js, "tweets", lines)
 	total := uint64(2*len(lines) + len(others))
-	deadline := time.Now().Add(60 * time.Second)
-	for w.Stats().Lines < total {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %+v of %d lines", w.Stats(), total)
+	testenv.Eventually(t, 60*time.Second, "every line settled", func() error {
+		if s := w.Stats(); s.Lines < total {
+			return fmt.Errorf("%+v of %d lines", s, total)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 
 	want, rejected := expectTweets(t, lines)
 	rows, err := pool.Query(ctx, `SELECT id, created_at, author, lang, text, retweet_count, favorite_count, hashtags, followers FROM tweets ORDER BY id`)

@@ -46,19 +46,15 @@ func TestRunServesMetrics(t *testing.T) {
 	})
 
 	url := "http://" + healthAddr + metrics.Path
-	deadline := time.Now().Add(20 * time.Second)
-	for health.Probe("http://"+healthAddr+"/readyz", time.Second) != nil {
+	testenv.Eventually(t, 20*time.Second, "the gateway to be ready", func() error {
 		select {
 		case err := <-done:
 			stopped = true
 			t.Fatalf("run: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("gateway not ready after 20s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return health.Probe("http://"+healthAddr+"/readyz", time.Second)
+	})
 	before, err := metrics.Scrape(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)

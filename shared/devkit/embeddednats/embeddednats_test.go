@@ -53,19 +53,13 @@ func TestStartRestartKeepsStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	var info *jetstream.StreamInfo
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testenv.Eventually(t, 10*time.Second, "the stream after restart", func() error {
 		s, err := js.Stream(ctx, topology.StreamName)
 		if err == nil {
 			info, err = s.Info(ctx)
 		}
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream after restart: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 	if info.State.Msgs != 1 {
 		t.Fatalf("messages after restart = %d, want 1", info.State.Msgs)
 	}
