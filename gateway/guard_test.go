@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // recorder is a slog.Handler that keeps every record.
@@ -143,7 +145,7 @@ func TestGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := newGuard(allow, 2, newRefusalLog(slog.New(slog.DiscardHandler), time.Now))
+	g := newGuard(allow, 2, newRefusalLog(testenv.Logger(t), time.Now))
 	in, in2, out := netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("192.0.2.8")
 	if reason, _ := g.admit(out); reason != RefusedAllowlist {
 		t.Fatalf("admit(%s) reason = %q, want %q", out, reason, RefusedAllowlist)
