@@ -42,6 +42,14 @@ func (s *PostgresStore) CreateTables(ctx context.Context) error {
 }
 
 func (s *PostgresStore) createTable(ctx context.Context, table Table) error {
+	// A schema-qualified table ("live.tweets") gets its schema too, so a
+	// spec can keep its tables apart from another's of the same name
+	// without a step by hand first.
+	if table.Schema != "" {
+		if err := s.execDDL(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{table.Schema}.Sanitize()); err != nil {
+			return fmt.Errorf("create schema %s for table %s: %w", pgx.Identifier{table.Schema}.Sanitize(), table.Ident().Sanitize(), err)
+		}
+	}
 	err := s.execDDL(ctx, table.CreateSQL())
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "lz4") {

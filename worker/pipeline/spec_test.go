@@ -146,7 +146,7 @@ func TestSpecReportsEveryMistake(t *testing.T) {
 // README, so that what users copy works.
 func TestShippedSpecs(t *testing.T) {
 	t.Parallel()
-	for _, f := range []string{"tweets.yaml", "feed.yaml"} {
+	for _, f := range []string{"tweets.yaml", "tweets-full.yaml"} {
 		if _, err := Load("../../deploy/pipelines/" + f); err != nil {
 			t.Fatal(err)
 		}

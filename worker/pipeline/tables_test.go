@@ -286,19 +286,19 @@ func TestTablesDeletesStick(t *testing.T) {
 	}
 }
 
-// TestCheckFeedSample: check-spec shows, for the shipped feed spec and
+// TestCheckTweetsFullSample: check-spec shows, for the shipped tweets-full spec and
 // sample, the rows of each table a line makes, the delete a notice makes,
 // and counts rows by table; the description has every CREATE TABLE, the
 // tombstones' included.
-func TestCheckFeedSample(t *testing.T) {
+func TestCheckTweetsFullSample(t *testing.T) {
 	t.Parallel()
-	p, err := pipeline.Load("../../deploy/pipelines/feed.yaml")
+	p, err := pipeline.Load("../../deploy/pipelines/tweets-full.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
 	p.Describe(&out)
-	sample, err := os.Open("../../deploy/samples/feed.ndjson")
+	sample, err := os.Open("../../deploy/samples/tweets-full.ndjson")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,16 +307,19 @@ func TestCheckFeedSample(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`CREATE TABLE IF NOT EXISTS "statuses" (`,
-		`CREATE TABLE IF NOT EXISTS "statuses_tombstones" (`,
-		`CREATE TABLE IF NOT EXISTS "status_mentions" (`,
-		`line 1: upsert statuses {"id": 1001, "created_at": "2018-04-03T14:13:20Z", "user_id": 7, "lang": "en", "text": "rain and #Go and #go", "retweet_count": 2}`,
-		`line 1: insert status_hashtags {"status_id": 1001, "tag": "go"}`,
-		`line 2: insert status_mentions {"status_id": 1002, "user_id": 9, "screen_name": "bob"}`,
-		`line 3: upsert users {"id": 7, "screen_name": "ann", "followers": 125}`,
-		`line 4: delete statuses {"id": 1002}`,
-		`line 5: reject missing_field: statuses: column user_id: path user.id is missing or null`,
-		`5 lines: 4 insert, 0 filtered, 1 rejected (missing_field 1); rows: upsert statuses 3, upsert users 3, insert status_hashtags 4, insert status_mentions 1, delete statuses 1`,
+		`CREATE TABLE IF NOT EXISTS "live"."tweets" (`,
+		`CREATE TABLE IF NOT EXISTS "live"."tweets_tombstones" (`,
+		`CREATE TABLE IF NOT EXISTS "live"."tweet_mentions" (`,
+		`line 1: upsert live.tweets {"id": 1001, "created_at": "2018-04-03T14:13:20Z", "user_id": 7, "lang": "en", "text": "rain and #Go and #go", "retweet_count": 2}`,
+		`line 1: insert live.tweet_hashtags {"tweet_id": 1001, "tag": "go"}`,
+		`line 2: insert live.tweet_mentions {"tweet_id": 1002, "user_id": 9, "screen_name": "bob"}`,
+		`line 3: upsert live.users {"id": 7, "screen_name": "ann", "followers": 125}`,
+		`line 4: delete live.tweets {"id": 1002}`,
+		`line 6: delete live.tweets {"id": 1005}`,
+		`line 7: upsert live.users {"id": 8, "screen_name": "cy", "followers": 6}`,
+		`line 8: insert live.tweet_mentions {"tweet_id": 1006, "user_id": 8, "screen_name": "cy"}`,
+		`line 5: reject missing_field: live.tweets: column user_id: path user.id is missing or null`,
+		`8 lines: 7 insert, 0 filtered, 1 rejected (missing_field 1); rows: upsert live.tweets 5, upsert live.users 5, insert live.tweet_hashtags 7, insert live.tweet_mentions 2, delete live.tweets 2`,
 	} {
 		if !strings.Contains(out.String(), want+"\n") {
 			t.Errorf("check-spec output lacks %q:\n%s", want, out.String())
@@ -324,17 +327,23 @@ func TestCheckFeedSample(t *testing.T) {
 	}
 }
 
-// TestFeedThroughWorker runs a worker with deploy/pipelines/feed.yaml on
+// TestTweetsFullThroughWorker runs a worker with deploy/pipelines/tweets-full.yaml on
 // real NATS and Postgres. The sample goes in, then again as one frame (an
 // archive re-sent), with a status the database refuses (a CHECK of the
 // user's own on its hashtags): that line is dead-lettered whole, with the
 // table in its reason, while every other line's rows in all four tables
 // are stored once, upserts keep the newest versions and the deleted status
 // stays deleted.
-func TestFeedThroughWorker(t *testing.T) {
+func TestTweetsFullThroughWorker(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	p, err := pipeline.Load("../../deploy/pipelines/feed.yaml")
+	p, err := pipeline.Load("../../deploy/pipelines/tweets-full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Loaded beside tweets.yaml, as compose and make run load them: its
+	// own table tweets, of other columns, must not fight live.tweets.
+	single, err := pipeline.Load("../../deploy/pipelines/tweets.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +354,7 @@ func TestFeedThroughWorker(t *testing.T) {
 	t.Cleanup(pool.Close)
 	logger := testenv.Logger(t)
 	// Routed as the worker program routes.
-	router, stores, err := worker.Routes(pool, "events", []worker.Pipeline{p}, logger)
+	router, stores, err := worker.Routes(pool, "events", []worker.Pipeline{p, single}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +363,7 @@ func TestFeedThroughWorker(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := pool.Exec(ctx, `ALTER TABLE status_hashtags ADD CHECK (tag <> 'forbidden')`); err != nil {
+	if _, err := pool.Exec(ctx, `ALTER TABLE live.tweet_hashtags ADD CHECK (tag <> 'forbidden')`); err != nil {
 		t.Fatal(err)
 	}
 	js := testenv.JetStream(t)
@@ -385,15 +394,15 @@ func TestFeedThroughWorker(t *testing.T) {
 	})
 	t.Cleanup(func() { stop(); wg.Wait() })
 
-	sample, err := os.ReadFile("../../deploy/samples/feed.ndjson")
+	sample, err := os.ReadFile("../../deploy/samples/tweets-full.ndjson")
 	if err != nil {
 		t.Fatal(err)
 	}
 	poison := `{"created_at":"Tue Apr 03 14:13:23 +0000 2018","id":1004,"text":"x","user":{"id":10,"screen_name":"eve"},"entities":{"hashtags":[{"text":"ok"},{"text":"forbidden"}]}}`
 	lines := bytes.Split(bytes.TrimSuffix(sample, []byte("\n")), []byte("\n"))
-	publish(t, js, "feed", lines)
+	publish(t, js, "tweets_full", lines)
 	// Again, as another program's frame of several lines, with the poison.
-	publish(t, js, "feed", [][]byte{append(append(bytes.Clone(sample), poison...), '\n')})
+	publish(t, js, "tweets_full", [][]byte{append(append(bytes.Clone(sample), poison...), '\n')})
 	total := uint64(2*len(lines) + 1)
 	testenv.Eventually(t, 60*time.Second, "every line settled", func() error {
 		if s := w.Stats(); s.Lines+s.DeadLettered < total {
@@ -404,13 +413,15 @@ func TestFeedThroughWorker(t *testing.T) {
 
 	f := &feed{pool: pool}
 	for sql, want := range map[string]string{
-		`SELECT id, retweet_count FROM statuses ORDER BY id`:                           "1001|9",
-		`SELECT id, screen_name, followers FROM users ORDER BY id`:                     "7|ann|125, 8|cy|5",
-		`SELECT status_id, tag FROM status_hashtags ORDER BY tag`:                      "1001|go",
-		`SELECT status_id, user_id, screen_name FROM status_mentions ORDER BY user_id`: "1002|9|bob",
-		`SELECT id FROM statuses_tombstones`:                                           "1002",
-		`SELECT count(*) FROM statuses WHERE id = 1004`:                                "0",
-		`SELECT count(*) FROM users WHERE id = 10`:                                     "0",
+		`SELECT id, retweet_count FROM live.tweets ORDER BY id`:                            "1001|9, 1006|0",
+		`SELECT id, screen_name, followers FROM live.users ORDER BY id`:                    "7|ann|125, 8|cy|6",
+		`SELECT tweet_id, tag FROM live.tweet_hashtags ORDER BY tweet_id, tag`:             "1001|go, 1005|rain, 1006|rain",
+		`SELECT tweet_id, user_id, screen_name FROM live.tweet_mentions ORDER BY tweet_id`: "1002|9|bob, 1006|8|cy",
+		`SELECT id FROM live.tweets_tombstones ORDER BY id`:                                "1002, 1005",
+		`SELECT count(*) FROM live.tweets WHERE id = 1004`:                                 "0",
+		`SELECT count(*) FROM live.users WHERE id = 10`:                                    "0",
+		// tweets.yaml's table of the same name is another, still empty.
+		`SELECT count(*) FROM public.tweets`: "0",
 	} {
 		if got := f.query(t, sql); got != want {
 			t.Errorf("%s: %s, want %s", sql, got, want)
@@ -420,12 +431,13 @@ func TestFeedThroughWorker(t *testing.T) {
 	if s.DeadLetteredBy["pg_23514"] != 1 || s.RejectedBy[pipeline.ReasonMissingField] != 2 {
 		t.Errorf("dead-lettered %v, rejected %v; want the poison status once (pg_23514) and line 5 twice", s.DeadLetteredBy, s.RejectedBy)
 	}
-	// 1001 comes four times, 1002 twice. Whether 1002 was stored before
+	// 1001 comes four times, 1002, 1005 and 1006 twice. Whether 1002 (its
+	// notice after it) or 1005 (its notice before it) was stored before
 	// its notice depends on how the lines fell into batches: in one batch
-	// the delete goes first and 1002 is suppressed instead.
-	c := s.Tables["statuses"]
-	if c.Inserted+c.Updated+c.Unchanged+c.Suppressed != 6 || c.Inserted-c.Deleted != 1 || c.Suppressed < 1 || c.Tombstoned != 2 {
-		t.Errorf("statuses: %+v, want 6 rows: 1001 stored once, 1002 deleted or suppressed and suppressed when sent again, 2 tombstones", c)
+	// the delete goes first and the tweet is suppressed instead.
+	c := s.Tables["live.tweets"]
+	if c.Inserted+c.Updated+c.Unchanged+c.Suppressed != 10 || c.Inserted-c.Deleted != 2 || c.Suppressed < 1 || c.Tombstoned != 4 {
+		t.Errorf("live.tweets: %+v, want 10 rows: 1001 and 1006 stored once, 1002 and 1005 deleted or suppressed and suppressed when sent again, 4 tombstones", c)
 	}
 	// Dead letters: line 5 (no user id) twice, and the poison once.
 	info, err := dlq.Info(ctx)
@@ -444,8 +456,8 @@ func TestFeedThroughWorker(t *testing.T) {
 		}
 		if e.Reason == "pg_23514" {
 			poisoned++
-			if !strings.Contains(e.Error, "status_hashtags") || !bytes.Equal(e.Data, []byte(poison)) {
-				t.Errorf("poison dead letter %q: %s, want the poison status, its reason naming status_hashtags", e.Data, e.Error)
+			if !strings.Contains(e.Error, `"live"."tweet_hashtags"`) || !bytes.Equal(e.Data, []byte(poison)) {
+				t.Errorf("poison dead letter %q: %s, want the poison status, its reason naming live.tweet_hashtags", e.Data, e.Error)
 			}
 		}
 	}
