@@ -46,6 +46,9 @@ func (r *runner) printBanner(natsURL, dbURL string) {
 		fmt.Fprintf(&b, "\nTweets on port 4001 go through %s into table tweets:\n\n", demoSpec)
 		fmt.Fprintf(&b, "  ncat %s 4001 < %s\n", host, demoSample)
 		fmt.Fprintf(&b, "  psql %s -c 'select id, author, lang, text from tweets limit 5'\n", dbArg)
+		fmt.Fprintf(&b, "\nA live feed on port 4002 goes through %s into tables live.tweets, live.users,\nlive.tweet_hashtags and live.tweet_mentions (delete notices leave tombstones in live.tweets_tombstones):\n\n", demoFullSpec)
+		fmt.Fprintf(&b, "  ncat %s 4002 < %s\n", host, demoFullSample)
+		fmt.Fprintf(&b, "  psql %s -c 'select u.screen_name, u.followers, h.tag, t.text from live.tweets t join live.users u on u.id = t.user_id join live.tweet_hashtags h on h.tweet_id = t.id'\n", dbArg)
 	}
 	fmt.Fprintf(&b, "\nLook at it:\n\n")
 	fmt.Fprintf(&b, "  psql %s -c 'select count(*) from %s'\n", dbArg, table)

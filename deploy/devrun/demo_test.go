@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -17,11 +18,14 @@ func TestDemoPipeline(t *testing.T) {
 	if !ok {
 		t.Fatal("demo pipeline not found from the repository root")
 	}
-	if !filepath.IsAbs(spec) || filepath.Base(spec) != "tweets.yaml" {
-		t.Fatalf("spec = %q, want an absolute path to tweets.yaml", spec)
+	specs := strings.Split(spec, ",")
+	if len(specs) != 2 || !filepath.IsAbs(specs[0]) || filepath.Base(specs[0]) != "tweets.yaml" || !filepath.IsAbs(specs[1]) || filepath.Base(specs[1]) != "tweets-full.yaml" {
+		t.Fatalf("specs = %q, want absolute paths to tweets.yaml and tweets-full.yaml", spec)
 	}
-	if _, err := os.Stat(demoSample); err != nil {
-		t.Fatalf("the banner points at %s: %v", demoSample, err)
+	for _, f := range []string{demoSample, demoFullSample} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("the banner points at %s: %v", f, err)
+		}
 	}
 
 	t.Setenv("WORKER_PIPELINES", "mine.yaml")

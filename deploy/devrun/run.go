@@ -183,7 +183,10 @@ func (r *runner) checkChildPorts(endpoints []endpoint) error {
 			return err
 		}
 		if _, demo := demoPipeline(); demo {
-			if err := checkPortFree(":4001", "the gateway's tweets listener", "stop that process, or set GATEWAY_LISTEN=:4000 to run without the tweets pipeline"); err != nil {
+			if err := checkPortFree(":4001", "the gateway's tweets listener", "stop that process, or set GATEWAY_LISTEN=:4000 to run without the tweets pipelines"); err != nil {
+				return err
+			}
+			if err := checkPortFree(":4002", "the gateway's tweets_full listener", "stop that process, or set GATEWAY_LISTEN=:4000,tweets=:4001 to run without the tweets-full pipeline"); err != nil {
 				return err
 			}
 		}
