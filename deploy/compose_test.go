@@ -21,6 +21,7 @@ import (
 	"github.com/jetline/jetline/gateway"
 	"github.com/jetline/jetline/shared/runtime/metrics"
 	"github.com/jetline/jetline/worker"
+	"github.com/jetline/jetline/worker/pipeline"
 )
 
 // repoRoot is the project directory docker-compose.yml is loaded from.
@@ -386,6 +387,44 @@ func TestComposePipelinesShipInTheImage(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join("pipelines", rel)); err != nil {
 			t.Errorf("WORKER_PIPELINES names %s, but deploy/pipelines/%s is missing: %v", spec, rel, err)
+		}
+	}
+}
+
+// TestComposePipelinesHaveAPort checks that every spec the worker loads by
+// default has its source among the gateway's listeners, on a port the
+// gateway publishes, so each shipped pipeline can be fed from the host.
+func TestComposePipelinesHaveAPort(t *testing.T) {
+	t.Parallel()
+	p := loadCompose(t)
+	gw := p.Services["gateway"]
+	listen := gw.Environment["GATEWAY_LISTEN"]
+	if listen == nil {
+		t.Fatal("gateway has no GATEWAY_LISTEN")
+	}
+	listeners, err := gateway.ParseListen(*listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := p.Services["worker"].Environment["WORKER_PIPELINES"]
+	if specs == nil || len(strings.Split(*specs, ",")) < 2 {
+		t.Fatalf("WORKER_PIPELINES = %v, want tweets.yaml and tweets-full.yaml", specs)
+	}
+	for _, spec := range strings.Split(*specs, ",") {
+		pl, err := pipeline.Load(filepath.Join("pipelines", strings.TrimPrefix(spec, "/etc/jetline/pipelines/")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(listeners, func(l gateway.Listener) bool { return l.Source == pl.Source() })
+		if i < 0 {
+			t.Errorf("%s reads source %q, but GATEWAY_LISTEN (%s) has no listener for it", spec, pl.Source(), *listen)
+			continue
+		}
+		_, port, _ := net.SplitHostPort(listeners[i].Addr)
+		if !slices.ContainsFunc(gw.Ports, func(p types.ServicePortConfig) bool {
+			return strconv.FormatUint(uint64(p.Target), 10) == port && p.Published == port
+		}) {
+			t.Errorf("%s is fed on port %s, which the gateway does not publish; ports: %+v", spec, port, gw.Ports)
 		}
 	}
 }
