@@ -54,6 +54,60 @@ type IngestStatus struct {
 	MaxBytes    int64   `json:"max_bytes"`
 	FullPercent float64 `json:"full_percent"`
 	LastSeq     uint64  `json:"last_seq"`
+	// Cluster is where the stream's replicas run; nil on a server that
+	// is not clustered.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is the placement of the ingest stream on a JetStream
+// cluster, from the stream's info: its leader and the other replicas as
+// the leader sees them. With INGEST_REPLICAS=3 a healthy stream has a
+// leader and two current replicas; a killed node stays listed, not
+// current, its lag and inactivity growing, until it is back or removed
+// (nats stream cluster peer-remove).
+type ClusterStatus struct {
+	Name string `json:"name"`
+	// Leader is the server that orders the stream's writes; empty while
+	// the replicas elect one (after its node was lost, for a few seconds).
+	Leader   string          `json:"leader"`
+	Replicas []ReplicaStatus `json:"replicas"`
+}
+
+// ReplicaStatus is one replica of the stream other than the leader.
+type ReplicaStatus struct {
+	Name string `json:"name"`
+	// Current reports whether the replica has every entry the leader has
+	// (within the leader's view); Offline whether the leader cannot reach
+	// it.
+	Current bool `json:"current"`
+	Offline bool `json:"offline"`
+	// Lag is how many entries the replica is behind; Active how long ago
+	// the leader last heard from it.
+	Lag           uint64        `json:"lag"`
+	Active        time.Duration `json:"-"`
+	ActiveSeconds float64       `json:"active_seconds"`
+}
+
+// Lagging reports whether the replica is behind the leader or unreachable.
+func (r ReplicaStatus) Lagging() bool { return !r.Current || r.Offline || r.Lag > 0 }
+
+// clusterStatus translates the stream's cluster info; nil when info is.
+func clusterStatus(info *jetstream.ClusterInfo) *ClusterStatus {
+	if info == nil || (info.Leader == "" && len(info.Replicas) == 0) {
+		return nil
+	}
+	cs := &ClusterStatus{Name: info.Name, Leader: info.Leader, Replicas: []ReplicaStatus{}}
+	for _, p := range info.Replicas {
+		if p == nil {
+			continue
+		}
+		cs.Replicas = append(cs.Replicas, ReplicaStatus{
+			Name: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag,
+			Active: p.Active, ActiveSeconds: p.Active.Seconds(),
+		})
+	}
+	slices.SortFunc(cs.Replicas, func(a, b ReplicaStatus) int { return strings.Compare(a.Name, b.Name) })
+	return cs
 }
 
 // ConsumerStatus is the state of the workers' shared consumer.
@@ -183,7 +237,7 @@ func takeSample(ctx context.Context, js jetstream.JetStream) (sample, error) {
 	if err != nil {
 		return s, fmt.Errorf("read stream %s: %w", topology.StreamName, err)
 	}
-	s.ingest = IngestStatus{Messages: info.State.Msgs, Bytes: info.State.Bytes, MaxBytes: info.Config.MaxBytes, LastSeq: info.State.LastSeq}
+	s.ingest = IngestStatus{Messages: info.State.Msgs, Bytes: info.State.Bytes, MaxBytes: info.Config.MaxBytes, LastSeq: info.State.LastSeq, Cluster: clusterStatus(info.Cluster)}
 	if info.Config.MaxBytes > 0 {
 		s.ingest.FullPercent = 100 * float64(info.State.Bytes) / float64(info.Config.MaxBytes)
 	}
@@ -253,6 +307,17 @@ func judge(st Status) (verdict string, warnings []string) {
 	if st.Ingest.FullPercent >= FullPercent {
 		warnings = append(warnings, fmt.Sprintf("%s is %.0f%% full: when full, the gateway refuses lines and senders wait (raise INGEST_MAX_BYTES or add workers)", topology.StreamName, st.Ingest.FullPercent))
 	}
+	if cs := st.Ingest.Cluster; cs != nil {
+		if cs.Leader == "" {
+			warnings = append(warnings, fmt.Sprintf("%s has no leader: its replicas are electing one, or too few of them run (see nats server list)", topology.StreamName))
+		}
+		for _, r := range cs.Replicas {
+			if r.Lagging() {
+				warnings = append(warnings, fmt.Sprintf("replica %s of %s is %s (%d behind, last seen %s ago): its node is down or catching up",
+					r.Name, topology.StreamName, replicaState(r), r.Lag, r.Active.Round(100*time.Millisecond)))
+			}
+		}
+	}
 	if st.DeadLetters != nil && st.Rates.DeadLetters > 0 {
 		warnings = append(warnings, fmt.Sprintf("lines are being dead-lettered (%.1f/s): see worker dlq list", st.Rates.DeadLetters))
 	}
@@ -309,6 +374,7 @@ func WriteStatus(out io.Writer, st Status) error {
 		fmt.Fprintf(w, " of %s (%.1f%% full)", Bytes(uint64(in.MaxBytes)), in.FullPercent)
 	}
 	fmt.Fprintln(w)
+	writeCluster(w, in.Cluster)
 	if c := st.Consumer; c != nil {
 		fmt.Fprintf(w, "%-11s %d to fetch, %d being stored (max %d), %d of them redelivered; %d pull requests waiting (workers with room)\n",
 			topology.ConsumerName, c.Pending, c.AckPending, c.MaxAckPending, c.Redelivered, c.Waiting)
@@ -354,4 +420,33 @@ func writeWorkers(w io.Writer, ws *WorkersStatus) {
 			wk.Instance, wk.Host, wk.Uptime.Round(time.Second), wk.LinesPerSec, wk.Totals.Inserted, wk.Totals.DeadLettered,
 			wk.HeartbeatAge.Round(100*time.Millisecond), late)
 	}
+}
+
+// writeCluster writes the stream's leader and a line a replica, or
+// nothing on a server that is not clustered.
+func writeCluster(w io.Writer, cs *ClusterStatus) {
+	if cs == nil {
+		return
+	}
+	leader := cs.Leader
+	if leader == "" {
+		leader = "none (electing)"
+	}
+	fmt.Fprintf(w, "%-11s cluster %s, leader %s, %s\n", "replicas", cs.Name, leader, Count(uint64(len(cs.Replicas)), "other replica"))
+	for _, r := range cs.Replicas {
+		fmt.Fprintf(w, "  %-20s %-8s %d behind  active %s ago\n", r.Name, replicaState(r), r.Lag, r.Active.Round(100*time.Millisecond))
+	}
+}
+
+// replicaState is a replica's state in a word.
+func replicaState(r ReplicaStatus) string {
+	switch {
+	case r.Offline:
+		return "offline"
+	case !r.Current:
+		return "lagging"
+	case r.Lag > 0:
+		return "behind"
+	}
+	return "current"
 }

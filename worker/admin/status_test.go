@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/embeddednats"
 	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/worker"
 )
@@ -254,4 +256,96 @@ func TestStatusWorkers(t *testing.T) {
 			t.Errorf("JSON lacks %s: %s", want, js)
 		}
 	}
+}
+
+// TestStatusCluster reads an R3 ingest stream on a real three-node
+// cluster: its leader and two current replicas, then, with a follower's
+// node stopped, that replica lagging and a warning naming it.
+func TestStatusCluster(t *testing.T) {
+	t.Parallel()
+	c := testenv.NATSCluster(t, 3)
+	_, js := testenv.Connect(t, c.URL())
+	ctx := t.Context()
+	if _, err := topology.EnsureStream(ctx, js, topology.StreamConfig{MaxBytes: 1 << 20, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, topology.Subject("default"), []byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	var st Status
+	testenv.Eventually(t, 30*time.Second, "a leader and two current replicas", func() error {
+		var err error
+		if st, err = TakeStatus(ctx, js, 10*time.Millisecond); err != nil {
+			return err
+		}
+		cs := st.Ingest.Cluster
+		switch {
+		case cs == nil:
+			return errors.New("no cluster in the status")
+		case cs.Leader == "" || len(cs.Replicas) != 2:
+			return fmt.Errorf("cluster %+v", *cs)
+		}
+		for _, r := range cs.Replicas {
+			if r.Lagging() {
+				return fmt.Errorf("replica %+v is lagging", r)
+			}
+		}
+		return nil
+	})
+	leader := c.StreamLeader(topology.StreamName)
+	if leader == nil || st.Ingest.Cluster.Leader != leader.Name() || st.Ingest.Cluster.Name != embeddednats.ClusterName {
+		t.Fatalf("status cluster %+v, want cluster %s led by %v", *st.Ingest.Cluster, embeddednats.ClusterName, leader)
+	}
+	for _, w := range st.Warnings {
+		if strings.Contains(w, "replica") {
+			t.Errorf("healthy cluster warns %q", w)
+		}
+	}
+	var out bytes.Buffer
+	if err := WriteStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if want := "replicas    cluster jetline, leader " + leader.Name() + ", 2 other replicas"; !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, out.String())
+	}
+
+	follower := st.Ingest.Cluster.Replicas[0].Name
+	for i := range c.Size() {
+		if c.Node(i).Name() == follower {
+			c.StopNode(i)
+		}
+	}
+	// The leader notices a lost peer within seconds; more lines make
+	// the stopped replica fall behind.
+	testenv.Eventually(t, 30*time.Second, "replica "+follower+" to lag", func() error {
+		if _, err := js.Publish(ctx, topology.Subject("default"), []byte(`{"a":2}`)); err != nil {
+			return err
+		}
+		var err error
+		if st, err = TakeStatus(ctx, js, 10*time.Millisecond); err != nil {
+			return err
+		}
+		cs := st.Ingest.Cluster
+		if cs == nil {
+			return errors.New("no cluster in the status")
+		}
+		for _, r := range cs.Replicas {
+			if r.Name == follower && r.Lagging() {
+				return nil
+			}
+		}
+		return fmt.Errorf("cluster %+v", *cs)
+	})
+	if !slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "replica "+follower) }) {
+		t.Errorf("warnings %q do not name the lagging replica %s", st.Warnings, follower)
+	}
+	out.Reset()
+	if err := WriteStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), follower) || !(strings.Contains(out.String(), "offline") || strings.Contains(out.String(), "lagging")) {
+		t.Errorf("status does not show %s lagging:\n%s", follower, out.String())
+	}
+	t.Logf("\n%s", out.String())
 }
