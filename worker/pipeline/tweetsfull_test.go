@@ -327,3 +327,36 @@ func firstDiff(got, want string) string {
 	}
 	return fmt.Sprintf("%d rows, want %d", len(g), len(w))
 }
+
+// TestTweetsFullUsersOutOfOrder: two workers on one consumer store copies
+// of three users whose follower counts come in ascending, descending and
+// shuffled order, in small batches committed in whatever order the
+// workers reach them; each user ends at its highest count.
+func TestTweetsFullUsersOutOfOrder(t *testing.T) {
+	t.Parallel()
+	const copies = 400
+	r := rand.New(rand.NewPCG(3, 4))
+	shuffled := r.Perm(copies)
+	var lines [][]byte
+	for i := range copies {
+		for u, follows := range []int{i, copies - 1 - i, shuffled[i]} {
+			id := int64(u*copies + i + 1)
+			lines = append(lines, fmt.Appendf(nil, `{"created_at":"Tue Apr 03 14:13:20 +0000 2018","id":%d,"text":"t","user":{"id":%d,"screen_name":"u%d","followers_count":%d},"entities":{"hashtags":[],"user_mentions":[]}}`, id, 100+u, u, 1000+follows))
+		}
+	}
+	tf := startTweetsFull(t, 2, 10, nil)
+	publish(t, tf.js, "tweets_full", lines)
+	tf.settle(t, uint64(len(lines)))
+	want := fmt.Sprintf("100|u0|%d, 101|u1|%d, 102|u2|%d", 1000+copies-1, 1000+copies-1, 1000+copies-1)
+	if got := tf.query(t, `SELECT id, screen_name, followers FROM live.users ORDER BY id`); got != want {
+		t.Errorf("users: %s, want %s", got, want)
+	}
+	if got := tf.query(t, `SELECT count(*) FROM live.tweets`); got != fmt.Sprint(len(lines)) {
+		t.Errorf("%s tweets, want %d", got, len(lines))
+	}
+	for i, w := range tf.workers {
+		if s := w.Stats(); s.Lines == 0 {
+			t.Errorf("worker %d stored no line; the test needs both to commit", i)
+		}
+	}
+}
