@@ -279,3 +279,13 @@ func openFiles(pid int) (int, error) {
 	}
 	return len(entries), nil
 }
+
+// goroutines returns the gateway's go_goroutines from its /metrics, or -1
+// when it serves no such metric.
+func (r *connRun) goroutines(ctx context.Context) int {
+	v, ok := scrapeSum(ctx, r.healthAddr, "go_goroutines")
+	if !ok {
+		return -1
+	}
+	return int(v)
+}

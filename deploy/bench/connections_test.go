@@ -273,19 +273,6 @@ func TestCertificate(t *testing.T) {
 	}
 }
 
-func TestParseOpenFilesLimit(t *testing.T) {
-	t.Parallel()
-	limits := []byte("Limit                     Soft Limit           Hard Limit           Units     \n" +
-		"Max processes             63379                63379                processes \n" +
-		"Max open files            20000                40000                files     \n")
-	if n, err := parseOpenFilesLimit(limits); err != nil || n != 20000 {
-		t.Errorf("parseOpenFilesLimit = %d, %v", n, err)
-	}
-	if _, err := parseOpenFilesLimit([]byte("Max processes 1 1 processes\n")); err == nil {
-		t.Error("no error without a Max open files line")
-	}
-}
-
 func TestGoroutines(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

@@ -1,87 +1,63 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
-// clockTick is the unit of CPU times in /proc: USER_HZ, 100 on every Linux
-// architecture Go supports.
+// clockTick is the unit of CPU times in /proc/<pid>/stat: USER_HZ, 100 on
+// every Linux architecture Go supports (procfs assumes the same).
 const clockTick = 10 * time.Millisecond
 
-// peakRSS returns the peak resident set size (VmHWM) of pid in bytes.
-func peakRSS(pid int) (int64, error) { return statusBytes(pid, "VmHWM") }
-
-// statusBytes returns the "name:   123 kB" line of /proc/<pid>/status in
-// bytes.
-func statusBytes(pid int, name string) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+// proc opens /proc/<pid> through procfs.
+func proc(pid int) (procfs.Proc, error) {
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
-		return 0, fmt.Errorf("read %s of pid %d: %w", name, pid, err)
+		return procfs.Proc{}, err
 	}
-	return parseStatusKB(b, name)
+	return fs.Proc(pid)
 }
 
-// parseStatusKB returns the value of a "Name:   123 kB" line of
-// /proc/<pid>/status in bytes.
-func parseStatusKB(status []byte, name string) (int64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(status))
-	for sc.Scan() {
-		key, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || key != name {
-			continue
-		}
-		fields := strings.Fields(rest)
-		if len(fields) != 2 || fields[1] != "kB" {
-			return 0, fmt.Errorf("unexpected %s line %q", name, sc.Text())
-		}
-		kb, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("unexpected %s line %q: %w", name, sc.Text(), err)
-		}
-		return kb << 10, nil
+// status returns /proc/<pid>/status.
+func status(pid int) (procfs.ProcStatus, error) {
+	p, err := proc(pid)
+	if err != nil {
+		return procfs.ProcStatus{}, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
-	return 0, fmt.Errorf("no %s line in /proc status", name)
+	s, err := p.NewStatus()
+	if err != nil {
+		return procfs.ProcStatus{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+	}
+	return s, nil
+}
+
+// peakRSS returns the peak resident set size (VmHWM) of pid in bytes.
+func peakRSS(pid int) (int64, error) {
+	s, err := status(pid)
+	return int64(s.VmHWM), err
+}
+
+// currentRSS returns the resident set size (VmRSS) of pid in bytes.
+func currentRSS(pid int) (int64, error) {
+	s, err := status(pid)
+	return int64(s.VmRSS), err
 }
 
 // cpuTime returns the CPU time pid has used, user plus system, including
 // that of its children that have exited and been reaped (so a postmaster
 // accounts for its finished backends).
 func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := proc(pid)
 	if err != nil {
 		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
 	}
-	return parseStatCPU(b)
-}
-
-// parseStatCPU sums utime, stime, cutime and cstime of a /proc/<pid>/stat
-// line.
-func parseStatCPU(stat []byte) (time.Duration, error) {
-	// The command name is parenthesised and may hold spaces; the fields
-	// after it start with the state (field 3), so utime (field 14) is the
-	// 12th after the name.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc stat line %q", stat)
+	s, err := p.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
 	}
-	fields := strings.Fields(string(stat[i+1:]))
-	if len(fields) < 15 {
-		return 0, fmt.Errorf("unexpected /proc stat line %q", stat)
-	}
-	var ticks int64
-	for _, f := range fields[11:15] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("unexpected /proc stat field %q: %w", f, err)
-		}
-		ticks += n
-	}
+	ticks := int64(s.UTime) + int64(s.STime) + int64(s.CUTime) + int64(s.CSTime)
 	return time.Duration(ticks) * clockTick, nil
 }
 
@@ -90,18 +66,14 @@ func parseStatCPU(stat []byte) (time.Duration, error) {
 // sessions of their own, so this is how all of a server's processes are
 // found.
 func dirProcs(dir string) []int {
-	entries, err := os.ReadDir("/proc")
+	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil
 	}
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && cwd == dir {
-			pids = append(pids, pid)
+	for _, p := range procs {
+		if cwd, err := p.Cwd(); err == nil && cwd == dir {
+			pids = append(pids, p.PID)
 		}
 	}
 	return pids
@@ -119,69 +91,81 @@ func groupCPU(pids []int) time.Duration {
 	return total
 }
 
-// machineTicks is the machine-wide CPU time split of /proc/stat.
+// openFilesLimit returns the soft limit on open files of pid.
+func openFilesLimit(pid int) (uint64, error) {
+	p, err := proc(pid)
+	if err != nil {
+		return 0, fmt.Errorf("read limits of pid %d: %w", pid, err)
+	}
+	l, err := p.Limits()
+	if err != nil {
+		return 0, fmt.Errorf("read limits of pid %d: %w", pid, err)
+	}
+	return min(l.OpenFiles, 1<<62), nil // unlimited is all ones
+}
+
+// machineTicks is the machine-wide CPU time split of /proc/stat, in
+// seconds.
 type machineTicks struct {
-	total, idle, iowait int64
+	total, idle, iowait float64
 }
 
 // readMachineTicks reads the aggregate "cpu" line of /proc/stat.
 func readMachineTicks() (machineTicks, error) {
-	b, err := os.ReadFile("/proc/stat")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return machineTicks{}, fmt.Errorf("read /proc/stat: %w", err)
 	}
-	return parseMachineTicks(b)
-}
-
-func parseMachineTicks(stat []byte) (machineTicks, error) {
-	line, _, _ := bytes.Cut(stat, []byte("\n"))
-	fields := strings.Fields(string(line))
-	if len(fields) < 6 || fields[0] != "cpu" {
-		return machineTicks{}, fmt.Errorf("unexpected /proc/stat first line %q", line)
+	st, err := fs.Stat()
+	if err != nil {
+		return machineTicks{}, fmt.Errorf("read /proc/stat: %w", err)
 	}
-	var t machineTicks
-	// user nice system idle iowait irq softirq steal [guest guest_nice];
-	// guest time is already counted in user.
-	for i, f := range fields[1:min(len(fields), 9)] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return machineTicks{}, fmt.Errorf("unexpected /proc/stat field %q: %w", f, err)
-		}
-		t.total += n
-		switch i {
-		case 3:
-			t.idle = n
-		case 4:
-			t.iowait = n
-		}
-	}
-	return t, nil
+	c := st.CPUTotal
+	// Guest time is already counted in user.
+	return machineTicks{
+		total:  c.User + c.Nice + c.System + c.Idle + c.Iowait + c.IRQ + c.SoftIRQ + c.Steal,
+		idle:   c.Idle,
+		iowait: c.Iowait,
+	}, nil
 }
 
 // cpuModel returns the first "model name" of /proc/cpuinfo, or "unknown".
 func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return "unknown"
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		key, value, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(key) == "model name" {
-			return strings.TrimSpace(value)
-		}
+	infos, err := fs.CPUInfo()
+	if err != nil || len(infos) == 0 || infos[0].ModelName == "" {
+		return "unknown"
 	}
-	return "unknown"
+	return infos[0].ModelName
 }
 
 // memTotal returns MemTotal of /proc/meminfo in bytes, or 0.
 func memTotal() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return 0
 	}
-	n, _ := parseStatusKB(b, "MemTotal")
-	return n
+	m, err := fs.Meminfo()
+	if err != nil || m.MemTotalBytes == nil {
+		return 0
+	}
+	return int64(*m.MemTotalBytes)
+}
+
+// loadAvg returns the three load averages of /proc/loadavg, or "unknown".
+func loadAvg() string {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return "unknown"
+	}
+	l, err := fs.LoadAvg()
+	if err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.2f %.2f %.2f", l.Load1, l.Load5, l.Load15)
 }
 
 // busy returns the share of CPU time, in percent of all cores, that was
@@ -193,7 +177,7 @@ func busy(before, after machineTicks) (busyPct, iowaitPct float64) {
 	}
 	idle := after.idle - before.idle
 	iowait := after.iowait - before.iowait
-	return 100 * float64(dt-idle-iowait) / float64(dt), 100 * float64(iowait) / float64(dt)
+	return 100 * (dt - idle - iowait) / dt, 100 * iowait / dt
 }
 
 // backgroundLoad measures how many cores other processes keep busy over d,

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
@@ -135,24 +137,15 @@ func TestRunLone(t *testing.T) {
 // children returns the live processes whose parent is this one.
 func children(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
+	procs, err := procfs.AllProcs()
 	if err != nil {
 		t.Skip("no /proc")
 	}
-	self := strconv.Itoa(os.Getpid())
 	var out []string
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 && f[1] == self && f[0] != "Z" {
-			out = append(out, e.Name()+" "+string(b[:i+1]))
+	for _, p := range procs {
+		st, err := p.Stat()
+		if err == nil && st.PPID == os.Getpid() && st.State != "Z" {
+			out = append(out, fmt.Sprintf("%d (%s)", p.PID, st.Comm))
 		}
 	}
 	return out

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/procfs"
 
 	"github.com/jetline/jetline/gateway"
 	"github.com/jetline/jetline/shared/contract/topology"
@@ -591,29 +592,18 @@ func freeAddr(t *testing.T) string {
 // memStatus returns the resident set size of process pid and its peak, in
 // bytes, from /proc/<pid>/status (VmRSS and VmHWM).
 func memStatus(pid int) (rss, peak int64, err error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	for line := range strings.Lines(string(data)) {
-		key, val, ok := strings.Cut(line, ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("parse %s of /proc/%d/status: %w", key, pid, err)
-		}
-		if key == "VmRSS" {
-			rss = kb << 10
-		} else {
-			peak = kb << 10
-		}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0, 0, err
 	}
-	if rss == 0 || peak == 0 {
+	if st.VmRSS == 0 || st.VmHWM == 0 {
 		return 0, 0, fmt.Errorf("no VmRSS or VmHWM in /proc/%d/status", pid)
 	}
-	return rss, peak, nil
+	return int64(st.VmRSS), int64(st.VmHWM), nil
 }
 
 // tcpRmemMax returns the most a TCP socket's receive buffer may grow to

@@ -1,10 +1,10 @@
 package privatepg
 
 import (
-	"bytes"
 	"os"
-	"strconv"
 	"syscall"
+
+	"github.com/prometheus/procfs"
 )
 
 // setPdeathsig makes the kernel SIGKILL the child when the thread that
@@ -23,40 +23,24 @@ func setPdeathsig(attr *syscall.SysProcAttr) {
 // hold no shared memory, and in a container whose init does not reap
 // orphans they never go away.
 func dirProcs(dir string) []int {
-	entries, err := os.ReadDir("/proc")
+	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil
 	}
 	self := os.Getpid()
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
+	for _, p := range procs {
+		if p.PID == self {
 			continue
 		}
-		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
-		if err != nil || cwd != dir {
+		if cwd, err := p.Cwd(); err != nil || cwd != dir {
 			continue
 		}
-		if zombie(pid) {
+		// A process gone since the listing counts as a zombie.
+		if st, err := p.Stat(); err != nil || st.State == "Z" || st.State == "X" {
 			continue
 		}
-		pids = append(pids, pid)
+		pids = append(pids, p.PID)
 	}
 	return pids
-}
-
-// zombie reports whether pid has exited but not been reaped, or is gone.
-func zombie(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	// The state follows the parenthesised command name.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return false
-	}
-	fields := bytes.Fields(stat[i+1:])
-	return len(fields) > 0 && (string(fields[0]) == "Z" || string(fields[0]) == "X")
 }
