@@ -9,6 +9,9 @@ BIN          := .data/bin
 TEST_TIMEOUT ?= 15m
 FUZZTIME     ?= 10s
 BENCH_ARGS   ?=
+# NATS_NODES=3 makes `make run` start a three-node embedded JetStream
+# cluster with R3 streams (client ports 4222-4224, routes 6222-6224).
+NATS_NODES   ?= $(or $(JETLINE_NATS_NODES),1)
 
 .DEFAULT_GOAL := help
 
@@ -19,13 +22,13 @@ help: ## Show this list of targets
 	@echo
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: GO=$(GO) TEST_TIMEOUT=$(TEST_TIMEOUT) FUZZTIME=$(FUZZTIME) BENCH_ARGS=$(BENCH_ARGS)"
+	@echo "Variables: GO=$(GO) TEST_TIMEOUT=$(TEST_TIMEOUT) FUZZTIME=$(FUZZTIME) BENCH_ARGS=$(BENCH_ARGS) NATS_NODES=$(NATS_NODES)"
 
 build: ## Build the gateway, the worker and the dev runner into .data/bin
 	$(GO) build -o $(BIN)/ ./gateway/cmd/gateway ./worker/cmd/worker ./deploy/devrun
 
-run: build ## Run NATS, Postgres, a gateway and two workers locally (Ctrl-C stops all)
-	$(BIN)/devrun -gateway $(BIN)/gateway -worker $(BIN)/worker
+run: build ## Run NATS, Postgres, a gateway and two workers locally (Ctrl-C stops all; NATS_NODES=3 for a cluster)
+	JETLINE_NATS_NODES=$(NATS_NODES) $(BIN)/devrun -gateway $(BIN)/gateway -worker $(BIN)/worker
 
 test: ## Vet, then run every test with the race detector, and the Kubernetes manifests' tests (deploy/k8s)
 	$(GO) vet ./...

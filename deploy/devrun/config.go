@@ -29,6 +29,13 @@ type Config struct {
 	// NATSPort is the client port of the embedded NATS server. Defaults to
 	// 4222.
 	NATSPort int `env:"JETLINE_NATS_PORT" envDefault:"4222"`
+	// NATSNodes is how many embedded NATS servers to run: 1 (the default)
+	// runs one; 3 or more run a JetStream cluster in the runner's process,
+	// node i (from 0) on client port NATSPort+i and route port
+	// NATSPort+2000+i, storing into DataDir/nats/jetline-<i+1>. The
+	// children are given every node's URL, and, unless INGEST_REPLICAS is
+	// set, INGEST_REPLICAS=3 (`make run NATS_NODES=3`).
+	NATSNodes int `env:"JETLINE_NATS_NODES" envDefault:"1"`
 	// DatabaseURL is a Postgres database to use instead of starting a
 	// private server. Empty (the default) starts one on
 	// 127.0.0.1:PostgresPort.
@@ -87,6 +94,9 @@ func (c Config) Validate() error {
 		if p.port < 1 || p.port > 65535 {
 			errs = append(errs, fmt.Errorf("%s must be a TCP port between 1 and 65535 (got %d)", p.name, p.port))
 		}
+	}
+	if c.NATSNodes != 1 && c.NATSNodes < 3 || c.NATSNodes > 9 {
+		errs = append(errs, fmt.Errorf("JETLINE_NATS_NODES must be 1, or 3 to 9 for a cluster that outlives a node (got %d)", c.NATSNodes))
 	}
 	if c.HealthPort < 1 || c.HealthPort+c.Workers > 65535 {
 		errs = append(errs, fmt.Errorf("JETLINE_HEALTH_PORT must leave room for %d worker ports below 65536 (got %d)", c.Workers, c.HealthPort))

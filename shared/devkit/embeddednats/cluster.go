@@ -36,8 +36,10 @@ type Cluster struct {
 
 // NewCluster makes a cluster of n servers and starts none of them: see
 // [Cluster.Start] and [Cluster.StartNode]. opts apply to every node, except
-// that the ports are chosen anew and each node's store is a directory of
-// opts.StoreDir; opts.Configure, if set, runs on each node's options after
+// the ports and the store: with opts.Port > 0 node i (from 0) serves
+// clients on opts.Port+i and routes on opts.Port+[RoutePortOffset]+i
+// (4222 gives 4222… and 6222…, the ports nats-server's docs use), otherwise
+// free ports are chosen; each node's store is a directory of opts.StoreDir; opts.Configure, if set, runs on each node's options after
 // the cluster settings. The nodes are named jetline-1 … jetline-n.
 //
 // JetStream elects a meta leader once a majority of the n nodes run, and
@@ -53,10 +55,7 @@ func NewCluster(opts Options, n int, logger *slog.Logger) (*Cluster, error) {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	// Two ports per node, chosen together so no two are the same. Another
-	// process may take one before the node binds it; the kernel hands out
-	// ports in turn, so that is rare.
-	ports, err := freePorts(host, 2*n)
+	ports, err := clusterPorts(host, opts.Port, n)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +255,29 @@ func (c *Cluster) agreeOnMetaLeader() bool {
 }
 
 // freePorts returns n distinct ports on host that nothing listens on now.
+// RoutePortOffset is how far above its client port a node of a
+// [NewCluster] with fixed ports listens for routes.
+const RoutePortOffset = 2000
+
+// clusterPorts returns the client and route ports of n nodes, interleaved
+// (client, route, client, …): from first (see [NewCluster]) when first > 0,
+// else free ones, chosen together so no two are the same. Another process
+// may take a free port before the node binds it; the kernel hands out
+// ports in turn, so that is rare.
+func clusterPorts(host string, first, n int) ([]int, error) {
+	if first <= 0 {
+		return freePorts(host, 2*n)
+	}
+	if first+RoutePortOffset+n-1 > 65535 {
+		return nil, fmt.Errorf("client port %d leaves no room for %d route ports %d above it", first, n, RoutePortOffset)
+	}
+	ports := make([]int, 0, 2*n)
+	for i := range n {
+		ports = append(ports, first+i, first+RoutePortOffset+i)
+	}
+	return ports, nil
+}
+
 func freePorts(host string, n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
