@@ -360,3 +360,47 @@ func TestTweetsFullUsersOutOfOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestTweetsFullPoisonHashtag: a tag holding a NUL, which Postgres text
+// cannot store, takes its whole line out (the tweet, its user and its
+// other hashtag too) into the dead letters, with the table and column in
+// the reason, while the other lines of its frame, one batch, are stored.
+func TestTweetsFullPoisonHashtag(t *testing.T) {
+	t.Parallel()
+	const n, poison = 50, 25
+	var lines [][]byte
+	for id := 1; id <= n; id++ {
+		tag := "ok"
+		if id == poison {
+			tag = `bad\u0000tag`
+		}
+		lines = append(lines, fmt.Appendf(nil, `{"created_at":"Tue Apr 03 14:13:20 +0000 2018","id":%d,"text":"t","user":{"id":%d,"screen_name":"u"},"entities":{"hashtags":[{"text":"fine"},{"text":"%s"}]}}`, id, 1000+id, tag))
+	}
+	tf := startTweetsFull(t, 1, 100, nil)
+	publish(t, tf.js, "tweets_full", frames(lines, n))
+	tf.settle(t, n)
+	for sql, want := range map[string]string{
+		`SELECT count(*), count(*) FILTER (WHERE id = 25) FROM live.tweets`:               fmt.Sprintf("%d|0", n-1),
+		`SELECT count(*), count(*) FILTER (WHERE id = 1025) FROM live.users`:              fmt.Sprintf("%d|0", n-1),
+		`SELECT count(*), count(*) FILTER (WHERE tweet_id = 25) FROM live.tweet_hashtags`: fmt.Sprintf("%d|0", 2*(n-1)),
+	} {
+		if got := tf.query(t, sql); got != want {
+			t.Errorf("%s: %s, want %s", sql, got, want)
+		}
+	}
+	info, err := tf.dlq.Info(t.Context())
+	if err != nil || info.State.Msgs != 1 {
+		t.Fatalf("dead-letter stream: %+v, %v; want the poison line alone", info.State, err)
+	}
+	m, err := tf.dlq.GetMsg(t.Context(), info.State.LastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := deadletter.Decode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Reason != pipeline.ReasonBadValue || !strings.Contains(e.Error, "live.tweet_hashtags: column tag") || string(e.Data) != string(lines[poison-1]) {
+		t.Errorf("dead letter %s %q of %s, want %s naming live.tweet_hashtags and column tag, of line %d", e.Reason, e.Error, e.Data, pipeline.ReasonBadValue, poison)
+	}
+}
