@@ -229,3 +229,67 @@ columns:
 		}
 	}
 }
+
+// FuzzTransformTables fuzzes the shipped multi-table spec,
+// deploy/pipelines/tweets-full.yaml, seeded with its sample. Whatever the
+// line, the transform does not panic or modify it, and the rows it makes
+// fit the line: a line makes a tweet and its user, or a delete, never
+// both; hashtag and mention rows belong to the line's tweet and are no
+// more than the line has objects; a line not stored makes no rows.
+func FuzzTransformTables(f *testing.F) {
+	p, err := Load("../../deploy/pipelines/tweets-full.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	const tweets, users, hashtags, mentions, deletes = 0, 1, 2, 3, 4
+	if n := len(p.Tables()); n != 5 || !p.Tables()[deletes].Delete {
+		f.Fatalf("tweets-full.yaml has %d tables, want tweets, users, hashtags, mentions and the delete entry", n)
+	}
+	sample, err := os.ReadFile("../../deploy/samples/tweets-full.ndjson")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, l := range bytes.Split(sample, []byte("\n")) {
+		f.Add(l)
+	}
+	f.Add([]byte(`{"id":1,"user":{"id":2},"entities":{"hashtags":[{"text":"a\u0000"},{"text":"a"}],"user_mentions":[{"id":3},{"id":3}]}}`))
+	f.Add([]byte(`{"created_at":"Tue Apr 03 14:13:20 +0000 2018","id":1,"user":{"id":2,"screen_name":"a"},"delete":{"status":{"id":1}},"entities":{"hashtags":[1,{"text":null}]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		orig := bytes.Clone(data)
+		line := worker.Line{ID: "fuzz.9", Seq: 9, Source: "fuzz", Data: data}
+		rows := worker.NewRows(p.Tables())
+		res := rows.Transform(p, &line, 0)
+		if !bytes.Equal(data, orig) {
+			t.Fatal("Transform modified the line")
+		}
+		n := func(table int) int { return len(rows.Table(table).Rows) }
+		switch res.Outcome {
+		case worker.Insert:
+			if (n(tweets) == 1) == (n(deletes) == 1) || n(tweets) > 1 || n(deletes) > 1 {
+				t.Fatalf("%d tweet rows and %d deletes, want one of them", n(tweets), n(deletes))
+			}
+			if n(users) != n(tweets) {
+				t.Fatalf("%d user rows for %d tweets", n(users), n(tweets))
+			}
+			if n(hashtags)+n(mentions) > bytes.Count(data, []byte("{")) {
+				t.Fatalf("%d hashtag and %d mention rows from a line of %d objects", n(hashtags), n(mentions), bytes.Count(data, []byte("{")))
+			}
+			for _, child := range []int{hashtags, mentions} {
+				for _, row := range rows.Table(child).Rows {
+					if n(tweets) == 0 || row[0] != rows.Table(tweets).Rows[0][0] {
+						t.Fatalf("table %s: row %v is not of the line's tweet", p.Tables()[child].Name, row)
+					}
+				}
+			}
+		case worker.Filter, worker.Reject:
+			if res.Outcome == worker.Reject && (!slices.Contains(reasons, res.Reason) || res.Detail == "") {
+				t.Fatalf("rejected with reason %q, detail %q", res.Reason, res.Detail)
+			}
+			if rows.Len() != 0 {
+				t.Fatalf("%v line left %d rows", res.Outcome, rows.Len())
+			}
+		default:
+			t.Fatalf("outcome %v", res.Outcome)
+		}
+	})
+}
