@@ -128,6 +128,12 @@ type Config struct {
 	// acknowledge one line before publishing it again (with the same
 	// message id, so it is stored once). Defaults to 10s.
 	PublishTimeout time.Duration `env:"GATEWAY_PUBLISH_TIMEOUT" envDefault:"10s"`
+	// UploadLease is how long the name of a named upload stays held after
+	// its gateway stopped renewing it, because it died: the TTL of the
+	// topology.UploadsBucket bucket, which every gateway should be given
+	// the same. A gateway renews each name it holds every third of it.
+	// At least 1s. Defaults to 30s.
+	UploadLease time.Duration `env:"GATEWAY_UPLOAD_LEASE" envDefault:"30s"`
 	// IdleTimeout closes a connection that sends nothing for this long,
 	// after a receipt with status "idle_timeout". Defaults to 5m.
 	IdleTimeout time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"5m"`
@@ -308,6 +314,9 @@ func (c Config) validateGateway() error {
 	}
 	if c.PublishTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("GATEWAY_PUBLISH_TIMEOUT must be positive (got %s)", c.PublishTimeout))
+	}
+	if c.UploadLease < time.Second {
+		errs = append(errs, fmt.Errorf("GATEWAY_UPLOAD_LEASE must be at least 1s (got %s); the default is 30s", c.UploadLease))
 	}
 	if c.IdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("GATEWAY_IDLE_TIMEOUT must be positive (got %s)", c.IdleTimeout))

@@ -51,5 +51,8 @@ func (s *session) tooLong(ctx context.Context, kept []byte, length, line int64) 
 			topology.HeaderReceivedAt: s.stamp(),
 		},
 	}
+	if p.upload != nil {
+		e.Header[topology.HeaderUpload] = p.upload
+	}
 	return p.publishDeadLetter(ctx, e.Msg("dlq."+id), line)
 }

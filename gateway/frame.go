@@ -43,16 +43,28 @@ type frameBuilder struct {
 // empty reports whether no frame is being built.
 func (b *frameBuilder) empty() bool { return b.e == nil }
 
-// takes reports whether the line numbered line, of n bytes, may join the
-// frame being built: it follows the frame's last line and fits.
-func (b *frameBuilder) takes(line int64, n int) bool {
+// takes reports whether the line numbered line, rec, may join the frame
+// being built: it follows the frame's last line and fits.
+func (b *frameBuilder) takes(line int64, rec []byte) bool {
 	e := b.e
-	return e == nil || (line == e.line+e.lines && len(e.data)+n+1 <= b.limits.bytes && int(e.lines) < b.limits.lines)
+	return e == nil || (line == e.line+e.lines && len(e.data)+encodedLen(rec) <= b.limits.bytes && int(e.lines) < b.limits.lines)
+}
+
+// encodedLen is the size of rec in a frame's payload (see [frameBuilder.add]).
+func encodedLen(rec []byte) int {
+	if n := len(rec); n > 0 && rec[n-1] == '\r' {
+		return n + 2
+	}
+	return len(rec) + 1
 }
 
 // add appends rec, the line numbered line, to the frame, starting one if
 // none is being built; receivedAt is the Jetline-Received-At of a frame
-// it starts (shared between frames; not modified).
+// it starts (shared between frames; not modified). A line ends with "\n"
+// in the payload, and with "\r\n" when it ends with "\r" itself (a line
+// "a\r\r\n" or "\r\r\n" of the input): readers drop one "\r" before
+// the "\n" ([topology.Lines]), so that "\r" stays part of the line and a
+// line of one "\r" is not taken for a blank one.
 func (b *frameBuilder) add(rec []byte, line int64, receivedAt []string) {
 	if b.e == nil {
 		e := entryPool.Get().(*entry)
@@ -61,7 +73,11 @@ func (b *frameBuilder) add(rec []byte, line int64, receivedAt []string) {
 		e.receivedAt = receivedAt
 		b.e = e
 	}
-	b.e.data = append(append(b.e.data, rec...), '\n')
+	b.e.data = append(b.e.data, rec...)
+	if n := len(rec); n > 0 && rec[n-1] == '\r' {
+		b.e.data = append(b.e.data, '\r')
+	}
+	b.e.data = append(b.e.data, '\n')
 	b.e.lines++
 }
 
@@ -134,7 +150,7 @@ func (b *frameBuilder) pump(ctx context.Context, fr *framer, sink frameSink) (he
 			}
 			continue
 		}
-		if !b.takes(line, len(rec)) {
+		if !b.takes(line, rec) {
 			if err := flush(); err != nil {
 				return held, err
 			}

@@ -84,6 +84,11 @@ func FuzzFrameBuilder(f *testing.F) {
 	f.Add([]byte("{\"x\":1}\n{\"y\":22222222}\r\n"), []byte{0, 5}, uint8(8), uint8(1), uint8(30), uint8(9))
 	f.Add([]byte(strings.Repeat("z", 300)+"\nok\nok\nok\n"), []byte{200, 7}, uint8(20), uint8(16), uint8(5), uint8(1))
 	f.Add([]byte("one\ntwo\nthree\nfour\n\nfive\nsix"), []byte{64}, uint8(40), uint8(100), uint8(12), uint8(3))
+	f.Add([]byte("#jetline upload=rc-2018/01\n{\"a\":1}\n\n{\"b\":2}\n"), []byte{3, 9}, uint8(40), uint8(5), uint8(12), uint8(3))
+	f.Add([]byte("#jetline upload=x first_line=41\r\nfirst\nsecond\n"+strings.Repeat("z", 70)+"\nlast"), []byte{1, 30}, uint8(50), uint8(7), uint8(9), uint8(2))
+	f.Add([]byte("#jetline upload=..\nnot stored\n"), []byte{4}, uint8(40), uint8(9), uint8(40), uint8(8))
+	f.Add([]byte("\n#jetline upload=x\ndata, not a header\n"), []byte{2}, uint8(40), uint8(9), uint8(40), uint8(8))
+	f.Add([]byte("#jetlinex upload=x\n"), []byte{2}, uint8(40), uint8(9), uint8(40), uint8(8))
 	f.Fuzz(func(t *testing.T, input, cuts []byte, maxLine, readBuffer, frameBytes, frameLines uint8) {
 		sizes := make([]int, len(cuts))
 		for i, c := range cuts {
@@ -99,10 +104,30 @@ func FuzzFrameBuilder(f *testing.F) {
 		defer fr.close()
 		sink := &collectSink{t: t, limits: limits, ids: topology.ConnLineIDs("gw", "7")}
 		fb := frameBuilder{limits: limits}
+		want := referenceFrame(input, ml, keep)
+		// A first line that is a header names an upload and is not a
+		// line: the lines after it are numbered from its first_line.
+		u, named, herr := readUploadHeader(fr)
+		if len(want.lines) > 0 && want.lines[0] == 1 && isUploadHeader([]byte(want.records[0])) {
+			wu, werr := parseUploadHeader([]byte(want.records[0]))
+			if (werr != nil) != (herr != nil) || u != wu || named != (werr == nil) {
+				t.Fatalf("readUploadHeader = %+v, %v, %v; want %+v, %v", u, named, herr, wu, werr)
+			}
+			if werr != nil {
+				return
+			}
+			want.records, want.lines = want.records[1:], want.lines[1:]
+			for _, nums := range [][]int64{want.lines, want.tooLong} {
+				for i := range nums {
+					nums[i] += wu.first - 2
+				}
+			}
+		} else if named || herr != nil {
+			t.Fatalf("readUploadHeader = %+v, %v, %v on a first line that is no header", u, named, herr)
+		}
 		if held, err := fb.pump(t.Context(), fr, sink); !errors.Is(err, io.EOF) || held != 0 {
 			t.Fatalf("pump = %d, %v; want 0, EOF", held, err)
 		}
-		want := referenceFrame(input, ml, keep)
 		if fmt.Sprintf("%q", sink.lines) != fmt.Sprintf("%q", want.records) {
 			t.Errorf("lines = %q, want %q", sink.lines, want.records)
 		}

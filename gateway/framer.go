@@ -61,6 +61,11 @@ type framer struct {
 	last     byte   // the last byte discarded
 	kept     []byte // the oversize line's first keep bytes
 
+	// again makes Next return rec, tooLong once more (see unread).
+	again     bool
+	againRec  []byte
+	againLong int64
+
 	line    int64 // physical lines completed
 	blank   int64
 	tooLong int64
@@ -80,6 +85,10 @@ func newFramer(r io.Reader, readBuffer, maxLine, keep int) *framer {
 // end, anything else after a failed read, in which case a partial line left
 // in the buffer is not returned and not counted.
 func (f *framer) Next() (rec []byte, tooLong int64, err error) {
+	if f.again {
+		f.again = false
+		return f.againRec, f.againLong, nil
+	}
 	for {
 		if f.start < f.end {
 			data := f.buf[f.start:f.end]
@@ -288,12 +297,24 @@ func (f *framer) close() {
 	f.kept = nil
 }
 
+// unread makes the next call to Next return rec and tooLong, the line Next
+// has just returned, again, with the same number: the session looks at a
+// connection's first line for a header and gives it back when it is data.
+// The buffer is untouched until then, so rec stays valid.
+func (f *framer) unread(rec []byte, tooLong int64) {
+	f.again, f.againRec, f.againLong = true, rec, tooLong
+}
+
+// renumber makes the next line line number next: a named upload's lines
+// count from its first_line, after its header line.
+func (f *framer) renumber(next int64) { f.line = next - 1 }
+
 // ready reports whether Next would return without reading: the bytes
 // already read hold another line that is not blank, or the input has
 // ended. A frame is closed when it is not, so that a line that arrived
 // alone is published at once instead of waiting for the next read.
 func (f *framer) ready() bool {
-	if f.err != nil {
+	if f.err != nil || f.again {
 		return true
 	}
 	data := f.buf[f.start:f.end]

@@ -63,6 +63,7 @@ type Gateway struct {
 	limiter   *connLimiter
 	metrics   *metrics // see metrics.go
 	guard     *guard
+	uploads   *uploadNames
 	abort     chan struct{}
 	nextConn  atomic.Uint64
 	running   atomic.Bool
@@ -138,6 +139,8 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 		guard:     newGuard(allow, cfg.MaxConnectionsPerIP, newRefusalLog(logger, time.Now)),
 		abort:     make(chan struct{}),
 		active:    map[*session]struct{}{},
+		uploads: &uploadNames{js: js, lease: cfg.UploadLease, replicas: cfg.Stream.Replicas,
+			instance: instance, logger: logger},
 
 		tls:              tlsConfig,
 		handshakeTimeout: cfg.TLSHandshakeTimeout,
@@ -160,6 +163,16 @@ func New(cfg Config, nc *nats.Conn, logger *slog.Logger) (*Gateway, error) {
 		shutdownWrite: reserve / 2,
 	}
 	return g, nil
+}
+
+// SetupUploads creates or updates the [topology.UploadsBucket] bucket in
+// which gateways hold the names of named uploads, waiting as retry says
+// for a server or cluster that cannot take it yet. The program calls it
+// before [Gateway.Run]; without it the first named upload sets the bucket
+// up.
+func (g *Gateway) SetupUploads(ctx context.Context, retry topology.Retry) error {
+	_, err := g.uploads.setup(ctx, retry)
+	return err
 }
 
 // Instance returns the instance name in this gateway's message ids and
@@ -307,6 +320,7 @@ func (g *Gateway) serve(ctx context.Context, conn net.Conn, l Listener) {
 		subject:  topology.Subject(l.Source),
 		instance: g.instance,
 		js:       g.js,
+		uploads:  g.uploads,
 		logger:   g.logger.With("conn", id, "source", l.Source, "remote", conn.RemoteAddr().String()),
 		metrics:  g.metrics.source(l.Source),
 	}

@@ -47,11 +47,12 @@ type bundle struct {
 }
 
 type setupOptions struct {
-	env            map[string]string // added to testEnv
-	streamMaxBytes int64             // default 64 MiB
-	noRun          bool              // leave running the gateway to the test
-	memory         bool              // keep the stream in memory (benchmarks)
-	natsDelay      time.Duration     // one-way delay between gateway and NATS
+	env            map[string]string    // added to testEnv
+	streamMaxBytes int64                // default 64 MiB
+	noRun          bool                 // leave running the gateway to the test
+	memory         bool                 // keep the stream in memory (benchmarks)
+	natsDelay      time.Duration        // one-way delay between gateway and NATS
+	server         *embeddednats.Server // a running server to use (another gateway's); nil starts one
 }
 
 // setup starts an embedded NATS server with the ingest stream and a running
@@ -59,11 +60,14 @@ type setupOptions struct {
 func setup(t testing.TB, opts setupOptions) *bundle {
 	t.Helper()
 	logger := testenv.Logger(t)
-	srv, err := embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, logger)
-	if err != nil {
-		t.Fatal(err)
+	srv := opts.server
+	if srv == nil {
+		var err error
+		if srv, err = embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: t.TempDir()}, logger); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Stop)
 	}
-	t.Cleanup(srv.Stop)
 	url := srv.ClientURL()
 	if opts.natsDelay > 0 {
 		url = delayProxy(t, srv.Addr().String(), opts.natsDelay)
@@ -210,7 +214,11 @@ func (b *bundle) storedLines(t testing.TB) []storedLine {
 		if err != nil {
 			t.Fatalf("frame %s: %s = %q", h.Get(topology.HeaderMsgID), topology.HeaderLine, h.Get(topology.HeaderLine))
 		}
-		ids, ok := topology.FrameLineIDs(h.Get(topology.HeaderMsgID), first)
+		lines, err := strconv.ParseInt(h.Get(topology.HeaderLines), 10, 64)
+		if err != nil {
+			t.Fatalf("frame %s: %s = %q", h.Get(topology.HeaderMsgID), topology.HeaderLines, h.Get(topology.HeaderLines))
+		}
+		ids, ok := topology.FrameLineIDs(h.Get(topology.HeaderMsgID), first, lines)
 		if !ok {
 			t.Fatalf("frame %s does not name its first line %d", h.Get(topology.HeaderMsgID), first)
 		}

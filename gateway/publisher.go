@@ -355,6 +355,7 @@ type publisher struct {
 	ids     topology.LineIDs
 	gateway []string // shared header values, never modified
 	conn    []string
+	upload  []string // a named upload's name; nil for an unnamed connection
 	scratch []byte
 
 	done chan struct{} // closed when run returns
@@ -372,8 +373,13 @@ type publisher struct {
 }
 
 // newPublisher returns the publisher of the lines identified by ids, read
-// by gateway instance on its connection conn, to subject.
-func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject string, ids topology.LineIDs, instance, conn string, logger *slog.Logger) *publisher {
+// by gateway instance on its connection conn, to subject; upload names the
+// named upload they belong to, "" if none.
+func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject string, ids topology.LineIDs, instance, conn, upload string, logger *slog.Logger) *publisher {
+	var up []string
+	if upload != "" {
+		up = []string{upload}
+	}
 	return &publisher{
 		js:      js,
 		logger:  logger,
@@ -382,6 +388,7 @@ func newPublisher(js jetstream.JetStream, cfg publisherConfig, subject string, i
 		ids:     ids,
 		gateway: []string{instance},
 		conn:    []string{conn},
+		upload:  up,
 		done:    make(chan struct{}),
 	}
 }
@@ -400,12 +407,19 @@ func (p *publisher) publish(ctx context.Context, e *entry) error {
 	e.msg.Subject = p.subject
 	e.msg.Data = e.data
 	// One allocation for the message id and the first line's number,
-	// which is its tail.
-	p.scratch = p.ids.Append(p.scratch[:0], e.line)
-	id := string(p.scratch)
-	e.vals[0], e.vals[1] = id, id[len(p.ids):]
-	e.vals[2] = strconv.FormatInt(e.lines, 10)
+	// which is its tail (before a named upload's "+<lines>").
 	h := e.msg.Header
+	if p.upload == nil {
+		p.scratch = p.ids.Append(p.scratch[:0], e.line)
+		delete(h, topology.HeaderUpload)
+	} else {
+		p.scratch = p.ids.AppendUploadFrame(p.scratch[:0], e.line, e.lines)
+		h[topology.HeaderUpload] = p.upload
+	}
+	id := string(p.scratch)
+	line, _, _ := strings.Cut(id[len(p.ids):], "+")
+	e.vals[0], e.vals[1] = id, line
+	e.vals[2] = strconv.FormatInt(e.lines, 10)
 	h[topology.HeaderGateway] = p.gateway
 	h[topology.HeaderConn] = p.conn
 	h[topology.HeaderReceivedAt] = e.receivedAt

@@ -26,6 +26,8 @@ const (
 //
 //	{"status":"ok","lines":100000,"bytes":61540210,"compression":"xz","bytes_decompressed":562066000,"blank":0,"too_long":1,"dead_lettered":1,"gateway":"gw1-1a2b3c4d","conn":7}
 //
+// and, for a named upload, with "upload":"rc-2018-01","first_line":1.
+//
 // Counts cover only what is durable in JetStream. Unless Status is
 // [StatusOK], ResumeLine tells the sender where to start again: every line
 // before it is stored (lines after it may be stored too). Line numbers
@@ -66,6 +68,12 @@ type Receipt struct {
 	// this connection's lines.
 	Gateway string `json:"gateway"`
 	Conn    uint64 `json:"conn"`
+	// Upload and FirstLine are a named upload's name and the number of
+	// its first line after the header (first_line); empty and 0
+	// (omitted) for an unnamed connection. Line numbers, ResumeLine's
+	// included, count from FirstLine.
+	Upload    string `json:"upload,omitempty"`
+	FirstLine int64  `json:"first_line,omitempty"`
 }
 
 // line returns the receipt as JSON followed by a newline.

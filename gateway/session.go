@@ -65,6 +65,7 @@ type session struct {
 	subject  string
 	instance string
 	js       jetstream.JetStream
+	uploads  *uploadNames
 	logger   *slog.Logger
 	metrics  *sourceMetrics // see metrics.go
 
@@ -82,6 +83,11 @@ type session struct {
 	readErr    error // the connection's read error other than EOF, if any
 	// toldTooLong is set once an oversize line was logged.
 	toldTooLong bool
+	// upload is the named upload the connection sends, from its header
+	// line; the zero upload for an unnamed connection.
+	upload upload
+	// lost is set when the hold on the upload's name was lost.
+	lost atomic.Bool
 }
 
 // serve runs the session to its end and closes the connection. ctx is the
@@ -145,6 +151,17 @@ func (s *session) run(ctx context.Context) Receipt {
 	// do.
 	fr := newFramer(input, s.cfg.readBuffer, s.cfg.maxLine, min(deadletter.TooLongKeep, s.cfg.maxLine))
 	defer fr.close()
+	lease, refused := s.openUpload(ctx, fr)
+	if refused != "" {
+		return Receipt{Status: StatusError, Error: refused, ResumeLine: s.upload.first, Bytes: s.received,
+			Compression: compression, BytesDecompressed: fr.bytes, Gateway: s.instance, Conn: s.id,
+			Upload: s.upload.name, FirstLine: s.upload.first}
+	}
+	if lease != nil {
+		// Given back before the receipt is written, so that a sender
+		// who resends at once is not refused.
+		defer lease.release()
+	}
 	fb := frameBuilder{limits: s.cfg.frame}
 	held, readErr := fb.pump(ctx, fr, s)
 	stop()
@@ -153,7 +170,8 @@ func (s *session) run(ctx context.Context) Receipt {
 	out := pub.outcome()
 
 	r := Receipt{Lines: out.acked, Bytes: s.received, Compression: compression, BytesDecompressed: fr.bytes,
-		Blank: fr.blank, TooLong: fr.tooLong, DeadLettered: out.deadLettered, Gateway: s.instance, Conn: s.id}
+		Blank: fr.blank, TooLong: fr.tooLong, DeadLettered: out.deadLettered, Gateway: s.instance, Conn: s.id,
+		Upload: s.upload.name, FirstLine: s.upload.first}
 	r.ResumeLine = fr.Line() + 1
 	if held > 0 {
 		r.ResumeLine = held
@@ -172,6 +190,8 @@ func (s *session) run(ctx context.Context) Receipt {
 		r.Status, r.Error = StatusError, fmt.Sprintf("storing the dead letter of line %d (too long) failed: %v", out.failedLine, out.failed)
 	case out.failed != nil:
 		r.Status, r.Error = StatusError, fmt.Sprintf("storing line %d failed: %v", out.failedLine, out.failed)
+	case s.lost.Load() && !errors.Is(readErr, io.EOF):
+		r.Status, r.Error = StatusError, "lost the hold on the upload's name (it could not be renewed for GATEWAY_UPLOAD_LEASE; another connection may send under it now): send again from resume_line once no other connection sends it"
 	case errors.Is(readErr, io.EOF) && out.firstPending == 0:
 		r.Status, r.ResumeLine = StatusOK, 0
 	case ctx.Err() != nil:
@@ -187,6 +207,41 @@ func (s *session) run(ctx context.Context) Receipt {
 		r.Status, r.Error = StatusError, fmt.Sprintf("reading from connection: %v", readErr)
 	}
 	return r
+}
+
+// openUpload reads the connection's first line. A header line ("#jetline
+// upload=NAME [first_line=N]", see [isUploadHeader]) names the upload: it
+// is neither counted nor published, the upload's name is held (see
+// [uploadNames]) and the lines after it are numbered from first_line. Any
+// other first line is given back to the framer as data. refused says why
+// the connection must end at once: the header is not valid or the name is
+// held by another connection.
+func (s *session) openUpload(ctx context.Context, fr *framer) (lease *uploadLease, refused string) {
+	u, named, err := readUploadHeader(fr)
+	if err != nil {
+		s.upload.first = 1
+		s.logger.Warn("upload header refused", "err", err)
+		return nil, err.Error()
+	}
+	if !named {
+		return nil, ""
+	}
+	s.upload = u
+	s.logger = s.logger.With("upload", u.name)
+	lease, err = s.uploads.hold(ctx, s.source, u, s.id, s.stopLost)
+	if err != nil {
+		s.logger.Warn("upload refused", "first_line", u.first, "err", err)
+		return nil, err.Error()
+	}
+	s.logger.Info("named upload", "first_line", u.first)
+	return lease, ""
+}
+
+// stopLost ends the connection when the hold on its upload's name is
+// lost. Called from the lease's goroutine.
+func (s *session) stopLost() {
+	s.lost.Store(true)
+	s.stopReading()
 }
 
 // publishFrame hands the frame e to the connection's publisher; see
@@ -212,7 +267,11 @@ func (s *session) publisher() *publisher {
 		return p
 	}
 	conn := strconv.FormatUint(s.id, 10)
-	p := newPublisher(s.js, s.cfg.publisher, s.subject, topology.ConnLineIDs(s.instance, conn), s.instance, conn, s.logger)
+	ids := topology.ConnLineIDs(s.instance, conn)
+	if s.upload.name != "" {
+		ids = topology.UploadLineIDs(s.source, s.upload.name)
+	}
+	p := newPublisher(s.js, s.cfg.publisher, s.subject, ids, s.instance, conn, s.upload.name, s.logger)
 	p.instrument(s.metrics)
 	go p.run(s.cfg.abort)
 	s.pub.Store(p)

@@ -279,8 +279,10 @@ func readFrame(m jetstream.Msg, seqIDs topology.SeqLineIDs) (frameMeta, Result) 
 			}
 		}
 		msgID, lineID = h.Get(topology.HeaderMsgID), h.Get(topology.HeaderLineID)
-		if first, err := strconv.ParseInt(h.Get(topology.HeaderLine), 10, 64); err == nil && h.Get(topology.HeaderLines) != "" {
-			f.ids, _ = topology.FrameLineIDs(msgID, first)
+		first, ferr := strconv.ParseInt(h.Get(topology.HeaderLine), 10, 64)
+		lines, lerr := strconv.ParseInt(h.Get(topology.HeaderLines), 10, 64)
+		if ferr == nil && lerr == nil {
+			f.ids, _ = topology.FrameLineIDs(msgID, first, lines)
 			if f.ids != "" {
 				f.firstLine = first
 			}

@@ -39,6 +39,8 @@ func TestReadFrameLineIDs(t *testing.T) {
 	}{
 		{"gateway frame", &testMsg{data: []byte("a\nb\nc\n"), md: md, headers: frameHeader("gw-1.9.40", "40", "3")},
 			[]string{"gw-1.9.40", "gw-1.9.41", "gw-1.9.42"}},
+		{"named upload's frame", &testMsg{data: []byte("a\nb\n"), md: md, headers: frameHeader("default/rc-2018.7+2", "7", "2")},
+			[]string{"default/rc-2018.7", "default/rc-2018.8"}},
 		{"gateway frame of one line", &testMsg{data: []byte("a\n"), md: md, headers: frameHeader("gw-1.9.5", "5", "1")},
 			[]string{"gw-1.9.5"}},
 		{"several lines from another program", &testMsg{data: []byte("a\r\nb\n\nd"), md: md},

@@ -105,6 +105,10 @@ func serve(ctx context.Context, cfg gateway.Config, hs *health.Server, startup *
 	if err != nil {
 		return err
 	}
+	startup.Waiting("creating or updating key-value bucket " + topology.UploadsBucket)
+	if err := gw.SetupUploads(ctx, retry); err != nil {
+		return interrupted(ctx, err)
+	}
 	hs.Handle("GET "+metrics.Path, metrics.Handler(logger, gw.Metrics()))
 	startup.Done()
 	return gw.Run(ctx)

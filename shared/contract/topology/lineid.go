@@ -16,8 +16,8 @@ import (
 // life: it is the Nats-Msg-Id of the frame it starts, the key of its row
 // when the pipeline has none of its own, and the [HeaderLineID] of its
 // dead letter, which a replay carries back. Every line id is made by
-// [LineIDs.Append]; another kind of run (such as a named upload's) is
-// another constructor of a prefix, and [FrameLineIDs] reads it back from
+// [LineIDs.Append]; a named upload's lines are another run, with another
+// prefix ([UploadLineIDs]), and [FrameLineIDs] reads the prefix back from
 // any of them. The value is the prefix, ending in ".".
 type LineIDs string
 
@@ -25,6 +25,13 @@ type LineIDs string
 // gateway instance: "<instance>.<conn>.<line>".
 func ConnLineIDs(instance, conn string) LineIDs {
 	return LineIDs(instance + "." + conn + ".")
+}
+
+// UploadLineIDs returns the line identities of the named upload name on
+// source: "<source>/<name>.<line>", the same on every gateway and
+// connection, so a file sent again under its name keys the same rows.
+func UploadLineIDs(source, name string) LineIDs {
+	return LineIDs(source + "/" + name + ".")
 }
 
 // Line returns the identity of line number line.
@@ -35,6 +42,21 @@ func (p LineIDs) Line(line int64) string {
 // Append appends the identity of line number line to dst.
 func (p LineIDs) Append(dst []byte, line int64) []byte {
 	return strconv.AppendInt(append(dst, p...), line, 10)
+}
+
+// AppendUploadFrame appends the message id of a named upload's frame of
+// lines lines from line first to dst: the first line's identity, followed
+// by "+<lines>" when the frame holds more than one. The count keeps a
+// frame apart from a frame of the same first line but fewer lines, which
+// the upload sent before under its name (a send cut short, framed at other
+// read boundaries): JetStream would otherwise drop the longer frame as a
+// duplicate, and with it the lines the shorter one did not hold.
+func (p LineIDs) AppendUploadFrame(dst []byte, first, lines int64) []byte {
+	dst = p.Append(dst, first)
+	if lines > 1 {
+		dst = strconv.AppendInt(append(dst, '+'), lines, 10)
+	}
+	return dst
 }
 
 // SeqLineIDs makes the identities of lines published without a message
@@ -69,13 +91,18 @@ func (s SeqLineIDs) Lines(seq uint64) LineIDs {
 }
 
 // FrameLineIDs returns the line identities of a gateway's frame from its
-// message id and first line number (headers [HeaderMsgID] and
-// [HeaderLine]): the frame's k-th line is LineIDs.Line(first+k). It
-// reports false when msgID is not the identity of line first, as for
-// messages other programs publish.
-func FrameLineIDs(msgID string, first int64) (LineIDs, bool) {
+// message id, first line number and line count (headers [HeaderMsgID],
+// [HeaderLine] and [HeaderLines]): the frame's k-th line is
+// LineIDs.Line(first+k). The message id is the identity of line first,
+// optionally followed by "+<lines>" ([LineIDs.AppendUploadFrame]). It
+// reports false when msgID is neither, as for messages other programs
+// publish.
+func FrameLineIDs(msgID string, first, lines int64) (LineIDs, bool) {
 	if first < 1 {
 		return "", false
+	}
+	if lines > 1 {
+		msgID, _ = strings.CutSuffix(msgID, "+"+strconv.FormatInt(lines, 10))
 	}
 	prefix, ok := strings.CutSuffix(msgID, "."+strconv.FormatInt(first, 10))
 	if !ok || prefix == "" {

@@ -12,24 +12,38 @@ func TestLineIDs(t *testing.T) {
 	if got := ids.Line(42); got != "gw-1a2b.7.42" {
 		t.Fatalf("Line(42) = %q", got)
 	}
+	up := UploadLineIDs("default", "rc/2018-01.xz")
+	if got := up.Line(42); got != "default/rc/2018-01.xz.42" {
+		t.Fatalf("upload Line(42) = %q", got)
+	}
+	if got := string(up.AppendUploadFrame(nil, 42, 3)); got != "default/rc/2018-01.xz.42+3" {
+		t.Fatalf("AppendUploadFrame(42, 3) = %q", got)
+	}
+	if got := string(up.AppendUploadFrame(nil, 42, 1)); got != up.Line(42) {
+		t.Fatalf("AppendUploadFrame(42, 1) = %q, want the line's id", got)
+	}
 	tests := []struct {
-		msgID string
-		first int64
-		want  LineIDs
-		ok    bool
+		msgID        string
+		first, lines int64
+		want         LineIDs
+		ok           bool
 	}{
-		{"gw-1a2b.7.42", 42, "gw-1a2b.7.", true},
-		{"gw.x.y.7.1", 1, "gw.x.y.7.", true},
-		{"gw-1a2b.7.42", 41, "", false},
-		{"gw-1a2b.7.142", 42, "", false},
-		{"42", 42, "", false},
-		{".42", 42, "", false},
-		{"gw.7.0", 0, "", false},
+		{"gw-1a2b.7.42", 42, 3, "gw-1a2b.7.", true},
+		{"gw.x.y.7.1", 1, 1, "gw.x.y.7.", true},
+		{"gw-1a2b.7.42", 41, 3, "", false},
+		{"gw-1a2b.7.142", 42, 3, "", false},
+		{"42", 42, 1, "", false},
+		{".42", 42, 1, "", false},
+		{"gw.7.0", 0, 1, "", false},
+		{"default/rc.2018.42+3", 42, 3, "default/rc.2018.", true},
+		{"default/rc.2018.42", 42, 3, "default/rc.2018.", true},
+		{"default/rc.2018.42+3", 42, 4, "", false},
+		{"default/rc.2018.42+1", 42, 1, "", false},
 	}
 	for _, tt := range tests {
-		got, ok := FrameLineIDs(tt.msgID, tt.first)
+		got, ok := FrameLineIDs(tt.msgID, tt.first, tt.lines)
 		if got != tt.want || ok != tt.ok {
-			t.Errorf("FrameLineIDs(%q, %d) = %q, %v; want %q, %v", tt.msgID, tt.first, got, ok, tt.want, tt.ok)
+			t.Errorf("FrameLineIDs(%q, %d, %d) = %q, %v; want %q, %v", tt.msgID, tt.first, tt.lines, got, ok, tt.want, tt.ok)
 		}
 	}
 }

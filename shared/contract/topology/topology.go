@@ -36,6 +36,13 @@ const (
 	// that died. `worker status` reads it to list the connected workers,
 	// which the consumer cannot: it only counts idle fetch requests.
 	WorkersBucket = "jetline_workers"
+	// UploadsBucket is the key-value bucket in which gateways hold the
+	// names of the named uploads they are receiving, one key
+	// "<source>/<name>" each, so that two connections never send under
+	// one name at once. A gateway renews its keys while their uploads
+	// run and deletes them when they end; the bucket's TTL
+	// (GATEWAY_UPLOAD_LEASE) drops the keys of a gateway that died.
+	UploadsBucket = "jetline_uploads"
 )
 
 // Header names set by the gateway on every frame: one JetStream message
@@ -45,7 +52,9 @@ const (
 const (
 	// HeaderMsgID is JetStream's de-duplication header. The gateway sets it
 	// to the identity of the frame's first line, "<instance>.<conn>.<line>"
-	// ([LineIDs]), so a publish retried after a lost PubAck is stored once.
+	// ([LineIDs]), so a publish retried after a lost PubAck is stored once;
+	// a named upload's frame of several lines adds "+<lines>"
+	// ([LineIDs.AppendUploadFrame]).
 	HeaderMsgID = jetstream.MsgIDHeader
 	// HeaderGateway names the gateway instance that received the line.
 	HeaderGateway = "Jetline-Gateway"
@@ -71,6 +80,10 @@ const (
 	// so a replayed line keys the same row as the line it was, and a line
 	// replayed twice is stored once.
 	HeaderLineID = "Jetline-Line-Id"
+	// HeaderUpload is the name of the named upload the frame belongs to
+	// (the sender's "#jetline upload=NAME" header line); absent for the
+	// lines of an unnamed connection. Dead letters keep it.
+	HeaderUpload = "Jetline-Upload"
 )
 
 // MinDuplicateWindow is the shortest de-duplication window accepted: a
