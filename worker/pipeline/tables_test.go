@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/jetline/jetline/shared/contract/deadletter"
-	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/worker"
 	"github.com/jetline/jetline/worker/pipeline"
@@ -337,62 +335,12 @@ func TestCheckTweetsFullSample(t *testing.T) {
 func TestTweetsFullThroughWorker(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	p, err := pipeline.Load("../../deploy/pipelines/tweets-full.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Loaded beside tweets.yaml, as compose and make run load them: its
-	// own table tweets, of other columns, must not fight live.tweets.
-	single, err := pipeline.Load("../../deploy/pipelines/tweets.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	logger := testenv.Logger(t)
-	// Routed as the worker program routes.
-	router, stores, err := worker.Routes(pool, "events", []worker.Pipeline{p, single}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range stores {
-		if err := s.CreateTables(ctx); err != nil {
+	tf := startTweetsFull(t, 1, 50, func(pool *pgxpool.Pool) {
+		if _, err := pool.Exec(ctx, `ALTER TABLE live.tweet_hashtags ADD CHECK (tag <> 'forbidden')`); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, err := pool.Exec(ctx, `ALTER TABLE live.tweet_hashtags ADD CHECK (tag <> 'forbidden')`); err != nil {
-		t.Fatal(err)
-	}
-	js := testenv.JetStream(t)
-	if _, err := topology.EnsureStream(ctx, js, topology.StreamConfig{MaxBytes: 1 << 30, DuplicateWindow: topology.MinDuplicateWindow, Replicas: 1}); err != nil {
-		t.Fatal(err)
-	}
-	dlq, err := deadletter.EnsureStream(ctx, js, deadletter.Config{MaxAge: time.Hour, MaxBytes: 64 << 20}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := topology.EnsureConsumer(ctx, js, topology.ConsumerConfig{AckWait: 30 * time.Second, MaxAckPending: 10000, MaxDeliver: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(cons, router, worker.Options{
-		BatchSize: 50, BatchBytes: 1 << 20, Concurrency: 2, DeadLetters: js,
-		RetryBackoff: 100 * time.Millisecond, RetryMaxBackoff: time.Second, ShutdownTimeout: 10 * time.Second,
-	}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := w.Run(runCtx); err != nil {
-			t.Errorf("worker: %v", err)
-		}
 	})
-	t.Cleanup(func() { stop(); wg.Wait() })
+	js, dlq, w := tf.js, tf.dlq, tf.workers[0]
 
 	sample, err := os.ReadFile("../../deploy/samples/tweets-full.ndjson")
 	if err != nil {
@@ -411,7 +359,7 @@ func TestTweetsFullThroughWorker(t *testing.T) {
 		return nil
 	})
 
-	f := &feed{pool: pool}
+	f := tf.feed
 	for sql, want := range map[string]string{
 		`SELECT id, retweet_count FROM live.tweets ORDER BY id`:                            "1001|9, 1006|0",
 		`SELECT id, screen_name, followers FROM live.users ORDER BY id`:                    "7|ann|125, 8|cy|6",
