@@ -13,12 +13,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
 )
 
-// Group counts the dead letters of one reason and source.
+// Group counts the dead letters of one reason and source, and of one named
+// upload (the lines' Jetline-Upload header) when they belong to one.
 type Group struct {
 	Reason string `json:"reason"`
 	Source string `json:"source"`
+	Upload string `json:"upload,omitempty"`
 	Count  uint64 `json:"count"`
 	// Oldest and Newest are when the group's first and last entries were
 	// stored in the stream.
@@ -46,7 +49,8 @@ type Summary struct {
 // and source only, it counts from the stream's per-subject totals and reads
 // just the first and last entry of each subject for the times, so it
 // takes about as long for a million entries as for ten; sequence and time
-// ranges need every selected entry's headers.
+// ranges need every selected entry's headers, and so does a subject whose
+// first or last entry belongs to a named upload, to count by upload.
 func List(ctx context.Context, js jetstream.JetStream, f Filter) (Summary, error) {
 	s, err := deadLetters(ctx, js)
 	if err != nil {
@@ -62,7 +66,7 @@ func List(ctx context.Context, js jetstream.JetStream, f Filter) (Summary, error
 		return Summary{}, err
 	}
 	slices.SortFunc(sum.Groups, func(a, b Group) int {
-		return strings.Compare(a.Reason+"\x00"+a.Source, b.Reason+"\x00"+b.Source)
+		return strings.Compare(a.Reason+"\x00"+a.Source+"\x00"+a.Upload, b.Reason+"\x00"+b.Source+"\x00"+b.Upload)
 	})
 	for _, g := range sum.Groups {
 		sum.Entries += g.Count
@@ -88,10 +92,49 @@ func listBySubject(ctx context.Context, s jetstream.Stream, f Filter, sum *Summa
 		if err != nil {
 			return fmt.Errorf("read the last dead letter on %s: %w", subject, err)
 		}
+		if first.Header.Get(topology.HeaderUpload) != "" || last.Header.Get(topology.HeaderUpload) != "" {
+			// Lines of named uploads: counted by upload.
+			groups, err := scanGroups(ctx, s, Filter{Reason: g.Reason, Source: g.Source})
+			if err != nil {
+				return err
+			}
+			sum.Groups = append(sum.Groups, groups...)
+			continue
+		}
 		g.Oldest, g.Newest = first.Time, last.Time
 		sum.Groups = append(sum.Groups, g)
 	}
 	return nil
+}
+
+// scanGroups counts the entries f selects by subject and upload, reading
+// the headers of each.
+func scanGroups(ctx context.Context, s jetstream.Stream, f Filter) ([]Group, error) {
+	groups := map[string]*Group{}
+	var order []string
+	err := scan(ctx, s, f, true, func(l letter) error {
+		upload := l.Entry.Header.Get(topology.HeaderUpload)
+		key := l.Subject + "\x00" + upload
+		g := groups[key]
+		if g == nil {
+			gg := groupOf(l.Subject)
+			gg.Upload, gg.Oldest = upload, l.Time
+			g = &gg
+			groups[key] = g
+			order = append(order, key)
+		}
+		g.Count++
+		g.Newest = l.Time
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Group, 0, len(order))
+	for _, k := range order {
+		out = append(out, *groups[k])
+	}
+	return out, nil
 }
 
 // listByScan fills sum by reading the headers of every selected entry.
@@ -101,26 +144,9 @@ func listByScan(ctx context.Context, s jetstream.Stream, f Filter, sum *Summary)
 		return fmt.Errorf("read stream %s: %w", deadletter.StreamName, err)
 	}
 	sum.setStream(info)
-	groups := map[string]*Group{}
-	err = scan(ctx, s, f, true, func(l letter) error {
-		g := groups[l.Subject]
-		if g == nil {
-			gg := groupOf(l.Subject)
-			gg.Oldest = l.Time
-			g = &gg
-			groups[l.Subject] = g
-		}
-		g.Count++
-		g.Newest = l.Time
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, g := range groups {
-		sum.Groups = append(sum.Groups, *g)
-	}
-	return nil
+	groups, err := scanGroups(ctx, s, f)
+	sum.Groups = groups
+	return err
 }
 
 func (sum *Summary) setStream(info *jetstream.StreamInfo) {
@@ -154,8 +180,21 @@ func WriteSummary(out io.Writer, sum Summary) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "REASON\tSOURCE\tCOUNT\tOLDEST\tNEWEST")
+	uploads := slices.ContainsFunc(sum.Groups, func(g Group) bool { return g.Upload != "" })
+	if uploads {
+		fmt.Fprintln(tw, "REASON\tSOURCE\tUPLOAD\tCOUNT\tOLDEST\tNEWEST")
+	} else {
+		fmt.Fprintln(tw, "REASON\tSOURCE\tCOUNT\tOLDEST\tNEWEST")
+	}
 	for _, g := range sum.Groups {
+		if uploads {
+			upload := g.Upload
+			if upload == "" {
+				upload = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", g.Reason, g.Source, upload, g.Count, stamp(g.Oldest), stamp(g.Newest))
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", g.Reason, g.Source, g.Count, stamp(g.Oldest), stamp(g.Newest))
 	}
 	tw.Flush()

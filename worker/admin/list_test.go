@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jetline/jetline/shared/contract/deadletter"
+	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
@@ -172,5 +175,56 @@ func TestScanEndsWhenEntriesVanish(t *testing.T) {
 	}
 	if seen >= len(entries) {
 		t.Errorf("scan saw %d entries after the purge; the test did not purge in time", seen)
+	}
+}
+
+// Dead letters of named uploads are counted by upload, in a column of
+// their own, and show prints the upload.
+func TestListByUpload(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	ctx := context.Background()
+	named := func(upload string, seq uint64) deadletter.Entry {
+		e := entry("default", "invalid_json", seq, "{")
+		e.Header.Set(topology.HeaderUpload, upload)
+		return e
+	}
+	// invalid_json/default: one unnamed, then two of rc-2018-01 and one of
+	// rc-2018-02; pg_22003/tweets: unnamed only.
+	b.deadLetter(t, entry("default", "invalid_json", 1, "{"), named("rc-2018-01", 2), named("rc-2018-02", 3),
+		named("rc-2018-01", 4), entry("tweets", "pg_22003", 5, `{"n":1e400}`))
+	for _, f := range []Filter{{}, {FromSeq: 1}} {
+		sum, err := List(ctx, b.js, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, g := range sum.Groups {
+			got = append(got, fmt.Sprintf("%s/%s/%s=%d", g.Reason, g.Source, g.Upload, g.Count))
+		}
+		want := []string{"invalid_json/default/=1", "invalid_json/default/rc-2018-01=2", "invalid_json/default/rc-2018-02=1", "pg_22003/tweets/=1"}
+		if !slices.Equal(got, want) || sum.Entries != 5 {
+			t.Fatalf("%v: groups = %v (%d entries), want %v", f, got, sum.Entries, want)
+		}
+		var out bytes.Buffer
+		if err := WriteSummary(&out, sum); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{"UPLOAD", "rc-2018-01  2", "tweets   -"} {
+			if !strings.Contains(out.String(), s) {
+				t.Errorf("list output lacks %q:\n%s", s, out.String())
+			}
+		}
+	}
+	e, err := Show(ctx, b.js, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := WriteEntry(&out, e, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "upload:      rc-2018-01") {
+		t.Errorf("show output lacks the upload:\n%s", out.String())
 	}
 }

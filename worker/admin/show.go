@@ -58,6 +58,7 @@ func WriteEntry(out io.Writer, e deadletter.Entry, full bool) error {
 	field("error", e.Error)
 	field("subject", e.Subject)
 	field("line id", e.Header.Get(topology.HeaderLineID))
+	field("upload", e.Header.Get(topology.HeaderUpload))
 	field("ingest seq", num(e.StreamSeq))
 	field("deliveries", num(e.Deliveries))
 	field("by", e.By)
