@@ -368,6 +368,8 @@ func TestTweetsFullThroughWorker(t *testing.T) {
 		`SELECT id FROM live.tweets_tombstones ORDER BY id`:                                "1002, 1005",
 		`SELECT count(*) FROM live.tweets WHERE id = 1004`:                                 "0",
 		`SELECT count(*) FROM live.users WHERE id = 10`:                                    "0",
+		// The join the README and make run's banner show.
+		`SELECT u.screen_name, u.followers, h.tag, t.text FROM live.tweets t JOIN live.users u ON u.id = t.user_id JOIN live.tweet_hashtags h ON h.tweet_id = t.id ORDER BY h.tag`: "ann|125|go|rain and #Go and #go, ann|125|rain|@cy #rain here too",
 		// tweets.yaml's table of the same name is another, still empty.
 		`SELECT count(*) FROM public.tweets`: "0",
 	} {
