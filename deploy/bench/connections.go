@@ -52,20 +52,16 @@ const (
 	// fdHeadroom is what the bench needs besides its client connections:
 	// NATS, its clients, Postgres connections, files.
 	fdHeadroom = 256
-	// tlsListenWait is how long the TLS listener may take to appear once
-	// the plain one answers; a gateway without TLS support never opens it.
-	tlsListenWait = 5 * time.Second
 )
 
 // connRun is one run of the connections mode in progress.
 type connRun struct {
 	b       *bench
 	gateway *child
-	// plainAddr, tlsAddr and healthAddr are where the gateway listens;
-	// tlsAddr is empty when it runs no TLS listener.
+	// plainAddr, tlsAddr and healthAddr are where the gateway listens.
 	plainAddr, tlsAddr, healthAddr string
 	// tlsClient is the clients' TLS configuration, trusting the run's
-	// self-signed certificate; nil without TLS.
+	// self-signed certificate.
 	tlsClient *tls.Config
 	srcs      *sources
 	ingest    jetstream.Stream
@@ -106,14 +102,12 @@ func runConnections(ctx context.Context, b *bench) error {
 		return fmt.Errorf("plain connections: %w", err)
 	}
 	r.res.Plain = &plain
-	if r.tlsAddr != "" {
-		settle()
-		secure, err := r.measureRate(ctx, "TLS", r.tlsAddr, r.tlsClient)
-		if err != nil {
-			return fmt.Errorf("TLS connections: %w", err)
-		}
-		r.res.TLS = &secure
+	settle()
+	secure, err := r.measureRate(ctx, "TLS", r.tlsAddr, r.tlsClient)
+	if err != nil {
+		return fmt.Errorf("TLS connections: %w", err)
 	}
+	r.res.TLS = &secure
 
 	if r.res.GatewayPeakRSS, err = peakRSS(r.gateway.pid); err != nil {
 		return err
@@ -125,18 +119,16 @@ func runConnections(ctx context.Context, b *bench) error {
 	return nil
 }
 
-// startGateway starts the gateway with a plain listener and, when it
-// supports them, a TLS listener with a fresh ECDSA P-256 certificate, and
-// waits until it accepts connections.
+// startGateway starts the gateway with a plain listener and a TLS
+// listener with a fresh ECDSA P-256 certificate, and waits until it
+// accepts connections on both.
 func (r *connRun) startGateway(ctx context.Context) error {
 	h, cfg, pr := r.b.h, r.b.cfg, r.b.pr
-	var err error
-	if r.plainAddr, err = freeAddr(); err != nil {
+	addrs, err := freeAddrs(3)
+	if err != nil {
 		return err
 	}
-	if r.healthAddr, err = freeAddr(); err != nil {
-		return err
-	}
+	r.plainAddr, r.healthAddr, r.tlsAddr = addrs[0], addrs[1], addrs[2]
 	env := []string{
 		"NATS_URL=" + h.nats.ClientURL(),
 		"LOG_FORMAT=json",
@@ -146,27 +138,16 @@ func (r *connRun) startGateway(ctx context.Context) error {
 		"GATEWAY_INSTANCE=bench-gateway",
 		"GATEWAY_MAX_CONNECTIONS=" + strconv.Itoa(r.res.MaxConnections),
 	}
-	if !gatewayHasTLS() {
-		r.res.TLSNote = "gateway has no TLS listener"
-		pr.step("TLS: not measured (%s)", r.res.TLSNote)
-	} else {
-		if r.tlsAddr, err = freeAddr(); err != nil {
-			return err
-		}
-		cert, err := writeCertificate(filepath.Join(h.dir, "tls"))
-		if err != nil {
-			return err
-		}
-		r.tlsClient = cert.clientConfig()
-		env = append(env, "GATEWAY_TLS_LISTEN="+r.tlsAddr, "GATEWAY_TLS_CERT="+cert.CertFile, "GATEWAY_TLS_KEY="+cert.KeyFile)
+	cert, err := writeCertificate(filepath.Join(h.dir, "tls"))
+	if err != nil {
+		return err
 	}
+	r.tlsClient = cert.clientConfig()
+	env = append(env, "GATEWAY_TLS_LISTEN="+r.tlsAddr, "GATEWAY_TLS_CERT="+cert.CertFile, "GATEWAY_TLS_KEY="+cert.KeyFile)
 	// Last, so that -env wins over the defaults above.
 	env = append(env, cfg.ChildEnv...)
 
-	listeners := r.plainAddr
-	if r.tlsAddr != "" {
-		listeners += ", TLS " + r.tlsAddr
-	}
+	listeners := r.plainAddr + ", TLS " + r.tlsAddr
 	pr.step("starting the gateway on %s (%s); no workers: a receipt needs only JetStream's acknowledgement", listeners, h.binaries.Gateway.Path)
 	if r.gateway, err = startChild("gateway", h.binaries.Gateway.Path, env, r.b.stderr); err != nil {
 		return err
@@ -175,21 +156,8 @@ func (r *connRun) startGateway(ctx context.Context) error {
 	if err := poll(ctx, readyTimeout, "gateway listening", func() (bool, error) { return r.listening(ctx, r.plainAddr, nil) }); err != nil {
 		return err
 	}
-	if r.tlsAddr != "" {
-		var broken error
-		err := poll(ctx, tlsListenWait, "TLS listener", func() (bool, error) {
-			ok, err := r.listening(ctx, r.tlsAddr, r.tlsClient)
-			broken = err
-			return ok, err
-		})
-		switch {
-		case broken != nil || ctx.Err() != nil:
-			return err
-		case err != nil:
-			pr.warn("nothing listens on GATEWAY_TLS_LISTEN %s: TLS is not measured (is the gateway binary older than its sources?)", r.tlsAddr)
-			r.res.TLSNote = "gateway has no TLS listener: nothing listens on " + r.tlsAddr
-			r.tlsAddr, r.tlsClient = "", nil
-		}
+	if err := poll(ctx, readyTimeout, "TLS listener", func() (bool, error) { return r.listening(ctx, r.tlsAddr, r.tlsClient) }); err != nil {
+		return err
 	}
 	if r.res.GatewayOpenFiles, err = openFilesLimit(r.gateway.pid); err != nil {
 		return err

@@ -62,13 +62,9 @@ func TestRunConnections(t *testing.T) {
 		}
 	}
 	checkRate("plain", c.Plain)
-	if gatewayHasTLS() {
-		checkRate("TLS", c.TLS)
-		if c.TLS != nil && (c.TLS.HandshakeP50 <= 0 || c.TLS.HandshakeP50 > c.TLS.P50 || !strings.HasPrefix(c.TLS.Protocol, "TLS 1.")) {
-			t.Errorf("TLS handshake p50 %v (connection p50 %v), protocol %q", c.TLS.HandshakeP50, c.TLS.P50, c.TLS.Protocol)
-		}
-	} else if c.TLS != nil || c.TLSNote != "gateway has no TLS listener" {
-		t.Errorf("gateway without TLS: TLS %+v, note %q", c.TLS, c.TLSNote)
+	checkRate("TLS", c.TLS)
+	if c.TLS != nil && (c.TLS.HandshakeP50 <= 0 || c.TLS.HandshakeP50 > c.TLS.P50 || !strings.HasPrefix(c.TLS.Protocol, "TLS 1.")) {
+		t.Errorf("TLS handshake p50 %v (connection p50 %v), protocol %q", c.TLS.HandshakeP50, c.TLS.P50, c.TLS.Protocol)
 	}
 
 	if len(c.Goals) != 3 {
@@ -150,7 +146,6 @@ func sampleConnections(t *testing.T) *Report {
 		Plain: &rateResult{Name: "plain", Clients: 32, Seconds: 10, Attempted: 42_000, OK: 41_990, Failed: 10,
 			Errors: []errorCount{{Kind: "connect: connection refused", Count: 10}}, PerSec: 4_199, P50: 0.0012, P99: 0.0085,
 			Accepted: 41_990, StoredLines: 41_990, GatewayCPUSeconds: 8.4, GatewayCores: 0.84, BusyPct: 100, OtherCores: 0.5},
-		TLSNote: "gateway has no TLS listener",
 	})
 	return r
 }
@@ -164,7 +159,7 @@ func TestConnectionsReportText(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{"mode connections", "load average 1.00 0.50 0.25", "6.0 KiB per connection",
 		"goroutines not known", "4,199", "1.2ms", "8.5ms", "10 × connect: connection refused",
-		"200 µs/conn", "carry 9,997 connections/s", "WARNING", "not measured (gateway has no TLS listener)",
+		"200 µs/conn", "carry 9,997 connections/s", "WARNING", "not measured (not run)",
 		"6.0 KiB    0.38×   met", "4,199/s    0.84×   missed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

@@ -13,26 +13,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"time"
-
-	"github.com/jetline/jetline/gateway"
 )
-
-// tlsListenVar is the gateway variable that opens TLS listeners.
-const tlsListenVar = "GATEWAY_TLS_LISTEN"
-
-// gatewayHasTLS reports whether the gateway reads [tlsListenVar], judged
-// by the gateway package this bench is built with.
-func gatewayHasTLS() bool {
-	t := reflect.TypeFor[gateway.Config]()
-	for i := range t.NumField() {
-		if t.Field(i).Tag.Get("env") == tlsListenVar {
-			return true
-		}
-	}
-	return false
-}
 
 // certificate is a self-signed server certificate for 127.0.0.1 written
 // to PEM files.

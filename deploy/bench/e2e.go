@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/runtime/health"
 	"github.com/jetline/jetline/shared/runtime/metrics"
 )
 
@@ -247,25 +247,25 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 		return fmt.Errorf("connect to postgres: %w", err)
 	}
 
-	// The first worker creates the table alone: workers started together
-	// race in CREATE TABLE IF NOT EXISTS, and the loser fails with a
-	// unique violation on pg_type.
+	// The first worker is waited for alone so that a worker that cannot
+	// start fails the run before the others are started; the store's
+	// advisory lock already lets workers started together create the table.
 	pr.step("starting %d workers (%s)", cfg.Workers, h.binaries.Worker.Path)
-	health := make([]string, cfg.Workers)
+	healthAddrs := make([]string, cfg.Workers)
 	for i := range cfg.Workers {
-		if health[i], err = freeAddr(); err != nil {
+		if healthAddrs[i], err = freeAddr(); err != nil {
 			return err
 		}
 		name := fmt.Sprintf("worker-%d", i+1)
 		c, err := startChild(name, h.binaries.Worker.Path, slices.Concat(env,
-			[]string{"WORKER_HEALTH_ADDR=" + health[i], "WORKER_INSTANCE=bench-" + name}), r.b.stderr)
+			[]string{"WORKER_HEALTH_ADDR=" + healthAddrs[i], "WORKER_INSTANCE=bench-" + name}), r.b.stderr)
 		if err != nil {
 			return err
 		}
 		h.children = append(h.children, c)
 		r.workers = append(r.workers, c)
 		if i == 0 || i == cfg.Workers-1 {
-			if err := r.waitWorkers(ctx, health[:i+1]); err != nil {
+			if err := r.waitWorkers(ctx, healthAddrs[:i+1]); err != nil {
 				return err
 			}
 		}
@@ -303,13 +303,13 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 
 // waitWorkers waits until every worker is ready (NATS and Postgres
 // reachable), the consumer exists and the table has been created.
-func (r *e2eRun) waitWorkers(ctx context.Context, health []string) error {
+func (r *e2eRun) waitWorkers(ctx context.Context, healthAddrs []string) error {
 	return poll(ctx, readyTimeout, "workers ready", func() (bool, error) {
 		if err := r.exited(); err != nil {
 			return false, err
 		}
-		for _, addr := range health {
-			if !httpOK(ctx, "http://"+addr+"/readyz") {
+		for _, addr := range healthAddrs {
+			if health.Probe("http://"+addr+"/readyz", time.Second) != nil {
 				return false, nil
 			}
 		}
@@ -644,32 +644,30 @@ func poll(ctx context.Context, timeout time.Duration, what string, check func() 
 	}
 }
 
-// httpOK reports whether GET url answers 200.
-func httpOK(ctx context.Context, url string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
 // freeAddr returns a 127.0.0.1 address nothing listens on right now.
 // Someone may take it before the program binds it; the program then fails
 // to start and the run says so.
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := freeAddrs(1)
 	if err != nil {
-		return "", fmt.Errorf("pick a free port: %w", err)
+		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return addrs[0], nil
+}
+
+// freeAddrs returns n distinct such addresses: each is held until all are
+// picked, so the kernel cannot hand out one port twice.
+func freeAddrs(n int) ([]string, error) {
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port: %w", err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs, nil
 }
 
 // tableIdent returns table, "name" or "schema.name", as an identifier.

@@ -351,11 +351,8 @@ func (r *Report) writeText(w io.Writer) error {
 }
 
 func (b binary) describe() string {
-	switch {
-	case b.Built:
+	if b.Built {
 		return "built from source"
-	case b.Stale:
-		return b.Path + " (STALE: older than its sources)"
 	}
 	return b.Path
 }
