@@ -119,8 +119,8 @@ func parseFlags(args []string) (Config, error) {
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
-	fs.StringVar(&cfg.Spec, "spec", "", "pipeline spec `file` of -mode typed (default: "+DefaultSpec+" for tweets, a generated one for the other corpora)")
+	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", ")+" (typed: e2e through a pipeline)")
+	fs.StringVar(&cfg.Spec, "spec", "", "pipeline spec `file` of -mode typed, and -mode e2e through it (default: "+DefaultSpec+" for tweets, a generated one for the other corpora)")
 	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: tweets (~6 KB statuses, 400,000 lines), archive (~4 KB records with values of their own, 100,000), small (~200 B records, 2,000,000)")
 	fs.StringVar(&cfg.Compress, "compress", "", "`xz`: send the corpus as one xz -T2 file with `ncat host port < dump.xz`, and measure xz -dc of it as the floor")
 	fs.BoolVar(&cfg.Latency, "latency", false, "-mode e2e: send the lines one at a time over one connection, each once the row of the one before is visible")
@@ -168,6 +168,10 @@ func parseFlags(args []string) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
+// typed reports whether the e2e mode runs through a pipeline into its
+// typed table: with -spec, or by its name -mode typed.
+func (c Config) typed() bool { return c.Mode == "typed" || c.Spec != "" }
+
 // Validate reports what is wrong with c, in terms of the flags.
 func (c Config) Validate() error {
 	var errs []error
@@ -183,7 +187,7 @@ func (c Config) Validate() error {
 	if (c.Compress != "" || c.Latency) && c.Conns != 1 {
 		errs = append(errs, fmt.Errorf("-compress and -latency send over one connection: leave out -conns (got %d)", c.Conns))
 	}
-	if c.Latency && (c.Mode != "e2e" || c.Compress != "") {
+	if c.Latency && (c.Mode != "e2e" || c.Spec != "" || c.Compress != "") {
 		errs = append(errs, errors.New("-latency measures lone lines into the raw landing: use it with -mode e2e and without -compress"))
 	}
 	if c.Lines < 1 {

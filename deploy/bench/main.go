@@ -13,19 +13,19 @@
 // Postgres: one connection, one pgx CopyFrom of (line_id text primary key,
 // payload jsonb lz4) into a fresh table, committed.
 //
-// -mode typed does the same through a pipeline spec into its typed table:
-// -spec, or the corpus's own. -corpus chooses the lines: tweets (about
-// 6 KB, shared/devkit/tweetgen; the tweets pipeline keeps 27 %), archive (4 KB
-// records with values of their own, which xz compresses about 8×; their
-// pipeline keeps 0.15 %) or small (200 B records, 1 % kept). -compress xz
-// compresses the corpus once with `xz -T2` (kept in the user's cache
-// directory), sends it as `ncat host port < dump.xz` (or by the bench
-// itself where ncat is missing) and measures `xz -dc` of it as the floor.
-// -latency sends lone lines instead: one at a time over one connection,
-// each once the row of the one before is visible in Postgres.
-// -mode connections measures the gateway per connection instead of per
-// line: its memory per idle connection, then plain and TLS connections per
-// second, one line each, without workers.
+// -mode typed is the e2e mode through a pipeline spec into its typed table:
+// -spec (which alone selects it too), or the corpus's own. -corpus chooses
+// the lines: tweets (about 6 KB, shared/devkit/tweetgen; the tweets
+// pipeline keeps 27 %), archive (4 KB records with values of their own,
+// which xz compresses about 8×; their pipeline keeps 0.15 %) or small (200
+// B records, 1 % kept). -compress xz compresses the corpus once with `xz
+// -T2` (kept in the user's cache directory), sends it as `ncat host port <
+// dump.xz` (or by the bench itself where ncat is missing) and measures `xz
+// -dc` of it as the floor. -latency sends lone lines instead: one at a time
+// over one connection, each once the row of the one before is visible in
+// Postgres. -mode connections measures the gateway per connection instead
+// of per line: its memory per idle connection, then plain and TLS
+// connections per second, one line each, without workers.
 //
 // The goals: end to end ≥ 0.5× raw publish (tweets), ≥ 1.7× the bare
 // COPY (the raw landing, where Postgres is the limit), ≥ 0.8× the xz -dc

@@ -40,15 +40,9 @@ type mode struct {
 var modes = []mode{
 	{
 		name:  "e2e",
-		about: "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres (with -latency: lone lines)",
+		about: "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres (with -latency: lone lines; with -spec, or as -mode typed: through that pipeline into its typed table)",
 		lines: true,
 		run:   runE2E,
-	},
-	{
-		name:  "typed",
-		about: "raw JetStream publish rate, then the same lines end to end through the pipeline spec of -spec into its typed table",
-		lines: true,
-		run:   runTyped,
 	},
 	{
 		name:  "connections",
@@ -59,6 +53,9 @@ var modes = []mode{
 }
 
 func findMode(name string) (mode, bool) {
+	if name == "typed" { // the e2e mode through a pipeline
+		name = "e2e"
+	}
 	i := slices.IndexFunc(modes, func(m mode) bool { return m.name == name })
 	if i < 0 {
 		return mode{}, false
@@ -172,6 +169,9 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 // runE2E is the e2e mode: the raw publish rate, then end to end, then one
 // bare COPY of the same lines; with -latency, lone lines instead.
 func runE2E(ctx context.Context, b *bench) error {
+	if b.cfg.typed() {
+		return runTyped(ctx, b)
+	}
 	// The bare COPY runs after the end-to-end measurement, on its idle
 	// programs, so that it takes nothing from it.
 	measure := func(r *e2eRun) (*e2eResult, error) {
