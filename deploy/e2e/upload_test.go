@@ -84,6 +84,18 @@ func TestUploadSentTwiceStoresOnce(t *testing.T) {
 		}
 	}
 
+	// The dead letters, the worker's (invalid lines) and the gateway's
+	// (the oversize line), keep the upload's identity and name.
+	letters := b.deadLetters(t)
+	if int64(len(letters)) != p.invalid+p.tooLong {
+		t.Fatalf("%d dead letters, want %d invalid and %d oversize lines", len(letters), p.invalid, p.tooLong)
+	}
+	for _, e := range letters {
+		if e.Header.Get(topology.HeaderUpload) != "hostile" || !strings.HasPrefix(e.Header.Get(topology.HeaderLineID), "default/hostile.") {
+			t.Fatalf("dead letter %s lacks the upload's name or identity", describeEntry(e))
+		}
+	}
+
 	r, err = sendUpload(gw, "hostile", p.data, 2)
 	if err != nil || r.Status != "ok" || r.Lines != p.lines {
 		t.Fatalf("second send: receipt %+v, %v", r, err)
