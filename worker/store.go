@@ -401,6 +401,9 @@ func (s *PostgresStore) Write(ctx context.Context, rows *Rows) (WriteResult, err
 		var found []RowError
 		err := s.inTx(ctx, func(tx pgx.Tx) error {
 			res, found = s.result(), nil
+			if err := s.lockTombstoned(ctx, tx, sel); err != nil {
+				return err
+			}
 			for _, t := range s.order {
 				if len(sel[t]) == 0 {
 					continue
@@ -483,6 +486,9 @@ func (s *PostgresStore) attempt(ctx context.Context, rows *Rows, sel [][]int, di
 	var res WriteResult
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		res = s.result()
+		if err := s.lockTombstoned(ctx, tx, sel); err != nil {
+			return err
+		}
 		for _, t := range s.order {
 			if len(sel[t]) == 0 {
 				continue
@@ -506,6 +512,53 @@ func (s *PostgresStore) attempt(ctx context.Context, rows *Rows, sel [][]int, di
 		return nil
 	})
 	return res, err
+}
+
+// tombLockClass is the first key of the advisory locks that order writes
+// of a table with tombstones ([PostgresStore.lockTombstoned]); the second
+// is hashtext of the table's name.
+const tombLockClass = 0x6a6c7462 // "jltb"
+
+// lockTombstoned takes, for each table with tombstones that the batch
+// writes (rows sel), a transaction-scoped advisory lock on the table:
+// exclusive when the batch deletes from it, shared when it only stores
+// rows into it, in the order of s.tables, so two transactions never wait
+// for each other in a circle. Without it, under READ COMMITTED, a batch
+// storing a row and another deleting its key at the same time (two
+// workers, or one worker's concurrent loops) each miss what the other has
+// not committed: the delete finds no row, the insert finds no tombstone,
+// and the deleted row is stored. With it, the later of the two runs after
+// the earlier has committed and sees its row or its tombstone. Batches
+// without deletes share the lock and do not wait for each other.
+func (s *PostgresStore) lockTombstoned(ctx context.Context, tx pgx.Tx, sel [][]int) error {
+	for _, target := range s.tables {
+		if !target.table.Tombstones {
+			continue
+		}
+		writes, deletes := false, false
+		for t, w := range s.tables {
+			if len(sel[t]) == 0 {
+				continue
+			}
+			switch {
+			case w == target:
+				writes = true
+			case w.table.Delete && w.target == target:
+				deletes = true
+			}
+		}
+		lock := "SELECT pg_advisory_xact_lock_shared($1::int4, hashtext($2))"
+		switch {
+		case deletes:
+			lock = "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))"
+		case !writes:
+			continue
+		}
+		if _, err := tx.Exec(ctx, lock, tombLockClass, target.ident.Sanitize()); err != nil {
+			return fmt.Errorf("lock %s against concurrent deletes: %w", target.ident.Sanitize(), err)
+		}
+	}
+	return nil
 }
 
 func (r *WriteResult) count(t int, c TableCounts) {
