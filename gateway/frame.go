@@ -47,15 +47,15 @@ func (b *frameBuilder) empty() bool { return b.e == nil }
 // being built: it follows the frame's last line and fits.
 func (b *frameBuilder) takes(line int64, rec []byte) bool {
 	e := b.e
-	return e == nil || (line == e.line+e.lines && len(e.data)+encodedLen(rec) <= b.limits.bytes && int(e.lines) < b.limits.lines)
+	return e == nil || (line == e.line+e.lines && len(e.data)+len(rec)+len(lineEnd(rec)) <= b.limits.bytes && int(e.lines) < b.limits.lines)
 }
 
-// encodedLen is the size of rec in a frame's payload (see [frameBuilder.add]).
-func encodedLen(rec []byte) int {
+// lineEnd is what ends rec in a frame's payload (see [frameBuilder.add]).
+func lineEnd(rec []byte) string {
 	if n := len(rec); n > 0 && rec[n-1] == '\r' {
-		return n + 2
+		return "\r\n"
 	}
-	return len(rec) + 1
+	return "\n"
 }
 
 // add appends rec, the line numbered line, to the frame, starting one if
@@ -73,11 +73,7 @@ func (b *frameBuilder) add(rec []byte, line int64, receivedAt []string) {
 		e.receivedAt = receivedAt
 		b.e = e
 	}
-	b.e.data = append(b.e.data, rec...)
-	if n := len(rec); n > 0 && rec[n-1] == '\r' {
-		b.e.data = append(b.e.data, '\r')
-	}
-	b.e.data = append(b.e.data, '\n')
+	b.e.data = append(append(b.e.data, rec...), lineEnd(rec)...)
 	b.e.lines++
 }
 

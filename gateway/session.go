@@ -151,11 +151,17 @@ func (s *session) run(ctx context.Context) Receipt {
 	// do.
 	fr := newFramer(input, s.cfg.readBuffer, s.cfg.maxLine, min(deadletter.TooLongKeep, s.cfg.maxLine))
 	defer fr.close()
+	// What every receipt says of the connection, as read so far.
+	receipt := func() Receipt {
+		return Receipt{Bytes: s.received, Compression: compression, BytesDecompressed: fr.bytes,
+			Blank: fr.blank, TooLong: fr.tooLong, Gateway: s.instance, Conn: s.id,
+			Upload: s.upload.name, FirstLine: s.upload.first}
+	}
 	lease, refused := s.openUpload(ctx, fr)
 	if refused != "" {
-		return Receipt{Status: StatusError, Error: refused, ResumeLine: s.upload.first, Bytes: s.received,
-			Compression: compression, BytesDecompressed: fr.bytes, Gateway: s.instance, Conn: s.id,
-			Upload: s.upload.name, FirstLine: s.upload.first}
+		r := receipt()
+		r.Status, r.Error, r.ResumeLine = StatusError, refused, max(s.upload.first, 1)
+		return r
 	}
 	if lease != nil {
 		// Given back before the receipt is written, so that a sender
@@ -169,9 +175,8 @@ func (s *session) run(ctx context.Context) Receipt {
 	pub.close()
 	out := pub.outcome()
 
-	r := Receipt{Lines: out.acked, Bytes: s.received, Compression: compression, BytesDecompressed: fr.bytes,
-		Blank: fr.blank, TooLong: fr.tooLong, DeadLettered: out.deadLettered, Gateway: s.instance, Conn: s.id,
-		Upload: s.upload.name, FirstLine: s.upload.first}
+	r := receipt()
+	r.Lines, r.DeadLettered = out.acked, out.deadLettered
 	r.ResumeLine = fr.Line() + 1
 	if held > 0 {
 		r.ResumeLine = held
@@ -219,7 +224,6 @@ func (s *session) run(ctx context.Context) Receipt {
 func (s *session) openUpload(ctx context.Context, fr *framer) (lease *uploadLease, refused string) {
 	u, named, err := readUploadHeader(fr)
 	if err != nil {
-		s.upload.first = 1
 		s.logger.Warn("upload header refused", "err", err)
 		return nil, err.Error()
 	}

@@ -2,17 +2,13 @@ package gateway_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/ulikunitz/xz"
 
 	"github.com/jetline/jetline/gateway"
 	"github.com/jetline/jetline/shared/contract/topology"
@@ -184,31 +180,8 @@ func TestUploadHeaderInsideCompressedInput(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOptions{})
 	file := uploadFile(1500)
-	formats := map[string]func(t *testing.T, p []byte) []byte{
-		"gzip": func(t *testing.T, p []byte) []byte {
-			var buf bytes.Buffer
-			w := gzip.NewWriter(&buf)
-			mustWrite(t, w, p)
-			return buf.Bytes()
-		},
-		"xz": func(t *testing.T, p []byte) []byte {
-			var buf bytes.Buffer
-			w, err := xz.NewWriter(&buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mustWrite(t, w, p)
-			return buf.Bytes()
-		},
-		"zstd": func(t *testing.T, p []byte) []byte {
-			var buf bytes.Buffer
-			w, err := zstd.NewWriter(&buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mustWrite(t, w, p)
-			return buf.Bytes()
-		},
+	formats := map[string]func(testing.TB, []byte) []byte{
+		"gzip": gzipped, "xz": xzed, "zstd": zstded,
 	}
 	for format, compress := range formats {
 		for _, separate := range []bool{false, true} {
@@ -233,16 +206,6 @@ func TestUploadHeaderInsideCompressedInput(t *testing.T) {
 				}
 			}
 		}
-	}
-}
-
-func mustWrite(t *testing.T, w io.WriteCloser, p []byte) {
-	t.Helper()
-	if _, err := w.Write(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
 	}
 }
 
