@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/jetline/jetline/shared/devkit/embeddednats"
+	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
 // TestRunnerCluster is `make run NATS_NODES=3` with the real gateway and
@@ -34,15 +32,7 @@ func TestRunnerCluster(t *testing.T) {
 	stop, done := b.start(t)
 	waitBanner(t, b, done, 90*time.Second)
 
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", b.r.cfg.NATSPort+2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testenv.Connect(t, fmt.Sprintf("nats://127.0.0.1:%d", b.r.cfg.NATSPort+2))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, "INGEST")
