@@ -335,6 +335,7 @@ func TestManifests(t *testing.T) {
 			}
 			checkNamespace(t, m)
 			checkServices(t, m, ws)
+			checkPipelinesFed(t, m, ws)
 			checkPDBs(t, m)
 			checkSecretsUsed(t, m)
 			checkScaledObjects(t, m, ws, values)
@@ -740,6 +741,47 @@ func checkServices(t *testing.T, m *manifests, ws map[string]*workload) {
 	for _, p := range svc.Spec.Ports {
 		if p.Port == int32(gw.health) {
 			t.Errorf("Service jetline-gateway exposes the health port %d to senders", p.Port)
+		}
+	}
+}
+
+// checkPipelinesFed checks that the workers load every spec the ConfigMap
+// jetline-pipelines carries, and that the gateway listens on the source of
+// each: a spec no worker loads, or one whose source no port feeds, is a
+// pipeline that never fills its tables.
+func checkPipelinesFed(t *testing.T, m *manifests, ws map[string]*workload) {
+	t.Helper()
+	listeners, err := ws["gateway"].cfg.(gateway.Config).Listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed := map[string]bool{}
+	for _, l := range listeners {
+		fed[l.Source] = true
+	}
+	loaded := map[string]bool{}
+	for _, f := range ws["worker"].cfg.(worker.Config).Pipelines {
+		loaded[filepath.Base(f)] = true
+		spec, err := pipeline.LoadSpec(f)
+		if err != nil {
+			continue // checkWorkload reports it
+		}
+		if !fed[spec.Source] {
+			t.Errorf("pipeline %s reads source %q, which no GATEWAY_LISTEN or GATEWAY_TLS_LISTEN entry feeds (sources fed: %v)", filepath.Base(f), spec.Source, slices.Sorted(maps.Keys(fed)))
+		}
+	}
+	var cm *corev1.ConfigMap
+	for _, v := range ws["worker"].deploy.Spec.Template.Spec.Volumes {
+		if v.ConfigMap != nil && strings.HasPrefix(v.ConfigMap.Name, "jetline-pipelines") {
+			cm = m.configMaps[v.ConfigMap.Name]
+		}
+	}
+	if cm == nil {
+		t.Fatalf("the worker mounts no ConfigMap jetline-pipelines")
+	}
+	for name := range cm.Data {
+		if !loaded[name] {
+			t.Errorf("ConfigMap jetline-pipelines carries %s, which WORKER_PIPELINES does not load", name)
 		}
 	}
 }
