@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,10 +14,12 @@ import (
 	"github.com/jetline/jetline/shared/devkit/testenv"
 )
 
-// Paths of the programs under test, built by TestMain.
+// Paths of the programs under test, built by TestMain, and of the NATS
+// server the cluster tests run as processes of their own.
 var programs struct {
-	gateway string
-	worker  string
+	gateway    string
+	worker     string
+	natsServer string
 }
 
 func TestMain(m *testing.M) {
@@ -31,30 +34,37 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	if testing.Verbose() {
-		fmt.Fprintf(os.Stderr, "e2e: built the gateway and worker (race=%t) into %s in %s\n", raceEnabled, dir, time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(os.Stderr, "e2e: built the gateway, worker (race=%t) and nats-server into %s in %s\n", raceEnabled, dir, time.Since(start).Round(time.Millisecond))
 	}
 	testenv.Main(m, func() { os.RemoveAll(dir) })
 }
 
 // buildPrograms builds the gateway and the worker into a new temporary
-// directory, with -race if this test binary has it, and returns the
-// directory.
+// directory, with -race if this test binary has it, and nats-server from
+// the module go.mod names, without: it is not under test, and the race
+// detector would slow the replication the cluster tests measure. It
+// returns the directory.
 func buildPrograms() (string, error) {
 	dir, err := os.MkdirTemp("", "jetline-e2e-bin-")
 	if err != nil {
 		return "", fmt.Errorf("create build directory: %w", err)
 	}
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	build := []string{"build", "-o", dir + string(filepath.Separator)}
+	var race []string
 	if raceEnabled {
-		args = append(args, "-race")
+		race = []string{"-race"}
 	}
-	args = append(args, "github.com/jetline/jetline/gateway/cmd/gateway", "github.com/jetline/jetline/worker/cmd/worker")
-	cmd := exec.Command("go", args...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	for _, args := range [][]string{
+		slices.Concat(build, race, []string{"github.com/jetline/jetline/gateway/cmd/gateway", "github.com/jetline/jetline/worker/cmd/worker"}),
+		slices.Concat(build, []string{"github.com/nats-io/nats-server/v2"}),
+	} {
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 	programs.gateway = filepath.Join(dir, "gateway")
 	programs.worker = filepath.Join(dir, "worker")
+	programs.natsServer = filepath.Join(dir, "nats-server")
 	return dir, nil
 }
