@@ -19,9 +19,9 @@ const maxResends = 5
 // receipt is not ok, it must say where to resume (resume_line: every line
 // before it is stored), and the input is sent again from that line on a
 // new connection, until a receipt is ok. It returns every receipt, the
-// last one ok, and how many lines were sent again. p must have no blank or
-// oversize lines, so that an ok receipt counts every line it was sent. It
-// does not use t, so it may run in any goroutine.
+// last one ok, and how many lines were sent again. An ok receipt must
+// count every line it was sent: stored, blank or too long. It does not use
+// t, so it may run in any goroutine.
 func sendResuming(addr string, p *plan, rng *rand.Rand) (receipts []receipt, resent int64, err error) {
 	data := p.data
 	for attempt := 0; ; attempt++ {
@@ -32,7 +32,7 @@ func sendResuming(addr string, p *plan, rng *rand.Rand) (receipts []receipt, res
 		receipts = append(receipts, r)
 		lines := countLines(data)
 		if r.Status == "ok" {
-			if r.Lines != lines || r.Bytes != int64(len(data)) || r.ResumeLine != 0 {
+			if r.Lines+r.Blank+r.TooLong != lines || r.Bytes != int64(len(data)) || r.ResumeLine != 0 {
 				return receipts, resent, fmt.Errorf("attempt %d sent %d lines in %d bytes; the ok receipt %+v counts otherwise", attempt+1, lines, len(data), r)
 			}
 			return receipts, resent, nil
