@@ -108,7 +108,7 @@ func TestRunDump(t *testing.T) {
 	if d == nil || d.Bytes <= 0 || d.Floor.Seconds <= 0 || d.Floor.Lines != 1500 || d.Cached {
 		t.Fatalf("dump = %+v", d)
 	}
-	if r.E2E == nil || r.Typed == nil || r.Typed.Rows != r.Typed.Expected.Rows || r.Typed.Rows < 2 || r.Setup.Conns != 1 {
+	if r.E2E == nil || r.Typed == nil || r.Typed.Rows != r.Typed.Expected.rows() || r.Typed.Rows < 2 || r.Setup.Conns != 1 {
 		t.Fatalf("end to end = %+v, typed %+v", r.E2E, r.Typed)
 	}
 	if r.Goal.Text != "end to end ≥ 0.8× the xz -dc floor" || r.Goal.Measured <= 0 {

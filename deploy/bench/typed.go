@@ -31,11 +31,12 @@ const receivedPrefix = "bench-received."
 // with the e2e mode.
 type typedResult struct {
 	Expected *expected `json:"expected"`
-	// Rows and DistinctKeys are the table's count(*) and count(DISTINCT
-	// key); both must equal Expected.Rows.
-	Rows         int64   `json:"rows"`
-	DistinctKeys int64   `json:"distinct_keys"`
-	RowsPerSec   float64 `json:"rows_per_sec"`
+	// Tables is what each of Expected.Tables holds, in its order.
+	Tables []tableResult `json:"tables"`
+	// Rows is the rows of all tables, RowsPerSec them over the end-to-end
+	// time.
+	Rows       int64   `json:"rows"`
+	RowsPerSec float64 `json:"rows_per_sec"`
 	// EndBasis says which time ended the run: "last commit" (the last
 	// row's commit timestamp) or "consumer drained" (the first poll that
 	// found nothing pending or unacknowledged, when the consumer was
@@ -45,9 +46,19 @@ type typedResult struct {
 	// seconds.
 	DrainedAfterCommit float64 `json:"drained_after_commit_seconds"`
 	// Latency says how the latency was measured, or why it was not;
-	// LatencySamples is over how many rows.
+	// LatencySamples is over how many rows (of the first table).
 	Latency        string `json:"latency"`
 	LatencySamples int    `json:"latency_samples"`
+}
+
+// tableResult is what one table holds at the end of a typed run.
+type tableResult struct {
+	Table string `json:"table"`
+	// Rows and DistinctKeys are the table's count(*) and count(DISTINCT
+	// key); both must equal the expected rows.
+	Rows         int64   `json:"rows"`
+	DistinctKeys int64   `json:"distinct_keys"`
+	RowsPerSec   float64 `json:"rows_per_sec"`
 }
 
 // runTyped is the typed mode: the raw publish rate, then the same lines
@@ -72,16 +83,16 @@ func runTyped(ctx context.Context, b *bench) error {
 	if err != nil {
 		return fmt.Errorf("load -spec: %w", err)
 	}
-	b.pr.step("expected: %s kept (%s rows), %s filtered, %s rejected (%s), in %.1fs",
-		thousands(int64(exp.Kept)), thousands(exp.Rows), thousands(int64(exp.Filtered)), thousands(int64(exp.Rejected)), exp.rejectedText(), exp.Seconds)
+	b.pr.step("expected: %s kept (%s), %s filtered, %s rejected (%s), in %.1fs",
+		thousands(int64(exp.Kept)), exp.tablesText(), thousands(int64(exp.Filtered)), thousands(int64(exp.Rejected)), exp.rejectedText(), exp.Seconds)
 	if err := measureRaw(ctx, b); err != nil {
 		return err
 	}
 	settle()
 	pl := pipeline{
-		Name:      fmt.Sprintf("pipeline %s: source %s → table %s (key %s)", spec, exp.Source, exp.Table, strings.Join(exp.Key, ", ")),
+		Name:      fmt.Sprintf("pipeline %s: source %s → %s", spec, exp.Source, exp.tablesText()),
 		Source:    exp.Source,
-		Table:     exp.Table,
+		Table:     exp.Tables[0].Table,
 		WorkerEnv: []string{"WORKER_PIPELINES=" + spec},
 	}
 	err = runPrograms(ctx, b, pl, func(r *e2eRun) (*e2eResult, error) {
@@ -150,23 +161,29 @@ func (r *typedRun) measure(ctx context.Context) (e2eResult, typedResult, error) 
 	}
 	res.Ingest = newRate(n, b.corpus.PayloadBytes(), lastReceipt.Sub(t0))
 
-	table := tableIdent(r.pl.Table).Sanitize()
-	keys := make([]string, len(exp.Key))
-	for i, k := range exp.Key {
-		keys[i] = pgxIdent(k)
-	}
-	var lastCommit *time.Time
-	err = r.db.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), count(DISTINCT (%s)), max(pg_xact_commit_timestamp(xmin)) FROM %s`,
-		strings.Join(keys, ", "), table)).Scan(&tr.Rows, &tr.DistinctKeys, &lastCommit)
-	if err != nil {
-		return e2eResult{}, typedResult{}, fmt.Errorf("read commit times: %w", err)
-	}
 	b.pr.step("checking every kept line landed once")
-	if tr.Rows != exp.Rows || tr.DistinctKeys != exp.Rows {
-		return e2eResult{}, typedResult{}, fmt.Errorf("%s holds %d rows with %d distinct keys; the spec keeps %d lines with %d distinct keys",
-			r.pl.Table, tr.Rows, tr.DistinctKeys, exp.Kept, exp.Rows)
+	var lastCommit *time.Time
+	for i, x := range exp.Tables {
+		t := tableResult{Table: x.Table}
+		var last *time.Time
+		err = r.db.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), count(DISTINCT (%s)), max(pg_xact_commit_timestamp(xmin)) FROM %s`,
+			keyList(x.Key, ""), tableIdent(x.Table).Sanitize())).Scan(&t.Rows, &t.DistinctKeys, &last)
+		if err != nil {
+			return e2eResult{}, typedResult{}, fmt.Errorf("read commit times of %s: %w", x.Table, err)
+		}
+		if t.Rows != x.Rows || t.DistinctKeys != x.Rows {
+			return e2eResult{}, typedResult{}, fmt.Errorf("%s holds %d rows with %d distinct keys; the spec makes %d distinct keys of its %d kept lines",
+				x.Table, t.Rows, t.DistinctKeys, x.Rows, exp.Kept)
+		}
+		if i == 0 {
+			res.DistinctLines = t.DistinctKeys
+		}
+		if last != nil && (lastCommit == nil || last.After(*lastCommit)) {
+			lastCommit = last
+		}
+		tr.Tables = append(tr.Tables, t)
+		tr.Rows += t.Rows
 	}
-	res.DistinctLines = tr.DistinctKeys
 
 	end := d.drainedAt
 	tr.EndBasis = "consumer drained"
@@ -179,6 +196,9 @@ func (r *typedRun) measure(ctx context.Context) (e2eResult, typedResult, error) 
 	res.EndToEnd = newRate(n, b.corpus.PayloadBytes(), end.Sub(t0))
 	if s := res.EndToEnd.Seconds; s > 0 {
 		tr.RowsPerSec = float64(tr.Rows) / s
+		for i := range tr.Tables {
+			tr.Tables[i].RowsPerSec = float64(tr.Tables[i].Rows) / s
+		}
 	}
 
 	if err := r.latency(ctx, d.receipts, spans, &res, &tr); err != nil {
@@ -203,13 +223,12 @@ type drained struct {
 }
 
 // waitDrained waits until every receipt is in and the consumer has
-// nothing pending and nothing unacknowledged, then checks the table holds
-// the expected rows. It prints progress, and fails when a program exits,
+// nothing pending and nothing unacknowledged, then checks every table
+// holds the expected rows. It prints progress, and fails when a program exits,
 // a sender fails, or nothing moves for cfg.StallTimeout.
 func (r *typedRun) waitDrained(ctx context.Context, cons jetstream.Consumer, t0 time.Time, results <-chan sent) (drained, error) {
-	b, want := r.b, r.exp.Rows
+	b, want := r.b, r.exp.rows()
 	n := int64(b.corpus.Len())
-	count := fmt.Sprintf("SELECT count(*) FROM %s", tableIdent(r.pl.Table).Sanitize())
 	var d drained
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
@@ -243,12 +262,14 @@ func (r *typedRun) waitDrained(ctx context.Context, cons jetstream.Consumer, t0 
 		}
 		if allIn && info.NumPending == 0 && info.NumAckPending == 0 {
 			d.drainedAt = time.Now()
-			var got int64
-			if err := r.db.QueryRow(ctx, count).Scan(&got); err != nil {
-				return d, fmt.Errorf("count rows: %w", err)
+			counts, got, err := r.countRows(ctx)
+			if err != nil {
+				return d, err
 			}
-			if got != want {
-				return d, fmt.Errorf("the consumer drained but %s holds %d rows; the spec keeps %d (%s)", r.pl.Table, got, want, r.backlog(ctx))
+			for i, x := range r.exp.Tables {
+				if counts[i] != x.Rows {
+					return d, fmt.Errorf("the consumer drained but %s holds %d rows; the spec makes %d (%s)", x.Table, counts[i], x.Rows, r.backlog(ctx))
+				}
 			}
 			b.pr.step("  %5.1fs  %9s/%s rows, all %s lines acknowledged, receipts %d/%d",
 				d.drainedAt.Sub(t0).Seconds(), thousands(got), thousands(want), thousands(n), len(d.receipts), b.cfg.Conns)
@@ -264,12 +285,14 @@ func (r *typedRun) waitDrained(ctx context.Context, cons jetstream.Consumer, t0 
 		if err := r.exited(); err != nil {
 			return d, err
 		}
-		var got int64
-		if err := r.db.QueryRow(ctx, count).Scan(&got); err != nil {
-			return d, fmt.Errorf("count rows: %w", err)
+		counts, got, err := r.countRows(ctx)
+		if err != nil {
+			return d, err
 		}
-		if got > want {
-			return d, fmt.Errorf("%s holds %d rows, more than the %d the spec keeps", r.pl.Table, got, want)
+		for i, x := range r.exp.Tables {
+			if counts[i] > x.Most {
+				return d, fmt.Errorf("%s holds %d rows, more than the %d distinct keys the spec makes", x.Table, counts[i], x.Most)
+			}
 		}
 		if uint64(got) != rows || info.AckFloor.Stream != acked {
 			rows, acked, lastChange = uint64(got), info.AckFloor.Stream, now
@@ -289,52 +312,68 @@ func (r *typedRun) waitDrained(ctx context.Context, cons jetstream.Consumer, t0 
 	}
 }
 
-// latency fills in the line→row latency: from the table's received_at
-// column when the spec has one, else by joining each row, through its
-// key, to the gateway's read time of its line as the stream republished
-// it. Rows whose key is not one the spec keeps fail the run.
+// countRows returns the count(*) of each of the expected tables, in
+// their order, and their sum.
+func (r *typedRun) countRows(ctx context.Context) ([]int64, int64, error) {
+	counts := make([]int64, len(r.exp.Tables))
+	dst := make([]any, len(counts))
+	subs := make([]string, len(counts))
+	for i, x := range r.exp.Tables {
+		dst[i] = &counts[i]
+		subs[i] = fmt.Sprintf("(SELECT count(*) FROM %s)", tableIdent(x.Table).Sanitize())
+	}
+	if err := r.db.QueryRow(ctx, "SELECT "+strings.Join(subs, ", ")).Scan(dst...); err != nil {
+		return nil, 0, fmt.Errorf("count rows: %w", err)
+	}
+	var sum int64
+	for _, c := range counts {
+		sum += c
+	}
+	return counts, sum, nil
+}
+
+// latency fills in the line→row latency of the first table's rows: from
+// its received_at column when the spec has one, else by joining each row,
+// through its key, to the gateway's read time of its line as the stream
+// republished it. A row, in any table, whose key is not one the spec
+// makes there fails the run.
 func (r *typedRun) latency(ctx context.Context, receipts []sent, spans []span, res *e2eResult, tr *typedResult) error {
 	exp := r.exp
-	table := tableIdent(r.pl.Table).Sanitize()
-	keyText := make([]string, len(exp.Key))
-	for i, k := range exp.Key {
-		keyText[i] = pgxIdent(k) + "::text"
-	}
-	sel := "concat_ws(E'\\x1f', " + strings.Join(keyText, ", ") + ")"
 	if exp.receivedAt != "" {
 		tr.Latency = fmt.Sprintf("row commit time − %s (the gateway's read time, stored by the spec)", exp.receivedAt)
 	} else {
 		tr.Latency = "row commit time − gateway read time of its line (Jetline-Received-At, from a headers-only republish of the ingest stream, joined by key)"
 	}
-	received := "NULL::timestamptz"
-	if exp.receivedAt != "" {
-		received = pgxIdent(exp.receivedAt)
-	}
-	rows, err := r.db.Query(ctx, fmt.Sprintf(`SELECT %s, pg_xact_commit_timestamp(xmin), %s FROM %s`, sel, received, table))
-	if err != nil {
-		return fmt.Errorf("read rows: %w", err)
-	}
-	commits := make(map[string]time.Time, exp.Rows)
+	commits := make(map[string]time.Time, exp.Tables[0].Rows)
 	var lat []float64
-	for rows.Next() {
+	for i, x := range exp.Tables {
+		received := "NULL::timestamptz"
+		if i == 0 && exp.receivedAt != "" {
+			received = pgxIdent(exp.receivedAt)
+		}
+		rows, err := r.db.Query(ctx, fmt.Sprintf(`SELECT concat_ws(E'\x1f', %s), pg_xact_commit_timestamp(xmin), %s FROM %s`,
+			keyList(x.Key, "::text"), received, tableIdent(x.Table).Sanitize()))
+		if err != nil {
+			return fmt.Errorf("read rows of %s: %w", x.Table, err)
+		}
 		var key string
 		var committed time.Time
-		var received *time.Time
-		if err := rows.Scan(&key, &committed, &received); err != nil {
-			rows.Close()
-			return fmt.Errorf("read rows: %w", err)
+		var readAt *time.Time
+		_, err = pgx.ForEachRow(rows, []any{&key, &committed, &readAt}, func() error {
+			if _, ok := x.keySet[key]; !ok {
+				return fmt.Errorf("%s holds a row with key %q, which the spec makes of no line", x.Table, strings.ReplaceAll(key, keySep, ", "))
+			}
+			if i == 0 {
+				commits[key] = committed
+				if readAt != nil {
+					lat = append(lat, committed.Sub(*readAt).Seconds())
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read rows of %s: %w", x.Table, err)
 		}
-		if _, ok := exp.keySet[key]; !ok {
-			rows.Close()
-			return fmt.Errorf("%s holds a row with key %q, which no line the spec keeps has", r.pl.Table, strings.ReplaceAll(key, keySep, ", "))
-		}
-		commits[key] = committed
-		if received != nil {
-			lat = append(lat, committed.Sub(*received).Seconds())
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read rows: %w", err)
 	}
 	if r.rc != nil {
 		seen, err := r.rc.wait(ctx, r.b.corpus.Len())
@@ -516,26 +555,59 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
+// keyList returns the columns of key as SQL identifiers, each followed by
+// suffix, separated by commas.
+func keyList(key []string, suffix string) string {
+	cols := make([]string, len(key))
+	for i, k := range key {
+		cols[i] = pgxIdent(k) + suffix
+	}
+	return strings.Join(cols, ", ")
+}
+
 // pgxIdent quotes name as an SQL identifier.
 func pgxIdent(name string) string { return pgx.Identifier{name}.Sanitize() }
 
-// writeText writes the typed mode's part of the text report: what the
-// spec made of the lines, how the end was taken, the latency and the
-// checks.
+// writeText writes the typed mode's part of the text report: the rows
+// stored per table, what the spec made of the lines, how the end was
+// taken, the latency and the checks.
 func (t *typedResult) writeText(b *strings.Builder, e *e2eResult, conns int) {
 	x := t.Expected
-	fmt.Fprintf(b, "%-18s %10s rows/s   (%s rows in %.1fs)\n", "rows stored", thousands(int64(t.RowsPerSec)), thousands(t.Rows), e.EndToEnd.Seconds)
-	fmt.Fprintf(b, "\n%-18s %s → %s, key %s\n", "pipeline", x.Spec, x.Table, strings.Join(x.Key, ", "))
+	if len(t.Tables) == 1 {
+		fmt.Fprintf(b, "%-18s %10s rows/s   (%s rows in %.1fs)\n", "rows stored", thousands(int64(t.RowsPerSec)), thousands(t.Rows), e.EndToEnd.Seconds)
+	} else {
+		fmt.Fprintf(b, "%-18s %10s rows/s   (%s rows in %.1fs, %d tables)\n", "rows stored", thousands(int64(t.RowsPerSec)), thousands(t.Rows), e.EndToEnd.Seconds, len(t.Tables))
+		for _, tr := range t.Tables {
+			fmt.Fprintf(b, "  %-24s %10s rows/s   (%s rows)\n", tr.Table, thousands(int64(tr.RowsPerSec)), thousands(tr.Rows))
+		}
+	}
+	fmt.Fprintf(b, "\n%-18s %s → %s\n", "pipeline", x.Spec, x.tablesText())
 	fmt.Fprintf(b, "%-18s %s kept, %s filtered, %s rejected (%s); worked out in-process with worker/pipeline\n", "lines",
 		thousands(int64(x.Kept)), thousands(int64(x.Filtered)), thousands(int64(x.Rejected)), x.rejectedText())
 	fmt.Fprintf(b, "%-18s %s (the consumer was seen drained %s after the last commit, polling every %s)\n", "end of run", t.EndBasis,
 		seconds(t.DrainedAfterCommit), drainPoll)
 	if t.LatencySamples > 0 {
-		fmt.Fprintf(b, "%-18s p50 %s, p99 %s over %s rows (%s; includes the wait behind the backlog)\n",
-			"line→row latency", seconds(e.LatencyP50), seconds(e.LatencyP99), thousands(int64(t.LatencySamples)), t.Latency)
+		fmt.Fprintf(b, "%-18s p50 %s, p99 %s over %s rows of %s (%s; includes the wait behind the backlog)\n",
+			"line→row latency", seconds(e.LatencyP50), seconds(e.LatencyP99), thousands(int64(t.LatencySamples)), x.Tables[0].Table, t.Latency)
 	} else {
 		fmt.Fprintf(b, "%-18s %s\n", "line→row latency", t.Latency)
 	}
-	fmt.Fprintf(b, "%-18s count(*) %s = count(DISTINCT %s) %s = expected %s; %d receipts ok, %s redelivered\n", "exactly once",
-		thousands(t.Rows), strings.Join(x.Key, ", "), thousands(t.DistinctKeys), thousands(x.Rows), conns, thousands(int64(e.Redelivered)))
+	for i, tr := range t.Tables {
+		name := ""
+		if len(t.Tables) > 1 {
+			name = tr.Table + ": "
+		}
+		fmt.Fprintf(b, "%-18s %scount(*) %s = count(DISTINCT %s) %s = expected %s\n", "exactly once",
+			name, thousands(tr.Rows), strings.Join(x.Tables[i].Key, ", "), thousands(tr.DistinctKeys), thousands(x.Tables[i].Rows))
+	}
+	fmt.Fprintf(b, "%-18s %d receipts ok, %s redelivered\n", "", conns, thousands(int64(e.Redelivered)))
+}
+
+// tablesText lists the tables with their keys and expected rows.
+func (e *expected) tablesText() string {
+	parts := make([]string, len(e.Tables))
+	for i, t := range e.Tables {
+		parts[i] = fmt.Sprintf("%s (key %s, %s rows)", t.Table, strings.Join(t.Key, ", "), thousands(t.Rows))
+	}
+	return strings.Join(parts, ", ")
 }
