@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -162,16 +163,21 @@ func TestClusterLeaderKilledFollowerLost(t *testing.T) {
 	sentTimes := timesSentAny(all, receipts)
 	again := b.checkSentRows(t, want.rawRows, sentTimes)
 	workerDL, gatewayDL := b.checkClusterDeadLetters(t, all, receipts)
-	rawRows := len(want.rawRows)
-	if got := int64(rawRows + len(want.pipelineRows) + want.filtered + workerDL); got != want.lines {
-		t.Errorf("the receipts count %d lines stored; rows, filtered lines and dead letters of the workers add up to %d", want.lines, got)
+	// The identity, from what the tables hold: each line once.
+	var rawRows, pipelineRows int
+	if err := b.db.QueryRow(t.Context(), "SELECT (SELECT count(DISTINCT payload->>'id') FROM events), (SELECT count(DISTINCT id) FROM fault_rows)").Scan(&rawRows, &pipelineRows); err != nil {
+		t.Fatalf("count rows: %v", err)
+	}
+	if got := int64(rawRows + pipelineRows + want.filtered + workerDL); got != want.lines {
+		t.Errorf("the receipts count %d lines stored; the %d lines in events, %d in fault_rows, %d filtered and %d dead-lettered by the workers add up to %d",
+			want.lines, rawRows, pipelineRows, want.filtered, workerDL, got)
 	}
 	if int64(gatewayDL) != want.tooLong {
 		t.Errorf("the receipts count %d lines too long; the gateway dead-lettered %d", want.tooLong, gatewayDL)
 	}
 	t.Logf("%d lines stored (%d rows in events, %d in fault_rows, %d filtered, %d dead-lettered by the workers), %d too long and dead-lettered by the gateway; "+
 		"%d lines sent again (%d stored again in events), %d redelivered, in %s",
-		want.lines, rawRows, len(want.pipelineRows), want.filtered, workerDL, gatewayDL, resent, again, redeliveries(info), time.Since(start).Round(time.Millisecond))
+		want.lines, rawRows, pipelineRows, want.filtered, workerDL, gatewayDL, resent, again, redeliveries(info), time.Since(start).Round(time.Millisecond))
 }
 
 // clusterExpectation is what a cluster test's plans must leave: rows of
@@ -349,4 +355,58 @@ func (b *bundle) checkClusterDeadLetters(t *testing.T, plans []*plan, receipts [
 		t.Errorf("%d dead letters wrong or missing, e.g. %s", len(errs), sample(errs))
 	}
 	return workers, gateway
+}
+
+// TestClusterReplicationCost measures what R3 costs against R1 on the same
+// 50,000 lines over eight connections: first the gateway alone publishes
+// them into the stream (every receipt ok means JetStream acknowledged
+// every frame), then two workers drain it into Postgres. It runs against
+// one nats-server with an R1 stream, three with R1 and three with R3, and
+// logs lines/s of each phase and the CPU the NATS servers, the gateway and
+// the workers used in it. It is a measurement, not a check, and runs only
+// with E2E_CLUSTER_MEASURE=1, best without -race:
+//
+//	E2E_CLUSTER_MEASURE=1 go test -count=1 -run TestClusterReplicationCost -v ./deploy/e2e/
+func TestClusterReplicationCost(t *testing.T) {
+	if os.Getenv("E2E_CLUSTER_MEASURE") != "1" {
+		t.Skip("a measurement; set E2E_CLUSTER_MEASURE=1 to run it")
+	}
+	seed := inputSeed(t)
+	plans := faultPlans(seed, "m", topology.DefaultSource)
+	want := expect(plans)
+	for _, tc := range []struct{ nodes, replicas int }{{1, 1}, {3, 1}, {3, 3}} {
+		t.Run(fmt.Sprintf("%d nodes R%d", tc.nodes, tc.replicas), func(t *testing.T) {
+			replicas := strconv.Itoa(tc.replicas)
+			b, cluster := setupNATSCluster(t, tc.nodes, setupOptions{gatewayEnv: map[string]string{"INGEST_REPLICAS": replicas}})
+			gw := b.startGateway(t)
+			b.checkReplicas(t, topology.StreamName, tc.replicas)
+
+			natsCPU, gwCPU, start := cluster.cpu(t), procCPU(t, gw.pid()), time.Now()
+			if err := sendAll(gw, plans, seed); err != nil {
+				t.Fatal(err)
+			}
+			publish := time.Since(start)
+			natsPublish, gwPublish := cluster.cpu(t)-natsCPU, procCPU(t, gw.pid())-gwCPU
+
+			ws := b.startWorkers(t, 2, map[string]string{"INGEST_REPLICAS": replicas})
+			natsCPU, start = cluster.cpu(t), time.Now()
+			workersCPU := func() (d time.Duration) {
+				for _, w := range ws {
+					d += procCPU(t, w.pid())
+				}
+				return d
+			}
+			wCPU := workersCPU()
+			b.waitDrained(t, drainTimeout)
+			drain := time.Since(start)
+			natsDrain, wDrain := cluster.cpu(t)-natsCPU, workersCPU()-wCPU
+			if n := b.rowCount(t); n != len(want.rows) {
+				t.Errorf("events has %d rows, want %d", n, len(want.rows))
+			}
+			rate := func(d time.Duration) float64 { return float64(want.lines) / d.Seconds() }
+			t.Logf("publish: %.0f lines/s (%s), CPU nats %s, gateway %s; drain: %.0f lines/s (%s), CPU nats %s, workers %s",
+				rate(publish), publish.Round(time.Millisecond), natsPublish.Round(time.Millisecond), gwPublish.Round(time.Millisecond),
+				rate(drain), drain.Round(time.Millisecond), natsDrain.Round(time.Millisecond), wDrain.Round(time.Millisecond))
+		})
+	}
 }

@@ -200,12 +200,22 @@ func (n *natsNode) process() *childproc.Process {
 // holds.
 func (n *natsNode) waitHealthy(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	testenv.Eventually(t, timeout, n.name+" to be healthy", func() error {
+	// Not testenv.Eventually: every failed probe is a warning in the
+	// node's log, and 10 ms apart they would bury the rest.
+	deadline := time.Now().Add(timeout)
+	for {
 		if p := n.process(); p == nil || isDone(p) {
 			t.Fatalf("%s is not running\n%s", n.name, tail(n.out.String(), 8<<10))
 		}
-		return health.Probe(n.healthURL, time.Second)
-	})
+		err := health.Probe(n.healthURL, time.Second)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s to be healthy: %v", timeout, n.name, err)
+		}
+		time.Sleep(10 * pollInterval)
+	}
 }
 
 // cpuTime returns the CPU time the node has used in all its lives.
