@@ -287,7 +287,7 @@ func startProgram(t *testing.T, name, path string, args []string, envs ...map[st
 	}
 	t.Cleanup(func() {
 		if err := p.proc.Terminate(context.Background(), 20*time.Second); err != nil {
-			t.Errorf("stop %s: %v", name, err)
+			t.Error(err)
 		}
 		if t.Failed() {
 			out := p.output.String()

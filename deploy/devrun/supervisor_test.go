@@ -121,7 +121,7 @@ func TestSupervisorKillsChildThatIgnoresSIGTERM(t *testing.T) {
 		hurryAfter  time.Duration // cancel Stop's context after this; 0 never
 		wantReason  string
 	}{
-		{name: "stop timeout", stopTimeout: 300 * time.Millisecond, wantReason: "still running 300ms after SIGTERM"},
+		{name: "stop timeout", stopTimeout: 300 * time.Millisecond, wantReason: "did not exit within 300ms of SIGTERM"},
 		{name: "hurried", stopTimeout: time.Hour, hurryAfter: 300 * time.Millisecond, wantReason: "stop cut short"},
 	}
 	for _, tt := range tests {

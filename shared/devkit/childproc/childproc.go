@@ -1,7 +1,10 @@
-// Package childproc runs the programs that the dev runner and the benchmark
-// start (gateway, workers) so that none of them outlives its parent: each
-// child gets its own process group, which is killed once the child exits,
-// and the kernel kills the child if the parent dies (Pdeathsig).
+// Package childproc runs the programs that the dev runner, the benchmark
+// and the tests start (gateway, workers, postgres, a test binary as a
+// program) so that none of them outlives its parent: each child gets its
+// own process group, which is killed once the child exits, and on Linux the
+// kernel kills the child if the parent dies (Pdeathsig). A child is stopped
+// with a signal and killed if it does not exit in time ([Process.Stop]);
+// [PrefixWriter] prefixes its output lines with its name.
 package childproc
 
 import (
@@ -11,7 +14,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -23,14 +28,25 @@ const outputGrace = time.Second
 
 // Process is a started child. Its methods are safe for concurrent use.
 type Process struct {
-	pid  int // also its process group id
+	name string // the program's file name, for errors
+	pid  int    // also its process group id
 	done chan struct{}
 	err  error // from Wait; valid once done is closed
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
-// Start starts cmd in its own process group, with stdout and stderr going to
-// a pipe that output reads in its own goroutine until EOF; output may be
-// nil to discard them. cmd.SysProcAttr is replaced.
+// Start starts cmd in its own process group. cmd.SysProcAttr gets
+// Setpgid and Pdeathsig; its other fields, such as Credential, are kept
+// (the kernel arms the death signal after switching credentials, so the
+// switch does not clear it).
+//
+// Stdout and stderr go to a pipe that output reads in its own goroutine
+// until EOF. With output nil, cmd.Stdout and cmd.Stderr are used as set,
+// and should be files or nil: exec.Cmd copies any other writer through a
+// pipe of its own, and then the child is not reaped until everything
+// holding that pipe has exited.
 //
 // The child is started and waited for on one goroutine locked to its OS
 // thread: Pdeathsig fires when the *thread* that forked the child exits, and
@@ -42,28 +58,36 @@ type Process struct {
 // When the child exits, whatever it left in its group is killed, output is
 // given [outputGrace] to finish, and then [Process.Done] is closed.
 func Start(cmd *exec.Cmd, output func(io.Reader)) (*Process, error) {
-	if output == nil {
-		output = func(r io.Reader) { _, _ = io.Copy(io.Discard, r) }
-	}
 	// The child writes into a pipe of our own rather than one exec.Cmd
 	// makes, so that Wait returns when the child exits even if something it
 	// started still holds the pipe.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("make output pipe: %w", err)
+	var pr, pw *os.File
+	if output != nil {
+		var err error
+		if pr, pw, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("make output pipe: %w", err)
+		}
+		cmd.Stdout, cmd.Stderr = pw, pw
 	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	setDeathsig(cmd.SysProcAttr)
 
-	p := &Process{done: make(chan struct{})}
+	p := &Process{name: filepath.Base(cmd.Path), done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		err := cmd.Start()
-		pw.Close() // the child has its own copy now
+		if pw != nil {
+			pw.Close() // the child has its own copy now
+		}
 		if err != nil {
-			pr.Close()
+			if pr != nil {
+				pr.Close()
+			}
 			started <- err
 			return
 		}
@@ -73,18 +97,22 @@ func Start(cmd *exec.Cmd, output func(io.Reader)) (*Process, error) {
 		copied := make(chan struct{})
 		go func() {
 			defer close(copied)
-			output(pr)
+			if output != nil {
+				output(pr)
+			}
 		}()
 		p.err = cmd.Wait()
 		// The group id cannot be reused while any member is alive.
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-		select {
-		case <-copied:
-		case <-time.After(outputGrace):
+		if pr != nil {
+			select {
+			case <-copied:
+			case <-time.After(outputGrace):
+				pr.Close()
+				<-copied
+			}
 			pr.Close()
-			<-copied
 		}
-		pr.Close()
 		close(p.done)
 	}()
 	if err := <-started; err != nil {
@@ -99,46 +127,89 @@ func (p *Process) Pid() int { return p.pid }
 // Done is closed once the child has been reaped and its output read.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
+// Exited reports whether [Process.Done] is closed.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Err returns how the child ended, as [exec.Cmd.Wait] reported it; nil for
 // status 0. Valid once [Process.Done] is closed.
 func (p *Process) Err() error { return p.err }
 
 // Kill sends SIGKILL to the child's process group, as a crash would, and
-// waits until the child has been reaped.
+// waits until the child has been reaped. On a child already reaped it does
+// nothing.
 func (p *Process) Kill() {
-	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	if !p.Exited() {
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	}
 	<-p.done
 }
 
-// ErrKilled is wrapped by [Process.Terminate] when the child had to be
-// killed.
-var ErrKilled = errors.New("killed it")
+// ErrKilled is wrapped by [Process.Stop] when the child had to be killed.
+var ErrKilled = errors.New("killed")
 
-// Terminate sends SIGTERM to the child's process group and waits until the
-// child exits. If it is still running after timeout, or when ctx is done,
-// the group is killed with SIGKILL and the error, wrapping [ErrKilled], says
-// why. A child that had already exited returns nil at once; its exit status
-// is in [Process.Err].
+// Stop sends sig to the child's process group and waits until the child
+// exits. If it is still running after timeout (0: no limit), or when ctx is
+// done, the group is killed with SIGKILL and the error, wrapping
+// [ErrKilled], says why, for example "stop gateway (pid 12): did not exit
+// within 20s of SIGTERM; killed". Otherwise, and on a child that had
+// already exited, it returns nil; the exit status is in [Process.Err].
+//
+// Only the first call stops the child; later ones wait for it and return
+// its result.
+func (p *Process) Stop(ctx context.Context, sig syscall.Signal, timeout time.Duration) error {
+	p.stopOnce.Do(func() { p.stopErr = p.stop(ctx, sig, timeout) })
+	return p.stopErr
+}
+
+// Terminate is [Process.Stop] with SIGTERM.
 func (p *Process) Terminate(ctx context.Context, timeout time.Duration) error {
-	select {
-	case <-p.done:
+	return p.Stop(ctx, syscall.SIGTERM, timeout)
+}
+
+func (p *Process) stop(ctx context.Context, sig syscall.Signal, timeout time.Duration) error {
+	if p.Exited() {
 		return nil
-	default:
 	}
+	start := time.Now()
 	// A failed signal leaves the child running: the timeout then kills it.
-	_ = syscall.Kill(-p.pid, syscall.SIGTERM)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+	_ = syscall.Kill(-p.pid, sig)
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
 	var why string
 	select {
 	case <-p.done:
 		return nil
-	case <-t.C:
-		why = fmt.Sprintf("still running %s after SIGTERM", timeout)
+	case <-expired:
+		why = fmt.Sprintf("did not exit within %s of %s", timeout, signalName(sig))
 	case <-ctx.Done():
-		why = "stop cut short"
+		why = fmt.Sprintf("still running %s after %s when the stop was cut short (%v)",
+			time.Since(start).Round(time.Millisecond), signalName(sig), context.Cause(ctx))
 	}
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	<-p.done
-	return fmt.Errorf("%s, %w", why, ErrKilled)
+	return fmt.Errorf("stop %s (pid %d): %s; %w", p.name, p.pid, why, ErrKilled)
+}
+
+// signalName names the signals a stop sends as people write them.
+func signalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGQUIT:
+		return "SIGQUIT"
+	}
+	return sig.String()
 }

@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
-	"strings"
+	"path/filepath"
+	"regexp"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -42,15 +45,50 @@ func TestOutputAndExit(t *testing.T) {
 	}
 }
 
-func TestTerminate(t *testing.T) {
+// TestOutputToFile checks that without an output function the child writes
+// where cmd.Stdout and cmd.Stderr say.
+func TestOutputToFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("sh", "-c", "echo out; echo err >&2")
+	cmd.Stdout, cmd.Stderr = f, f
+	p, err := Start(cmd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	if b, err := os.ReadFile(path); err != nil || string(b) != "out\nerr\n" {
+		t.Errorf("log = %q, %v; want %q", b, err, "out\nerr\n")
+	}
+}
+
+func TestStop(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name   string
-		script string
-		want   string // "" for a clean stop
+		name    string
+		script  string
+		sig     syscall.Signal
+		timeout time.Duration
+		cut     time.Duration // cancel Stop's context after this; 0 never
+		want    string        // a regular expression for the error; "" for a clean stop
 	}{
-		{"obeys SIGTERM", "echo ready; sleep 60 & wait", ""},
-		{"ignores SIGTERM", "trap '' TERM; echo ready; sleep 60 & wait; sleep 60", "still running 200ms after SIGTERM"},
+		{name: "obeys SIGTERM", script: "echo ready; sleep 60 & wait", sig: syscall.SIGTERM, timeout: 10 * time.Second},
+		{name: "obeys SIGINT", script: "trap '' TERM; trap 'exit 0' INT; echo ready; sleep 60 & wait", sig: syscall.SIGINT, timeout: 10 * time.Second},
+		{
+			name:   "ignores SIGTERM",
+			script: "trap '' TERM; echo ready; sleep 60 & wait; sleep 60", sig: syscall.SIGTERM, timeout: 200 * time.Millisecond,
+			want: `^stop sh \(pid \d+\): did not exit within 200ms of SIGTERM; killed$`,
+		},
+		{
+			name:   "ignores SIGINT until cut short",
+			script: "trap '' INT; echo ready; sleep 60 & wait; sleep 60", sig: syscall.SIGINT, cut: 200 * time.Millisecond,
+			want: `^stop sh \(pid \d+\): still running \S+ after SIGINT when the stop was cut short \(context deadline exceeded\); killed$`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,17 +103,24 @@ func TestTerminate(t *testing.T) {
 				t.Fatal(err)
 			}
 			<-ready // the shell has set its trap
-			err = p.Terminate(context.Background(), 200*time.Millisecond)
+			ctx := context.Background()
+			if tt.cut > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.cut)
+				defer cancel()
+			}
+			err = p.Stop(ctx, tt.sig, tt.timeout)
 			switch {
 			case tt.want == "" && err != nil:
-				t.Fatalf("Terminate = %v", err)
-			case tt.want != "" && (!errors.Is(err, ErrKilled) || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("Terminate = %v, want %q and ErrKilled", err, tt.want)
+				t.Fatalf("Stop = %v", err)
+			case tt.want != "" && (!errors.Is(err, ErrKilled) || !regexp.MustCompile(tt.want).MatchString(err.Error())):
+				t.Fatalf("Stop = %v, want an error matching %s and wrapping ErrKilled", err, tt.want)
 			}
-			select {
-			case <-p.Done():
-			default:
-				t.Fatal("Terminate returned before the child was reaped")
+			if !p.Exited() {
+				t.Fatal("Stop returned before the child was reaped")
+			}
+			if again := p.Terminate(context.Background(), time.Second); again != err {
+				t.Errorf("second Stop = %v, want the first one's %v", again, err)
 			}
 		})
 	}
