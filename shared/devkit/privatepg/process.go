@@ -5,89 +5,38 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jetline/jetline/shared/devkit/childproc"
 )
 
 // logMarker starts the line written to the log before every server start,
 // so the tail shown in an error belongs to the latest attempt.
 const logMarker = "---- privatepg:"
 
-// process is a running postmaster.
-type process struct {
-	proc *os.Process
-	pid  int
-	done chan struct{} // closed once the postmaster has exited and been reaped
-	err  error         // exit status; valid after done is closed
-}
-
-// spawn starts cmd and reaps it in the background.
-//
-// The child is started and waited for on one goroutine locked to its OS
-// thread. On Linux the child gets Pdeathsig=SIGKILL, and the kernel sends
-// that signal when the *thread* that forked it exits, not the process. An
-// unlocked goroutine could fork from a thread that the Go runtime later
-// retires (which happens when some other goroutine exits while holding
-// runtime.LockOSThread on it), killing a healthy server at random. Keeping
-// the forking thread locked until the child is reaped rules that out, at the
-// cost of one parked OS thread per running server; and if the whole parent
-// process dies, even by SIGKILL, the thread dies with it and takes the
-// postmaster along. Its backends then notice the postmaster is gone and exit
-// on their own.
-func spawn(cmd *exec.Cmd) (*process, error) {
-	p := &process{done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		p.proc = cmd.Process
-		p.pid = cmd.Process.Pid
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-// exited reports whether the postmaster has been reaped.
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL to the postmaster, waits for it to be reaped, and then
-// kills whatever postgres processes are left in dir, waiting up to 5 s for
-// them to die. A backend still alive would keep the shared memory segment
-// attached, and the next postmaster on dir would refuse to start.
+// kill sends SIGKILL to the postmaster p, waits for it to be reaped, and
+// then kills whatever postgres processes are left in dir (see
+// [killDirProcs]).
 //
 // The leftovers are killed only if the postmaster was still running: then
 // it held the data directory's lock, so whatever works in dir is its own. A
 // postmaster that had already exited may have been refused the lock by
 // another server on dir, whose processes must be left alone.
-func (p *process) kill(dir string) {
-	err := p.proc.Kill() // Fails only if already reaped.
-	<-p.done
-	if err == nil {
+func kill(p *childproc.Process, dir string) {
+	running := !p.Exited()
+	p.Kill()
+	if running {
 		killDirProcs(dir, 5*time.Second)
 	}
 }
 
 // killDirProcs SIGKILLs the live processes working in dir until there are
-// none or timeout passes.
+// none or timeout passes. Each backend calls setsid, so killing the
+// postmaster's process group does not reach them, and a backend still alive
+// would keep the shared memory segment attached: the next postmaster on dir
+// would refuse to start.
 func killDirProcs(dir string, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -121,11 +70,9 @@ func childEnv() []string {
 // credentials when set, and its own process group, so a Ctrl-C in the
 // terminal reaches only us and we decide how postgres shuts down. (Each
 // postgres backend calls setsid, so the group does not hold the backends.)
-func sysProcAttr(runAs *osUser, dieWithParent bool) *syscall.SysProcAttr {
+// [childproc.Start] keeps them and adds the death signal.
+func sysProcAttr(runAs *osUser) *syscall.SysProcAttr {
 	attr := &syscall.SysProcAttr{Setpgid: true}
-	if dieWithParent {
-		setPdeathsig(attr)
-	}
 	if runAs != nil {
 		attr.Credential = runAs.credential()
 	}

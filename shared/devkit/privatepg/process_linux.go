@@ -2,18 +2,9 @@ package privatepg
 
 import (
 	"os"
-	"syscall"
 
 	"github.com/prometheus/procfs"
 )
-
-// setPdeathsig makes the kernel SIGKILL the child when the thread that
-// forked it dies; see spawn for why that thread lives as long as the child.
-// Credentials are switched before the death signal is armed, so the switch
-// to an unprivileged user does not clear it.
-func setPdeathsig(attr *syscall.SysProcAttr) {
-	attr.Pdeathsig = syscall.SIGKILL
-}
 
 // dirProcs returns the live (non-zombie) processes whose working directory
 // is dir, other than us. Every postgres process works in its data

@@ -15,10 +15,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/jetline/jetline/shared/devkit/childproc"
 )
 
 const (
@@ -43,8 +46,8 @@ type Server struct {
 
 	lifecycle sync.Mutex // serialises Stop and Restart
 
-	mu   sync.Mutex // guards proc
-	proc *process   // nil while stopped
+	mu   sync.Mutex         // guards proc
+	proc *childproc.Process // the postmaster; nil while stopped
 }
 
 // Start initialises opts.Dir if it holds no cluster yet, starts postgres,
@@ -159,9 +162,10 @@ func (s *Server) CreateDatabase(ctx context.Context, name string) error {
 
 // Stop shuts postgres down with a fast shutdown (SIGINT: open transactions
 // are rolled back, clients disconnected, a checkpoint written). It waits
-// until ctx is done, or 10 s if ctx has no deadline, and then kills the
-// whole process group with SIGKILL and returns an error saying so. Stop on
-// a stopped server returns nil, so calling it twice is fine.
+// until ctx is done, or 10 s if ctx has no deadline, and then kills
+// postgres and its backends with SIGKILL and returns an error saying so,
+// wrapping [childproc.ErrKilled]. Stop on a stopped server returns nil, so
+// calling it twice is fine.
 func (s *Server) Stop(ctx context.Context) error {
 	s.lifecycle.Lock()
 	defer s.lifecycle.Unlock()
@@ -184,33 +188,22 @@ func (s *Server) stop(ctx context.Context) error {
 		s.mu.Unlock()
 	}()
 
-	if p.exited() {
-		s.logger.WarnContext(ctx, "postgres had already exited", slog.Any("error", p.err))
+	if p.Exited() {
+		s.logger.WarnContext(ctx, "postgres had already exited", slog.Any("error", p.Err()))
 		return nil
 	}
 	start := time.Now()
-	if err := p.proc.Signal(os.Interrupt); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		p.kill(s.opts.Dir)
-		return fmt.Errorf("stop postgres: signal fast shutdown: %w", err)
-	}
-	var timeout <-chan time.Time
+	var timeout time.Duration // none: ctx's deadline bounds the shutdown
 	if _, ok := ctx.Deadline(); !ok {
-		t := time.NewTimer(stopTimeout)
-		defer t.Stop()
-		timeout = t.C
+		timeout = stopTimeout
 	}
-	select {
-	case <-p.done:
-		s.logger.InfoContext(ctx, "postgres stopped",
-			slog.Int("pid", p.pid), slog.Duration("elapsed", time.Since(start)))
-		return nil
-	case <-ctx.Done():
-		p.kill(s.opts.Dir)
-		return fmt.Errorf("stop postgres: fast shutdown unfinished, killed it: %w", context.Cause(ctx))
-	case <-timeout:
-		p.kill(s.opts.Dir)
-		return fmt.Errorf("stop postgres: fast shutdown unfinished after %s, killed it", stopTimeout)
+	if err := p.Stop(ctx, syscall.SIGINT, timeout); err != nil {
+		killDirProcs(s.opts.Dir, 5*time.Second) // The postmaster held the lock: the leftovers are its own.
+		return err
 	}
+	s.logger.InfoContext(ctx, "postgres stopped",
+		slog.Int("pid", p.Pid()), slog.Duration("elapsed", time.Since(start)))
+	return nil
 }
 
 // Kill sends SIGKILL to postgres and all its backends, as a crash would, and
@@ -222,9 +215,19 @@ func (s *Server) Kill() {
 	s.proc = nil
 	s.mu.Unlock()
 	if p != nil {
-		p.kill(s.opts.Dir)
-		s.logger.Info("postgres killed", slog.Int("pid", p.pid))
+		kill(p, s.opts.Dir)
+		s.logger.Info("postgres killed", slog.Int("pid", p.Pid()))
 	}
+}
+
+// Process returns the running postmaster, whose [childproc.Process.Done] is
+// closed when it exits, be it by Stop, Kill or a crash; nil while the
+// server is stopped or killed. [Server.Restart] starts another. Stop it
+// through the Server, which also cleans up its backends.
+func (s *Server) Process() *childproc.Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc
 }
 
 // Restart stops postgres as [Server.Stop] does and starts it again on the
@@ -273,7 +276,7 @@ func (s *Server) initdb(ctx context.Context) error {
 	cmd.Env = childEnv()
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = sysProcAttr(s.runAs, false)
+	cmd.SysProcAttr = sysProcAttr(s.runAs)
 
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
@@ -325,16 +328,18 @@ func (s *Server) startOn(ctx context.Context, port int) error {
 	cmd.Env = childEnv()
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = sysProcAttr(s.runAs, true)
+	cmd.SysProcAttr = sysProcAttr(s.runAs)
 
 	start := time.Now()
-	p, err := spawn(cmd)
+	// If we die, even by SIGKILL, the postmaster dies with us; its backends
+	// notice and exit on their own.
+	p, err := childproc.Start(cmd, nil)
 	logFile.Close() // The child holds its own descriptor.
 	if err != nil {
 		return fmt.Errorf("run %s: %w", cmd.Path, err)
 	}
 	if err := s.waitReady(ctx, p, port); err != nil {
-		p.kill(s.opts.Dir)
+		kill(p, s.opts.Dir)
 		err = withLogTail(err, s.logPath)
 		if strings.Contains(logTail(s.logPath), "could not bind") {
 			err = fmt.Errorf("%w: %w", errPortInUse, err)
@@ -347,7 +352,7 @@ func (s *Server) startOn(ctx context.Context, port int) error {
 	s.mu.Unlock()
 	attrs := []any{
 		slog.Int("port", port),
-		slog.Int("pid", p.pid),
+		slog.Int("pid", p.Pid()),
 		slog.String("dir", s.opts.Dir),
 		slog.String("log", s.logPath),
 		slog.Duration("elapsed", time.Since(start)),
@@ -377,7 +382,7 @@ func (s *Server) args(port int) []string {
 
 // waitReady polls until postgres accepts a connection, it exits, ctx ends
 // or 30 s pass.
-func (s *Server) waitReady(ctx context.Context, p *process, port int) error {
+func (s *Server) waitReady(ctx context.Context, p *childproc.Process, port int) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	url := dsn(s.opts.User, s.opts.Host, port, "postgres")
@@ -393,8 +398,8 @@ func (s *Server) waitReady(ctx context.Context, p *process, port int) error {
 		}
 		lastErr = err
 		select {
-		case <-p.done:
-			return fmt.Errorf("postgres exited during startup: %v", p.err)
+		case <-p.Done():
+			return fmt.Errorf("postgres exited during startup: %v", p.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("postgres did not accept connections on port %d: %w (last attempt: %v)", port, context.Cause(ctx), lastErr)
 		case <-tick.C:
