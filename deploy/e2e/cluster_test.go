@@ -358,7 +358,7 @@ func (b *bundle) checkClusterDeadLetters(t *testing.T, plans []*plan, receipts [
 }
 
 // TestClusterReplicationCost measures what R3 costs against R1 on the same
-// 50,000 lines over eight connections: first the gateway alone publishes
+// 400,000 lines (100 MB) over eight connections: first the gateway alone publishes
 // them into the stream (every receipt ok means JetStream acknowledged
 // every frame), then two workers drain it into Postgres. It runs against
 // one nats-server with an R1 stream, three with R1 and three with R3, and
@@ -371,8 +371,14 @@ func TestClusterReplicationCost(t *testing.T) {
 	if os.Getenv("E2E_CLUSTER_MEASURE") != "1" {
 		t.Skip("a measurement; set E2E_CLUSTER_MEASURE=1 to run it")
 	}
+	const conns, records = 8, 50_000
 	seed := inputSeed(t)
-	plans := faultPlans(seed, "m", topology.DefaultSource)
+	var plans []*plan
+	for c := range conns {
+		plans = append(plans, newPlan(rngFor(seed, c), "m"+strconv.Itoa(c), topology.DefaultSource, mix{
+			records: records, recordBytes: faultTextBytes, crlfPercent: 20, last: kindRecord,
+		}))
+	}
 	want := expect(plans)
 	for _, tc := range []struct{ nodes, replicas int }{{1, 1}, {3, 1}, {3, 3}} {
 		t.Run(fmt.Sprintf("%d nodes R%d", tc.nodes, tc.replicas), func(t *testing.T) {
@@ -403,10 +409,12 @@ func TestClusterReplicationCost(t *testing.T) {
 			if n := b.rowCount(t); n != len(want.rows) {
 				t.Errorf("events has %d rows, want %d", n, len(want.rows))
 			}
+			leader, _, _ := b.streamPlacement(t, topology.StreamName)
 			rate := func(d time.Duration) float64 { return float64(want.lines) / d.Seconds() }
-			t.Logf("publish: %.0f lines/s (%s), CPU nats %s, gateway %s; drain: %.0f lines/s (%s), CPU nats %s, workers %s",
-				rate(publish), publish.Round(time.Millisecond), natsPublish.Round(time.Millisecond), gwPublish.Round(time.Millisecond),
-				rate(drain), drain.Round(time.Millisecond), natsDrain.Round(time.Millisecond), wDrain.Round(time.Millisecond))
+			perLine := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(want.lines) }
+			t.Logf("leader %s; publish: %.0f lines/s (%s), CPU µs/line nats %.2f, gateway %.2f; drain: %.0f lines/s (%s), CPU µs/line nats %.2f, workers %.2f",
+				leader, rate(publish), publish.Round(time.Millisecond), perLine(natsPublish), perLine(gwPublish),
+				rate(drain), drain.Round(time.Millisecond), perLine(natsDrain), perLine(wDrain))
 		})
 	}
 }
