@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jetline/jetline/shared/devkit/childproc"
 	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
 
@@ -50,11 +51,10 @@ func startPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (url st
 func postgresDir(cfg Config) string { return filepath.Join(cfg.DataDir, "postgres") }
 
 // postgresService returns the running private server srv, with its data in
-// dir, as a service: a run is watched through the postmaster's pid (read
-// from dir/postmaster.pid), the next run is [privatepg.Server.Restart] on
-// the same data and port (crash recovery included), and stopping is
-// [privatepg.Server.Stop], a fast shutdown. The server writes its own log,
-// srv.LogPath().
+// dir, as a service: a run is its postmaster ([privatepg.Server.Process]),
+// the next run is [privatepg.Server.Restart] on the same data and port
+// (crash recovery included), and stopping is [privatepg.Server.Stop], a
+// fast shutdown. The server writes its own log, srv.LogPath().
 func postgresService(srv *privatepg.Server, dir string) service {
 	first := true
 	return service{
@@ -69,38 +69,26 @@ func postgresService(srv *privatepg.Server, dir string) service {
 				}
 			}
 			first = false
-			pid := leftoverPostmaster(dir)
-			if pid == 0 {
+			proc := srv.Process()
+			if proc == nil {
 				return nil, fmt.Errorf("no postmaster runs on %s (see %s)", dir, srv.LogPath())
 			}
-			r := &postgresRun{srv: srv, pid: pid, done: make(chan struct{})}
-			go func() {
-				r.err = waitExit(pid)
-				close(r.done)
-			}()
-			return r, nil
+			return postgresRun{proc, srv}, nil
 		},
 	}
 }
 
-// postgresRun is one run of the private server: an [instance].
+// postgresRun is one run of the private server, an [instance]: its
+// postmaster, stopped through the server.
 type postgresRun struct {
-	srv  *privatepg.Server
-	pid  int
-	done chan struct{}
-	err  error
+	*childproc.Process
+	srv *privatepg.Server
 }
-
-func (r *postgresRun) Pid() int              { return r.pid }
-func (r *postgresRun) Done() <-chan struct{} { return r.done }
-func (r *postgresRun) Err() error            { return r.err }
 
 // Terminate stops the server with a fast shutdown, killing it after timeout
 // or once ctx is done.
-func (r *postgresRun) Terminate(ctx context.Context, timeout time.Duration) error {
+func (r postgresRun) Terminate(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err := r.srv.Stop(ctx)
-	<-r.done
-	return err
+	return r.srv.Stop(ctx)
 }

@@ -72,7 +72,7 @@ type instance interface {
 	Err() error
 	// Terminate asks the run to stop and waits until it has; after timeout,
 	// or when ctx is done, it kills it and the error, wrapping
-	// [childproc.ErrKilled] for a program, says why.
+	// [childproc.ErrKilled], names the run and says why.
 	Terminate(ctx context.Context, timeout time.Duration) error
 }
 
@@ -386,7 +386,7 @@ func (c *child) terminate(ctx context.Context, logger *slog.Logger) error {
 	start := time.Now()
 	if err := inst.Terminate(ctx, c.svc.stopTimeout); err != nil {
 		logger.Warn("killed", append(attrs, slog.String("reason", err.Error()))...)
-		return fmt.Errorf("%s (pid %d): %w", c.svc.name, inst.Pid(), err)
+		return err
 	}
 	logger.Info("stopped", append(attrs, slog.String("exit", exitStatus(inst.Err())), slog.Duration("elapsed", time.Since(start)))...)
 	return nil
@@ -418,7 +418,7 @@ func (s *supervisor) programService(p Program) service {
 			}
 			cmd := exec.Command(p.Path, p.Args...)
 			cmd.Env = append(os.Environ(), p.Env...)
-			out := newPrefixWriter(fmt.Sprintf("%-*s | ", s.width, p.Name), s.out)
+			out := childproc.NewPrefixWriter(fmt.Sprintf("%-*s | ", s.width, p.Name), s.out)
 			proc, err := childproc.Start(cmd, func(r io.Reader) {
 				copyOutput(r, out, logFile)
 				_ = out.Flush()
@@ -430,7 +430,7 @@ func (s *supervisor) programService(p Program) service {
 				if logFile != nil {
 					_ = logFile.Close()
 				}
-				return nil, fmt.Errorf("%s: %w", p.Path, err)
+				return nil, err // exec's error names p.Path.
 			}
 			return proc, nil
 		},

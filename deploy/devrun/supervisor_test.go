@@ -122,7 +122,7 @@ func TestSupervisorKillsChildThatIgnoresSIGTERM(t *testing.T) {
 		wantReason  string
 	}{
 		{name: "stop timeout", stopTimeout: 300 * time.Millisecond, wantReason: "did not exit within 300ms of SIGTERM"},
-		{name: "hurried", stopTimeout: time.Hour, hurryAfter: 300 * time.Millisecond, wantReason: "stop cut short"},
+		{name: "hurried", stopTimeout: time.Hour, hurryAfter: 300 * time.Millisecond, wantReason: "the stop was cut short"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
