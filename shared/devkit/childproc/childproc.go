@@ -61,8 +61,10 @@ func Start(cmd *exec.Cmd, output func(io.Reader)) (*Process, error) {
 	// The child writes into a pipe of our own rather than one exec.Cmd
 	// makes, so that Wait returns when the child exits even if something it
 	// started still holds the pipe.
-	var pr, pw *os.File
-	if output != nil {
+	var pr, pw *os.File // nil without output, which makes Close a no-op
+	if output == nil {
+		output = func(io.Reader) {}
+	} else {
 		var err error
 		if pr, pw, err = os.Pipe(); err != nil {
 			return nil, fmt.Errorf("make output pipe: %w", err)
@@ -81,13 +83,9 @@ func Start(cmd *exec.Cmd, output func(io.Reader)) (*Process, error) {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		err := cmd.Start()
-		if pw != nil {
-			pw.Close() // the child has its own copy now
-		}
+		pw.Close() // the child has its own copy now
 		if err != nil {
-			if pr != nil {
-				pr.Close()
-			}
+			pr.Close()
 			started <- err
 			return
 		}
@@ -97,22 +95,18 @@ func Start(cmd *exec.Cmd, output func(io.Reader)) (*Process, error) {
 		copied := make(chan struct{})
 		go func() {
 			defer close(copied)
-			if output != nil {
-				output(pr)
-			}
+			output(pr)
 		}()
 		p.err = cmd.Wait()
 		// The group id cannot be reused while any member is alive.
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-		if pr != nil {
-			select {
-			case <-copied:
-			case <-time.After(outputGrace):
-				pr.Close()
-				<-copied
-			}
+		select {
+		case <-copied:
+		case <-time.After(outputGrace):
 			pr.Close()
+			<-copied
 		}
+		pr.Close()
 		close(p.done)
 	}()
 	if err := <-started; err != nil {
@@ -203,13 +197,8 @@ func (p *Process) stop(ctx context.Context, sig syscall.Signal, timeout time.Dur
 
 // signalName names the signals a stop sends as people write them.
 func signalName(sig syscall.Signal) string {
-	switch sig {
-	case syscall.SIGTERM:
-		return "SIGTERM"
-	case syscall.SIGINT:
-		return "SIGINT"
-	case syscall.SIGQUIT:
-		return "SIGQUIT"
+	if name, ok := map[syscall.Signal]string{syscall.SIGTERM: "SIGTERM", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT"}[sig]; ok {
+		return name
 	}
 	return sig.String()
 }
