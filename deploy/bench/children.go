@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +30,10 @@ type child struct {
 	name string
 	pid  int
 	proc *childproc.Process
+	// out is the bench's standard error; each line the child prints goes
+	// to it after prefix.
+	out    io.Writer
+	prefix string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -45,8 +48,12 @@ type child struct {
 func startChild(name, path string, env []string, out io.Writer) (*child, error) {
 	cmd := exec.Command(path)
 	cmd.Env = append(childEnviron(os.Environ()), env...)
-	c := &child{name: name}
-	proc, err := childproc.Start(cmd, func(r io.Reader) { c.copyOutput(r, out) })
+	c := &child{name: name, prefix: fmt.Sprintf("%-9s| ", name), out: out}
+	w := childproc.NewPrefixWriter(c.prefix, c)
+	proc, err := childproc.Start(cmd, func(r io.Reader) {
+		_, _ = io.Copy(w, r)
+		_ = w.Flush()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", name, path, err)
 	}
@@ -72,22 +79,19 @@ func childEnviron(env []string) []string {
 	return out
 }
 
-func (c *child) copyOutput(r io.Reader, out io.Writer) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		c.mu.Lock()
-		c.tail = append(c.tail, line)
-		if len(c.tail) > tailLines {
-			c.tail = c.tail[len(c.tail)-tailLines:]
-		}
-		c.mu.Unlock()
-		fmt.Fprintf(out, "%-9s| %s\n", c.name, line)
+// Write is given one prefixed output line at a time by the child's
+// [childproc.PrefixWriter]; it keeps the line, unprefixed, in the tail and
+// writes it to the bench's output. A failed write is dropped rather than
+// returned: stopping to read would block the child.
+func (c *child) Write(line []byte) (int, error) {
+	c.mu.Lock()
+	c.tail = append(c.tail, strings.TrimSuffix(strings.TrimPrefix(string(line), c.prefix), "\n"))
+	if len(c.tail) > tailLines {
+		c.tail = c.tail[len(c.tail)-tailLines:]
 	}
-	// A line longer than the buffer ends the copy; keep draining so the
-	// child never blocks on a full pipe.
-	_, _ = io.Copy(io.Discard, r)
+	c.mu.Unlock()
+	_, _ = c.out.Write(line)
+	return len(line), nil
 }
 
 // Done is closed when the child has exited.
@@ -109,29 +113,20 @@ func (c *child) exitError() error {
 	return fmt.Errorf("%s (pid %d) exited unexpectedly: %s; last output:\n  %s", c.name, c.pid, status, tail)
 }
 
-// stop sends SIGTERM to the child's process group and waits until it exits
-// or timeout passes, then kills the group and says so in the error. An
-// exit with a non-zero status after SIGTERM is an error too. On a child
-// that had already exited it returns nil: whoever watches [child.Done]
-// reports that exit. Safe to call twice.
+// stop stops the child with SIGTERM, killing it after timeout (see
+// [childproc.Process.Terminate]). An exit with a non-zero status after
+// SIGTERM is an error too. On a child that had already exited it returns
+// nil: whoever watches [child.Done] reports that exit. Safe to call twice.
 func (c *child) stop(timeout time.Duration) error {
-	c.stopOnce.Do(func() { c.stopErr = c.terminate(timeout) })
+	c.stopOnce.Do(func() {
+		if c.proc.Exited() {
+			return
+		}
+		if c.stopErr = c.proc.Terminate(context.Background(), timeout); c.stopErr == nil && c.proc.Err() != nil {
+			c.stopErr = fmt.Errorf("%s (pid %d) exited with %v after SIGTERM", c.name, c.pid, c.proc.Err())
+		}
+	})
 	return c.stopErr
-}
-
-func (c *child) terminate(timeout time.Duration) error {
-	select {
-	case <-c.proc.Done():
-		return nil
-	default:
-	}
-	if err := c.proc.Terminate(context.Background(), timeout); err != nil {
-		return fmt.Errorf("%s (pid %d): %w", c.name, c.pid, err)
-	}
-	if err := c.proc.Err(); err != nil {
-		return fmt.Errorf("%s (pid %d) exited with %v after SIGTERM", c.name, c.pid, err)
-	}
-	return nil
 }
 
 // stopChildren stops cs in parallel and waits for all of them.

@@ -129,8 +129,8 @@ func (b *bundle) stopAll(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, p := range b.procs {
 		wg.Go(func() {
-			if !p.stop() {
-				t.Errorf("%s did not exit within %s of SIGTERM; killed it", p.name, stopTimeout)
+			if err := p.proc.Terminate(context.Background(), stopTimeout); err != nil {
+				t.Error(err)
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -36,7 +35,7 @@ type proc struct {
 // startProc starts path with exactly the environment env (plus PATH), in
 // its own process group and killed if the test binary dies (see
 // [childproc.Start]). The caller must see that it is stopped and checked
-// (see [proc.stop] and [proc.check]).
+// (see [bundle.stopAll] and [proc.check]).
 func startProc(t *testing.T, name, path string, env map[string]string) *proc {
 	t.Helper()
 	p := &proc{name: name}
@@ -47,8 +46,7 @@ func startProc(t *testing.T, name, path string, env map[string]string) *proc {
 	}
 	slices.Sort(cmd.Env)
 	var err error
-	p.proc, err = childproc.Start(cmd, func(r io.Reader) { _, _ = io.Copy(&p.stderr, r) })
-	if err != nil {
+	if p.proc, err = childproc.Start(cmd, func(r io.Reader) { _, _ = io.Copy(&p.stderr, r) }); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	return p
@@ -58,26 +56,13 @@ func startProc(t *testing.T, name, path string, env map[string]string) *proc {
 func (p *proc) pid() int { return p.proc.Pid() }
 
 // exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.proc.Done():
-		return true
-	default:
-		return false
-	}
-}
+func (p *proc) exited() bool { return p.proc.Exited() }
 
 // kill SIGKILLs the process, as a crash would, and waits until it is gone.
 func (p *proc) kill(t *testing.T) {
 	t.Helper()
 	p.dismissed.Store(true)
 	p.proc.Kill()
-}
-
-// stop asks the process to stop with SIGTERM and waits for it to exit,
-// killing it after stopTimeout. It reports false if it had to kill it.
-func (p *proc) stop() bool {
-	return p.proc.Terminate(context.Background(), stopTimeout) == nil
 }
 
 // check fails t if the stopped process exited other than cleanly (unless

@@ -77,17 +77,10 @@ func Start(t *testing.T, mainTest string, envs ...map[string]string) *Program {
 	}
 	p := &Program{}
 	var err error
-	p.proc, err = childproc.Start(cmd, func(r io.Reader) { _, _ = io.Copy(p, r) })
-	if err != nil {
+	if p.proc, err = childproc.Start(cmd, func(r io.Reader) { _, _ = io.Copy(p, r) }); err != nil {
 		t.Fatalf("start %s: %v", mainTest, err)
 	}
-	t.Cleanup(func() {
-		select {
-		case <-p.proc.Done():
-		default:
-			p.proc.Kill()
-		}
-	})
+	t.Cleanup(p.proc.Kill)
 	return p
 }
 
@@ -130,7 +123,7 @@ func (p *Program) WaitFor(t *testing.T, want string) {
 func (p *Program) Stop(t *testing.T) error {
 	t.Helper()
 	if err := p.proc.Terminate(context.Background(), stopTimeout); err != nil {
-		t.Fatalf("stop: %v; output:\n%s", err, p.Output())
+		t.Fatalf("%v; output:\n%s", err, p.Output())
 	}
 	return p.proc.Err()
 }
