@@ -14,10 +14,6 @@ import (
 	"github.com/jetline/jetline/shared/contract/topology"
 )
 
-// clusterEnv is what every program of a cluster test is given besides the
-// harness's environment: R3 streams.
-var clusterEnv = map[string]string{"INGEST_REPLICAS": "3"}
-
 // clusterPlans returns the input of conns connections, records lines of
 // records each besides the hostile ones, ids starting with prefix. Even
 // connections go to the pipeline source faults, odd ones to the raw
@@ -128,16 +124,17 @@ func TestClusterLeaderKilledFollowerLost(t *testing.T) {
 
 	leader.start(t)
 	leader.waitHealthy(t, time.Minute)
+	var followers []string
 	b.waitFor(t, time.Minute, "every replica of "+topology.StreamName+" to be current", func() (bool, string) {
-		l, followers, why := b.streamPlacement(t, topology.StreamName)
-		return l != "" && len(followers) == 2 && why == "", fmt.Sprintf("leader %q, followers %q: %s", l, followers, why)
+		var why string
+		newLeader, followers, why = b.streamPlacement(t, topology.StreamName)
+		return newLeader != "" && len(followers) == 2 && why == "", fmt.Sprintf("leader %q, followers %q: %s", newLeader, followers, why)
 	})
 	t.Logf("%s is back and current %s after the kill", leader.name, time.Since(killed).Round(time.Millisecond))
 
-	l, followers, _ := b.streamPlacement(t, topology.StreamName)
 	lost := cluster.node(followers[0])
 	lost.kill(t)
-	t.Logf("killed %s, a follower (leader %s), for good", lost.name, l)
+	t.Logf("killed %s, a follower (leader %s), for good", lost.name, newLeader)
 
 	first := <-sent
 	if first.err != nil {

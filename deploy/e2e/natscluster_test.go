@@ -44,16 +44,16 @@ type natsNode struct {
 	// healthURL is its monitoring /healthz: 200 once it runs JetStream and
 	// every stream and consumer it holds a replica of is current.
 	healthURL string
-	// cpu is the CPU time its earlier lives used.
-	cpu time.Duration
 
 	mu   sync.Mutex
-	proc *childproc.Process
-	out  testenv.Buffer // its log, every life of it
+	proc *childproc.Process // nil while it does not run
+	cpu  time.Duration      // the CPU time its earlier lives used
+	out  testenv.Buffer     // its log, every life of it
 }
 
 // startNATSCluster starts an n-node cluster and waits until every node is
-// healthy and JetStream answers, so R3 streams can be created at once.
+// healthy (see [natsNode.waitHealthy]), so R3 streams can be created at
+// once.
 // When the test ends, the nodes are stopped (after the programs, whose
 // cleanup is registered later) and, if it failed, their logs copied to
 // its log.
@@ -181,9 +181,9 @@ func (n *natsNode) start(t *testing.T) {
 // kill SIGKILLs the node, as a crash would, and waits until it is gone.
 func (n *natsNode) kill(t *testing.T) {
 	t.Helper()
-	n.cpu += n.cpuTime(t)
 	n.mu.Lock()
 	p := n.proc
+	n.cpu += procCPU(t, p.Pid())
 	n.proc = nil
 	n.mu.Unlock()
 	p.Kill()
@@ -221,11 +221,12 @@ func (n *natsNode) waitHealthy(t *testing.T, timeout time.Duration) {
 // cpuTime returns the CPU time the node has used in all its lives.
 func (n *natsNode) cpuTime(t *testing.T) time.Duration {
 	t.Helper()
-	p := n.process()
-	if p == nil || isDone(p) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc == nil || isDone(n.proc) {
 		return n.cpu
 	}
-	return n.cpu + procCPU(t, p.Pid())
+	return n.cpu + procCPU(t, n.proc.Pid())
 }
 
 func isDone(p *childproc.Process) bool {
