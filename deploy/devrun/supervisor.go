@@ -67,6 +67,8 @@ type instance interface {
 	Pid() int
 	// Done is closed once the run has ended.
 	Done() <-chan struct{}
+	// Exited reports whether Done is closed.
+	Exited() bool
 	// Err says how the run ended, in the words of [exec.Cmd.Wait]; nil for
 	// status 0. Valid once Done is closed.
 	Err() error
@@ -377,10 +379,8 @@ func (c *child) terminate(ctx context.Context, logger *slog.Logger) error {
 	defer func() { <-c.exited }()
 
 	attrs := []any{slog.String("child", c.svc.name), slog.Int("pid", inst.Pid())}
-	select {
-	case <-inst.Done():
+	if inst.Exited() {
 		return nil // It exited before; the supervisor has reported it.
-	default:
 	}
 	logger.Info("stopping", append(attrs, slog.Duration("timeout", c.svc.stopTimeout))...)
 	start := time.Now()
@@ -407,7 +407,7 @@ func (s *supervisor) programService(p Program) service {
 		describe:    []any{slog.String("path", p.Path)},
 		logPath:     logPath,
 		start: func(context.Context) (instance, error) {
-			var logFile *os.File
+			var logFile *os.File // nil without logDir, which makes Close a no-op
 			if logPath != "" {
 				f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 				if err != nil {
@@ -422,14 +422,10 @@ func (s *supervisor) programService(p Program) service {
 			proc, err := childproc.Start(cmd, func(r io.Reader) {
 				copyOutput(r, out, logFile)
 				_ = out.Flush()
-				if logFile != nil {
-					_ = logFile.Close()
-				}
+				_ = logFile.Close()
 			})
 			if err != nil {
-				if logFile != nil {
-					_ = logFile.Close()
-				}
+				_ = logFile.Close()
 				return nil, err // exec's error names p.Path.
 			}
 			return proc, nil

@@ -3,12 +3,12 @@ package childproc
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sync"
 	"syscall"
@@ -49,8 +49,7 @@ func TestOutputAndExit(t *testing.T) {
 // where cmd.Stdout and cmd.Stderr say.
 func TestOutputToFile(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "log")
-	f, err := os.Create(path)
+	f, err := os.CreateTemp(t.TempDir(), "log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +61,7 @@ func TestOutputToFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-p.Done()
-	if b, err := os.ReadFile(path); err != nil || string(b) != "out\nerr\n" {
+	if b, err := os.ReadFile(f.Name()); err != nil || string(b) != "out\nerr\n" {
 		t.Errorf("log = %q, %v; want %q", b, err, "out\nerr\n")
 	}
 }
@@ -74,7 +73,7 @@ func TestStop(t *testing.T) {
 		script  string
 		sig     syscall.Signal
 		timeout time.Duration
-		cut     time.Duration // cancel Stop's context after this; 0 never
+		cut     time.Duration // cancel Stop's context after this; 0 for an hour
 		want    string        // a regular expression for the error; "" for a clean stop
 	}{
 		{name: "obeys SIGTERM", script: "echo ready; sleep 60 & wait", sig: syscall.SIGTERM, timeout: 10 * time.Second},
@@ -103,12 +102,8 @@ func TestStop(t *testing.T) {
 				t.Fatal(err)
 			}
 			<-ready // the shell has set its trap
-			ctx := context.Background()
-			if tt.cut > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, tt.cut)
-				defer cancel()
-			}
+			ctx, cancel := context.WithTimeout(context.Background(), cmp.Or(tt.cut, time.Hour))
+			defer cancel()
 			err = p.Stop(ctx, tt.sig, tt.timeout)
 			switch {
 			case tt.want == "" && err != nil:
