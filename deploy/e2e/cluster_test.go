@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
+
+	"github.com/jetline/jetline/gateway"
 	"github.com/jetline/jetline/shared/contract/deadletter"
 	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/runtime/metrics"
 )
 
 // clusterPlans returns the input of conns connections, records lines of
@@ -355,13 +360,16 @@ func (b *bundle) checkClusterDeadLetters(t *testing.T, plans []*plan, receipts [
 }
 
 // TestClusterReplicationCost measures what R3 costs against R1 on the same
-// 400,000 lines (100 MB) over eight connections: first the gateway alone publishes
-// them into the stream (every receipt ok means JetStream acknowledged
-// every frame), then two workers drain it into Postgres. It runs against
-// one nats-server with an R1 stream, three with R1 and three with R3, and
-// logs lines/s of each phase and the CPU the NATS servers, the gateway and
-// the workers used in it. It is a measurement, not a check, and runs only
-// with E2E_CLUSTER_MEASURE=1, best without -race:
+// 400,000 lines (100 MB) over eight connections: first the gateway alone
+// publishes them into the stream (every receipt ok means JetStream
+// acknowledged every frame), then two workers drain it into Postgres. It
+// runs against one nats-server with an R1 stream, three with R1 and three
+// with R3, and logs for each phase lines/s and the CPU per line of the
+// NATS servers (the stream leader's share apart), the gateway and the
+// workers, and for the publish the gateway's mean wait for a frame's
+// acknowledgement and the time its connections were held back by a full
+// window. It is a measurement, not a check, and runs only with
+// E2E_CLUSTER_MEASURE=1, best without -race:
 //
 //	E2E_CLUSTER_MEASURE=1 go test -count=1 -run TestClusterReplicationCost -v ./deploy/e2e/
 func TestClusterReplicationCost(t *testing.T) {
@@ -383,35 +391,61 @@ func TestClusterReplicationCost(t *testing.T) {
 			b, cluster := setupNATSCluster(t, tc.nodes, setupOptions{gatewayEnv: map[string]string{"INGEST_REPLICAS": replicas}})
 			gw := b.startGateway(t)
 			b.checkReplicas(t, topology.StreamName, tc.replicas)
+			leaderName, _, why := b.streamPlacement(t, topology.StreamName)
+			leader := cluster.node(leaderName)
+			if leader == nil {
+				t.Fatalf("stream %s has no leader among the nodes (%q): %s", topology.StreamName, leaderName, why)
+			}
+			var ws []*proc
+			// cpu returns the CPU time of the servers, their stream
+			// leader, the gateway and the workers so far.
+			cpu := func() (nats, lead, gateway, workers time.Duration) {
+				for _, w := range ws {
+					workers += procCPU(t, w.pid())
+				}
+				return cluster.cpu(t), leader.cpuTime(t), procCPU(t, gw.pid()), workers
+			}
+			perLine := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(want.lines) }
 
-			natsCPU, gwCPU, start := cluster.cpu(t), procCPU(t, gw.pid()), time.Now()
+			// Other programs on the machine slow the clock, not the work:
+			// CPU per line is the steadier figure.
+			fs, err := procfs.NewDefaultFS()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if load, err := fs.LoadAvg(); err == nil {
+				t.Logf("load average %.2f before the publish", load.Load1)
+			}
+			nats0, lead0, gw0, _ := cpu()
+			start := time.Now()
 			if err := sendAll(gw, plans, seed); err != nil {
 				t.Fatal(err)
 			}
 			publish := time.Since(start)
-			natsPublish, gwPublish := cluster.cpu(t)-natsCPU, procCPU(t, gw.pid())-gwCPU
-
-			ws := b.startWorkers(t, 2, map[string]string{"INGEST_REPLICAS": replicas})
-			natsCPU, start = cluster.cpu(t), time.Now()
-			workersCPU := func() (d time.Duration) {
-				for _, w := range ws {
-					d += procCPU(t, w.pid())
-				}
-				return d
+			nats1, lead1, gw1, _ := cpu()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			m, err := metrics.Scrape(ctx, gw.metricsURL)
+			if err != nil {
+				t.Fatalf("scrape the gateway: %v", err)
 			}
-			wCPU := workersCPU()
+			ackWait := time.Duration(m[gateway.MetricPublishLatency+"_sum"] / m[gateway.MetricPublishLatency+"_count"] * float64(time.Second))
+			held := time.Duration(m[gateway.MetricBackpressure] * float64(time.Second))
+			t.Logf("publish: %.0f lines/s (%s); CPU µs/line: nats %.2f (leader %s %.2f), gateway %.2f; a frame waited %s for its ack on average, the %d connections were held back %s in all",
+				float64(want.lines)/publish.Seconds(), publish.Round(time.Millisecond), perLine(nats1-nats0), leader.name, perLine(lead1-lead0), perLine(gw1-gw0),
+				ackWait.Round(10*time.Microsecond), conns, held.Round(time.Millisecond))
+
+			ws = b.startWorkers(t, 2, map[string]string{"INGEST_REPLICAS": replicas})
+			nats0, lead0, _, w0 := cpu()
+			start = time.Now()
 			b.waitDrained(t, drainTimeout)
 			drain := time.Since(start)
-			natsDrain, wDrain := cluster.cpu(t)-natsCPU, workersCPU()-wCPU
+			nats1, lead1, _, w1 := cpu()
 			if n := b.rowCount(t); n != len(want.rows) {
 				t.Errorf("events has %d rows, want %d", n, len(want.rows))
 			}
-			leader, _, _ := b.streamPlacement(t, topology.StreamName)
-			rate := func(d time.Duration) float64 { return float64(want.lines) / d.Seconds() }
-			perLine := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(want.lines) }
-			t.Logf("leader %s; publish: %.0f lines/s (%s), CPU µs/line nats %.2f, gateway %.2f; drain: %.0f lines/s (%s), CPU µs/line nats %.2f, workers %.2f",
-				leader, rate(publish), publish.Round(time.Millisecond), perLine(natsPublish), perLine(gwPublish),
-				rate(drain), drain.Round(time.Millisecond), perLine(natsDrain), perLine(wDrain))
+			t.Logf("drain: %.0f lines/s (%s); CPU µs/line: nats %.2f (leader %.2f), workers %.2f",
+				float64(want.lines)/drain.Seconds(), drain.Round(time.Millisecond), perLine(nats1-nats0), perLine(lead1-lead0), perLine(w1-w0))
 		})
 	}
 }
