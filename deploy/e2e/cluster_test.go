@@ -177,9 +177,14 @@ func TestClusterLeaderKilledFollowerLost(t *testing.T) {
 	if int64(gatewayDL) != want.tooLong {
 		t.Errorf("the receipts count %d lines too long; the gateway dead-lettered %d", want.tooLong, gatewayDL)
 	}
+	m, err := metrics.Scrape(t.Context(), gw.metricsURL)
+	if err != nil {
+		t.Fatalf("scrape the gateway: %v", err)
+	}
 	t.Logf("%d lines stored (%d rows in events, %d in fault_rows, %d filtered, %d dead-lettered by the workers), %d too long and dead-lettered by the gateway; "+
-		"%d lines sent again (%d stored again in events), %d redelivered, in %s",
-		want.lines, rawRows, pipelineRows, want.filtered, workerDL, gatewayDL, resent, again, redeliveries(info), time.Since(start).Round(time.Millisecond))
+		"%.0f publishes retried, %d lines sent again (%d stored again in events), %d redelivered, in %s",
+		want.lines, rawRows, pipelineRows, want.filtered, workerDL, gatewayDL,
+		m[gateway.MetricPublishRetries], resent, again, redeliveries(info), time.Since(start).Round(time.Millisecond))
 }
 
 // clusterExpectation is what a cluster test's plans must leave: rows of
