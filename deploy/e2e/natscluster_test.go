@@ -53,41 +53,38 @@ type natsNode struct {
 
 // startNATSCluster starts an n-node cluster and waits until every node is
 // healthy (see [natsNode.waitHealthy]), so R3 streams can be created at
-// once.
-// When the test ends, the nodes are stopped (after the programs, whose
+// once. When the test ends, the nodes are stopped (after the programs, whose
 // cleanup is registered later) and, if it failed, their logs copied to
 // its log.
 func startNATSCluster(t *testing.T, n int) *natsCluster {
 	t.Helper()
 	c := &natsCluster{}
 	dir := t.TempDir()
+	type addrs struct{ client, monitor, route string }
+	var nodeAddrs []addrs
 	var routes []string
-	for i := range n {
+	for range n {
+		a := addrs{testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)}
+		nodeAddrs = append(nodeAddrs, a)
+		routes = append(routes, "nats-route://"+a.route)
+	}
+	for i, a := range nodeAddrs {
 		node := &natsNode{
 			name:      fmt.Sprintf("nats-%d", i+1),
-			clientURL: "nats://" + testenv.FreeAddr(t),
-			healthURL: "http://" + testenv.FreeAddr(t) + "/healthz",
+			clientURL: "nats://" + a.client,
+			healthURL: "http://" + a.monitor + "/healthz",
 		}
 		node.conf = filepath.Join(dir, node.name+".conf")
-		c.nodes = append(c.nodes, node)
-		routes = append(routes, "nats-route://"+testenv.FreeAddr(t))
-	}
-	for i, node := range c.nodes {
-		conf := fmt.Sprintf(`server_name: %s
-listen: %s
-http: %s
-max_payload: 8MB
-jetstream { store_dir: %q }
-`, node.name, strings.TrimPrefix(node.clientURL, "nats://"),
-			strings.TrimSuffix(strings.TrimPrefix(node.healthURL, "http://"), "/healthz"),
-			filepath.Join(dir, node.name))
+		conf := fmt.Sprintf("server_name: %s\nlisten: %s\nhttp: %s\nmax_payload: 8MB\njetstream { store_dir: %q }\n",
+			node.name, a.client, a.monitor, filepath.Join(dir, node.name))
 		if n > 1 {
-			conf += fmt.Sprintf("cluster {\n  name: jetline\n  listen: %s\n  routes: [%s]\n}\n",
-				strings.TrimPrefix(routes[i], "nats-route://"), strings.Join(routes, ", "))
+			// A node ignores the route to itself, as in deploy/nats/cluster.
+			conf += fmt.Sprintf("cluster { name: jetline, listen: %s, routes: [%s] }\n", a.route, strings.Join(routes, ", "))
 		}
 		if err := os.WriteFile(node.conf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		c.nodes = append(c.nodes, node)
 	}
 	t.Cleanup(func() { c.stop(t) })
 	for _, node := range c.nodes {
