@@ -105,11 +105,7 @@ func TestClusterLeaderKilledFollowerLost(t *testing.T) {
 		rows := b.rowCount(t)
 		return published >= uint64(want.lines)/5 && rows > 0, fmt.Sprintf("%d lines in the stream, %d rows in events", published, rows)
 	})
-	leaderName, _, why := b.streamPlacement(t, topology.StreamName)
-	leader := cluster.node(leaderName)
-	if leader == nil {
-		t.Fatalf("stream %s has no leader among the nodes (%q): %s", topology.StreamName, leaderName, why)
-	}
+	leader := b.streamLeader(t, cluster, topology.StreamName)
 	killed := time.Now()
 	leader.kill(t)
 	ws[0].kill(t)
@@ -396,11 +392,7 @@ func TestClusterReplicationCost(t *testing.T) {
 			b, cluster := setupNATSCluster(t, tc.nodes, setupOptions{gatewayEnv: map[string]string{"INGEST_REPLICAS": replicas}})
 			gw := b.startGateway(t)
 			b.checkReplicas(t, topology.StreamName, tc.replicas)
-			leaderName, _, why := b.streamPlacement(t, topology.StreamName)
-			leader := cluster.node(leaderName)
-			if leader == nil {
-				t.Fatalf("stream %s has no leader among the nodes (%q): %s", topology.StreamName, leaderName, why)
-			}
+			leader := b.streamLeader(t, cluster, topology.StreamName)
 			var ws []*proc
 			// cpu returns the CPU time of the servers, their stream
 			// leader, the gateway and the workers so far.

@@ -274,10 +274,11 @@ func setupNATSCluster(t *testing.T, n int, opts setupOptions) (*bundle, *natsClu
 
 // streamPlacement returns the stream's leader and the names of its other
 // replicas, with why not if there is no leader or a replica is not
-// current; it asks whichever node the test's connection is on.
+// current; it asks whichever node the test's connection is on. Without a
+// leader, the request times out after 2 s.
 func (b *bundle) streamPlacement(t *testing.T, stream string) (leader string, followers []string, why string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
 	s, err := b.js.Stream(ctx, stream)
 	if err != nil {
@@ -297,6 +298,18 @@ func (b *bundle) streamPlacement(t *testing.T, stream string) (leader string, fo
 		}
 	}
 	return info.Cluster.Leader, followers, why
+}
+
+// streamLeader waits until stream has a leader and returns its node.
+func (b *bundle) streamLeader(t *testing.T, c *natsCluster, stream string) *natsNode {
+	t.Helper()
+	var leader *natsNode
+	b.waitFor(t, time.Minute, "a leader of "+stream, func() (bool, string) {
+		name, _, why := b.streamPlacement(t, stream)
+		leader = c.node(name)
+		return leader != nil, fmt.Sprintf("leader %q: %s", name, why)
+	})
+	return leader
 }
 
 // checkReplicas fails the test unless stream has n replicas configured.
