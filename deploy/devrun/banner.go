@@ -21,6 +21,9 @@ func (r *runner) printBanner(natsURL, dbURL string) {
 	}
 
 	natsArg, natsNote := natsURL, "embedded, store "+filepath.Join(r.cfg.DataDir, "nats")
+	if r.cfg.natsCluster() {
+		natsNote = fmt.Sprintf("embedded cluster, children nats-1 … nats-%d, stores %s", r.cfg.NATSNodes, filepath.Join(r.cfg.DataDir, "nats", "jetline-<n>"))
+	}
 	if r.cfg.NATSURL != "" {
 		natsArg, natsNote = `"$NATS_URL"`, "external, from NATS_URL"
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,10 +13,11 @@ import (
 )
 
 // TestRunnerCluster is `make run NATS_NODES=3` with the real gateway and
-// workers: the runner starts three embedded JetStream nodes on
-// consecutive client ports, and the programs, given every node's URL and
-// INGEST_REPLICAS=3 by the runner, create INGEST replicated on all three
-// and carry lines into Postgres.
+// workers: the runner starts three embedded JetStream nodes as child
+// processes on consecutive client ports, and the programs, given every
+// node's URL and INGEST_REPLICAS=3 by the runner, create INGEST replicated
+// on all three and carry lines into Postgres, also while the stream's
+// leader is SIGKILLed and restarted.
 func TestRunnerCluster(t *testing.T) {
 	gatewayBin, workerBin := buildPrograms(t)
 	b := setupRunner(t)
@@ -50,6 +52,26 @@ func TestRunnerCluster(t *testing.T) {
 	}
 	dbURL := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/jetline?sslmode=disable", b.r.cfg.PostgresPort)
 	waitUntil(t, 45*time.Second, fmt.Sprintf("%d rows in events", lines), func() bool { return countEvents(dbURL) >= lines })
+
+	// Each node is a child process of its own: SIGKILL the stream's
+	// leader (node jetline-<i> runs as child nats-<i>) while lines flow.
+	// The other two elect a new leader and carry the lines on, and the
+	// supervisor brings the node back on its store.
+	leader := "nats-" + strings.TrimPrefix(info.Cluster.Leader, "jetline-")
+	sent := make(chan error, 1)
+	go func() { sent <- sendLines(os.Getenv("GATEWAY_LISTEN"), lines, lines, 2*time.Second) }()
+	time.Sleep(500 * time.Millisecond)
+	kill(t, b, leader)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, fmt.Sprintf("%d rows in events", 2*lines), func() bool { return countEvents(dbURL) >= 2*lines })
+	waitUntil(t, 30*time.Second, leader+" restarted", func() bool {
+		return strings.Contains(b.out.String(), "msg=restarted component=supervisor child="+leader+" ")
+	})
+	if rows, distinct, lo, hi := eventStats(dbURL); rows != 2*lines || distinct != 2*lines || lo != 0 || hi != 2*lines-1 {
+		t.Fatalf("events has %d rows of %d distinct lines %d–%d, want lines 0–%d once each", rows, distinct, lo, hi, 2*lines-1)
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("run after stop: %v", err)
 	}

@@ -30,11 +30,14 @@ type Config struct {
 	// 4222.
 	NATSPort int `env:"JETLINE_NATS_PORT" envDefault:"4222"`
 	// NATSNodes is how many embedded NATS servers to run: 1 (the default)
-	// runs one; 3 or more run a JetStream cluster in the runner's process,
-	// node i (from 0) on client port NATSPort+i and route port
-	// NATSPort+2000+i, storing into DataDir/nats/jetline-<i+1>. The
-	// children are given every node's URL, and, unless INGEST_REPLICAS is
-	// set, INGEST_REPLICAS=3 (`make run NATS_NODES=3`).
+	// runs one in the runner's process; 3 or more run a JetStream cluster
+	// of supervised child processes nats-1 … nats-n (the runner's own
+	// executable, see runNATSNode), which can be killed like any child and
+	// are restarted on their store: node i (from 1) on client port
+	// NATSPort+i-1 and route port NATSPort+2000+i-1, storing into
+	// DataDir/nats/jetline-<i>. The other children are given every node's
+	// URL, and, unless INGEST_REPLICAS is set, INGEST_REPLICAS=3
+	// (`make run NATS_NODES=3`).
 	NATSNodes int `env:"JETLINE_NATS_NODES" envDefault:"1"`
 	// DatabaseURL is a Postgres database to use instead of starting a
 	// private server. Empty (the default) starts one on
@@ -71,6 +74,10 @@ type Config struct {
 	// LOG_FORMAT and LOG_LEVEL.
 	Log logging.Config
 }
+
+// natsCluster reports whether the runner runs an embedded cluster, in
+// node processes of its own.
+func (c Config) natsCluster() bool { return c.NATSURL == "" && c.NATSNodes > 1 }
 
 // Validate reports what is wrong with c in terms a developer can act on.
 func (c Config) Validate() error {

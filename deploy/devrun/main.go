@@ -14,7 +14,9 @@
 //
 // Everything else is configured through the environment; see [Config]. The
 // children inherit the environment, so GATEWAY_*, WORKER_*, INGEST_* and
-// LOG_* variables reach them.
+// LOG_* variables reach them. With JETLINE_NATS_NODE set, devrun is one
+// node of the embedded cluster instead (JETLINE_NATS_NODES=3): the runner
+// starts its nodes so.
 package main
 
 import (
@@ -29,6 +31,9 @@ import (
 )
 
 func main() {
+	if os.Getenv(natsNodeEnv) != "" {
+		os.Exit(natsNodeMain())
+	}
 	cfg, err := env.ParseAs[Config]()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "devrun: %v\n", err)

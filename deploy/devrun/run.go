@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 )
 
@@ -41,7 +40,8 @@ func (e endpoint) readyURL() string { return "http://" + e.addr + "/readyz" }
 
 // run starts everything and blocks until ctx is done or a child keeps
 // failing, then stops the children (gateway first, then the workers), then
-// Postgres, then NATS. A child that exits on its own is restarted (see
+// Postgres, then NATS (a cluster's nodes are children too, started first
+// and stopped last). A child that exits on its own is restarted (see
 // [supervisor]). Stopping honours each child's StopTimeout until hurry is
 // done, and kills what is left from then on. It returns an error when
 // something could not start or a child exceeded the restart intensity.
@@ -54,11 +54,15 @@ func (r *runner) run(ctx, hurry context.Context) error {
 		return err
 	}
 
-	natsURL, stopNATS, err := startNATS(r.cfg, r.logger)
-	if err != nil {
-		return err
+	var natsURL string
+	if !r.cfg.natsCluster() {
+		url, stopNATS, err := startNATS(r.cfg, r.logger)
+		if err != nil {
+			return err
+		}
+		defer stopNATS()
+		natsURL = url
 	}
-	defer stopNATS()
 	logDir := filepath.Join(r.cfg.DataDir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return fmt.Errorf("create the children's log directory: %w", err)
@@ -70,6 +74,17 @@ func (r *runner) run(ctx, hurry context.Context) error {
 			r.log().Warn("some children had to be killed", slog.Any("err", stopErr))
 		}
 	}()
+
+	if r.cfg.natsCluster() {
+		url, err := startNATSNodes(ctx, r.cfg, sup, r.childEnv(), r.logger)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // Interrupted while the cluster was forming.
+			}
+			return err
+		}
+		natsURL = url
+	}
 
 	dbURL, pg, err := startPostgres(ctx, r.cfg, r.logger)
 	if err != nil {
@@ -123,11 +138,7 @@ func (r *runner) log() *slog.Logger {
 // runner controls (NATS_URL and DATABASE_URL are added once known), and
 // their readiness URLs.
 func (r *runner) programs() (gateway Program, workers []Program, endpoints []endpoint) {
-	var common []string
-	if _, set := os.LookupEnv("LOG_FORMAT"); !set && r.childLogFormat != "" {
-		common = append(common, "LOG_FORMAT="+r.childLogFormat)
-	}
-	env := func(extra ...string) []string { return append(slices.Clone(common), extra...) }
+	env := func(extra ...string) []string { return append(r.childEnv(), extra...) }
 	healthAddr := func(offset int) string {
 		return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.cfg.HealthPort+offset))
 	}
@@ -156,6 +167,15 @@ func (r *runner) programs() (gateway Program, workers []Program, endpoints []end
 		endpoints = append(endpoints, endpoint{name, healthAddr(i)})
 	}
 	return gateway, workers, endpoints
+}
+
+// childEnv is what the runner adds to every child's environment: the log
+// format that suits its terminal, unless the developer chose one.
+func (r *runner) childEnv() []string {
+	if _, set := os.LookupEnv("LOG_FORMAT"); !set && r.childLogFormat != "" {
+		return []string{"LOG_FORMAT=" + r.childLogFormat}
+	}
+	return nil
 }
 
 // checkBinaries fails with a hint to build when a program is missing.

@@ -31,6 +31,10 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	// The runner under test starts a cluster's nodes as this binary.
+	if os.Getenv(natsNodeEnv) != "" {
+		os.Exit(natsNodeMain())
+	}
 	if os.Getenv(envFakeChild) == "1" {
 		os.Exit(fakeChild())
 	}
