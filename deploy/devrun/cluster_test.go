@@ -51,7 +51,7 @@ func TestRunnerCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbURL := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/jetline?sslmode=disable", b.r.cfg.PostgresPort)
-	waitUntil(t, 45*time.Second, fmt.Sprintf("%d rows in events", lines), func() bool { return countEvents(dbURL) >= lines })
+	testenv.Eventually(t, 45*time.Second, fmt.Sprintf("%d rows in events", lines), rowsAtLeast(dbURL, lines))
 
 	// Each node is a child process of its own: SIGKILL the stream's
 	// leader (node jetline-<i> runs as child nats-<i>) while lines flow.
@@ -65,10 +65,8 @@ func TestRunnerCluster(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 60*time.Second, fmt.Sprintf("%d rows in events", 2*lines), func() bool { return countEvents(dbURL) >= 2*lines })
-	waitUntil(t, 30*time.Second, leader+" restarted", func() bool {
-		return strings.Contains(b.out.String(), "msg=restarted component=supervisor child="+leader+" ")
-	})
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d rows in events", 2*lines), rowsAtLeast(dbURL, 2*lines))
+	testenv.Eventually(t, 30*time.Second, leader+" restarted", logged(b, "msg=restarted component=supervisor child="+leader+" "))
 	if rows, distinct, lo, hi := eventStats(dbURL); rows != 2*lines || distinct != 2*lines || lo != 0 || hi != 2*lines-1 {
 		t.Fatalf("events has %d rows of %d distinct lines %d–%d, want lines 0–%d once each", rows, distinct, lo, hi, 2*lines-1)
 	}

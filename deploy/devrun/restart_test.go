@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/jetline/jetline/shared/devkit/testenv"
 	"github.com/jetline/jetline/shared/runtime/health"
 )
 
@@ -88,7 +89,7 @@ func TestRunnerRestartsKilledChildren(t *testing.T) {
 	// Worker-1 is killed once rows land and the sender is still sending.
 	sent := make(chan error, 1)
 	go func() { sent <- sendLines(gatewayAddr, 0, firstLines, 3*time.Second) }()
-	waitUntil(t, 30*time.Second, "rows in events", func() bool { return countEvents(dbURL) > 0 })
+	testenv.Eventually(t, 30*time.Second, "rows in events", rowsAtLeast(dbURL, 1))
 	select {
 	case err := <-sent:
 		t.Fatalf("the sender finished (%v) before worker-1 could be killed while lines flow", err)
@@ -106,18 +107,19 @@ func TestRunnerRestartsKilledChildren(t *testing.T) {
 
 	// Postgres, under the workers.
 	kill(t, b, "postgres")
-	waitUntil(t, 30*time.Second, "postgres restarted", func() bool {
-		return strings.Contains(b.out.String(), "msg=restarted component=supervisor child=postgres")
-	})
+	testenv.Eventually(t, 30*time.Second, "postgres restarted", logged(b, "msg=restarted component=supervisor child=postgres"))
 	if err := sendLines(gatewayAddr, firstLines, secondLines, 0); err != nil {
 		t.Fatal(err)
 	}
 
 	const total = firstLines + secondLines
 	var rows, distinct, lo, hi int64
-	waitUntil(t, 45*time.Second, fmt.Sprintf("%d rows in events", total), func() bool {
+	testenv.Eventually(t, 45*time.Second, fmt.Sprintf("%d rows in events", total), func() error {
 		rows, distinct, lo, hi = eventStats(dbURL)
-		return rows >= total
+		if rows < total {
+			return fmt.Errorf("%d rows", rows)
+		}
+		return nil
 	})
 	if rows != total || distinct != total || lo != 0 || hi != total-1 {
 		t.Errorf("events holds %d rows of %d distinct lines numbered %d to %d; want each of the %d lines sent (0 to %d) once",
@@ -152,15 +154,25 @@ func waitBanner(t *testing.T, b runnerBundle, done <-chan error, timeout time.Du
 	}
 }
 
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+// rowsAtLeast is a condition for [testenv.Eventually]: events holds at
+// least n rows.
+func rowsAtLeast(dbURL string, n int64) func() error {
+	return func() error {
+		if got := countEvents(dbURL); got < n {
+			return fmt.Errorf("%d rows", got)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}
+}
+
+// logged is a condition for [testenv.Eventually]: the runner's output
+// holds s.
+func logged(b runnerBundle, s string) func() error {
+	return func() error {
+		if !strings.Contains(b.out.String(), s) {
+			return fmt.Errorf("not logged yet")
+		}
+		return nil
 	}
 }
 
@@ -185,9 +197,12 @@ func kill(t *testing.T, b runnerBundle, name string) {
 func waitRestarted(t *testing.T, b runnerBundle, name, healthAddr string) {
 	t.Helper()
 	start := time.Now()
-	waitUntil(t, 30*time.Second, name+" restarted and ready", func() bool {
-		return strings.Contains(b.out.String(), "msg=restarted component=supervisor child="+name+" ") &&
-			health.Probe("http://"+healthAddr+"/readyz", time.Second) == nil
+	restarted := logged(b, "msg=restarted component=supervisor child="+name+" ")
+	testenv.Eventually(t, 30*time.Second, name+" restarted and ready", func() error {
+		if err := restarted(); err != nil {
+			return err
+		}
+		return health.Probe("http://"+healthAddr+"/readyz", time.Second)
 	})
 	t.Logf("%s back and ready in %s", name, time.Since(start).Round(time.Millisecond))
 }

@@ -259,7 +259,7 @@ func (b *bundle) startGateway(t *testing.T, sources ...string) *gatewayProc {
 		g.addrs = map[string]string{}
 		var listen []string
 		for _, src := range sources {
-			addr := freeAddr(t)
+			addr := testenv.FreeAddr(t)
 			g.addrs[src] = addr
 			if src == topology.DefaultSource {
 				listen = append(listen, addr)
@@ -267,7 +267,7 @@ func (b *bundle) startGateway(t *testing.T, sources ...string) *gatewayProc {
 				listen = append(listen, src+"="+addr)
 			}
 		}
-		healthAddr := freeAddr(t)
+		healthAddr := testenv.FreeAddr(t)
 		g.metricsURL = "http://" + healthAddr + "/metrics"
 		env := map[string]string{
 			"GATEWAY_LISTEN":           strings.Join(listen, ","),
@@ -309,7 +309,7 @@ func (b *bundle) startWorkers(t *testing.T, n int, extra map[string]string) []*p
 		b.mu.Unlock()
 		var healthAddr string
 		makeEnv := func() map[string]string {
-			healthAddr = freeAddr(t)
+			healthAddr = testenv.FreeAddr(t)
 			env := map[string]string{
 				"DATABASE_URL":            b.dsn,
 				"WORKER_HEALTH_ADDR":      healthAddr,
@@ -576,17 +576,6 @@ func sample(ids []string) string {
 // line is delivered once at least, and sequences have no gaps here).
 func redeliveries(ci *jetstream.ConsumerInfo) uint64 {
 	return ci.Delivered.Consumer - ci.Delivered.Stream
-}
-
-// freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // memStatus returns the resident set size of process pid and its peak, in

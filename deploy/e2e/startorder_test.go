@@ -141,7 +141,7 @@ func (b *bundle) connectCluster(t *testing.T, cluster *embeddednats.Cluster) {
 // source, with extra added to its environment, and does not wait for it.
 func (b *bundle) launchGateway(t *testing.T, extra map[string]string) *gatewayProc {
 	t.Helper()
-	addr, healthAddr := freeAddr(t), freeAddr(t)
+	addr, healthAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	env := map[string]string{
 		"GATEWAY_LISTEN":           addr,
 		"GATEWAY_HEALTH_ADDR":      healthAddr,
@@ -166,7 +166,7 @@ func (b *bundle) launchWorker(t *testing.T, extra map[string]string) *proc {
 	b.nextW++
 	name := fmt.Sprintf("worker-%d", b.nextW)
 	b.mu.Unlock()
-	healthAddr := freeAddr(t)
+	healthAddr := testenv.FreeAddr(t)
 	env := map[string]string{
 		"DATABASE_URL":            b.dsn,
 		"WORKER_HEALTH_ADDR":      healthAddr,
