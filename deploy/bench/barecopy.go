@@ -50,7 +50,7 @@ func (r *e2eRun) bareCopy(ctx context.Context) (copyResult, error) {
 	}
 	settle()
 	b.pr.step("bare COPY: %s lines (%s) as jsonb into %s over one connection", thousands(int64(c.Len())), mib(c.PayloadBytes()), bareCopyTable)
-	pgBefore := groupCPU(dirProcs(b.h.pgDir))
+	pgBefore := postgresCPU(b.h.pgDir)
 	row := make([]any, 2)
 	start := time.Now()
 	n, err := r.db.CopyFrom(ctx, pgx.Identifier{bareCopyTable}, []string{"line_id", "payload"},
@@ -66,23 +66,7 @@ func (r *e2eRun) bareCopy(ctx context.Context) (copyResult, error) {
 		return copyResult{}, fmt.Errorf("bare copy stored %d rows of %d lines", n, c.Len())
 	}
 	res := copyResult{rate: newRate(c.Len(), c.PayloadBytes(), elapsed),
-		PostgresCPUSeconds: (groupCPU(dirProcs(b.h.pgDir)) - pgBefore).Seconds()}
+		PostgresCPUSeconds: (postgresCPU(b.h.pgDir) - pgBefore).Seconds()}
 	b.pr.step("bare COPY: %s lines/s, %.1f MiB/s in %.1fs", thousands(int64(res.LinesPerSec)), res.MiBPerSec, res.Seconds)
 	return res, nil
-}
-
-// judgeCopy measures the end-to-end rate against the bare COPY, when the
-// run made one.
-func (r *Report) judgeCopy() {
-	if r.Copy == nil {
-		return
-	}
-	g := newGoal(copyGoalText, goalCopyRatio, false, times)
-	if e := r.E2E; e != nil && e.EndToEnd.Seconds > 0 && r.Copy.LinesPerSec > 0 {
-		r.CopyRatio = e.EndToEnd.LinesPerSec / r.Copy.LinesPerSec
-		g.measure(r.CopyRatio)
-	} else {
-		g.Note = "no end-to-end run"
-	}
-	r.CopyGoal = &g
 }

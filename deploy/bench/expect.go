@@ -41,6 +41,9 @@ type expected struct {
 	// keys[i] is the key, in text form (see [keyText]), of the row line i
 	// makes in Tables[0], or "" when it makes none.
 	keys []string
+	// rowPerLine says every line is one row, so the last commit ends the
+	// run.
+	rowPerLine bool
 }
 
 // tableExpect is what one table must hold.
@@ -55,8 +58,11 @@ type tableExpect struct {
 	Rows int64 `json:"rows"`
 	Most int64 `json:"most"`
 
-	// keySet holds the keys of the rows it holds at the end.
-	keySet map[string]struct{}
+	// keySet holds the keys of the rows it holds at the end; nil when
+	// they are not known in advance. distinct is what tells its rows'
+	// lines apart, its key when empty.
+	keySet   map[string]struct{}
+	distinct string
 }
 
 // keySep separates the values of a composite key in its text form.
@@ -230,6 +236,15 @@ func (e *expected) rejectedText() string {
 	parts := make([]string, len(reasons))
 	for i, r := range reasons {
 		parts[i] = fmt.Sprintf("%s %s", r, thousands(int64(e.RejectedBy[r])))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// tablesText lists the tables with their keys and expected rows.
+func (e *expected) tablesText() string {
+	parts := make([]string, len(e.Tables))
+	for i, t := range e.Tables {
+		parts[i] = fmt.Sprintf("%s (key %s, %s rows)", t.Table, strings.Join(t.Key, ", "), thousands(t.Rows))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -82,10 +84,8 @@ var harnessOwned = map[string]string{
 type harness struct {
 	dir  string // temporary root, removed by close
 	nats *embeddednats.Server
-	// natsSync describes JetStream's fsync setting (-nats-sync).
-	natsSync string
-	nc       *nats.Conn
-	js       jetstream.JetStream
+	nc   *nats.Conn
+	js   jetstream.JetStream
 
 	pg       *privatepg.Server
 	pgDir    string    // resolved data directory, to find its processes
@@ -126,7 +126,6 @@ func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *prog
 
 	pr.step("starting NATS (embedded, JetStream file store in %s)", dir)
 	syncAlways, syncInterval, _ := cfg.natsSync()
-	h.natsSync = cfg.natsSyncText()
 	h.nats, err = embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(dir, "nats"),
 		SyncAlways: syncAlways, SyncInterval: syncInterval}, logger)
 	if err != nil {
@@ -157,11 +156,62 @@ func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *prog
 		return h, err
 	}
 
-	h.binaries, err = findBinaries(ctx, cfg, filepath.Join(dir, "bin"), pr)
-	if err != nil {
-		return h, err
+	for _, p := range []struct {
+		bin        *binary
+		name, path string
+	}{{&h.binaries.Gateway, "gateway", cfg.GatewayBin}, {&h.binaries.Worker, "worker", cfg.WorkerBin}} {
+		if *p.bin, err = findBinary(ctx, p.name, p.path, filepath.Join(dir, "bin"), pr); err != nil {
+			return h, err
+		}
 	}
 	return h, nil
+}
+
+// binary is one program under test.
+type binary struct {
+	// Path is the absolute path of the executable.
+	Path string `json:"path"`
+	// Built is true when the bench built it from source for this run.
+	Built bool `json:"built"`
+}
+
+// binaries are the programs under test.
+type binaries struct {
+	Gateway binary `json:"gateway"`
+	Worker  binary `json:"worker"`
+}
+
+func (b binary) describe() string {
+	if b.Built {
+		return "built from source"
+	}
+	return b.Path
+}
+
+// findBinary returns the program at path, or, when there is none, builds
+// the module's program of that name into buildDir. Whether a program
+// given is up to date is the caller's business: `make bench` builds them
+// first, and go build knows what is stale.
+func findBinary(ctx context.Context, name, path, buildDir string, pr *progress) (binary, error) {
+	info, err := os.Stat(path)
+	switch {
+	case err == nil && info.IsDir():
+		return binary{}, fmt.Errorf("-%s-bin %s is a directory, not a program", name, path)
+	case err == nil:
+		abs, err := filepath.Abs(path)
+		return binary{Path: abs}, err
+	case !errors.Is(err, fs.ErrNotExist):
+		return binary{}, fmt.Errorf("check -%s-bin %s: %w", name, path, err)
+	}
+	pkg := fmt.Sprintf("github.com/jetline/jetline/%s/cmd/%s", name, name)
+	out := filepath.Join(buildDir, name)
+	pr.step("%s not found; building %s", path, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return binary{}, fmt.Errorf("build %s (run the bench from inside the jetline module, with go on PATH): %w", pkg, err)
+	}
+	return binary{Path: out, Built: true}, nil
 }
 
 // readPGFacts records the server's version and the values of

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/prometheus/procfs"
@@ -11,26 +12,70 @@ import (
 // every Linux architecture Go supports (procfs assumes the same).
 const clockTick = 10 * time.Millisecond
 
-// proc opens /proc/<pid> through procfs.
-func proc(pid int) (procfs.Proc, error) {
-	fs, err := procfs.NewDefaultFS()
-	if err != nil {
-		return procfs.Proc{}, err
+// benchProcName names the bench's own process, which hosts NATS and the
+// senders, in the usage table.
+const benchProcName = "bench (NATS + senders)"
+
+// usageSample is the CPU time used so far by each program, Postgres and
+// the bench itself, and the machine's.
+type usageSample struct {
+	at      time.Time
+	cpu     map[string]time.Duration
+	machine machineTicks
+}
+
+// sampleUsage reads the CPU time of programs, of the processes working in
+// pgDir (every postgres process works in its data directory, and its
+// backends are in sessions of their own) unless it is empty, and of the
+// bench.
+func sampleUsage(programs []*child, pgDir string) (usageSample, error) {
+	s := usageSample{cpu: map[string]time.Duration{}}
+	var err error
+	if s.machine, err = readMachineTicks(); err != nil {
+		return s, err
 	}
-	return fs.Proc(pid)
+	s.at = time.Now()
+	for _, c := range programs {
+		if s.cpu[c.name], err = cpuTime(c.pid); err != nil {
+			return s, err
+		}
+	}
+	if pgDir != "" {
+		s.cpu["postgres"] = postgresCPU(pgDir)
+	}
+	s.cpu[benchProcName], err = cpuTime(os.Getpid())
+	return s, err
+}
+
+// usage turns two samples into the usage table: programs, then Postgres
+// if sampled, then the bench.
+func usage(before, after usageSample, programs []*child) []procUsage {
+	window := after.at.Sub(before.at).Seconds()
+	var out []procUsage
+	add := func(name string, pid int) {
+		if _, ok := after.cpu[name]; ok {
+			d := (after.cpu[name] - before.cpu[name]).Seconds()
+			out = append(out, procUsage{Name: name, PID: pid, CPUSeconds: d, Cores: d / window})
+		}
+	}
+	for _, c := range programs {
+		add(c.name, c.pid)
+	}
+	add("postgres", 0)
+	add(benchProcName, os.Getpid())
+	return out
 }
 
 // status returns /proc/<pid>/status.
 func status(pid int) (procfs.ProcStatus, error) {
-	p, err := proc(pid)
-	if err != nil {
-		return procfs.ProcStatus{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+	p, err := procfs.NewProc(pid)
+	if err == nil {
+		var s procfs.ProcStatus
+		if s, err = p.NewStatus(); err == nil {
+			return s, nil
+		}
 	}
-	s, err := p.NewStatus()
-	if err != nil {
-		return procfs.ProcStatus{}, fmt.Errorf("read status of pid %d: %w", pid, err)
-	}
-	return s, nil
+	return procfs.ProcStatus{}, fmt.Errorf("read status of pid %d: %w", pid, err)
 }
 
 // peakRSS returns the peak resident set size (VmHWM) of pid in bytes.
@@ -49,59 +94,28 @@ func currentRSS(pid int) (int64, error) {
 // that of its children that have exited and been reaped (so a postmaster
 // accounts for its finished backends).
 func cpuTime(pid int) (time.Duration, error) {
-	p, err := proc(pid)
-	if err != nil {
-		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
-	}
-	s, err := p.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
-	}
-	ticks := int64(s.UTime) + int64(s.STime) + int64(s.CUTime) + int64(s.CSTime)
-	return time.Duration(ticks) * clockTick, nil
-}
-
-// dirProcs returns the processes whose working directory is dir. Every
-// postgres process works in its data directory, and its backends are in
-// sessions of their own, so this is how all of a server's processes are
-// found.
-func dirProcs(dir string) []int {
-	procs, err := procfs.AllProcs()
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, p := range procs {
-		if cwd, err := p.Cwd(); err == nil && cwd == dir {
-			pids = append(pids, p.PID)
+	p, err := procfs.NewProc(pid)
+	if err == nil {
+		var s procfs.ProcStat
+		if s, err = p.Stat(); err == nil {
+			return time.Duration(int64(s.UTime)+int64(s.STime)+int64(s.CUTime)+int64(s.CSTime)) * clockTick, nil
 		}
 	}
-	return pids
+	return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
 }
 
-// groupCPU returns the CPU time of the processes in pids, skipping those
-// that have gone.
-func groupCPU(pids []int) time.Duration {
+// postgresCPU returns the CPU time of the processes working in dir,
+// skipping those that have gone.
+func postgresCPU(dir string) time.Duration {
+	procs, _ := procfs.AllProcs()
 	var total time.Duration
-	for _, pid := range pids {
-		if d, err := cpuTime(pid); err == nil {
+	for _, p := range procs {
+		if cwd, err := p.Cwd(); err == nil && cwd == dir {
+			d, _ := cpuTime(p.PID)
 			total += d
 		}
 	}
 	return total
-}
-
-// openFilesLimit returns the soft limit on open files of pid.
-func openFilesLimit(pid int) (uint64, error) {
-	p, err := proc(pid)
-	if err != nil {
-		return 0, fmt.Errorf("read limits of pid %d: %w", pid, err)
-	}
-	l, err := p.Limits()
-	if err != nil {
-		return 0, fmt.Errorf("read limits of pid %d: %w", pid, err)
-	}
-	return min(l.OpenFiles, 1<<62), nil // unlimited is all ones
 }
 
 // machineTicks is the machine-wide CPU time split of /proc/stat, in
@@ -112,60 +126,19 @@ type machineTicks struct {
 
 // readMachineTicks reads the aggregate "cpu" line of /proc/stat.
 func readMachineTicks() (machineTicks, error) {
-	fs, err := procfs.NewDefaultFS()
-	if err != nil {
-		return machineTicks{}, fmt.Errorf("read /proc/stat: %w", err)
-	}
-	st, err := fs.Stat()
+	st, err := procFS().Stat()
 	if err != nil {
 		return machineTicks{}, fmt.Errorf("read /proc/stat: %w", err)
 	}
 	c := st.CPUTotal
 	// Guest time is already counted in user.
-	return machineTicks{
-		total:  c.User + c.Nice + c.System + c.Idle + c.Iowait + c.IRQ + c.SoftIRQ + c.Steal,
-		idle:   c.Idle,
-		iowait: c.Iowait,
-	}, nil
+	return machineTicks{total: c.User + c.Nice + c.System + c.Idle + c.Iowait + c.IRQ + c.SoftIRQ + c.Steal, idle: c.Idle, iowait: c.Iowait}, nil
 }
 
-// cpuModel returns the first "model name" of /proc/cpuinfo, or "unknown".
-func cpuModel() string {
-	fs, err := procfs.NewDefaultFS()
-	if err != nil {
-		return "unknown"
-	}
-	infos, err := fs.CPUInfo()
-	if err != nil || len(infos) == 0 || infos[0].ModelName == "" {
-		return "unknown"
-	}
-	return infos[0].ModelName
-}
-
-// memTotal returns MemTotal of /proc/meminfo in bytes, or 0.
-func memTotal() int64 {
-	fs, err := procfs.NewDefaultFS()
-	if err != nil {
-		return 0
-	}
-	m, err := fs.Meminfo()
-	if err != nil || m.MemTotalBytes == nil {
-		return 0
-	}
-	return int64(*m.MemTotalBytes)
-}
-
-// loadAvg returns the three load averages of /proc/loadavg, or "unknown".
-func loadAvg() string {
-	fs, err := procfs.NewDefaultFS()
-	if err != nil {
-		return "unknown"
-	}
-	l, err := fs.LoadAvg()
-	if err != nil {
-		return "unknown"
-	}
-	return fmt.Sprintf("%.2f %.2f %.2f", l.Load1, l.Load5, l.Load15)
+// procFS returns /proc; reading it fails later if it is not there.
+func procFS() procfs.FS {
+	fs, _ := procfs.NewDefaultFS()
+	return fs
 }
 
 // busy returns the share of CPU time, in percent of all cores, that was
@@ -175,8 +148,7 @@ func busy(before, after machineTicks) (busyPct, iowaitPct float64) {
 	if dt <= 0 {
 		return 0, 0
 	}
-	idle := after.idle - before.idle
-	iowait := after.iowait - before.iowait
+	idle, iowait := after.idle-before.idle, after.iowait-before.iowait
 	return 100 * (dt - idle - iowait) / dt, 100 * iowait / dt
 }
 
@@ -189,9 +161,19 @@ func backgroundLoad(d time.Duration, cpus int) (float64, error) {
 	}
 	time.Sleep(d)
 	after, err := readMachineTicks()
-	if err != nil {
-		return 0, err
-	}
 	pct, _ := busy(before, after)
-	return pct / 100 * float64(cpus), nil
+	return pct / 100 * float64(cpus), err
+}
+
+// machineFacts returns the first CPU model name of /proc/cpuinfo (or
+// "unknown") and MemTotal of /proc/meminfo in bytes (or 0).
+func machineFacts() (model string, mem int64) {
+	model = "unknown"
+	if infos, err := procFS().CPUInfo(); err == nil && len(infos) > 0 && infos[0].ModelName != "" {
+		model = infos[0].ModelName
+	}
+	if m, err := procFS().Meminfo(); err == nil && m.MemTotalBytes != nil {
+		mem = int64(*m.MemTotalBytes)
+	}
+	return model, mem
 }

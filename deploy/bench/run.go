@@ -52,8 +52,10 @@ var modes = []mode{
 	},
 }
 
+// findMode returns the mode of -mode name; typed is the e2e mode through
+// a pipeline.
 func findMode(name string) (mode, bool) {
-	if name == "typed" { // the e2e mode through a pipeline
+	if name == "typed" {
 		name = "e2e"
 	}
 	i := slices.IndexFunc(modes, func(m mode) bool { return m.name == name })
@@ -124,8 +126,10 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		kind := corpusKinds[cfg.Corpus]
 		pr.step("generating %s %s lines: %s (seed %d)", thousands(int64(cfg.Lines)), kind.name, kind.about, cfg.Seed)
 		start := time.Now()
-		b.corpus = newCorpus(kind, cfg.Seed, cfg.Lines)
-		rep.setCorpus(b.corpus, cfg.Seed, time.Since(start))
+		c := newCorpus(kind, cfg.Seed, cfg.Lines)
+		rep.Corpus = corpusFacts{Kind: kind.name, Lines: c.Len(), PayloadBytes: c.PayloadBytes(),
+			AvgLineBytes: c.PayloadBytes() / int64(c.Len()), Seed: cfg.Seed, GenerationSec: time.Since(start).Seconds()}
+		b.corpus = c
 		pr.step("generated %s in %s, %s bytes per line on average", mib(b.corpus.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
 		if cfg.Compress != "" {
 			if b.dump, err = newDump(ctx, b.corpus, pr); err != nil {
@@ -142,7 +146,9 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if err != nil {
 		return err
 	}
-	rep.setHarness(b.h)
+	rep.Postgres = pgFacts{Version: b.h.pgVer, Settings: b.h.pgFacts}
+	rep.NATS = natsFacts{Version: b.h.natsVer, Store: "embedded, JetStream file store, " + cfg.natsSyncText()}
+	rep.Binaries = b.h.binaries
 	pr.step("postgres %s: %s", rep.Postgres.Version, rep.Postgres.settingsLine())
 	pr.step("nats %s: %s", rep.NATS.Version, rep.NATS.Store)
 
@@ -164,42 +170,6 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		return rep.writeJSON(stdout)
 	}
 	return rep.writeText(stdout)
-}
-
-// runE2E is the e2e mode: the raw publish rate, then end to end, then one
-// bare COPY of the same lines; with -latency, lone lines instead.
-func runE2E(ctx context.Context, b *bench) error {
-	if b.cfg.typed() {
-		return runTyped(ctx, b)
-	}
-	// The bare COPY runs after the end-to-end measurement, on its idle
-	// programs, so that it takes nothing from it.
-	measure := func(r *e2eRun) (*e2eResult, error) {
-		res, err := r.measure(ctx)
-		if err != nil {
-			return nil, err
-		}
-		cp, err := r.bareCopy(ctx)
-		b.report.Copy = &cp
-		return &res, err
-	}
-	if b.cfg.Latency {
-		measure = func(r *e2eRun) (*e2eResult, error) {
-			lone, err := r.lone(ctx)
-			b.report.Lone = &lone
-			return nil, err
-		}
-	} else {
-		b.pr.step("goal: %s", copyGoalText)
-		if err := measureRaw(ctx, b); err != nil {
-			return err
-		}
-	}
-	settle()
-	if err := runPrograms(ctx, b, rawLanding, measure); err != nil {
-		return fmt.Errorf("end to end: %w", err)
-	}
-	return nil
 }
 
 // measureRaw measures what end to end is compared with into the report:
