@@ -5,26 +5,9 @@ import (
 	"testing"
 )
 
-func TestParseFlagsDefaults(t *testing.T) {
-	t.Parallel()
-	cfg, err := parseFlags(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Mode != "e2e" || cfg.Corpus != DefaultCorpus || cfg.Lines != corpusKinds[DefaultCorpus].lines ||
-		cfg.Conns != DefaultConns || cfg.Workers != DefaultWorkers || cfg.Spec != "" {
-		t.Fatalf("defaults = %+v", cfg)
-	}
-	if cfg.WorkerConcurrency != 0 || cfg.BatchSize != 0 {
-		t.Fatalf("worker settings must default to the worker's own (0), got %d and %d", cfg.WorkerConcurrency, cfg.BatchSize)
-	}
-	if cfg.GatewayBin != DefaultGatewayBin || cfg.WorkerBin != DefaultWorkerBin {
-		t.Fatalf("binaries = %q, %q", cfg.GatewayBin, cfg.WorkerBin)
-	}
-}
-
 // TestParseFlagsWorkloads checks the defaults each workload brings: its
-// corpus's number of lines, and one connection for a dump or lone lines.
+// corpus's number of lines, and one connection for a dump or lone lines;
+// and that -pg and -env repeat.
 func TestParseFlagsWorkloads(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -36,6 +19,7 @@ func TestParseFlagsWorkloads(t *testing.T) {
 		{[]string{"-latency"}, DefaultLoneLines, 1},
 		{[]string{"-latency", "-corpus", "small", "-lines", "7"}, 7, 1},
 		{[]string{"-corpus", "archive", "-lines", "50", "-conns", "2"}, 50, 2},
+		{nil, corpusKinds[DefaultCorpus].lines, DefaultConns},
 	}
 	for _, tt := range tests {
 		cfg, err := parseFlags(tt.args)
@@ -50,16 +34,9 @@ func TestParseFlagsWorkloads(t *testing.T) {
 
 func TestParseFlagsRepeatable(t *testing.T) {
 	t.Parallel()
-	cfg, err := parseFlags([]string{"-pg", "wal_buffers=64MB", "-pg", "wal_compression = lz4",
-		"-env", "GATEWAY_INFLIGHT_LINES=8192", "-env", "WORKER_FETCH_MAX_WAIT=500ms"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.PGSettings["wal_buffers"] != "64MB" || cfg.PGSettings["wal_compression"] != "lz4" {
-		t.Fatalf("pg settings = %v", cfg.PGSettings)
-	}
-	if strings.Join(cfg.ChildEnv, " ") != "GATEWAY_INFLIGHT_LINES=8192 WORKER_FETCH_MAX_WAIT=500ms" {
-		t.Fatalf("child env = %v", cfg.ChildEnv)
+	cfg, err := parseFlags([]string{"-pg", "wal_buffers=64MB", "-pg", "wal_compression = lz4", "-env", "A=1", "-env", "B=2"})
+	if err != nil || cfg.PGSettings["wal_buffers"] != "64MB" || cfg.PGSettings["wal_compression"] != "lz4" || strings.Join(cfg.ChildEnv, " ") != "A=1 B=2" {
+		t.Fatalf("pg settings %v, child env %v, %v", cfg.PGSettings, cfg.ChildEnv, err)
 	}
 }
 
@@ -87,6 +64,9 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"env with a flag", []string{"-env", "WORKER_BATCH_SIZE=100"}, "with -batch"},
 		{"env without value", []string{"-env", "JUSTANAME"}, "NAME=VALUE"},
 		{"stray argument", []string{"extra"}, "unexpected arguments"},
+		{"no idle connections", []string{"-mode", "connections", "-idle-conns", "0"}, "-idle-conns"},
+		{"no clients", []string{"-mode", "connections", "-clients", "0"}, "-clients"},
+		{"short rates", []string{"-mode", "connections", "-duration", "500ms"}, "-duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -128,14 +128,3 @@ func TestPercentile(t *testing.T) {
 		}
 	}
 }
-
-func TestKeyText(t *testing.T) {
-	t.Parallel()
-	row := []any{int64(-42), "x", int32(7)}
-	if got := keyText(row, []int{0}); got != "-42" {
-		t.Errorf("keyText = %q", got)
-	}
-	if got := keyText(row, []int{1, 2}); got != "x"+keySep+"7" {
-		t.Errorf("keyText = %q", got)
-	}
-}
