@@ -2,12 +2,10 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetline/jetline/shared/contract/deadletter"
@@ -92,8 +90,14 @@ func newBatch(size int, router *Router) *batch {
 	return b
 }
 
-// reset empties b for the next batch, keeping its buffers.
+// reset empties b for the next batch, keeping its buffers but none of
+// the frames and lines of the last: a slot past a buffer's new length that
+// still held a frame kept it alive for as long as no later batch was as
+// long, and with it, through nats.go's links, the frames delivered after
+// it (see [prefetch]).
 func (b *batch) reset() {
+	clear(b.msgs)
+	b.msgs = b.msgs[:0]
 	clear(b.frames)
 	b.frames = b.frames[:0]
 	clear(b.items)
@@ -114,7 +118,7 @@ func (w *Worker) loop(ctx, hard context.Context, q *prefetch, id int) error {
 	b := newBatch(w.opts.BatchSize, w.router)
 	var storeFailures int
 	for ctx.Err() == nil {
-		b.msgs = q.take(ctx, b.msgs[:0], w.opts.BatchSize, w.opts.BatchBytes)
+		b.msgs = q.take(ctx, b.msgs, w.opts.BatchSize, w.opts.BatchBytes)
 		if len(b.msgs) == 0 {
 			continue
 		}
@@ -139,9 +143,10 @@ func (w *Worker) loop(ctx, hard context.Context, q *prefetch, id int) error {
 // database refuse are dead-lettered (see deadletter.go); their dead
 // letters are published as soon as the refusal is known, so the PubAcks
 // come back while the database works, and are waited for after the frames
-// without any are acknowledged.
+// without any are acknowledged. It empties b when done, so that between
+// batches a loop holds no frame.
 func (w *Worker) process(ctx context.Context, logger *slog.Logger, b *batch) bool {
-	b.reset()
+	defer b.reset()
 	for _, m := range b.msgs {
 		w.split(b, m)
 	}
@@ -494,22 +499,4 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-}
-
-// consume starts delivering the consumer's frames into q: JetStream keeps
-// pull requests outstanding for up to budget bytes beyond what q holds.
-// closed is called if the NATS connection is closed for good. Stop the
-// returned context to end it.
-func (w *Worker) consume(q *prefetch, budget int, closed func()) (jetstream.ConsumeContext, error) {
-	return w.cons.Consume(q.push,
-		jetstream.PullMaxBytes(budget),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			// jetstream reports a closed connection with its own error,
-			// not nats.go's.
-			if errors.Is(err, jetstream.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionClosed) {
-				closed()
-				return
-			}
-			w.logger.Warn("consuming frames failed; retrying", "err", err)
-		}))
 }

@@ -69,10 +69,13 @@ func (r *Rows) Len() int {
 	return n
 }
 
-// Reset empties r, keeping its buffers.
+// Reset empties r, keeping its buffers but not the values in them: a row
+// holds its line's bytes, which are part of the frame the line came in,
+// and a slot left holding them would keep that frame alive.
 func (r *Rows) Reset() {
 	for i := range r.tables {
 		tr := &r.tables[i]
+		clear(tr.slots)
 		tr.Rows, tr.Lines = tr.Rows[:0], tr.Lines[:0]
 	}
 	r.line = 0

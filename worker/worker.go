@@ -39,7 +39,9 @@ type Options struct {
 	BatchSize int
 	// BatchBytes is the most payload bytes one batch takes; a frame larger
 	// than that is taken alone. The frames consumed ahead of the batches
-	// are bounded by BatchBytes × Concurrency too. Required.
+	// are bounded by BatchBytes × Concurrency too, and so are the pull
+	// requests outstanding, or by the server's max_payload if larger: see
+	// [Worker.Run] for what a worker holds at most. Required.
 	BatchBytes int
 	// Concurrency is how many fetch → store → ack loops run. Required.
 	Concurrency int
@@ -164,6 +166,15 @@ func New(cons jetstream.Consumer, router *Router, opts Options, logger *slog.Log
 // within Options.ShutdownTimeout; batches not committed by then are
 // negatively acknowledged so another worker takes them at once. Errors
 // storing a batch never end Run: the batch is redelivered later.
+//
+// Run holds at most 2 × Options.BatchBytes × Options.Concurrency +
+// max(Options.BatchBytes × Options.Concurrency, the server's max_payload)
+// of frames, plus two frames: the batches in hand, the frames consumed
+// ahead of them, the pull budget, the frame that may overfill the queue
+// and the one on its way into it (see [prefetch]); when frames are larger
+// than BatchBytes, each batch in hand may be one frame instead. With the
+// defaults (4 MiB, 2) and a max_payload of 8 MiB that is 24 MiB and two
+// frames.
 func (w *Worker) Run(ctx context.Context) error {
 	// Work in hand runs on its own context, which outlives ctx by at most
 	// the shutdown timeout.
@@ -189,7 +200,8 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	// Frames consumed ahead wait in q, bounded by the batches the loops
 	// can take at once; JetStream's pull requests may hold as much again,
-	// and at least the largest message the server takes.
+	// and at least the largest message the server takes, so that any
+	// message can be delivered.
 	ahead := w.opts.BatchBytes * w.opts.Concurrency
 	q := newPrefetch(ahead)
 	closed, closing := context.WithCancelCause(ctx)
@@ -200,7 +212,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	} else {
 		budget = max(budget, 64<<20) // the largest max_payload NATS allows
 	}
-	cc, err := w.consume(q, budget, func() { closing(ErrClosed) })
+	stopConsuming, err := w.consume(q, budget, func() { closing(ErrClosed) })
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", w.cons.CachedInfo().Name, err)
 	}
@@ -227,12 +239,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	for _, m := range q.close() {
 		_ = m.NakWithDelay(0)
 	}
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-	case <-time.After(drainTimeout):
-		cc.Stop()
-	}
+	stopConsuming()
 	err = loops.Wait()
 	<-progressDone
 	if cause := context.Cause(closed); errors.Is(cause, ErrClosed) {
