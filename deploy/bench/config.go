@@ -132,7 +132,14 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&cfg.GatewayBin, "gateway-bin", DefaultGatewayBin, "gateway `program`; built from source if missing")
 	fs.StringVar(&cfg.WorkerBin, "worker-bin", DefaultWorkerBin, "worker `program`; built from source if missing")
 	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the line generator")
-	fs.Var(settingsFlag(cfg.PGSettings), "pg", "extra Postgres setting `name=value` (repeatable), e.g. -pg wal_buffers=64MB")
+	fs.Func("pg", "extra Postgres setting `name=value` (repeatable), e.g. -pg wal_buffers=64MB", func(s string) error {
+		name, value, ok := strings.Cut(s, "=")
+		if name = strings.TrimSpace(name); !ok || name == "" {
+			return fmt.Errorf("%q is not name=value", s)
+		}
+		cfg.PGSettings[name] = strings.TrimSpace(value)
+		return nil
+	})
 	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_LINES=8192", func(s string) error {
 		name, _, ok := strings.Cut(s, "=")
 		if !ok || name == "" {
@@ -242,27 +249,6 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// settingsFlag collects repeated -pg name=value flags.
-type settingsFlag map[string]string
-
-func (f settingsFlag) String() string {
-	parts := make([]string, 0, len(f))
-	for _, k := range slices.Sorted(maps.Keys(f)) {
-		parts = append(parts, k+"="+f[k])
-	}
-	return strings.Join(parts, ",")
-}
-
-func (f settingsFlag) Set(s string) error {
-	name, value, ok := strings.Cut(s, "=")
-	name = strings.TrimSpace(name)
-	if !ok || name == "" {
-		return fmt.Errorf("%q is not name=value", s)
-	}
-	f[name] = strings.TrimSpace(value)
-	return nil
 }
 
 // natsSync returns the embedded server's fsync options for -nats-sync.
