@@ -13,8 +13,10 @@
 // Postgres: one connection, one pgx CopyFrom of (line_id text primary key,
 // payload jsonb lz4) into a fresh table, committed.
 //
-// -mode typed is the e2e mode through a pipeline spec into its typed table:
-// -spec (which alone selects it too), or the corpus's own. -corpus chooses
+// -mode typed is the e2e mode through a pipeline spec into its typed
+// tables, each checked against the rows the spec's transform makes of the
+// corpus in-process, with rows/s per table: -spec (which alone selects it
+// too, e.g. deploy/pipelines/tweets-full.yaml), or the corpus's own. -corpus chooses
 // the lines: tweets (about 6 KB, shared/devkit/tweetgen; the tweets
 // pipeline keeps 27 %), archive (4 KB records with values of their own,
 // which xz compresses about 8×; their pipeline keeps 0.15 %) or small (200
