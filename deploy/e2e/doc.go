@@ -2,6 +2,9 @@
 // worker programs, run them as separate processes against an embedded NATS
 // JetStream server and a private PostgreSQL, send NDJSON over TCP the way
 // `ncat host 4000 < file` does, and check what lands in the events table.
+// The cluster tests (cluster_test.go) run three nats-server processes,
+// built by TestMain from the nats-server module go.mod names, with R3
+// streams, and SIGKILL them mid-ingest.
 //
 // The package has no code of its own; run it with
 //
