@@ -135,6 +135,41 @@ func (s *benchConsume) close() {
 	s.cc.Stop()
 }
 
+// benchWorker gets batches as the worker does: [Worker.consume] keeps
+// frames coming into a prefetch queue of one batch, with the pull budget
+// benchConsume has, and each batch takes what is waiting.
+type benchWorker struct {
+	q        *prefetch
+	stop     func()
+	maxMsgs  int
+	maxBytes int
+	batch    []jetstream.Msg
+}
+
+func newBenchWorker(b *testing.B, cons jetstream.Consumer, maxMsgs, maxBytes int) *benchWorker {
+	s := &benchWorker{q: newPrefetch(maxBytes), maxMsgs: maxMsgs, maxBytes: maxBytes}
+	w := &Worker{cons: cons, logger: testenv.Logger(b)}
+	stop, err := w.consume(s.q, 2*maxBytes, func() {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.stop = stop
+	return s
+}
+
+func (s *benchWorker) next(ctx context.Context) ([]jetstream.Msg, error) {
+	clear(s.batch)
+	s.batch = s.q.take(ctx, s.batch[:0], s.maxMsgs, s.maxBytes)
+	return s.batch, ctx.Err()
+}
+
+func (s *benchWorker) close() {
+	for _, m := range s.q.close() {
+		_ = m.NakWithDelay(0)
+	}
+	s.stop()
+}
+
 // benchMsgBytes approximates what a message counts against a byte limit.
 func benchMsgBytes(m jetstream.Msg) int {
 	n := len(m.Data()) + len(m.Subject()) + len(m.Reply())
@@ -146,7 +181,8 @@ func benchMsgBytes(m jetstream.Msg) int {
 	return n
 }
 
-// benchMethods are the two ways of getting batches being compared.
+// benchMethods are the ways of getting batches being compared: a Fetch
+// per batch, Consume, and the worker's own, Messages.
 var benchMethods = []struct {
 	name string
 	open func(b *testing.B, cons jetstream.Consumer, maxMsgs, maxBytes int) benchSource
@@ -160,6 +196,9 @@ var benchMethods = []struct {
 			b.Fatal(err)
 		}
 		return s
+	}},
+	{"worker", func(b *testing.B, cons jetstream.Consumer, maxMsgs, maxBytes int) benchSource {
+		return newBenchWorker(b, cons, maxMsgs, maxBytes)
 	}},
 }
 
