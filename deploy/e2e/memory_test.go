@@ -40,7 +40,8 @@ func TestWorkerMemoryUnderFlood(t *testing.T) {
 		ownNeeds = 20 << 20
 	)
 	// worker.Run: the batches in hand, the frames consumed ahead of them
-	// and the pull budget, and two frames (~100 KB each here) more.
+	// and the pull budget, and two frames more, 256 KiB each at most (the
+	// gateway's frames here are ~100 KB).
 	held := 2*batchBytes*concurrency + max(batchBytes*concurrency, maxPayload) + 2*(256<<10)
 	limit := held + ownNeeds
 
