@@ -42,10 +42,11 @@ type Config struct {
 	// hand, the frames consumed ahead of them and the frames JetStream's
 	// pull requests may still deliver each hold at most BatchBytes ×
 	// WORKER_CONCURRENCY (the last at least the server's max_payload), so
-	// a worker holds at most 3 × BatchBytes × WORKER_CONCURRENCY of frames
-	// and two frames more (a batch takes a frame larger than BatchBytes
-	// alone): 24 MiB with the defaults and a max_payload of 8 MiB.
-	// Defaults to 4194304 (4 MiB).
+	// a worker holds at most 2 × BatchBytes × WORKER_CONCURRENCY +
+	// max(BatchBytes × WORKER_CONCURRENCY, max_payload) of frames and two
+	// frames more (a batch takes a frame larger than BatchBytes alone):
+	// 24 MiB with the defaults and a max_payload of 8 MiB. Defaults to
+	// 4194304 (4 MiB).
 	BatchBytes int `env:"WORKER_BATCH_BYTES" envDefault:"4194304"`
 	// Concurrency is how many batches one process works on at once, each
 	// in its own fetch → transform → store → ack loop
