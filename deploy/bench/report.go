@@ -14,11 +14,13 @@ import (
 )
 
 // Goals of the runs that send lines, by workload (see [lineGoal]): the
-// end-to-end rate as a share of the raw publish rate, of a dump as a share
-// of the `xz -dc` floor, of small lines in lines/s, and the p99 of a lone
-// line's wait for its row in seconds.
+// end-to-end rate as a share of the raw publish rate, raw landing and
+// through a pipeline, of a dump as a share of the `xz -dc` floor, of small
+// lines in lines/s, and the p99 of a lone line's wait for its row in
+// seconds.
 const (
 	goalRatio       = 0.5
+	goalTypedRatio  = 1.0
 	goalFloorRatio  = 0.8
 	goalSmallPerSec = 400_000
 	goalLoneP99     = 0.050
@@ -34,6 +36,8 @@ func lineGoal(cfg Config) goal {
 		return newGoal("end to end ≥ 0.8× the xz -dc floor", goalFloorRatio, false, times)
 	case cfg.Corpus == "small":
 		return newGoal("end to end ≥ 400,000 lines/s", goalSmallPerSec, false, perSec)
+	case cfg.typed():
+		return newGoal("through a pipeline end to end ≥ 1.0× raw publish", goalTypedRatio, false, times)
 	}
 	return newGoal("end to end ≥ 0.5× raw publish", goalRatio, false, times)
 }
