@@ -35,20 +35,18 @@ type child struct {
 	out    io.Writer
 	prefix string
 
-	stopOnce sync.Once
-	stopErr  error
-
 	mu   sync.Mutex
 	tail []string
 }
 
 // startChild starts path with env added to a cleaned copy of the bench's
 // environment (see [childEnviron]), in its own process group and killed if
-// the bench dies (see [childproc.Start]).
-func startChild(name, path string, env []string, out io.Writer) (*child, error) {
+// the bench dies (see [childproc.Start]), and adds it to the harness's
+// children, which [bench.stopPrograms] and [harness.close] stop.
+func (b *bench) startChild(name, path string, env []string) (*child, error) {
 	cmd := exec.Command(path)
 	cmd.Env = append(childEnviron(os.Environ()), env...)
-	c := &child{name: name, prefix: fmt.Sprintf("%-9s| ", name), out: out}
+	c := &child{name: name, prefix: fmt.Sprintf("%-9s| ", name), out: b.stderr}
 	w := childproc.NewPrefixWriter(c.prefix, c)
 	proc, err := childproc.Start(cmd, func(r io.Reader) {
 		_, _ = io.Copy(w, r)
@@ -58,6 +56,7 @@ func startChild(name, path string, env []string, out io.Writer) (*child, error) 
 		return nil, fmt.Errorf("start %s (%s): %w", name, path, err)
 	}
 	c.proc, c.pid = proc, proc.Pid()
+	b.h.children = append(b.h.children, c)
 	return c, nil
 }
 
@@ -94,9 +93,6 @@ func (c *child) Write(line []byte) (int, error) {
 	return len(line), nil
 }
 
-// Done is closed when the child has exited.
-func (c *child) Done() <-chan struct{} { return c.proc.Done() }
-
 // exitError describes an exit nobody asked for, with the child's last
 // output lines.
 func (c *child) exitError() error {
@@ -113,20 +109,44 @@ func (c *child) exitError() error {
 	return fmt.Errorf("%s (pid %d) exited unexpectedly: %s; last output:\n  %s", c.name, c.pid, status, tail)
 }
 
+// exited returns the error of the first of cs that has exited, or nil.
+func exited(cs []*child) error {
+	for _, c := range cs {
+		if c.proc.Exited() {
+			return c.exitError()
+		}
+	}
+	return nil
+}
+
 // stop stops the child with SIGTERM, killing it after timeout (see
 // [childproc.Process.Terminate]). An exit with a non-zero status after
-// SIGTERM is an error too. On a child that had already exited it returns
-// nil: whoever watches [child.Done] reports that exit. Safe to call twice.
+// SIGTERM is an error too. On a child that has exited it returns nil:
+// [exited] reports an exit nobody asked for.
 func (c *child) stop(timeout time.Duration) error {
-	c.stopOnce.Do(func() {
-		if c.proc.Exited() {
-			return
-		}
-		if c.stopErr = c.proc.Terminate(context.Background(), timeout); c.stopErr == nil && c.proc.Err() != nil {
-			c.stopErr = fmt.Errorf("%s (pid %d) exited with %v after SIGTERM", c.name, c.pid, c.proc.Err())
-		}
-	})
-	return c.stopErr
+	if c.proc.Exited() {
+		return nil
+	}
+	err := c.proc.Terminate(context.Background(), timeout)
+	if err == nil && c.proc.Err() != nil {
+		err = fmt.Errorf("%s (pid %d) exited with %v after SIGTERM", c.name, c.pid, c.proc.Err())
+	}
+	return err
+}
+
+// stopPrograms fails if one of the harness's children has exited on its
+// own, and otherwise stops them all; what names them in the progress.
+func (b *bench) stopPrograms(what string) error {
+	cs := b.h.children
+	if err := exited(cs); err != nil {
+		return err
+	}
+	b.pr.step("stopping %s (SIGTERM)", what)
+	b.h.children = nil
+	if err := stopChildren(cs, childStopTimeout); err != nil {
+		return fmt.Errorf("stop %s: %w", what, err)
+	}
+	return nil
 }
 
 // stopChildren stops cs in parallel and waits for all of them.

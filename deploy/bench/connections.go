@@ -248,16 +248,11 @@ func runConnections(ctx context.Context, b *bench) error {
 		}
 		*m.res = &rr
 	}
-	if r.res.GatewayPeakRSS, err = peakRSS(r.gateway.pid); err != nil {
+	if _, r.res.GatewayPeakRSS, err = rss(r.gateway.pid); err != nil {
 		return err
 	}
-	if err := exited(r.programs()); err != nil {
+	if err := b.stopPrograms("the gateway"); err != nil {
 		return err
-	}
-	b.pr.step("stopping the gateway (SIGTERM)")
-	b.h.children = nil
-	if err := r.gateway.stop(childStopTimeout); err != nil {
-		return fmt.Errorf("stop gateway: %w", err)
 	}
 	b.report.setConnections(r.res)
 	return nil
@@ -287,10 +282,9 @@ func (r *connRun) startGateway(ctx context.Context) error {
 		"GATEWAY_MAX_CONNECTIONS="+strconv.Itoa(r.res.MaxConnections),
 		"GATEWAY_TLS_LISTEN="+r.tlsAddr, "GATEWAY_TLS_CERT="+certFile, "GATEWAY_TLS_KEY="+keyFile)
 	r.b.pr.step("starting the gateway on %s, TLS %s (%s); no workers: a receipt needs only JetStream's acknowledgement", r.plainAddr, r.tlsAddr, h.binaries.Gateway.Path)
-	if r.gateway, err = startChild("gateway", h.binaries.Gateway.Path, env, r.b.stderr); err != nil {
+	if r.gateway, err = r.b.startChild("gateway", h.binaries.Gateway.Path, env); err != nil {
 		return err
 	}
-	h.children = append(h.children, r.gateway)
 	// A connection (over TLS on the TLS listener) that sends nothing gets
 	// an "ok" receipt; a refused one means not yet.
 	for _, l := range []struct {
@@ -366,9 +360,9 @@ func (r *connRun) writeCertificate(dir string) (certFile, keyFile string, err er
 // ended every session, and checks it still answers.
 func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 	pr, pid, n := r.b.pr, r.gateway.pid, r.b.cfg.IdleConns
-	res := idleResult{Conns: n, GoroutinesBefore: r.goroutines(ctx)}
+	res := idleResult{Conns: n}
 	// The open files must hold still for two polls, so that connections
-	// of the readiness probes have ended.
+	// of the readiness probes have ended, and their sessions with them.
 	base, last := -1, -2
 	if err := r.waitFiles(ctx, "the gateway's open files to settle", func(open int) bool {
 		base, last = open, base
@@ -376,8 +370,9 @@ func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 	}); err != nil {
 		return res, err
 	}
+	res.GoroutinesBefore = r.goroutines(ctx)
 	var err error
-	if res.RSSBefore, err = currentRSS(pid); err != nil {
+	if res.RSSBefore, _, err = rss(pid); err != nil {
 		return res, err
 	}
 	pr.step("idle: opening %s connections from %s that send nothing (gateway RSS %s)", thousands(int64(n)), r.res.SourceAddrs, mib(res.RSSBefore))
@@ -411,7 +406,7 @@ func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 		return res, ctx.Err()
 	case <-time.After(idleSettle):
 	}
-	if res.RSSAfter, err = currentRSS(pid); err != nil {
+	if res.RSSAfter, _, err = rss(pid); err != nil {
 		return res, err
 	}
 	res.GoroutinesAfter = r.goroutines(ctx)
@@ -425,7 +420,7 @@ func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 		return res, err
 	}
 	res.CloseSeconds = time.Since(start).Seconds()
-	if res.RSSClosed, err = currentRSS(pid); err != nil {
+	if res.RSSClosed, _, err = rss(pid); err != nil {
 		return res, err
 	}
 	if _, err := r.probe(ctx); err != nil {
@@ -485,13 +480,20 @@ func (r *connRun) probe(ctx context.Context) (uint64, error) {
 	return x.receipt.Conn, nil
 }
 
-// storedLines returns how many lines the ingest stream holds.
-func (r *connRun) storedLines(ctx context.Context) (uint64, error) {
+// mark is the gateway's last connection number (see [connRun.probe]) and
+// the lines the ingest stream holds, at one moment.
+type mark struct{ conn, stored uint64 }
+
+func (r *connRun) mark(ctx context.Context) (mark, error) {
+	conn, err := r.probe(ctx)
+	if err != nil {
+		return mark{}, err
+	}
 	st, err := r.b.h.js.Stream(ctx, topology.StreamName)
 	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", topology.StreamName, err)
+		return mark{}, fmt.Errorf("read stream %s: %w", topology.StreamName, err)
 	}
-	return st.CachedInfo().State.Msgs, nil
+	return mark{conn, st.CachedInfo().State.Msgs}, nil
 }
 
 // measureRate runs cfg.Clients clients against addr for cfg.Duration, each
@@ -507,13 +509,9 @@ func (r *connRun) measureRate(ctx context.Context, name, addr string, tlsCfg *tl
 		how = "connect → full TLS handshake"
 	}
 	pr.step("%s: %d clients for %s, each connection: %s → one line → half-close → receipt → close", name, cfg.Clients, cfg.Duration, how)
-	firstConn, err := r.probe(ctx)
+	first, err := r.mark(ctx)
 	if err != nil {
 		return res, fmt.Errorf("before: %w", err)
-	}
-	storedBefore, err := r.storedLines(ctx)
-	if err != nil {
-		return res, err
 	}
 	before, err := sampleUsage(r.programs(), "")
 	if err != nil {
@@ -549,19 +547,15 @@ func (r *connRun) measureRate(ctx context.Context, name, addr string, tlsCfg *tl
 	if err != nil {
 		return res, err
 	}
-	lastConn, err := r.probe(ctx)
+	last, err := r.mark(ctx)
 	if err != nil {
 		return res, fmt.Errorf("after: %w", err)
-	}
-	storedAfter, err := r.storedLines(ctx)
-	if err != nil {
-		return res, err
 	}
 	res.merge(tallies)
 	res.Seconds = after.at.Sub(before.at).Seconds()
 	res.PerSec = float64(res.OK) / res.Seconds
-	res.Accepted = int64(lastConn) - int64(firstConn) - 1
-	res.StoredLines = int64(storedAfter) - int64(storedBefore)
+	res.Accepted = int64(last.conn) - int64(first.conn) - 1
+	res.StoredLines = int64(last.stored) - int64(first.stored)
 	u := usage(before, after, r.programs())
 	res.GatewayCPUSeconds, res.GatewayCores = u[0].CPUSeconds, u[0].Cores
 	res.BenchCPUSeconds, res.BenchCores = u[1].CPUSeconds, u[1].Cores

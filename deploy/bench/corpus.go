@@ -220,11 +220,6 @@ func (c *corpus) Bytes(s span) []byte {
 	return c.data[c.start(s.First):c.ends[s.First+s.N-1]]
 }
 
-// SpanPayloadBytes returns the bytes of the lines of s without newlines.
-func (c *corpus) SpanPayloadBytes(s span) int64 {
-	return int64(len(c.Bytes(s)) - s.N)
-}
-
 // xzArgs compress a dump: xz's default preset (-6, as archives are
 // made), on two threads, which cuts the input into blocks of 24 MiB.
 // `xz -dc` (5.4) still decodes them on one thread.

@@ -75,32 +75,3 @@ func testCorpus(t *testing.T, k corpusKind, minAvg, maxAvg int64) {
 		t.Fatalf("the %s pipeline kept %d, rejected %d (%s), %d rows; want about %d kept, none rejected", k.name, exp.Kept, exp.Rejected, exp.rejectedText(), exp.rows(), want)
 	}
 }
-
-func TestCorpusSplit(t *testing.T) {
-	t.Parallel()
-	c := newCorpus(corpusKinds["tweets"], 1, 103)
-	for _, k := range []int{1, 2, 4, 103} {
-		spans := c.Split(k)
-		if len(spans) != k {
-			t.Fatalf("Split(%d) gave %d spans", k, len(spans))
-		}
-		var joined []byte
-		var payload int64
-		next := 0
-		for _, s := range spans {
-			if s.First != next || s.N < 103/k || s.N > 103/k+1 {
-				t.Fatalf("Split(%d): span %+v after line %d", k, s, next)
-			}
-			next += s.N
-			b := c.Bytes(s)
-			if bytes.Count(b, []byte("\n")) != s.N || b[len(b)-1] != '\n' {
-				t.Fatalf("Split(%d): span %+v bytes do not hold %d whole lines", k, s, s.N)
-			}
-			joined = append(joined, b...)
-			payload += c.SpanPayloadBytes(s)
-		}
-		if !bytes.Equal(joined, c.data) || payload != c.PayloadBytes() {
-			t.Fatalf("Split(%d): spans do not cover the corpus exactly once", k)
-		}
-	}
-}

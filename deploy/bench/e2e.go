@@ -271,7 +271,7 @@ func runPrograms(ctx context.Context, b *bench, pl pipeline, measure func(r *e2e
 	if res != nil {
 		for i := range res.Processes {
 			if p := &res.Processes[i]; p.PID != 0 && p.Name != benchProcName {
-				if p.PeakRSS, err = peakRSS(p.PID); err != nil {
+				if _, p.PeakRSS, err = rss(p.PID); err != nil {
 					return err
 				}
 			}
@@ -282,7 +282,7 @@ func runPrograms(ctx context.Context, b *bench, pl pipeline, measure func(r *e2e
 		}
 		b.report.setE2E(*res)
 	}
-	return r.stopPrograms()
+	return b.stopPrograms("the gateway and the workers")
 }
 
 // framesMetric counts the frames the gateway has had acknowledged, by
@@ -314,32 +314,6 @@ func (r *e2eRun) programs() []*child {
 		return r.workers
 	}
 	return append([]*child{r.gateway}, r.workers...)
-}
-
-// stopPrograms fails if a program has exited on its own, and otherwise
-// stops them all.
-func (r *e2eRun) stopPrograms() error {
-	if err := exited(r.programs()); err != nil {
-		return err
-	}
-	r.b.pr.step("stopping the gateway and the workers (SIGTERM)")
-	r.b.h.children = nil
-	if err := stopChildren(r.programs(), childStopTimeout); err != nil {
-		return fmt.Errorf("stop programs: %w", err)
-	}
-	return nil
-}
-
-// exited returns the error of the first of cs that has exited, or nil.
-func exited(cs []*child) error {
-	for _, c := range cs {
-		select {
-		case <-c.Done():
-			return c.exitError()
-		default:
-		}
-	}
-	return nil
 }
 
 // childEnv is the environment every program gets besides its own address
@@ -378,12 +352,11 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 	pr.step("starting %d workers (%s)", cfg.Workers, h.binaries.Worker.Path)
 	for i := range cfg.Workers {
 		name := fmt.Sprintf("worker-%d", i+1)
-		c, err := startChild(name, h.binaries.Worker.Path, slices.Concat(env,
-			[]string{"WORKER_HEALTH_ADDR=" + addrs[i], "WORKER_INSTANCE=bench-" + name}), r.b.stderr)
+		c, err := r.b.startChild(name, h.binaries.Worker.Path, slices.Concat(env,
+			[]string{"WORKER_HEALTH_ADDR=" + addrs[i], "WORKER_INSTANCE=bench-" + name}))
 		if err != nil {
 			return err
 		}
-		h.children = append(h.children, c)
 		r.workers = append(r.workers, c)
 		if i == 0 || i == cfg.Workers-1 {
 			if err := r.waitWorkers(ctx, addrs[:i+1]); err != nil {
@@ -398,12 +371,11 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 		listener = r.pl.Source + "=" + listen
 	}
 	pr.step("starting the gateway on %s (%s)", listener, h.binaries.Gateway.Path)
-	r.gateway, err = startChild("gateway", h.binaries.Gateway.Path, slices.Concat(env,
-		[]string{"GATEWAY_LISTEN=" + listener, "GATEWAY_HEALTH_ADDR=" + gwHealth, "GATEWAY_INSTANCE=bench-gateway"}), r.b.stderr)
+	r.gateway, err = r.b.startChild("gateway", h.binaries.Gateway.Path, slices.Concat(env,
+		[]string{"GATEWAY_LISTEN=" + listener, "GATEWAY_HEALTH_ADDR=" + gwHealth, "GATEWAY_INSTANCE=bench-gateway"}))
 	if err != nil {
 		return err
 	}
-	h.children = append(h.children, r.gateway)
 	r.gatewayHealth = gwHealth
 	// The probe connection sends nothing and gets an empty receipt.
 	if err := poll(ctx, "gateway listening", r.programs, func() (bool, error) {

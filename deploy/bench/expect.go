@@ -89,6 +89,7 @@ func expect(path string, c *corpus) (*expected, error) {
 	spec, tables := p.Spec(), p.Tables()
 	e := &expected{Spec: path, Source: spec.Source, RejectedBy: map[string]int{}, keys: make([]string, c.Len())}
 	keyIdx := make([][]int, len(tables))
+	deletes := map[int]int{} // a delete entry's table → the table it deletes from
 	for t, table := range tables {
 		if len(spec.Tables[t].Key) == 0 {
 			return nil, fmt.Errorf("spec %s: table %s has no key: the typed mode tells which line a row came from by its key", path, qualified(table))
@@ -102,8 +103,8 @@ func expect(path string, c *corpus) (*expected, error) {
 		}
 		name := qualified(table)
 		if table.Delete {
-			target := slices.IndexFunc(tables, func(o worker.Table) bool { return !o.Delete && qualified(o) == name })
-			name = qualified(tables[target].TombstoneTable())
+			deletes[t] = slices.IndexFunc(tables, func(o worker.Table) bool { return !o.Delete && qualified(o) == name })
+			name = qualified(tables[deletes[t]].TombstoneTable())
 		}
 		e.Tables = append(e.Tables, tableExpect{Table: name, Key: table.Key})
 	}
@@ -174,16 +175,9 @@ func expect(path string, c *corpus) (*expected, error) {
 	for ti := range e.Tables {
 		e.Tables[ti].Most = int64(len(e.Tables[ti].keySet))
 	}
-	for ti, table := range tables {
-		if !table.Delete {
-			continue
-		}
-		for ui, target := range tables {
-			if !target.Delete && qualified(target) == qualified(table) {
-				for k := range e.Tables[ti].keySet {
-					delete(e.Tables[ui].keySet, k)
-				}
-			}
+	for ti, ui := range deletes {
+		for k := range e.Tables[ti].keySet {
+			delete(e.Tables[ui].keySet, k)
 		}
 	}
 	for ti := range e.Tables {

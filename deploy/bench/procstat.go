@@ -66,28 +66,17 @@ func usage(before, after usageSample, programs []*child) []procUsage {
 	return out
 }
 
-// status returns /proc/<pid>/status.
-func status(pid int) (procfs.ProcStatus, error) {
+// rss returns the resident set size (VmRSS) of pid and its peak (VmHWM),
+// in bytes.
+func rss(pid int) (cur, peak int64, err error) {
 	p, err := procfs.NewProc(pid)
 	if err == nil {
 		var s procfs.ProcStatus
 		if s, err = p.NewStatus(); err == nil {
-			return s, nil
+			return int64(s.VmRSS), int64(s.VmHWM), nil
 		}
 	}
-	return procfs.ProcStatus{}, fmt.Errorf("read status of pid %d: %w", pid, err)
-}
-
-// peakRSS returns the peak resident set size (VmHWM) of pid in bytes.
-func peakRSS(pid int) (int64, error) {
-	s, err := status(pid)
-	return int64(s.VmHWM), err
-}
-
-// currentRSS returns the resident set size (VmRSS) of pid in bytes.
-func currentRSS(pid int) (int64, error) {
-	s, err := status(pid)
-	return int64(s.VmRSS), err
+	return 0, 0, fmt.Errorf("read status of pid %d: %w", pid, err)
 }
 
 // cpuTime returns the CPU time pid has used, user plus system, including

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 
@@ -96,11 +95,7 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 		}
 	}()
 
-	cpuBefore, err := cpuTime(os.Getpid())
-	if err != nil {
-		return rawResult{}, err
-	}
-	ticksBefore, err := readMachineTicks()
+	before, err := sampleUsage(nil, "")
 	if err != nil {
 		return rawResult{}, err
 	}
@@ -113,11 +108,7 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 		return rawResult{}, err
 	}
 	elapsed := time.Since(start)
-	cpuAfter, err := cpuTime(os.Getpid())
-	if err != nil {
-		return rawResult{}, err
-	}
-	ticksAfter, err := readMachineTicks()
+	after, err := sampleUsage(nil, "")
 	if err != nil {
 		return rawResult{}, err
 	}
@@ -129,8 +120,8 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 	if info.State.Msgs != uint64(c.Len()) {
 		return rawResult{}, fmt.Errorf("stream %s holds %d messages after %d acknowledged publishes", rawStream, info.State.Msgs, c.Len())
 	}
-	res := rawResult{rate: newRate(c.Len(), c.PayloadBytes(), elapsed), CPUSeconds: (cpuAfter - cpuBefore).Seconds()}
-	res.BusyPct, _ = busy(ticksBefore, ticksAfter)
+	res := rawResult{rate: newRate(c.Len(), c.PayloadBytes(), elapsed), CPUSeconds: (after.cpu[benchProcName] - before.cpu[benchProcName]).Seconds()}
+	res.BusyPct, _ = busy(before.machine, after.machine)
 	return res, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -472,12 +473,7 @@ func (c *connectionsResult) writeText(b *strings.Builder, cpus int) {
 	fmt.Fprintf(b, "%-18s all closed: every session ended in %.1fs, RSS %s, gateway still serving; peak RSS of the run %s\n", "",
 		i.CloseSeconds, mib(i.RSSClosed), mib(c.GatewayPeakRSS))
 
-	var rates []*rateResult
-	for _, rr := range []*rateResult{c.Plain, c.TLS} {
-		if rr != nil {
-			rates = append(rates, rr)
-		}
-	}
+	rates := slices.DeleteFunc([]*rateResult{c.Plain, c.TLS}, func(rr *rateResult) bool { return rr == nil })
 	if len(rates) > 0 {
 		fmt.Fprintf(b, "\n%-10s %10s %10s %8s %9s %9s   (%d clients; connect → one line → half-close → receipt → close)\n",
 			"rate", "conns/s", "ok", "failed", "p50", "p99", c.Clients)
