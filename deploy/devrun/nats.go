@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetline/jetline/shared/contract/topology"
 	"github.com/jetline/jetline/shared/devkit/embeddednats"
 	"github.com/jetline/jetline/shared/runtime/logging"
 )
@@ -198,9 +199,10 @@ func runNATSNode(cfg Config, n int, logger *slog.Logger) error {
 	return nil
 }
 
-// waitForMetaLeader waits until the cluster at url answers JetStream
-// requests, which it does once its nodes have elected a meta leader, or
-// until ctx is done, sup fails or [metaLeaderTimeout] passes.
+// waitForMetaLeader waits, through [topology.Retry] as the programs do,
+// until the cluster at url answers JetStream requests, which it does once
+// its nodes have elected a meta leader; it gives up when ctx is done, sup
+// fails (a node keeps crashing) or [metaLeaderTimeout] passes.
 func waitForMetaLeader(ctx context.Context, url string, sup *supervisor, logger *slog.Logger) error {
 	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
 	if err != nil {
@@ -211,23 +213,22 @@ func waitForMetaLeader(ctx context.Context, url string, sup *supervisor, logger 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, metaLeaderTimeout)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	start := time.Now()
-	for {
-		attempt, cancelAttempt := context.WithTimeout(ctx, time.Second)
-		_, err := js.AccountInfo(attempt)
-		cancelAttempt()
-		if err == nil {
-			logger.Info("embedded nats cluster has a meta leader", slog.Duration("elapsed", time.Since(start).Round(time.Millisecond)))
-			return nil
-		}
+	go func() {
 		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the embedded nats cluster at %s elected no JetStream meta leader within %s (last answer: %v); see the nats-* lines above and their logs", url, metaLeaderTimeout, err)
 		case <-sup.Failed():
-			return sup.Err()
-		case <-time.After(250 * time.Millisecond):
+			cancel()
+		case <-ctx.Done():
 		}
+	}()
+	retry := topology.Retry{Timeout: metaLeaderTimeout, Logger: logger}
+	err = retry.Do(ctx, "reach the JetStream API of the embedded nats cluster at "+url, func(ctx context.Context) error {
+		_, err := js.AccountInfo(ctx)
+		return err
+	})
+	if failed := sup.Err(); err != nil && failed != nil {
+		return failed
 	}
+	return err
 }
