@@ -5,6 +5,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha512"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -70,6 +73,10 @@ func openDecompressor(t *testing.T, src io.Reader, limit int64, programs *decode
 	}
 	d := newDecompressor(format, br, limit)
 	d.programs = programs
+	// As the session does: Close makes a program's feeder stop reading.
+	if c, ok := src.(interface{ SetReadDeadline(time.Time) error }); ok {
+		d.interrupt = func() { _ = c.SetReadDeadline(time.Now()) }
+	}
 	t.Cleanup(d.Close)
 	return d
 }
@@ -304,6 +311,64 @@ func TestDecompressProgramSenderPauses(t *testing.T) {
 	}
 }
 
+// The program is fed what the connection delivers whether or not its
+// output is being read, as in `ncat -l | xz -dc`: a decoder that read
+// the connection only inside Read, when no output waited, left xz without
+// input once its output was taken, and on an archive of one block
+// decoded at a seventh of xz's speed.
+func TestDecompressProgramFeedsAhead(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Skip("xz is not installed")
+	}
+	// Decoded, no more than the reader's two buffers hold, so xz can
+	// write all of it with nothing read; compressed (hex compresses only
+	// about twice), many reads of the connection.
+	var lines bytes.Buffer
+	for i := 0; lines.Len() < 400<<10; i++ {
+		fmt.Fprintf(&lines, "{\"id\":%d,\"hex\":\"%x\"}\n", i, sha512.Sum512([]byte(strconv.Itoa(i))))
+	}
+	raw := lines.Bytes()
+	data := xzWith(t, raw, 1<<30)
+	if len(raw) > 2*programOutBuffer || len(data) < 4*programInBuffer {
+		t.Fatalf("%d bytes decoded, %d compressed: want at most %d and at least %d", len(raw), len(data), 2*programOutBuffer, 4*programInBuffer)
+	}
+	client, server := tcpPair(t)
+	src := &countingConn{TCPConn: server}
+	go func() {
+		_, _ = client.Write(data)
+		_ = client.CloseWrite()
+	}()
+	d := openDecompressor(t, src, 1<<30, programsOf(1))
+	if _, err := io.ReadFull(d, make([]byte, 100)); err != nil || !usesProgram(d) {
+		t.Fatalf("first read %v, program %v", err, usesProgram(d))
+	}
+	// The bytes Read has not asked for yet are all read from the
+	// connection and handed to xz.
+	testenv.Eventually(t, 10*time.Second, "the whole stream read from the connection", func() error {
+		if n := src.n.Load(); n < int64(len(data)) {
+			return fmt.Errorf("%d of %d bytes read", n, len(data))
+		}
+		return nil
+	})
+	rest, err := io.ReadAll(d)
+	if err != nil || !bytes.Equal(rest, raw[100:]) {
+		t.Fatalf("the rest: %v, or the lines differ", err)
+	}
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	*net.TCPConn
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.TCPConn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
 // A connection that closes or fails mid-stream, or is dropped while its
 // program still decodes, leaves no process and no goroutine behind.
 // Not parallel: it counts every decoder goroutine of the test binary.
@@ -364,7 +429,7 @@ func TestDecompressProgramLeavesNothing(t *testing.T) {
 func decoderGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	return bytes.Count(buf, []byte("(*programDecoder).read")) + bytes.Count(buf, []byte("(*programDecoder).write"))
+	return bytes.Count(buf, []byte("(*programDecoder).read")) + bytes.Count(buf, []byte("(*programDecoder).feed"))
 }
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -412,7 +477,7 @@ func TestDecodeProgramsBound(t *testing.T) {
 	if none != nil || none.bound() != 0 {
 		t.Fatalf("-1 gives %v, want no programs", none)
 	}
-	if pd := none.start(CompressionXz, strings.NewReader("")); pd != nil {
+	if pd := none.start(CompressionXz, strings.NewReader(""), nil); pd != nil {
 		pd.Close()
 		t.Fatal("a program started with none allowed")
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,13 +75,17 @@ type session struct {
 	// until then, so a connection that sends nothing holds none.
 	pub atomic.Pointer[publisher]
 
-	// Read side state, owned by the session goroutine.
-	readAt time.Time // when the latest read returned data
-	fresh  bool      // readAt changed since receivedAt was formatted
-	// receivedAt is the Jetline-Received-At value of the latest read.
+	// Read side state. Read updates it on the goroutine that reads the
+	// connection, which for a decoding program is the program's feeder
+	// (decompress_program.go), not the session's; readMu guards it.
+	readMu   sync.Mutex
+	readAt   time.Time // when the latest read returned data
+	fresh    bool      // readAt changed since receivedAt was formatted
+	received int64     // bytes read from the connection
+	readErr  error     // the connection's read error other than EOF, if any
+	// receivedAt is the Jetline-Received-At value of the latest read,
+	// formatted by stamp.
 	receivedAt []string
-	received   int64 // bytes read from the connection
-	readErr    error // the connection's read error other than EOF, if any
 	// toldTooLong is set once an oversize line was logged.
 	toldTooLong bool
 	// upload is the named upload the connection sends, from its header
@@ -140,7 +145,7 @@ func (s *session) run(ctx context.Context) Receipt {
 	var input io.Reader = br
 	if compression != CompressionNone {
 		dec := newDecompressor(compression, br, s.cfg.maxDecompressed)
-		dec.programs = s.cfg.decoders
+		dec.programs, dec.interrupt = s.cfg.decoders, s.stopReading
 		defer dec.Close()
 		input = dec
 		s.logger.Debug("compressed input", "compression", compression)
@@ -153,6 +158,8 @@ func (s *session) run(ctx context.Context) Receipt {
 	defer fr.close()
 	// What every receipt says of the connection, as read so far.
 	receipt := func() Receipt {
+		s.readMu.Lock()
+		defer s.readMu.Unlock()
 		return Receipt{Bytes: s.received, Compression: compression, BytesDecompressed: fr.bytes,
 			Blank: fr.blank, TooLong: fr.tooLong, Gateway: s.instance, Conn: s.id,
 			Upload: s.upload.name, FirstLine: s.upload.first}
@@ -186,9 +193,11 @@ func (s *session) run(ctx context.Context) Receipt {
 	}
 	// A decoder may wrap the connection's own error beyond recognition;
 	// that error, not the decoder's account of it, says what happened.
+	s.readMu.Lock()
 	if s.readErr != nil && !errors.Is(readErr, io.EOF) {
 		readErr = s.readErr
 	}
+	s.readMu.Unlock()
 	var derr *DecompressError
 	switch {
 	case out.failed != nil && out.failedDeadLetter:
@@ -258,6 +267,8 @@ func (s *session) publishFrame(ctx context.Context, e *entry) error {
 // stamp returns the Jetline-Received-At value of the latest read; see
 // [frameSink].
 func (s *session) stamp() []string {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
 	if s.fresh {
 		s.receivedAt = []string{s.readAt.UTC().Format(time.RFC3339Nano)}
 		s.fresh = false
@@ -297,13 +308,15 @@ func (s *session) Read(p []byte) (int, error) {
 		return 0, errStopped
 	}
 	n, err := s.conn.Read(p)
+	if err != nil && s.stopped.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = errStopped
+	}
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
 	if n > 0 {
 		s.readAt, s.fresh = time.Now(), true
 		s.received += int64(n)
 		s.metrics.read(n)
-	}
-	if err != nil && s.stopped.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-		err = errStopped
 	}
 	if err != nil && err != io.EOF {
 		s.readErr = err
