@@ -333,26 +333,50 @@ func (d *programDecoder) gather(b []byte) (int, error) {
 	return n, err
 }
 
+// Read returns what the program has written: it waits for the first
+// bytes, then fills p with what else is already there, so that a frame is
+// not cut where one of the reader's pieces happens to end.
 func (d *programDecoder) Read(p []byte) (int, error) {
-	for len(d.cur) == 0 {
-		if d.outErr != nil {
-			return 0, d.finish()
+	n := 0
+	for n < len(p) {
+		if len(d.cur) == 0 {
+			var c chunk
+			switch {
+			case d.outErr != nil && n > 0:
+				return n, nil
+			case d.outErr != nil:
+				return 0, d.finish()
+			case n == 0:
+				c = <-d.out
+			default:
+				select {
+				case c = <-d.out:
+				default:
+					return n, nil
+				}
+			}
+			d.take(c)
+			continue
 		}
-		c := <-d.out
-		if len(c.b) > 0 {
-			d.cur, d.curBuf = c.b, c.b[:cap(c.b)]
-		} else {
-			d.outFree <- c.b[:cap(c.b)]
+		k := copy(p[n:], d.cur)
+		n += k
+		d.cur = d.cur[k:]
+		if len(d.cur) == 0 {
+			d.outFree <- d.curBuf
+			d.cur, d.curBuf = nil, nil
 		}
-		d.outErr = c.err
-	}
-	n := copy(p, d.cur)
-	d.cur = d.cur[n:]
-	if len(d.cur) == 0 {
-		d.outFree <- d.curBuf
-		d.cur, d.curBuf = nil, nil
 	}
 	return n, nil
+}
+
+// take makes c the output to return next.
+func (d *programDecoder) take(c chunk) {
+	if len(c.b) > 0 {
+		d.cur, d.curBuf = c.b, c.b[:cap(c.b)]
+	} else {
+		d.outFree <- c.b[:cap(c.b)]
+	}
+	d.outErr = c.err
 }
 
 // finish returns what ends the output, once the program has closed it.
