@@ -4,8 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 )
@@ -15,19 +13,25 @@ import (
 // end) takes a minute or two on a 2-core machine; -latency sends
 // DefaultLoneLines.
 const (
-	DefaultCorpus       = "tweets"
-	DefaultLoneLines    = 100
-	DefaultConns        = 4
-	DefaultWorkers      = 2
-	DefaultGatewayBin   = ".data/bin/gateway"
-	DefaultWorkerBin    = ".data/bin/worker"
-	DefaultSeed         = 1
-	DefaultStallTimeout = time.Minute
-	DefaultSpec         = "deploy/pipelines/tweets.yaml"
-	DefaultIdleConns    = 10_000
-	DefaultClients      = 32
-	DefaultDuration     = 10 * time.Second
+	DefaultCorpus     = "tweets"
+	DefaultLoneLines  = 100
+	DefaultConns      = 4
+	DefaultWorkers    = 2
+	DefaultGatewayBin = ".data/bin/gateway"
+	DefaultWorkerBin  = ".data/bin/worker"
+	DefaultSpec       = "deploy/pipelines/tweets.yaml"
+	DefaultIdleConns  = 10_000
+	DefaultClients    = 32
+	DefaultDuration   = 10 * time.Second
 )
+
+// seed seeds the line generator, so that every run of a corpus sends the
+// same bytes and its dump is made once.
+const seed = 1
+
+// stallTimeout fails a run when no row lands and no line is acknowledged
+// for this long.
+const stallTimeout = time.Minute
 
 // Config is what one bench run measures and with what. [parseFlags] fills it
 // from the command line.
@@ -59,38 +63,20 @@ type Config struct {
 	// Workers is how many worker processes run. Defaults to
 	// [DefaultWorkers].
 	Workers int
-	// WorkerConcurrency is passed as WORKER_CONCURRENCY; 0 leaves the
-	// worker's default.
-	WorkerConcurrency int
-	// BatchSize is passed as WORKER_BATCH_SIZE; 0 leaves the worker's
-	// default.
-	BatchSize int
-	// GatewayBin and WorkerBin are the programs to run. When a path does
-	// not exist the program is built from source into the run's temporary
-	// directory.
+	// GatewayBin and WorkerBin are the programs to run, as `make build`
+	// leaves them.
 	GatewayBin string
 	WorkerBin  string
-	// Seed seeds the tweet generator, so runs send the same bytes.
-	// Defaults to [DefaultSeed].
-	Seed uint64
-	// PGSettings override the bench's Postgres settings (see
-	// [postgresSettings]); durability settings cannot be turned off.
-	PGSettings map[string]string
 	// ChildEnv holds extra NAME=VALUE variables for the gateway and the
-	// workers, such as GATEWAY_INFLIGHT_LINES=8192.
+	// workers, such as GATEWAY_INFLIGHT_LINES=8192 or WORKER_BATCH_SIZE=100.
 	ChildEnv []string
 	// NATSSync is JetStream's fsync setting for the run: "" keeps the
 	// server default (every 2m), "always" fsyncs every write as
 	// deploy/nats/ does in production, a duration sets the interval.
 	NATSSync string
-	// StallTimeout fails the run when no row lands for this long.
-	// Defaults to [DefaultStallTimeout].
-	StallTimeout time.Duration
 	// JSON writes the report as JSON to standard output, and the text
 	// report to standard error.
 	JSON bool
-	// Verbose logs the harness's own steps (servers started, stopped).
-	Verbose bool
 
 	// IdleConns is how many idle connections the connections mode opens
 	// to measure the gateway's memory per connection. Defaults to
@@ -107,7 +93,7 @@ type Config struct {
 
 // parseFlags parses args (without the program name) into a Config.
 func parseFlags(args []string) (Config, error) {
-	cfg := Config{PGSettings: map[string]string{}}
+	var cfg Config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./deploy/bench [flags]\n\n"+
@@ -127,20 +113,9 @@ func parseFlags(args []string) (Config, error) {
 	fs.IntVar(&cfg.Lines, "lines", 0, "number of lines to send (default: the corpus's, see -corpus; 100 with -latency)")
 	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "concurrent TCP connections (and raw publishers); 1 with -compress or -latency")
 	fs.IntVar(&cfg.Workers, "workers", DefaultWorkers, "worker processes")
-	fs.IntVar(&cfg.WorkerConcurrency, "worker-concurrency", 0, "WORKER_CONCURRENCY for each worker (0: the worker's default)")
-	fs.IntVar(&cfg.BatchSize, "batch", 0, "WORKER_BATCH_SIZE (0: the worker's default)")
-	fs.StringVar(&cfg.GatewayBin, "gateway-bin", DefaultGatewayBin, "gateway `program`; built from source if missing")
-	fs.StringVar(&cfg.WorkerBin, "worker-bin", DefaultWorkerBin, "worker `program`; built from source if missing")
-	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the line generator")
-	fs.Func("pg", "extra Postgres setting `name=value` (repeatable), e.g. -pg wal_buffers=64MB", func(s string) error {
-		name, value, ok := strings.Cut(s, "=")
-		if name = strings.TrimSpace(name); !ok || name == "" {
-			return fmt.Errorf("%q is not name=value", s)
-		}
-		cfg.PGSettings[name] = strings.TrimSpace(value)
-		return nil
-	})
-	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_LINES=8192", func(s string) error {
+	fs.StringVar(&cfg.GatewayBin, "gateway-bin", DefaultGatewayBin, "gateway `program` (make build makes it)")
+	fs.StringVar(&cfg.WorkerBin, "worker-bin", DefaultWorkerBin, "worker `program` (make build makes it)")
+	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_LINES=8192 -env WORKER_BATCH_SIZE=100", func(s string) error {
 		name, _, ok := strings.Cut(s, "=")
 		if !ok || name == "" {
 			return fmt.Errorf("%q is not NAME=VALUE", s)
@@ -149,9 +124,7 @@ func parseFlags(args []string) (Config, error) {
 		return nil
 	})
 	fs.StringVar(&cfg.NATSSync, "nats-sync", "", "JetStream fsync: `always` or an interval such as 1s (empty: the server default, 2m)")
-	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", DefaultStallTimeout, "fail when no row lands for this long")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON on stdout (the text report goes to stderr)")
-	fs.BoolVar(&cfg.Verbose, "v", false, "log the harness's own steps")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", DefaultIdleConns, "idle connections held open by -mode connections")
 	fs.IntVar(&cfg.Clients, "clients", DefaultClients, "concurrent clients of the connection rates of -mode connections")
 	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "how long -mode connections measures each connection rate")
@@ -209,12 +182,6 @@ func (c Config) Validate() error {
 	if c.Workers < 1 || c.Workers > 64 {
 		errs = append(errs, fmt.Errorf("-workers must be between 1 and 64 (got %d)", c.Workers))
 	}
-	if c.WorkerConcurrency < 0 || c.WorkerConcurrency > 64 {
-		errs = append(errs, fmt.Errorf("-worker-concurrency must be between 0 (the worker's default) and 64 (got %d)", c.WorkerConcurrency))
-	}
-	if c.BatchSize < 0 || c.BatchSize > 10_000 {
-		errs = append(errs, fmt.Errorf("-batch must be between 0 (the worker's default) and 10000 (got %d)", c.BatchSize))
-	}
 	if c.GatewayBin == "" || c.WorkerBin == "" {
 		errs = append(errs, errors.New("-gateway-bin and -worker-bin must not be empty"))
 	}
@@ -227,16 +194,8 @@ func (c Config) Validate() error {
 	if c.Duration < time.Second {
 		errs = append(errs, fmt.Errorf("-duration must be at least 1s (got %s)", c.Duration))
 	}
-	if c.StallTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("-stall-timeout must be at least 1s (got %s)", c.StallTimeout))
-	}
 	if _, _, err := c.natsSync(); err != nil {
 		errs = append(errs, err)
-	}
-	for _, name := range slices.Sorted(maps.Keys(c.PGSettings)) {
-		if err := checkPGSetting(name, c.PGSettings[name]); err != nil {
-			errs = append(errs, err)
-		}
 	}
 	for _, kv := range c.ChildEnv {
 		name, _, _ := strings.Cut(kv, "=")

@@ -32,14 +32,6 @@ func TestParseFlagsWorkloads(t *testing.T) {
 	}
 }
 
-func TestParseFlagsRepeatable(t *testing.T) {
-	t.Parallel()
-	cfg, err := parseFlags([]string{"-pg", "wal_buffers=64MB", "-pg", "wal_compression = lz4", "-env", "A=1", "-env", "B=2"})
-	if err != nil || cfg.PGSettings["wal_buffers"] != "64MB" || cfg.PGSettings["wal_compression"] != "lz4" || strings.Join(cfg.ChildEnv, " ") != "A=1 B=2" {
-		t.Fatalf("pg settings %v, child env %v, %v", cfg.PGSettings, cfg.ChildEnv, err)
-	}
-}
-
 func TestParseFlagsRejects(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -56,14 +48,11 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"no lines", []string{"-lines", "0"}, "-lines"},
 		{"more conns than lines", []string{"-lines", "3", "-conns", "4"}, "-conns"},
 		{"no workers", []string{"-workers", "0"}, "-workers"},
-		{"batch too big", []string{"-batch", "20000"}, "-batch"},
-		{"fsync off", []string{"-pg", "fsync=off"}, "durability"},
-		{"async commit", []string{"-pg", "synchronous_commit=off"}, "durable"},
-		{"port", []string{"-pg", "port=5432"}, "set by the bench"},
 		{"owned env", []string{"-env", "NATS_URL=nats://elsewhere:4222"}, "sets NATS_URL itself"},
-		{"env with a flag", []string{"-env", "WORKER_BATCH_SIZE=100"}, "with -batch"},
 		{"env without value", []string{"-env", "JUSTANAME"}, "NAME=VALUE"},
 		{"stray argument", []string{"extra"}, "unexpected arguments"},
+		{"removed flag", []string{"-batch", "100"}, "not defined"},
+		{"bad fsync", []string{"-nats-sync", "sometimes"}, "-nats-sync"},
 		{"no idle connections", []string{"-mode", "connections", "-idle-conns", "0"}, "-idle-conns"},
 		{"no clients", []string{"-mode", "connections", "-clients", "0"}, "-clients"},
 		{"short rates", []string{"-mode", "connections", "-duration", "500ms"}, "-duration"},
@@ -79,9 +68,11 @@ func TestParseFlagsRejects(t *testing.T) {
 	}
 }
 
+// TestEffectiveSettings checks that repeated -env settings reach both
+// programs' configurations and the report's setup.
 func TestEffectiveSettings(t *testing.T) {
 	t.Parallel()
-	cfg, err := parseFlags([]string{"-worker-concurrency", "3", "-env", "GATEWAY_INFLIGHT_BYTES=16777216"})
+	cfg, err := parseFlags([]string{"-env", "WORKER_CONCURRENCY=3", "-env", "GATEWAY_INFLIGHT_BYTES=16777216"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +85,10 @@ func TestEffectiveSettings(t *testing.T) {
 	}
 	if wc.Concurrency != 3 || wc.BatchSize < 1 {
 		t.Fatalf("worker concurrency %d, batch %d; want 3 and the worker's default", wc.Concurrency, wc.BatchSize)
+	}
+	rep, err := newReport(cfg)
+	if s := rep.Setup; err != nil || s.WorkerConcurrency != 3 || s.WorkerConcurrencyDefault || !s.BatchSizeDefault {
+		t.Fatalf("setup %+v, %v; want concurrency 3 from -env and the default batch", s, err)
 	}
 }
 

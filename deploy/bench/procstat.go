@@ -16,6 +16,19 @@ const clockTick = 10 * time.Millisecond
 // senders, in the usage table.
 const benchProcName = "bench (NATS + senders)"
 
+// procUsage is one process's (or process group's) share of the run.
+type procUsage struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid,omitempty"`
+	// CPUSeconds is user plus system time during the window; Cores is
+	// that divided by the window (1.0 = one core busy throughout).
+	CPUSeconds float64 `json:"cpu_seconds"`
+	Cores      float64 `json:"cores"`
+	// PeakRSS is VmHWM in bytes, read just before stopping; 0 when not
+	// measured.
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
+}
+
 // usageSample is the CPU time used so far by each program, Postgres and
 // the bench itself, and the machine's.
 type usageSample struct {

@@ -31,23 +31,18 @@ const (
 )
 
 // rate is the outcome of moving some lines: how many, how many payload
-// bytes (without newlines), in how long.
+// bytes (without newlines), in how long, and for the references, the CPU
+// time of what did it (the bench process, which hosts NATS and the
+// publishers, for the raw publish; Postgres's processes for the bare
+// COPY; xz for its floor) and the machine's CPU busy share.
 type rate struct {
 	Lines        int     `json:"lines"`
 	PayloadBytes int64   `json:"payload_bytes"`
 	Seconds      float64 `json:"seconds"`
 	LinesPerSec  float64 `json:"lines_per_sec"`
 	MiBPerSec    float64 `json:"mib_per_sec"`
-}
-
-// rawResult is the raw publish rate and what it cost.
-type rawResult struct {
-	rate
-	// CPUSeconds is the CPU time of the bench process, which hosts NATS
-	// and the publishers, during the publish.
-	CPUSeconds float64 `json:"cpu_seconds"`
-	// BusyPct is the machine's CPU busy share during the publish.
-	BusyPct float64 `json:"machine_busy_pct"`
+	CPUSeconds   float64 `json:"cpu_seconds,omitempty"`
+	BusyPct      float64 `json:"machine_busy_pct,omitempty"`
 }
 
 func newRate(lines int, bytes int64, d time.Duration) rate {
@@ -72,12 +67,12 @@ type window struct {
 // the gateway's sessions do, each with its own in-flight window and the
 // gateway's headers, and waits for every acknowledgement. It then checks
 // the stream holds every line and deletes it.
-func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, win window) (_ rawResult, err error) {
+func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, win window) (_ *rate, err error) {
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(conns*win.Messages),
 		jetstream.WithPublishAsyncTimeout(rawAckTimeout))
 	if err != nil {
-		return rawResult{}, fmt.Errorf("open jetstream: %w", err)
+		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
 	sc := topology.StreamConfig{
 		MaxBytes:        max(10<<30, 2*int64(len(c.data))),
@@ -87,7 +82,7 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 	sc.Name, sc.Subjects, sc.Description = rawStream, []string{rawSubjects}, "jetline bench: raw publish rate"
 	stream, err := js.CreateStream(ctx, sc)
 	if err != nil {
-		return rawResult{}, fmt.Errorf("create stream %s: %w", rawStream, err)
+		return nil, fmt.Errorf("create stream %s: %w", rawStream, err)
 	}
 	defer func() {
 		if derr := js.DeleteStream(context.WithoutCancel(ctx), rawStream); derr != nil {
@@ -97,7 +92,7 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 
 	before, err := sampleUsage(nil, "")
 	if err != nil {
-		return rawResult{}, err
+		return nil, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	start := time.Now()
@@ -105,24 +100,25 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 		g.Go(func() error { return publishSpan(gctx, js, c, s, strconv.Itoa(i+1), win) })
 	}
 	if err := g.Wait(); err != nil {
-		return rawResult{}, err
+		return nil, err
 	}
 	elapsed := time.Since(start)
 	after, err := sampleUsage(nil, "")
 	if err != nil {
-		return rawResult{}, err
+		return nil, err
 	}
 
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return rawResult{}, fmt.Errorf("read stream %s: %w", rawStream, err)
+		return nil, fmt.Errorf("read stream %s: %w", rawStream, err)
 	}
 	if info.State.Msgs != uint64(c.Len()) {
-		return rawResult{}, fmt.Errorf("stream %s holds %d messages after %d acknowledged publishes", rawStream, info.State.Msgs, c.Len())
+		return nil, fmt.Errorf("stream %s holds %d messages after %d acknowledged publishes", rawStream, info.State.Msgs, c.Len())
 	}
-	res := rawResult{rate: newRate(c.Len(), c.PayloadBytes(), elapsed), CPUSeconds: (after.cpu[benchProcName] - before.cpu[benchProcName]).Seconds()}
+	res := newRate(c.Len(), c.PayloadBytes(), elapsed)
+	res.CPUSeconds = (after.cpu[benchProcName] - before.cpu[benchProcName]).Seconds()
 	res.BusyPct, _ = busy(before.machine, after.machine)
-	return res, nil
+	return &res, nil
 }
 
 // pending is one publish awaiting its acknowledgement.

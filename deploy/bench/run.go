@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -99,14 +99,10 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if !ok {
 		return fmt.Errorf("unknown mode %q", cfg.Mode)
 	}
-	level := slog.LevelWarn
-	if cfg.Verbose {
-		level = slog.LevelInfo
-	}
 	// The bench's log, its progress and its children's output share stderr.
 	stderr = &childproc.SyncWriter{W: stderr}
-	logger := logging.New(logging.Config{Format: "auto", Level: level}, stderr).With("component", "bench")
-	pr := newProgress(stderr)
+	logger := logging.New(logging.Config{Format: "auto", Level: slog.LevelWarn}, stderr).With("component", "bench")
+	pr := &progress{w: stderr, start: time.Now()}
 	rep, err := newReport(cfg)
 	if err != nil {
 		return err
@@ -119,50 +115,43 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	}
 	pr.step("machine: %s", rep.Machine.summary())
 	if rep.Machine.BackgroundCores > backgroundWarn {
-		pr.warn("other processes keep %.2f cores busy: the numbers will be low and noisy", rep.Machine.BackgroundCores)
+		pr.step("warning: other processes keep %.2f cores busy: the numbers will be low and noisy", rep.Machine.BackgroundCores)
 	}
 	if m.lines {
 		pr.step("goal: %s", rep.Goal.Text)
 		kind := corpusKinds[cfg.Corpus]
-		pr.step("generating %s %s lines: %s (seed %d)", thousands(int64(cfg.Lines)), kind.name, kind.about, cfg.Seed)
+		pr.step("generating %s %s lines: %s (seed %d)", thousands(int64(cfg.Lines)), kind.name, kind.about, seed)
 		start := time.Now()
-		c := newCorpus(kind, cfg.Seed, cfg.Lines)
+		b.corpus = newCorpus(kind, seed, cfg.Lines)
+		c := b.corpus
 		rep.Corpus = corpusFacts{Kind: kind.name, Lines: c.Len(), PayloadBytes: c.PayloadBytes(),
-			AvgLineBytes: c.PayloadBytes() / int64(c.Len()), Seed: cfg.Seed, GenerationSec: time.Since(start).Seconds()}
-		b.corpus = c
-		pr.step("generated %s in %s, %s bytes per line on average", mib(b.corpus.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
+			AvgLineBytes: c.PayloadBytes() / int64(c.Len()), Seed: seed, GenerationSec: time.Since(start).Seconds()}
+		pr.step("generated %s in %s, %s bytes per line on average", mib(c.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
 		if cfg.Compress != "" {
-			if b.dump, err = newDump(ctx, b.corpus, pr); err != nil {
+			if b.dump, err = newDump(ctx, c, pr); err != nil {
 				return err
 			}
 			rep.Dump = b.dump
-			pr.step("dump: %s, %.1f× smaller, sent by %s", mib(b.dump.Bytes), float64(len(b.corpus.data))/float64(b.dump.Bytes), b.dump.Sender)
+			pr.step("dump: %s, %.1f× smaller, sent by %s", mib(b.dump.Bytes), float64(len(c.data))/float64(b.dump.Bytes), b.dump.Sender)
 		}
 	} else {
 		pr.step("%s", m.goal)
 	}
 
-	b.h, err = startHarness(ctx, cfg, logger, pr)
-	if err != nil {
+	if b.h, err = startHarness(ctx, cfg, logger, pr, rep); err != nil {
 		return err
 	}
-	rep.Postgres = pgFacts{Version: b.h.pgVer, Settings: b.h.pgFacts}
-	rep.NATS = natsFacts{Version: b.h.natsVer, Store: "embedded, JetStream file store, " + cfg.natsSyncText()}
-	rep.Binaries = b.h.binaries
 	pr.step("postgres %s: %s", rep.Postgres.Version, rep.Postgres.settingsLine())
 	pr.step("nats %s: %s", rep.NATS.Version, rep.NATS.Store)
-
 	runErr := m.run(ctx, b)
 	pr.step("stopping Postgres and NATS, removing the temporary directory")
-	closeErr := b.h.close(context.WithoutCancel(ctx))
-	if err := errors.Join(runErr, closeErr); err != nil {
+	if err := errors.Join(runErr, b.h.close(context.WithoutCancel(ctx))); err != nil {
 		return err
 	}
-	rep.RunSeconds = pr.Elapsed().Seconds()
+	rep.RunSeconds = time.Since(pr.start).Seconds()
 	if m.lines {
 		rep.judge()
 	}
-
 	if cfg.JSON {
 		if err := rep.writeText(stderr); err != nil {
 			return err
@@ -170,6 +159,21 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		return rep.writeJSON(stdout)
 	}
 	return rep.writeText(stdout)
+}
+
+// progress writes what the run is doing, stamped with the time since it
+// began, so that a minute-long run is not silent. Safe for concurrent use.
+type progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	start time.Time
+}
+
+// step reports a step of the run.
+func (p *progress) step(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "[%6.1fs] %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
 // measureRaw measures what end to end is compared with into the report:
@@ -189,7 +193,7 @@ func measureRaw(ctx context.Context, b *bench) error {
 	if err != nil {
 		return fmt.Errorf("raw publish: %w", err)
 	}
-	b.report.Raw = &raw
+	b.report.Raw = raw
 	b.pr.step("raw publish: %s lines/s, %.1f MiB/s in %.1fs", thousands(int64(raw.LinesPerSec)), raw.MiBPerSec, raw.Seconds)
 	if d := b.dump; d != nil {
 		settle()
@@ -212,7 +216,7 @@ func settle() { syscall.Sync() }
 
 // effectiveSettings returns the gateway's in-flight window and the
 // workers' settings that the children will run with: the programs' own
-// defaults, overridden by the flags and -env.
+// defaults, overridden by -env.
 func effectiveSettings(cfg Config) (window, worker.Config, error) {
 	vars := map[string]string{}
 	for _, kv := range cfg.ChildEnv {
@@ -220,18 +224,12 @@ func effectiveSettings(cfg Config) (window, worker.Config, error) {
 		vars[name] = value
 	}
 	var gc gateway.Config
-	if err := env.ParseWithOptions(&gc, env.Options{Environment: maps.Clone(vars)}); err != nil {
-		return window{}, worker.Config{}, fmt.Errorf("gateway settings from -env: %w", err)
-	}
-	if cfg.WorkerConcurrency > 0 {
-		vars["WORKER_CONCURRENCY"] = fmt.Sprint(cfg.WorkerConcurrency)
-	}
-	if cfg.BatchSize > 0 {
-		vars["WORKER_BATCH_SIZE"] = fmt.Sprint(cfg.BatchSize)
-	}
 	var wc worker.Config
+	if err := env.ParseWithOptions(&gc, env.Options{Environment: vars}); err != nil {
+		return window{}, wc, fmt.Errorf("gateway settings from -env: %w", err)
+	}
 	if err := env.ParseWithOptions(&wc, env.Options{Environment: vars}); err != nil {
-		return window{}, worker.Config{}, fmt.Errorf("worker settings from -env: %w", err)
+		return window{}, wc, fmt.Errorf("worker settings from -env: %w", err)
 	}
 	return window{Messages: gc.InflightLines, Bytes: gc.InflightBytes}, wc, nil
 }

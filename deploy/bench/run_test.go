@@ -15,23 +15,22 @@ import (
 	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
 
-// runReport runs the bench with args on a few hundred lines, building the
-// programs from source, and returns its JSON report and its output. It
-// skips in -short mode, and where Postgres is missing outside CI.
+// runReport runs the bench with args on the programs `make build` made,
+// and returns its JSON report and its output. It skips in -short mode, and
+// where Postgres or the programs are missing outside CI.
 func runReport(t *testing.T, args ...string) (r Report, stdout, stderr string) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("builds the programs and starts real servers")
+		t.Skip("starts the programs and real servers")
 	}
-	missing := filepath.Join(t.TempDir(), "missing")
-	cfg, err := parseFlags(append(args, "-gateway-bin", missing+"/gateway", "-worker-bin", missing+"/worker",
-		"-json", "-stall-timeout", "30s"))
+	bin := filepath.Join("..", "..", ".data", "bin")
+	cfg, err := parseFlags(append(args, "-gateway-bin", filepath.Join(bin, "gateway"), "-worker-bin", filepath.Join(bin, "worker"), "-json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
 	err = run(t.Context(), cfg, &out, &errOut)
-	if errors.Is(err, privatepg.ErrNoBinaries) && os.Getenv("CI") != "true" {
+	if _, statErr := os.Stat(cfg.WorkerBin); (errors.Is(err, privatepg.ErrNoBinaries) || statErr != nil) && os.Getenv("CI") != "true" {
 		t.Skip(err)
 	}
 	if err != nil {
@@ -43,30 +42,29 @@ func runReport(t *testing.T, args ...string) (r Report, stdout, stderr string) {
 	return r, out.String(), errOut.String()
 }
 
-// TestRunE2E runs the whole bench on a few hundred lines, building the
-// programs from source, and checks the report and that nothing is left
-// behind.
+// TestRunE2E runs the raw landing on a few hundred lines and checks the
+// report, the bare COPY, and that nothing is left behind.
 func TestRunE2E(t *testing.T) {
 	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))
-	r, stdout, stderr := runReport(t, "-lines", "600", "-conns", "3", "-workers", "2", "-batch", "100")
-	if r.Raw == nil || r.Raw.Lines != 600 || r.Raw.LinesPerSec <= 0 {
+	r, stdout, stderr := runReport(t, "-lines", "600", "-conns", "3", "-workers", "2", "-env", "WORKER_BATCH_SIZE=100")
+	if r.Raw == nil || r.Raw.Lines != 600 || r.Raw.LinesPerSec <= 0 || r.Raw.CPUSeconds <= 0 {
 		t.Errorf("raw publish = %+v", r.Raw)
 	}
 	e := r.E2E
 	if e == nil {
 		t.Fatalf("no end-to-end result:\n%s", stdout)
 	}
-	if e.EndToEnd.Lines != 600 || e.EndToEnd.LinesPerSec <= 0 || e.DistinctLines != 600 || e.Ingest.Seconds > e.EndToEnd.Seconds {
-		t.Errorf("end to end = %+v, ingest %+v", e.EndToEnd, e.Ingest)
+	if e.EndToEnd.Lines != 600 || e.EndToEnd.LinesPerSec <= 0 || e.Expected.Tables[0].DistinctKeys != 600 || e.Ingest.Seconds > e.EndToEnd.Seconds {
+		t.Errorf("end to end = %+v, ingest %+v, tables %+v", e.EndToEnd, e.Ingest, e.Expected.Tables)
 	}
-	if e.LatencyP50 <= 0 || e.LatencyP99 < e.LatencyP50 {
-		t.Errorf("latency p50 %v, p99 %v", e.LatencyP50, e.LatencyP99)
+	if e.LatencyP50 <= 0 || e.LatencyP99 < e.LatencyP50 || e.Frames <= 0 {
+		t.Errorf("latency p50 %v, p99 %v, frames %d", e.LatencyP50, e.LatencyP99, e.Frames)
 	}
-	if c := r.Copy; c == nil || c.Lines != 600 || c.LinesPerSec <= 0 || c.PostgresCPUSeconds <= 0 ||
+	if c := r.Copy; c == nil || c.Lines != 600 || c.LinesPerSec <= 0 || c.CPUSeconds <= 0 ||
 		r.CopyGoal == nil || r.CopyGoal.Measured != r.CopyRatio || r.CopyRatio <= 0 {
 		t.Errorf("bare copy = %+v, ratio %v, goal %+v", r.Copy, r.CopyRatio, r.CopyGoal)
 	}
-	if r.Ratio <= 0 || !r.Binaries.Gateway.Built || !r.Binaries.Worker.Built || r.Setup.BatchSize != 100 {
+	if r.Ratio <= 0 || r.Goal.Measured != r.Ratio || r.Setup.BatchSize != 100 || r.Setup.BatchSizeDefault || !filepath.IsAbs(r.Binaries.Worker.Path) {
 		t.Errorf("report = %+v", r)
 	}
 	names := map[string]bool{}
@@ -86,8 +84,10 @@ func TestRunE2E(t *testing.T) {
 			t.Errorf("postgres settings %q lack %s", r.Postgres.settingsLine(), s)
 		}
 	}
-	if !strings.Contains(stderr, "goal: end to end ≥ 0.5× raw publish") || !strings.Contains(stderr, "e2e / bare COPY") {
-		t.Errorf("text report missing from stderr:\n%s", stderr)
+	for _, want := range []string{"goal: end to end ≥ 0.5× raw publish", "e2e / bare COPY", "600 rows, 600 distinct lines, 3 receipts ok", "WORKER_BATCH_SIZE 100,"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("text report lacks %q:\n%s", want, stderr)
+		}
 	}
 
 	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))
@@ -105,13 +105,13 @@ func TestRunDump(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // where the dump is kept
 	r, _, stderr := runReport(t, "-mode", "typed", "-corpus", "archive", "-compress", "xz", "-lines", "1500", "-workers", "1")
 	d := r.Dump
-	if d == nil || d.Bytes <= 0 || d.Floor.Seconds <= 0 || d.Floor.Lines != 1500 || d.Cached {
+	if d == nil || d.Bytes <= 0 || d.Floor.Seconds <= 0 || d.Floor.Lines != 1500 || d.Floor.CPUSeconds <= 0 || d.Cached {
 		t.Fatalf("dump = %+v", d)
 	}
-	if r.E2E == nil || r.Typed == nil || r.Typed.Rows != r.Typed.Expected.rows() || r.Typed.Rows < 2 || r.Setup.Conns != 1 {
-		t.Fatalf("end to end = %+v, typed %+v", r.E2E, r.Typed)
+	if r.E2E == nil || r.E2E.Rows != r.E2E.Expected.rows() || r.E2E.Rows < 2 || r.Setup.Conns != 1 {
+		t.Fatalf("end to end = %+v", r.E2E)
 	}
-	if r.Goal.Text != "end to end ≥ 0.8× the xz -dc floor" || r.Goal.Measured <= 0 {
+	if r.Goal.Text != "end to end ≥ 0.8× the xz -dc floor" || r.Goal.Measured != d.Floor.Seconds/r.E2E.EndToEnd.Seconds {
 		t.Errorf("goal = %+v", r.Goal)
 	}
 	for _, want := range []string{"xz -dc floor", "e2e / xz floor", "frames/s"} {
@@ -124,13 +124,13 @@ func TestRunDump(t *testing.T) {
 // TestRunLone sends lone lines and checks their latency is reported and
 // judged.
 func TestRunLone(t *testing.T) {
-	r, _, _ := runReport(t, "-latency", "-lines", "5", "-workers", "1")
+	r, _, stderr := runReport(t, "-latency", "-lines", "5", "-workers", "1")
 	l := r.Lone
 	if l == nil || l.Lines != 5 || l.P50 <= 0 || l.P99 < l.P50 || l.Max < l.P99 || r.Raw != nil {
 		t.Fatalf("lone = %+v, raw %+v", l, r.Raw)
 	}
-	if r.Goal.Measured != l.P99 || r.Goal.Note != "" {
-		t.Errorf("goal = %+v", r.Goal)
+	if r.Goal.Measured != l.P99 || r.Goal.Note != "" || !strings.Contains(stderr, "lone-line latency") {
+		t.Errorf("goal = %+v\n%s", r.Goal, stderr)
 	}
 }
 

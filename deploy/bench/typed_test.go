@@ -4,59 +4,59 @@ import (
 	"maps"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 )
 
 // TestRunTyped runs the typed mode on a few hundred lines with the tweets
-// spec and with the multi-table tweets-full spec, building the programs
-// from source, and checks that every table holds exactly the rows the
-// spec makes.
+// spec, the multi-table tweets-full spec and the small corpus's own, and
+// checks that every table holds exactly the rows the spec makes.
 func TestRunTyped(t *testing.T) {
 	for _, tt := range []struct {
-		spec   string
+		name   string
+		args   []string
 		tables int
+		goal   string
 	}{
-		{"../pipelines/tweets.yaml", 1},
-		{"../pipelines/tweets-full.yaml", 5},
+		{"tweets", []string{"-spec", "../pipelines/tweets.yaml"}, 1, "through a pipeline end to end ≥ 1.0× raw publish"},
+		{"tweets-full", []string{"-spec", "../pipelines/tweets-full.yaml"}, 5, "through a pipeline end to end ≥ 1.0× raw publish"},
+		{"small", []string{"-corpus", "small"}, 1, "end to end ≥ 400,000 lines/s"},
 	} {
-		t.Run(filepath.Base(tt.spec), func(t *testing.T) {
-			r, stdout, stderr := runReport(t, "-mode", "typed", "-spec", tt.spec,
-				"-lines", "500", "-conns", "2", "-workers", "2", "-batch", "100")
+		t.Run(tt.name, func(t *testing.T) {
+			r, stdout, stderr := runReport(t, append(tt.args, "-mode", "typed", "-lines", "500", "-conns", "2", "-workers", "2", "-env", "WORKER_BATCH_SIZE=100")...)
 			if r.Raw == nil || r.Raw.Lines != 500 || r.Ratio <= 0 {
 				t.Errorf("raw publish = %+v, ratio %v", r.Raw, r.Ratio)
 			}
-			e, x := r.E2E, r.Typed
-			if e == nil || x == nil || x.Expected == nil || len(x.Tables) != tt.tables || len(x.Expected.Tables) != tt.tables {
+			e := r.E2E
+			if e == nil || len(e.Expected.Tables) != tt.tables {
 				t.Fatalf("no typed result of %d tables:\n%s", tt.tables, stdout)
 			}
-			if x.Expected.Kept+x.Expected.Filtered+x.Expected.Rejected != 500 || x.Expected.Kept == 0 {
-				t.Errorf("expected outcomes = %+v", x.Expected)
+			x := e.Expected
+			if x.Kept+x.Filtered+x.Rejected != 500 || x.Kept == 0 {
+				t.Errorf("expected outcomes = %+v", x)
 			}
-			if tt.tables == 1 && x.Expected.Filtered == 0 {
-				t.Errorf("expected outcomes = %+v; the tweets spec keeps some lines and filters others", x.Expected)
+			if tt.tables == 1 && x.Filtered == 0 {
+				t.Errorf("expected outcomes = %+v; the spec keeps some lines and filters others", x)
 			}
-			for i, tr := range x.Tables {
-				want := x.Expected.Tables[i]
-				if tr.Table != want.Table || tr.Rows != want.Rows || tr.DistinctKeys != want.Rows || tr.RowsPerSec <= 0 && want.Rows > 0 {
-					t.Errorf("table %s: %d rows, %d distinct keys, %v rows/s; want %s with %d rows", tr.Table, tr.Rows, tr.DistinctKeys, tr.RowsPerSec, want.Table, want.Rows)
+			for _, tr := range x.Tables {
+				if tr.Rows != tr.Want || tr.DistinctKeys != tr.Want || tr.RowsPerSec <= 0 && tr.Want > 0 {
+					t.Errorf("table %s: %d rows, %d distinct keys, %v rows/s; want %d rows", tr.Table, tr.Rows, tr.DistinctKeys, tr.RowsPerSec, tr.Want)
 				}
 			}
-			if e.DistinctLines != x.Expected.Tables[0].Rows || x.Rows != x.Expected.rows() {
-				t.Errorf("distinct lines %d, rows %d; want %d and %d", e.DistinctLines, x.Rows, x.Expected.Tables[0].Rows, x.Expected.rows())
+			if e.Rows != x.rows() || e.EndToEnd.Lines != 500 || e.EndToEnd.LinesPerSec <= 0 || e.RowsPerSec <= 0 || e.Ingest.Seconds > e.EndToEnd.Seconds+drainPoll.Seconds() {
+				t.Errorf("rows %d of %d; end to end = %+v, ingest %+v, rows/s %v", e.Rows, x.rows(), e.EndToEnd, e.Ingest, e.RowsPerSec)
 			}
-			if e.EndToEnd.Lines != 500 || e.EndToEnd.LinesPerSec <= 0 || x.RowsPerSec <= 0 || e.Ingest.Seconds > e.EndToEnd.Seconds+drainPoll.Seconds() {
-				t.Errorf("end to end = %+v, ingest %+v, rows/s %v", e.EndToEnd, e.Ingest, x.RowsPerSec)
+			if e.EndBasis != "last commit" && e.EndBasis != "consumer drained" {
+				t.Errorf("end basis %q", e.EndBasis)
 			}
-			if x.EndBasis != "last commit" && x.EndBasis != "consumer drained" {
-				t.Errorf("end basis %q", x.EndBasis)
+			if e.LatencySamples != int(x.Tables[0].Rows) || e.LatencyP50 <= 0 || e.LatencyP99 < e.LatencyP50 {
+				t.Errorf("latency p50 %v, p99 %v over %d rows (%s)", e.LatencyP50, e.LatencyP99, e.LatencySamples, e.Latency)
 			}
-			if x.LatencySamples != int(x.Tables[0].Rows) || e.LatencyP50 <= 0 || e.LatencyP99 < e.LatencyP50 {
-				t.Errorf("latency p50 %v, p99 %v over %d rows (%s)", e.LatencyP50, e.LatencyP99, x.LatencySamples, x.Latency)
+			if r.Goal.Text != tt.goal || r.Goal.Measured <= 0 {
+				t.Errorf("goal = %+v, want %q", r.Goal, tt.goal)
 			}
-			for _, want := range []string{"rows stored", "kept", "filtered", "exactly once", "count(DISTINCT id)", x.Expected.Tables[tt.tables-1].Table} {
+			for _, want := range []string{"rows stored", "kept", "filtered", "exactly once", "count(DISTINCT id)", x.Tables[tt.tables-1].Table} {
 				if !strings.Contains(stderr, want) {
 					t.Errorf("text report lacks %q:\n%s", want, stderr)
 				}
@@ -88,7 +88,7 @@ func TestExpectTweetsFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	if exp.Kept != 7 || exp.Rejected != 1 || exp.Filtered != 0 {
-		t.Errorf("kept %d, rejected %d (%s), filtered %d; want 7, 1, 0", exp.Kept, exp.Rejected, exp.rejectedText(), exp.Filtered)
+		t.Errorf("kept %d, rejected %d (%s), filtered %d; want 7, 1, 0", exp.Kept, exp.Rejected, exp.linesText(), exp.Filtered)
 	}
 	type counts struct{ rows, most int64 }
 	want := map[string]counts{
@@ -100,7 +100,7 @@ func TestExpectTweetsFull(t *testing.T) {
 	}
 	got := map[string]counts{}
 	for _, x := range exp.Tables {
-		got[x.Table] = counts{x.Rows, x.Most}
+		got[x.Table] = counts{x.Want, x.Most}
 	}
 	if !maps.Equal(got, want) {
 		t.Errorf("tables = %v, want %v", got, want)
