@@ -33,40 +33,32 @@ const seed = 1
 // for this long.
 const stallTimeout = time.Minute
 
-// Config is what one bench run measures and with what. [parseFlags] fills it
-// from the command line.
+// Config is what one bench run measures and with what: the flags, which
+// [parseFlags] fills in and whose usage strings give the defaults.
 type Config struct {
-	// Mode selects the measurement; see [modes]. Defaults to "e2e".
-	Mode string
-	// Spec is the pipeline spec file the typed mode runs the workers with.
-	// Empty (the default) means the corpus's own: [DefaultSpec] for
+	// Mode selects the measurement (see [modes]); "typed" is the e2e mode
+	// through a pipeline, Spec or the corpus's own: [DefaultSpec] for
 	// tweets, one generated into the run's directory for the others.
-	Spec string
-	// Corpus names the kind of lines generated, a key of [corpusKinds].
-	// Defaults to [DefaultCorpus].
+	Mode, Spec string
+	// Corpus names the kind of lines generated, a key of [corpusKinds],
+	// and Lines how many; Lines defaults to the corpus's own number, or
+	// [DefaultLoneLines] with Latency.
 	Corpus string
+	Lines  int
 	// Compress, when "xz", sends the corpus as one file compressed with
 	// `xz -T2` over one connection, with ncat, and measures `xz -dc` of
-	// it as the floor. Empty sends it plain.
+	// it as the floor. Latency, in the e2e mode, replaces the stream by
+	// lone lines: each sent over one open connection only once the row of
+	// the one before is visible, for the latency of an idle pipeline.
 	Compress string
-	// Latency, in the e2e mode, replaces the stream by lone lines: each
-	// sent over one open connection only once the row of the one before
-	// is visible, for the line-to-row latency of an idle pipeline.
-	Latency bool
-	// Lines is how many lines are generated and sent. Defaults to the
-	// corpus's own number, or [DefaultLoneLines] with Latency.
-	Lines int
+	Latency  bool
 	// Conns is how many TCP connections send the lines, and how many
-	// publishers the raw publish runs. Defaults to [DefaultConns], or 1
-	// with Compress or Latency, which send over one connection.
-	Conns int
-	// Workers is how many worker processes run. Defaults to
-	// [DefaultWorkers].
-	Workers int
+	// publishers the raw publish runs: 1 with Compress or Latency.
+	// Workers is how many worker processes run.
+	Conns, Workers int
 	// GatewayBin and WorkerBin are the programs to run, as `make build`
 	// leaves them.
-	GatewayBin string
-	WorkerBin  string
+	GatewayBin, WorkerBin string
 	// ChildEnv holds extra NAME=VALUE variables for the gateway and the
 	// workers, such as GATEWAY_INFLIGHT_LINES=8192 or WORKER_BATCH_SIZE=100.
 	ChildEnv []string
@@ -77,18 +69,12 @@ type Config struct {
 	// JSON writes the report as JSON to standard output, and the text
 	// report to standard error.
 	JSON bool
-
-	// IdleConns is how many idle connections the connections mode opens
-	// to measure the gateway's memory per connection. Defaults to
-	// [DefaultIdleConns].
-	IdleConns int
-	// Clients is how many clients the connections mode runs at once to
-	// measure the plain and TLS connection rates. Defaults to
-	// [DefaultClients].
-	Clients int
-	// Duration is how long each connection rate is measured. Defaults to
-	// [DefaultDuration].
-	Duration time.Duration
+	// IdleConns, Clients and Duration are the connections mode's: how
+	// many idle connections it opens to measure the gateway's memory per
+	// connection, how many clients measure the plain and TLS connection
+	// rates at once, and for how long each.
+	IdleConns, Clients int
+	Duration           time.Duration
 }
 
 // parseFlags parses args (without the program name) into a Config.
@@ -99,13 +85,13 @@ func parseFlags(args []string) (Config, error) {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./deploy/bench [flags]\n\n"+
 			"Measures jetline end to end on this machine: raw JetStream publish rate, then\n"+
 			"NDJSON over TCP → gateway → JetStream → workers → Postgres, with real servers.\n\nModes:\n")
-		for _, m := range modes {
-			fmt.Fprintf(fs.Output(), "  %-11s %s\n", m.name, m.about)
+		for _, name := range modeNames() {
+			fmt.Fprintf(fs.Output(), "  %-11s %s\n", name, modes[name])
 		}
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", ")+" (typed: e2e through a pipeline)")
+	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
 	fs.StringVar(&cfg.Spec, "spec", "", "pipeline spec `file` of -mode typed, and -mode e2e through it (default: "+DefaultSpec+" for tweets, a generated one for the other corpora)")
 	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: tweets (~6 KB statuses, 400,000 lines), archive (~4 KB records with values of their own, 100,000), small (~200 B records, 2,000,000)")
 	fs.StringVar(&cfg.Compress, "compress", "", "`xz`: send the corpus as one xz -T2 file with `ncat host port < dump.xz`, and measure xz -dc of it as the floor")
@@ -155,7 +141,7 @@ func (c Config) typed() bool { return c.Mode == "typed" || c.Spec != "" }
 // Validate reports what is wrong with c, in terms of the flags.
 func (c Config) Validate() error {
 	var errs []error
-	if _, ok := findMode(c.Mode); !ok {
+	if _, ok := modes[c.Mode]; !ok {
 		errs = append(errs, fmt.Errorf("-mode %q is unknown: use one of %s", c.Mode, strings.Join(modeNames(), ", ")))
 	}
 	if _, ok := corpusKinds[c.Corpus]; !ok {
@@ -194,7 +180,7 @@ func (c Config) Validate() error {
 	if c.Duration < time.Second {
 		errs = append(errs, fmt.Errorf("-duration must be at least 1s (got %s)", c.Duration))
 	}
-	if _, _, err := c.natsSync(); err != nil {
+	if _, _, _, err := c.natsSync(); err != nil {
 		errs = append(errs, err)
 	}
 	for _, kv := range c.ChildEnv {
@@ -210,28 +196,18 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// natsSync returns the embedded server's fsync options for -nats-sync.
-func (c Config) natsSync() (always bool, interval time.Duration, err error) {
+// natsSync returns the embedded server's fsync options for -nats-sync,
+// and their description for the report.
+func (c Config) natsSync() (always bool, interval time.Duration, text string, err error) {
 	switch c.NATSSync {
 	case "":
-		return false, 0, nil
+		return false, 0, "fsync every 2m (server default sync_interval)", nil
 	case "always":
-		return true, 0, nil
+		return true, 0, "fsync every write (sync_interval: always)", nil
 	}
 	d, err := time.ParseDuration(c.NATSSync)
 	if err != nil || d <= 0 {
-		return false, 0, fmt.Errorf("-nats-sync %q: use always or a positive duration such as 1s", c.NATSSync)
+		return false, 0, "", fmt.Errorf("-nats-sync %q: use always or a positive duration such as 1s", c.NATSSync)
 	}
-	return false, d, nil
-}
-
-// natsSyncText describes the -nats-sync setting for the report.
-func (c Config) natsSyncText() string {
-	switch c.NATSSync {
-	case "":
-		return "fsync every 2m (server default sync_interval)"
-	case "always":
-		return "fsync every write (sync_interval: always)"
-	}
-	return "fsync every " + c.NATSSync
+	return false, d, "fsync every " + c.NATSSync, nil
 }

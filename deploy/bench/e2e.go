@@ -41,43 +41,36 @@ const (
 const framesMetric = "jetline_gateway_frames_published_total"
 
 // e2eResult is what the end-to-end measurement found, into the raw
-// landing or through a spec.
+// landing or through a spec. Times are in seconds.
 type e2eResult struct {
 	// Expected is what the workers ran and what the corpus makes in each
-	// of its tables; its Tables hold what each table held at the end.
+	// of its tables, which hold what each table held at the end.
 	Expected *expected `json:"expected"`
-	// Ingest runs from the first byte sent to the last receipt: the
-	// gateway has every line durable in JetStream. EndToEnd runs from the
-	// first byte sent to EndBasis: "last commit" (the last row's commit
-	// timestamp) or "consumer drained" (the first poll that found nothing
-	// pending or unacknowledged, when the consumer was still busy after
-	// the last commit: the last lines were filtered). DrainedAfterCommit
-	// is the drain seen minus the last commit, in seconds.
+	// Ingest runs from the first byte sent to the last receipt, EndToEnd
+	// to EndBasis: "last commit" (the last row's commit timestamp) or
+	// "consumer drained" (the first poll that found nothing pending or
+	// unacknowledged, when the consumer was still busy after the last
+	// commit: the last lines were filtered).
 	Ingest             rate    `json:"ingest"`
 	EndToEnd           rate    `json:"end_to_end"`
 	EndBasis           string  `json:"end_basis"`
 	DrainedAfterCommit float64 `json:"drained_after_commit_seconds"`
-	// Rows is the rows of all tables, RowsPerSec them over EndToEnd.
-	Rows       int64   `json:"rows"`
-	RowsPerSec float64 `json:"rows_per_sec"`
-	// LatencyP50 and LatencyP99 are percentiles, in seconds, of a first
-	// table's row's commit time minus the time the gateway read its line,
-	// over LatencySamples rows; Latency says how that was measured, or
-	// why it was not.
+	Rows               int64   `json:"rows"`
+	RowsPerSec         float64 `json:"rows_per_sec"`
+	// LatencyP50 and LatencyP99 are of a first table's row's commit time
+	// minus the time the gateway read its line, over LatencySamples rows;
+	// Latency says how that was measured, or why it was not.
 	LatencyP50     float64 `json:"latency_p50_seconds"`
 	LatencyP99     float64 `json:"latency_p99_seconds"`
 	LatencySamples int     `json:"latency_samples"`
 	Latency        string  `json:"latency"`
-	// Redelivered counts lines JetStream delivered more than once.
-	Redelivered uint64 `json:"redelivered"`
+	Redelivered    uint64  `json:"redelivered"`
 	// Frames is how many frames of lines the gateway had acknowledged,
 	// from its /metrics; -1 when it exports no frame counter.
 	Frames int64 `json:"frames"`
-	// WindowSeconds is the measured span the CPU figures cover. BusyPct
-	// and IOWaitPct are the machine's CPU busy and iowait shares during
-	// it, in percent of all cores; OtherCores its busy time not used by
-	// the run's processes, in cores: much above zero means the numbers
-	// are skewed low.
+	// The CPU figures cover WindowSeconds; OtherCores is the machine's
+	// busy time not used by the run's processes: much above zero means
+	// the numbers are skewed low.
 	WindowSeconds float64     `json:"window_seconds"`
 	Processes     []procUsage `json:"processes"`
 	BusyPct       float64     `json:"machine_busy_pct"`
@@ -104,32 +97,30 @@ type e2eRun struct {
 	gatewayHealth string
 	workers       []*child
 	db            *pgx.Conn
-	ingest        jetstream.Stream
 	rc            *receivedCapture // nil when the first table has received_at
 }
 
 // runE2E is the e2e mode: the raw publish rate, then the same lines end
-// to end into the raw landing and one bare COPY of them, or through a
-// pipeline spec (-spec, -mode typed) into its tables; with -latency, lone
-// lines instead.
-func runE2E(ctx context.Context, b *bench) error {
-	exp := rawExpected(b.corpus.Len())
+// to end into the raw landing and, on the idle programs after it so that
+// it takes nothing from it, one bare COPY of them; or through a pipeline
+// spec (-spec, -mode typed) into its tables; with -latency, lone lines
+// instead. The programs' peak RSS and the gateway's frames go into the
+// report.
+func runE2E(ctx context.Context, b *bench) (err error) {
+	r := &e2eRun{b: b, exp: rawExpected(b.corpus.Len())}
 	if b.cfg.typed() {
-		var err error
-		if exp, err = loadSpec(b); err != nil {
+		if r.exp, err = loadSpec(b); err != nil {
 			return err
 		}
+	} else if !b.cfg.Latency {
+		b.pr.step("goal: %s", copyGoalText)
 	}
 	if !b.cfg.Latency {
-		if !b.cfg.typed() {
-			b.pr.step("goal: %s", copyGoalText)
-		}
 		if err := measureRaw(ctx, b); err != nil {
 			return err
 		}
 	}
 	settle()
-	r := &e2eRun{b: b, exp: exp}
 	defer func() {
 		if r.db != nil {
 			r.db.Close(context.WithoutCancel(ctx))
@@ -137,9 +128,38 @@ func runE2E(ctx context.Context, b *bench) error {
 		if r.rc != nil {
 			r.rc.close()
 		}
+		if err != nil {
+			err = fmt.Errorf("end to end: %w", err)
+		}
 	}()
-	if err := r.measure(ctx); err != nil {
-		return fmt.Errorf("end to end: %w", err)
+	if err := r.startPrograms(ctx); err != nil {
+		return err
+	}
+	if b.cfg.Latency {
+		if b.report.Lone, err = r.lone(ctx); err != nil {
+			return err
+		}
+		return b.stopPrograms("the gateway and the workers")
+	}
+	if b.report.E2E, err = r.send(ctx); err != nil {
+		return err
+	}
+	res := b.report.E2E
+	for i := range res.Processes {
+		if p := &res.Processes[i]; p.PID != 0 && p.Name != benchProcName {
+			if _, p.PeakRSS, err = rss(p.PID); err != nil {
+				return err
+			}
+		}
+	}
+	res.Frames = -1
+	if n, ok := scrapeSum(ctx, r.gatewayHealth, framesMetric); ok {
+		res.Frames = int64(n)
+	}
+	if !b.cfg.typed() {
+		if b.report.Copy, err = r.bareCopy(ctx); err != nil {
+			return err
+		}
 	}
 	return b.stopPrograms("the gateway and the workers")
 }
@@ -168,42 +188,6 @@ func loadSpec(b *bench) (*expected, error) {
 	}
 	b.pr.step("expected: %s; %s; in %.1fs", exp.linesText(), exp.tablesText(), exp.Seconds)
 	return exp, nil
-}
-
-// measure starts the programs and makes the run's measurement: lone
-// lines, or the corpus sent at once and, into the raw landing, the bare
-// COPY after it, on the idle programs so that it takes nothing from it.
-// The programs' peak RSS and the gateway's frames go into the report.
-func (r *e2eRun) measure(ctx context.Context) error {
-	b := r.b
-	if err := r.startPrograms(ctx); err != nil {
-		return err
-	}
-	if b.cfg.Latency {
-		lone, err := r.lone(ctx)
-		b.report.Lone = &lone
-		return err
-	}
-	res, err := r.send(ctx)
-	if err != nil {
-		return err
-	}
-	for i := range res.Processes {
-		if p := &res.Processes[i]; p.PID != 0 && p.Name != benchProcName {
-			if _, p.PeakRSS, err = rss(p.PID); err != nil {
-				return err
-			}
-		}
-	}
-	res.Frames = -1
-	if n, ok := scrapeSum(ctx, r.gatewayHealth, framesMetric); ok {
-		res.Frames = int64(n)
-	}
-	b.report.E2E = res
-	if !b.cfg.typed() {
-		b.report.Copy, err = r.bareCopy(ctx)
-	}
-	return err
 }
 
 // scrapeSum returns the sum of the series of metric name, whatever their
@@ -308,9 +292,6 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 		return err
 	}
 	r.b.gatewayAddr = listen
-	if r.ingest, err = h.js.Stream(ctx, topology.StreamName); err != nil {
-		return fmt.Errorf("find stream %s: %w", topology.StreamName, err)
-	}
 	return nil
 }
 
@@ -471,22 +452,22 @@ func (r *e2eRun) waitDrained(ctx context.Context, cons jetstream.Consumer, t0 ti
 		if err := exited(r.programs()); err != nil {
 			return d, err
 		}
-		got, err := r.countRows(ctx, drainedNow)
+		got, err := r.countRows(ctx, drainedNow, info)
 		if err != nil {
 			return d, err
 		}
 		if uint64(got) != rows || info.AckFloor.Stream != acked {
 			rows, acked, lastChange = uint64(got), info.AckFloor.Stream, now
 		} else if now.Sub(lastChange) > stallTimeout {
-			return d, fmt.Errorf("nothing landed or was acknowledged for %s (%d of %d rows; %d pending, %d unacknowledged; %s)",
-				stallTimeout, got, want, info.NumPending, info.NumAckPending, r.backlog(ctx))
+			return d, fmt.Errorf("nothing landed or was acknowledged for %s (%d of %d rows; %d pending, %d unacknowledged)",
+				stallTimeout, got, want, info.NumPending, info.NumAckPending)
 		}
 		if drainedNow || now.Sub(lastShownAt) >= progressEvery {
 			elapsed, last := now.Sub(t0).Seconds(), now.Sub(lastShownAt).Seconds()
-			b.pr.step("  %5.1fs  %9s/%s rows (%3.0f%%)  %7s lines acked/s (last %.0fs: %s)  receipts %d/%d  %s",
+			b.pr.step("  %5.1fs  %9s/%s rows (%3.0f%%)  %7s messages acked/s (last %.0fs: %s)  receipts %d/%d  %s pending",
 				elapsed, thousands(got), thousands(want), 100*float64(got)/float64(max(want, 1)),
 				thousands(int64(float64(acked)/elapsed)), last, thousands(int64(float64(acked-lastShownAcked)/last)),
-				len(d.receipts), b.cfg.Conns, r.backlog(ctx))
+				len(d.receipts), b.cfg.Conns, thousands(int64(info.NumPending+uint64(info.NumAckPending))))
 			lastShownAcked, lastShownAt = acked, now
 		}
 		if drainedNow {
@@ -498,7 +479,7 @@ func (r *e2eRun) waitDrained(ctx context.Context, cons jetstream.Consumer, t0 ti
 // countRows returns the rows of all of exp's tables together. It fails
 // when a table holds more rows than the spec makes distinct keys in it,
 // or, once the consumer has drained, other than the rows the spec makes.
-func (r *e2eRun) countRows(ctx context.Context, drained bool) (int64, error) {
+func (r *e2eRun) countRows(ctx context.Context, drained bool, info *jetstream.ConsumerInfo) (int64, error) {
 	tables := r.exp.Tables
 	counts, dst, subs := make([]int64, len(tables)), make([]any, len(tables)), make([]string, len(tables))
 	for i, x := range tables {
@@ -511,7 +492,7 @@ func (r *e2eRun) countRows(ctx context.Context, drained bool) (int64, error) {
 	for i, x := range tables {
 		switch {
 		case drained && counts[i] != x.Want:
-			return 0, fmt.Errorf("the consumer drained but %s holds %d rows; the spec makes %d (%s)", x.Table, counts[i], x.Want, r.backlog(ctx))
+			return 0, fmt.Errorf("the consumer drained but %s holds %d rows; the spec makes %d (%d messages delivered more than once)", x.Table, counts[i], x.Want, info.NumRedelivered)
 		case counts[i] > x.Most:
 			return 0, fmt.Errorf("%s holds %d rows, more than the %d distinct keys the spec makes", x.Table, counts[i], x.Most)
 		}
@@ -597,11 +578,11 @@ func percentile(xs []float64, p float64) float64 {
 
 // lone sends the corpus over one connection a line at a time, each once
 // the row of the one before is visible, and measures each line's wait.
-func (r *e2eRun) lone(ctx context.Context) (loneResult, error) {
+func (r *e2eRun) lone(ctx context.Context) (*loneResult, error) {
 	b, n := r.b, r.b.corpus.Len()
 	snd, err := dialSenders(ctx, b, b.corpus.Split(1))
 	if err != nil {
-		return loneResult{}, err
+		return nil, err
 	}
 	defer snd.close()
 	count := "SELECT count(*) FROM " + r.exp.Tables[0].ident()
@@ -625,20 +606,11 @@ func (r *e2eRun) lone(ctx context.Context) (loneResult, error) {
 	b.pr.step("sending %d lines one at a time over one connection, each once the row of the one before is visible (counting rows every %s)", n, lonePoll)
 	_, results := snd.start(ctx)
 	if s := <-results; s.Err != nil {
-		return loneResult{}, s.Err
+		return nil, s.Err
 	}
-	lr := loneResult{Lines: n, P50: percentile(lat, 0.5), P99: percentile(lat, 0.99)}
+	lr := &loneResult{Lines: n, P50: percentile(lat, 0.5), P99: percentile(lat, 0.99)}
 	lr.Max = lat[len(lat)-1] // sorted by percentile
 	return lr, nil
-}
-
-// backlog describes the lines waiting in the ingest stream.
-func (r *e2eRun) backlog(ctx context.Context) string {
-	info, err := r.ingest.Info(ctx)
-	if err != nil {
-		return "stream backlog unknown: " + err.Error()
-	}
-	return "stream backlog " + thousands(int64(info.State.Msgs))
 }
 
 // poll calls check every 100 ms until it reports done, fails, one of the

@@ -102,13 +102,13 @@ func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *prog
 	}
 
 	pr.step("starting NATS (embedded, JetStream file store in %s)", dir)
-	syncAlways, syncInterval, _ := cfg.natsSync()
+	syncAlways, syncInterval, syncText, _ := cfg.natsSync()
 	h.nats, err = embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(dir, "nats"),
 		SyncAlways: syncAlways, SyncInterval: syncInterval}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("start nats: %w", err)
 	}
-	rep.NATS = natsFacts{Store: "embedded, JetStream file store, " + cfg.natsSyncText()}
+	rep.NATS = natsFacts{Store: "embedded, JetStream file store, " + syncText}
 	if vz, err := h.nats.Varz(nil); err == nil {
 		rep.NATS.Version = vz.Version
 	}
