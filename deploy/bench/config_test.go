@@ -87,7 +87,7 @@ func TestEffectiveSettings(t *testing.T) {
 		t.Fatalf("worker concurrency %d, batch %d; want 3 and the worker's default", wc.Concurrency, wc.BatchSize)
 	}
 	rep, err := newReport(cfg)
-	if s := rep.Setup; err != nil || s.WorkerConcurrency != 3 || s.WorkerConcurrencyDefault || !s.BatchSizeDefault {
+	if s := rep.Setup; err != nil || s.WorkerConcurrency != 3 || s.defaultMark("WORKER_CONCURRENCY") != "" || s.defaultMark("WORKER_BATCH_SIZE") == "" {
 		t.Fatalf("setup %+v, %v; want concurrency 3 from -env and the default batch", s, err)
 	}
 }

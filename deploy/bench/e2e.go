@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -18,22 +16,18 @@ import (
 	"github.com/jetline/jetline/shared/runtime/metrics"
 )
 
-// Timing of the end-to-end measurement.
+// Timing of the end-to-end measurement. Rows are counted every pollEvery;
+// once every receipt is in, the consumer is asked every drainPoll whether
+// it has drained, which bounds how late the end of a run whose last lines
+// were filtered is seen (the end is otherwise taken from commit
+// timestamps, so polling only delays the report). -latency counts rows
+// every lonePoll while it waits for a lone line's row.
 const (
-	// readyTimeout bounds waiting for the programs to come up.
-	readyTimeout = time.Minute
-	// pollEvery is how often landed rows are counted; drainPoll how often,
-	// once every receipt is in, the consumer is asked whether it has
-	// drained, which bounds how late the end of a run whose last lines
-	// were filtered is seen. The end is taken from commit timestamps, so
-	// polling only delays the report.
-	pollEvery = 250 * time.Millisecond
-	drainPoll = 20 * time.Millisecond
-	// progressEvery is how often progress is printed.
+	readyTimeout  = time.Minute
+	pollEvery     = 250 * time.Millisecond
+	drainPoll     = 20 * time.Millisecond
 	progressEvery = 3 * time.Second
-	// lonePoll is how often -latency counts the rows while it waits for a
-	// lone line's row: it bounds how late a row is seen.
-	lonePoll = time.Millisecond
+	lonePoll      = time.Millisecond
 )
 
 // framesMetric counts the frames the gateway has had acknowledged, by
@@ -79,13 +73,13 @@ type e2eResult struct {
 }
 
 // loneResult is what -latency found: how long after its line was written
-// to the socket each row was visible in Postgres, on an idle pipeline.
+// to the socket each row was visible in Postgres, on an idle pipeline, in
+// seconds.
 type loneResult struct {
-	Lines int `json:"lines"`
-	// P50, P99 and Max are in seconds.
-	P50 float64 `json:"p50_seconds"`
-	P99 float64 `json:"p99_seconds"`
-	Max float64 `json:"max_seconds"`
+	Lines int     `json:"lines"`
+	P50   float64 `json:"p50_seconds"`
+	P99   float64 `json:"p99_seconds"`
+	Max   float64 `json:"max_seconds"`
 }
 
 // e2eRun is one end-to-end measurement in progress: the programs running
@@ -164,32 +158,6 @@ func runE2E(ctx context.Context, b *bench) (err error) {
 	return b.stopPrograms("the gateway and the workers")
 }
 
-// loadSpec works out what the run's spec (-spec, or the corpus's own)
-// makes of the corpus.
-func loadSpec(b *bench) (*expected, error) {
-	spec := b.cfg.Spec
-	switch k := b.corpus.kind; {
-	case spec == "" && k.keepEvery > 0:
-		spec = filepath.Join(b.h.dir, k.name+".yaml")
-		if err := os.WriteFile(spec, []byte(k.spec()), 0o644); err != nil {
-			return nil, fmt.Errorf("write the %s pipeline: %w", k.name, err)
-		}
-	case spec == "":
-		spec = DefaultSpec
-	}
-	spec, err := filepath.Abs(spec)
-	if err != nil {
-		return nil, fmt.Errorf("resolve -spec %s: %w", spec, err)
-	}
-	b.pr.step("working out what %s makes of the corpus (in-process, worker/pipeline)", spec)
-	exp, err := expect(spec, b.corpus)
-	if err != nil {
-		return nil, fmt.Errorf("load -spec: %w", err)
-	}
-	b.pr.step("expected: %s; %s; in %.1fs", exp.linesText(), exp.tablesText(), exp.Seconds)
-	return exp, nil
-}
-
 // scrapeSum returns the sum of the series of metric name, whatever their
 // labels, on the /metrics of the health server at addr, and false when it
 // serves none or cannot be read.
@@ -224,15 +192,18 @@ func (b *bench) childEnv(extra ...string) []string {
 	return slices.Concat(env, extra, b.cfg.ChildEnv)
 }
 
-// startPrograms starts the workers, waits until they are ready, then the
-// gateway, and waits until it accepts connections.
+// startPrograms starts the workers and waits until they are ready (NATS
+// and Postgres reachable, the consumer and the first table there), then
+// the gateway, and waits until it accepts connections. The first worker is
+// waited for alone so that a worker that cannot start fails the run before
+// the others start; the store's advisory lock lets the others, started
+// together, create the table.
 func (r *e2eRun) startPrograms(ctx context.Context) error {
-	h, cfg, pr, first := r.b.h, r.b.cfg, r.b.pr, r.exp.Tables[0].Table
-	pipeline := "WORKER_TABLE=" + first
+	h, cfg, first := r.b.h, r.b.cfg, r.exp.Tables[0].Table
+	pipeline, listener := "WORKER_TABLE="+first, ""
 	if r.exp.Spec != "" {
-		pipeline = "WORKER_PIPELINES=" + r.exp.Spec
+		pipeline, listener = "WORKER_PIPELINES="+r.exp.Spec, r.exp.Source+"="
 	}
-	env := r.b.childEnv(pipeline)
 	addrs, err := freeAddrs(cfg.Workers + 2)
 	if err != nil {
 		return err
@@ -240,18 +211,14 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 	if r.db, err = pgx.Connect(ctx, h.pg.URL()); err != nil {
 		return fmt.Errorf("connect to postgres: %w", err)
 	}
-	// The first worker is waited for alone so that a worker that cannot
-	// start fails the run before the others are started; the store's
-	// advisory lock already lets workers started together create the table.
-	pr.step("starting %d workers (%s)", cfg.Workers, h.binaries.Worker.Path)
+	r.b.pr.step("starting %d workers (%s)", cfg.Workers, h.binaries.Worker.Path)
 	for i := range cfg.Workers {
 		name := fmt.Sprintf("worker-%d", i+1)
-		c, err := r.b.startChild(name, h.binaries.Worker.Path, slices.Concat(env, []string{"WORKER_HEALTH_ADDR=" + addrs[i], "WORKER_INSTANCE=bench-" + name}))
+		c, err := r.b.startChild(name, h.binaries.Worker.Path, r.b.childEnv(pipeline, "WORKER_HEALTH_ADDR="+addrs[i], "WORKER_INSTANCE=bench-"+name))
 		if err != nil {
 			return err
 		}
-		r.workers = append(r.workers, c)
-		if i > 0 && i < cfg.Workers-1 {
+		if r.workers = append(r.workers, c); i > 0 && i < cfg.Workers-1 {
 			continue
 		}
 		if err := poll(ctx, "workers ready", r.programs, func() (bool, error) {
@@ -270,39 +237,32 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 			return err
 		}
 	}
-
-	listen, listener := addrs[cfg.Workers], addrs[cfg.Workers]
-	if r.exp.Spec != "" {
-		listener = r.exp.Source + "=" + listen
-	}
-	r.gatewayHealth = addrs[cfg.Workers+1]
-	pr.step("starting the gateway on %s (%s)", listener, h.binaries.Gateway.Path)
-	if r.gateway, err = r.b.startChild("gateway", h.binaries.Gateway.Path, slices.Concat(env,
-		[]string{"GATEWAY_LISTEN=" + listener, "GATEWAY_HEALTH_ADDR=" + r.gatewayHealth, "GATEWAY_INSTANCE=bench-gateway"})); err != nil {
+	listen := addrs[cfg.Workers]
+	r.gatewayHealth, listener = addrs[cfg.Workers+1], listener+listen
+	r.b.pr.step("starting the gateway on %s (%s)", listener, h.binaries.Gateway.Path)
+	if r.gateway, err = r.b.startChild("gateway", h.binaries.Gateway.Path, r.b.childEnv(pipeline,
+		"GATEWAY_LISTEN="+listener, "GATEWAY_HEALTH_ADDR="+r.gatewayHealth, "GATEWAY_INSTANCE=bench-gateway")); err != nil {
 		return err
 	}
+	r.b.gatewayAddr = listen
 	// The probe connection sends nothing and gets an empty receipt.
-	if err := poll(ctx, "gateway listening", r.programs, func() (bool, error) {
+	return poll(ctx, "gateway listening", r.programs, func() (bool, error) {
 		c, err := net.DialTimeout("tcp", listen, time.Second)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil, nil
-	}); err != nil {
-		return err
-	}
-	r.b.gatewayAddr = listen
-	return nil
+	})
 }
 
 // send sends the corpus, waits until the consumer has drained, and checks
 // that every table holds the rows the spec makes, each once; then it reads
 // the rates, the latency and the CPU used.
 func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
-	b, exp, n := r.b, r.exp, r.b.corpus.Len()
+	b, exp, n, bytes := r.b, r.exp, r.b.corpus.Len(), r.b.corpus.PayloadBytes()
 	res := &e2eResult{Expected: exp}
+	var err error
 	if exp.receivedAt == "" {
-		var err error
 		if r.rc, err = captureReceived(ctx, b.h, exp.Source); err != nil {
 			return nil, err
 		}
@@ -323,7 +283,7 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 	}
 	sendCtx, cancelSend := context.WithCancel(ctx)
 	defer cancelSend()
-	b.pr.step("sending %s lines (%s) over %d connections", thousands(int64(n)), mib(b.corpus.PayloadBytes()), len(spans))
+	b.pr.step("sending %s lines (%s) over %d connections", thousands(int64(n)), mib(bytes), len(spans))
 	t0, results := snd.start(sendCtx)
 	d, err := r.waitDrained(ctx, cons, t0, results)
 	if err != nil {
@@ -339,7 +299,7 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 			lastReceipt = s.At
 		}
 	}
-	res.Ingest = newRate(n, b.corpus.PayloadBytes(), lastReceipt.Sub(t0))
+	res.Ingest = newRate(n, bytes, lastReceipt.Sub(t0))
 
 	b.pr.step("checking every kept line landed once")
 	var lastCommit *time.Time
@@ -369,7 +329,7 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 			end, res.EndBasis = *lastCommit, "last commit"
 		}
 	}
-	res.EndToEnd = newRate(n, b.corpus.PayloadBytes(), end.Sub(t0))
+	res.EndToEnd = newRate(n, bytes, end.Sub(t0))
 	if s := res.EndToEnd.Seconds; s > 0 {
 		res.RowsPerSec = float64(res.Rows) / s
 		for i := range exp.Tables {
@@ -387,20 +347,19 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 	res.WindowSeconds = after.at.Sub(before.at).Seconds()
 	res.Processes = usage(before, after, r.programs())
 	res.BusyPct, res.IOWaitPct = busy(before.machine, after.machine)
-	ours := 0.0
+	res.OtherCores = res.BusyPct / 100 * float64(b.report.Machine.CPUs)
 	for _, p := range res.Processes {
-		ours += p.Cores
+		res.OtherCores -= p.Cores
 	}
-	res.OtherCores = max(0, res.BusyPct/100*float64(b.report.Machine.CPUs)-ours)
+	res.OtherCores = max(0, res.OtherCores)
 	return res, nil
 }
 
-// drained is how a run ended.
+// drained is how a run ended: the receipts, when a poll first found the
+// consumer drained, and when the last poll that found it busy was sent.
+// The drain happened between the two.
 type drained struct {
-	receipts []sent
-	// drainedAt is when a poll first found the consumer drained; busyAt
-	// is when the last poll that found it busy was sent. The drain
-	// happened between the two.
+	receipts          []sent
 	drainedAt, busyAt time.Time
 }
 
@@ -507,12 +466,21 @@ func (r *e2eRun) countRows(ctx context.Context, drained bool, info *jetstream.Co
 // republished it. A row, in any table, whose key is not one the spec
 // makes there fails the run.
 func (r *e2eRun) latency(ctx context.Context, receipts []sent, spans []span, res *e2eResult) error {
-	exp := r.exp
+	exp, n := r.exp, r.b.corpus.Len()
 	res.Latency = "row commit time − gateway read time of its line (Jetline-Received-At, from a headers-only republish of the ingest stream, joined by key)"
+	var read map[string]time.Time
 	if exp.receivedAt != "" {
 		res.Latency = fmt.Sprintf("row commit time − %s (the gateway's read time, stored by the spec)", exp.receivedAt)
+	} else {
+		var seen int
+		var err error
+		if read, seen, err = r.rc.readTimes(ctx, n, receipts, spans, exp.keys); err != nil {
+			return err
+		}
+		if seen < n {
+			res.Latency += fmt.Sprintf("; only %d of %d lines' headers arrived", seen, n)
+		}
 	}
-	commits := make(map[string]time.Time, exp.Tables[0].Want)
 	var lat []float64
 	for i, x := range exp.Tables {
 		received := "NULL::timestamptz"
@@ -531,29 +499,15 @@ func (r *e2eRun) latency(ctx context.Context, receipts []sent, spans []span, res
 			if _, ok := x.keySet[key]; !ok && x.keySet != nil {
 				return fmt.Errorf("%s holds a row with key %q, which the spec makes of no line", x.Table, strings.ReplaceAll(key, keySep, ", "))
 			}
-			if i == 0 && r.rc != nil {
-				commits[key] = committed
-			} else if i == 0 && readAt != nil {
+			if at, ok := read[key]; i == 0 && ok {
+				readAt = &at
+			}
+			if i == 0 && readAt != nil {
 				lat = append(lat, committed.Sub(*readAt).Seconds())
 			}
 			return nil
 		}); err != nil {
 			return fmt.Errorf("read rows of %s: %w", x.Table, err)
-		}
-	}
-	if r.rc != nil {
-		n := r.b.corpus.Len()
-		read, seen, err := r.rc.readTimes(ctx, n, receipts, spans, exp.keys)
-		if err != nil {
-			return err
-		}
-		for key, committed := range commits {
-			if at, ok := read[key]; ok {
-				lat = append(lat, committed.Sub(at).Seconds())
-			}
-		}
-		if seen < n {
-			res.Latency += fmt.Sprintf("; only %d of %d lines' headers arrived", seen, n)
 		}
 	}
 	if res.LatencySamples = len(lat); len(lat) == 0 {
@@ -585,23 +539,20 @@ func (r *e2eRun) lone(ctx context.Context) (*loneResult, error) {
 		return nil, err
 	}
 	defer snd.close()
-	count := "SELECT count(*) FROM " + r.exp.Tables[0].ident()
 	lat := make([]float64, 0, n)
 	snd.each = func(i int, written time.Time) error {
-		for {
+		for time.Since(written) < stallTimeout {
 			var got int64
-			if err := r.db.QueryRow(ctx, count).Scan(&got); err != nil {
+			if err := r.db.QueryRow(ctx, "SELECT count(*) FROM "+r.exp.Tables[0].ident()).Scan(&got); err != nil {
 				return fmt.Errorf("count rows: %w", err)
 			}
 			if got > int64(i) {
 				lat = append(lat, time.Since(written).Seconds())
 				return nil
 			}
-			if time.Since(written) > stallTimeout {
-				return fmt.Errorf("line %d has no row after %s", i+1, stallTimeout)
-			}
 			time.Sleep(lonePoll)
 		}
+		return fmt.Errorf("line %d has no row after %s", i+1, stallTimeout)
 	}
 	b.pr.step("sending %d lines one at a time over one connection, each once the row of the one before is visible (counting rows every %s)", n, lonePoll)
 	_, results := snd.start(ctx)
@@ -616,8 +567,7 @@ func (r *e2eRun) lone(ctx context.Context) (*loneResult, error) {
 // poll calls check every 100 ms until it reports done, fails, one of the
 // programs exits, or readyTimeout passes.
 func poll(ctx context.Context, what string, programs func() []*child, check func() (bool, error)) error {
-	deadline := time.Now().Add(readyTimeout)
-	for {
+	for deadline := time.Now().Add(readyTimeout); ; {
 		err := exited(programs())
 		done := false
 		if err == nil {

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -116,6 +118,29 @@ func qualified(t worker.Table) string {
 		return t.Name
 	}
 	return t.Schema + "." + t.Name
+}
+
+// loadSpec works out what the run's spec (-spec, or the corpus's own)
+// makes of the corpus.
+func loadSpec(b *bench) (*expected, error) {
+	spec := cmp.Or(b.cfg.Spec, DefaultSpec)
+	if k := b.corpus.kind; b.cfg.Spec == "" && k.keepEvery > 0 {
+		spec = filepath.Join(b.h.dir, k.name+".yaml")
+		if err := os.WriteFile(spec, []byte(k.spec()), 0o644); err != nil {
+			return nil, fmt.Errorf("write the %s pipeline: %w", k.name, err)
+		}
+	}
+	spec, err := filepath.Abs(spec)
+	if err != nil {
+		return nil, fmt.Errorf("resolve -spec %s: %w", spec, err)
+	}
+	b.pr.step("working out what %s makes of the corpus (in-process, worker/pipeline)", spec)
+	exp, err := expect(spec, b.corpus)
+	if err != nil {
+		return nil, fmt.Errorf("load -spec: %w", err)
+	}
+	b.pr.step("expected: %s; %s; in %.1fs", exp.linesText(), exp.tablesText(), exp.Seconds)
+	return exp, nil
 }
 
 // expect loads the spec at path and runs its transform over every line

@@ -123,45 +123,49 @@ func (g goal) verdict() string {
 // Report is everything a run measured and what it ran with. It is printed
 // as aligned text, or as JSON with -json.
 type Report struct {
-	Mode       string      `json:"mode"`
-	Started    time.Time   `json:"started"`
-	RunSeconds float64     `json:"run_seconds"`
-	Machine    machine     `json:"machine"`
-	Corpus     corpusFacts `json:"corpus"`
-	Setup      setup       `json:"setup"`
-	Postgres   pgFacts     `json:"postgres"`
-	NATS       natsFacts   `json:"nats"`
-	Binaries   binaries    `json:"binaries"`
-	// Raw is the raw JetStream publish of the corpus, a message per line.
-	Raw *rate      `json:"raw_publish,omitempty"`
-	E2E *e2eResult `json:"e2e,omitempty"`
+	Mode       string    `json:"mode"`
+	Started    time.Time `json:"started"`
+	RunSeconds float64   `json:"run_seconds"`
+	Machine    machine   `json:"machine"`
+	Corpus     struct {
+		Kind          string  `json:"kind"`
+		Lines         int     `json:"lines"`
+		PayloadBytes  int64   `json:"payload_bytes"`
+		AvgLineBytes  int64   `json:"avg_line_bytes"`
+		Seed          uint64  `json:"seed"`
+		GenerationSec float64 `json:"generation_seconds"`
+	} `json:"corpus"`
+	Setup    setup     `json:"setup"`
+	Postgres pgFacts   `json:"postgres"`
+	NATS     natsFacts `json:"nats"`
+	Binaries binaries  `json:"binaries"`
+	// Raw is the raw JetStream publish of the corpus, a message per line;
+	// Ratio the end-to-end rate over it.
+	Raw   *rate      `json:"raw_publish,omitempty"`
+	Ratio float64    `json:"e2e_to_raw_ratio,omitempty"`
+	E2E   *e2eResult `json:"e2e,omitempty"`
 	// Dump is the compressed file sent with -compress, and its floor.
-	Dump *dump `json:"dump,omitempty"`
-	// Lone is what -latency found.
+	Dump *dump       `json:"dump,omitempty"`
 	Lone *loneResult `json:"lone,omitempty"`
 	// Connections is what the connections mode found.
 	Connections *connectionsResult `json:"connections,omitempty"`
-	// Ratio is the end-to-end rate over the raw publish rate.
-	Ratio float64 `json:"e2e_to_raw_ratio,omitempty"`
-	Goal  goal    `json:"goal"`
+	Goal        goal               `json:"goal"`
 	// Copy is the raw landing's reference: one bare COPY of the same
-	// lines (the e2e mode without -latency). CopyRatio is the end-to-end
-	// rate over it, judged by CopyGoal.
+	// lines. CopyRatio is the end-to-end rate over it, judged by CopyGoal.
 	Copy      *rate   `json:"bare_copy,omitempty"`
 	CopyRatio float64 `json:"e2e_to_copy_ratio,omitempty"`
 	CopyGoal  *goal   `json:"copy_goal,omitempty"`
 }
 
-// machine is what the numbers were measured on.
+// machine is what the numbers were measured on; BackgroundCores is how
+// many cores other processes kept busy in the second before the run.
 type machine struct {
-	CPUModel   string `json:"cpu_model"`
-	CPUs       int    `json:"cpus"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
-	MemBytes   int64  `json:"mem_bytes"`
-	GoVersion  string `json:"go_version"`
-	OSArch     string `json:"os_arch"`
-	// BackgroundCores is how many cores other processes kept busy in the
-	// second before the run.
+	CPUModel        string  `json:"cpu_model"`
+	CPUs            int     `json:"cpus"`
+	GOMAXPROCS      int     `json:"gomaxprocs"`
+	MemBytes        int64   `json:"mem_bytes"`
+	GoVersion       string  `json:"go_version"`
+	OSArch          string  `json:"os_arch"`
 	BackgroundCores float64 `json:"background_cores"`
 }
 
@@ -170,31 +174,25 @@ func (m machine) summary() string {
 		m.CPUModel, m.CPUs, m.GOMAXPROCS, gib(m.MemBytes), m.GoVersion, m.OSArch, m.BackgroundCores)
 }
 
-// corpusFacts describes the lines sent.
-type corpusFacts struct {
-	Kind          string  `json:"kind"`
-	Lines         int     `json:"lines"`
-	PayloadBytes  int64   `json:"payload_bytes"`
-	AvgLineBytes  int64   `json:"avg_line_bytes"`
-	Seed          uint64  `json:"seed"`
-	GenerationSec float64 `json:"generation_seconds"`
+// setup is how the programs were run: the workers' effective settings,
+// and the gateway's per-connection in-flight window, which the raw
+// publishers use too.
+type setup struct {
+	Conns             int      `json:"conns"`
+	Workers           int      `json:"workers"`
+	WorkerConcurrency int      `json:"worker_concurrency"`
+	BatchSize         int      `json:"batch_size"`
+	MaxAckPending     int      `json:"max_ack_pending"`
+	ChildEnv          []string `json:"child_env,omitempty"`
+	RawWindow         window   `json:"window"`
 }
 
-// setup is how the programs were run.
-type setup struct {
-	Conns   int `json:"conns"`
-	Workers int `json:"workers"`
-	// WorkerConcurrency, BatchSize and MaxAckPending are the workers'
-	// effective settings; the *Default fields say -env did not set them.
-	WorkerConcurrency        int      `json:"worker_concurrency"`
-	WorkerConcurrencyDefault bool     `json:"worker_concurrency_default"`
-	BatchSize                int      `json:"batch_size"`
-	BatchSizeDefault         bool     `json:"batch_size_default"`
-	MaxAckPending            int      `json:"max_ack_pending"`
-	ChildEnv                 []string `json:"child_env,omitempty"`
-	// RawWindow is the gateway's per-connection in-flight window, which
-	// the raw publishers use too.
-	RawWindow window `json:"window"`
+// defaultMark marks a worker setting that -env left at its default.
+func (s setup) defaultMark(name string) string {
+	if slices.ContainsFunc(s.ChildEnv, func(kv string) bool { return strings.HasPrefix(kv, name+"=") }) {
+		return ""
+	}
+	return " (default)"
 }
 
 // pgFacts is the Postgres the rows went to.
@@ -229,18 +227,13 @@ func newReport(cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	set := func(name string) bool {
-		return slices.ContainsFunc(cfg.ChildEnv, func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
-	}
 	model, mem := machineFacts()
 	return &Report{
 		Mode:    cfg.Mode,
 		Started: time.Now().UTC().Truncate(time.Second),
 		Machine: machine{CPUModel: model, CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), MemBytes: mem,
 			GoVersion: runtime.Version(), OSArch: runtime.GOOS + "/" + runtime.GOARCH},
-		Setup: setup{Conns: cfg.Conns, Workers: cfg.Workers,
-			WorkerConcurrency: wc.Concurrency, WorkerConcurrencyDefault: !set("WORKER_CONCURRENCY"),
-			BatchSize: wc.BatchSize, BatchSizeDefault: !set("WORKER_BATCH_SIZE"),
+		Setup: setup{Conns: cfg.Conns, Workers: cfg.Workers, WorkerConcurrency: wc.Concurrency, BatchSize: wc.BatchSize,
 			MaxAckPending: wc.EffectiveMaxAckPending(), ChildEnv: cfg.ChildEnv, RawWindow: win},
 		Goal: lineGoal(cfg),
 	}, nil
@@ -311,8 +304,8 @@ func (r *Report) writeText(w io.Writer) error {
 			fact("dump", "%s, `%s` (%s), sent by %s", mib(d.Bytes), d.Command, d.Path, d.Sender)
 		}
 		fact("setup", "%d connections, %d workers × WORKER_CONCURRENCY %d%s, WORKER_BATCH_SIZE %d%s, max ack pending %s",
-			s.Conns, s.Workers, s.WorkerConcurrency, defaultMark(s.WorkerConcurrencyDefault),
-			s.BatchSize, defaultMark(s.BatchSizeDefault), thousands(int64(s.MaxAckPending)))
+			s.Conns, s.Workers, s.WorkerConcurrency, s.defaultMark("WORKER_CONCURRENCY"),
+			s.BatchSize, s.defaultMark("WORKER_BATCH_SIZE"), thousands(int64(s.MaxAckPending)))
 		fact("", "in-flight window per connection %s lines / %s (gateway and raw publishers, which hold at most %s messages in flight together)",
 			thousands(int64(s.RawWindow.Messages)), mib(s.RawWindow.Bytes), thousands(rawQueueMsgs))
 		if env != "" {
@@ -550,13 +543,6 @@ func perLine(cpuSeconds float64, lines int) float64 {
 		return 0
 	}
 	return cpuSeconds / float64(lines) * 1e6
-}
-
-func defaultMark(d bool) string {
-	if d {
-		return " (default)"
-	}
-	return ""
 }
 
 var printer = message.NewPrinter(language.English)

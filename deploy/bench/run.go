@@ -84,8 +84,8 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		start := time.Now()
 		b.corpus = newCorpus(kind, seed, cfg.Lines)
 		c := b.corpus
-		rep.Corpus = corpusFacts{Kind: kind.name, Lines: c.Len(), PayloadBytes: c.PayloadBytes(),
-			AvgLineBytes: c.PayloadBytes() / int64(c.Len()), Seed: seed, GenerationSec: time.Since(start).Seconds()}
+		rep.Corpus.Kind, rep.Corpus.Lines, rep.Corpus.PayloadBytes, rep.Corpus.Seed = kind.name, c.Len(), c.PayloadBytes(), seed
+		rep.Corpus.AvgLineBytes, rep.Corpus.GenerationSec = c.PayloadBytes()/int64(c.Len()), time.Since(start).Seconds()
 		pr.step("generated %s in %s, %s bytes per line on average", mib(c.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
 		if cfg.Compress != "" {
 			if b.dump, err = newDump(ctx, c, pr); err != nil {

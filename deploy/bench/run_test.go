@@ -64,7 +64,7 @@ func TestRunE2E(t *testing.T) {
 		r.CopyGoal == nil || r.CopyGoal.Measured != r.CopyRatio || r.CopyRatio <= 0 {
 		t.Errorf("bare copy = %+v, ratio %v, goal %+v", r.Copy, r.CopyRatio, r.CopyGoal)
 	}
-	if r.Ratio <= 0 || r.Goal.Measured != r.Ratio || r.Setup.BatchSize != 100 || r.Setup.BatchSizeDefault || !filepath.IsAbs(r.Binaries.Worker.Path) {
+	if r.Ratio <= 0 || r.Goal.Measured != r.Ratio || r.Setup.BatchSize != 100 || !filepath.IsAbs(r.Binaries.Worker.Path) {
 		t.Errorf("report = %+v", r)
 	}
 	names := map[string]bool{}
