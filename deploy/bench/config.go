@@ -4,6 +4,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -140,57 +142,36 @@ func (c Config) typed() bool { return c.Mode == "typed" || c.Spec != "" }
 
 // Validate reports what is wrong with c, in terms of the flags.
 func (c Config) Validate() error {
-	var errs []error
-	if _, ok := modes[c.Mode]; !ok {
-		errs = append(errs, fmt.Errorf("-mode %q is unknown: use one of %s", c.Mode, strings.Join(modeNames(), ", ")))
-	}
-	if _, ok := corpusKinds[c.Corpus]; !ok {
-		errs = append(errs, fmt.Errorf("-corpus %q is unknown: use one of %s", c.Corpus, strings.Join(corpusNames(), ", ")))
-	}
-	if c.Compress != "" && c.Compress != "xz" {
-		errs = append(errs, fmt.Errorf("-compress %q is unknown: use xz, or leave it out to send plain lines", c.Compress))
-	}
-	if (c.Compress != "" || c.Latency) && c.Conns != 1 {
-		errs = append(errs, fmt.Errorf("-compress and -latency send over one connection: leave out -conns (got %d)", c.Conns))
-	}
-	if c.Latency && (c.Mode != "e2e" || c.Spec != "" || c.Compress != "") {
-		errs = append(errs, errors.New("-latency measures lone lines into the raw landing: use it with -mode e2e and without -compress"))
-	}
-	if c.Lines < 1 {
-		errs = append(errs, fmt.Errorf("-lines must be at least 1 (got %d)", c.Lines))
-	}
-	if c.Conns < 1 || c.Conns > 10_000 {
-		errs = append(errs, fmt.Errorf("-conns must be between 1 and 10000 (got %d)", c.Conns))
-	}
-	if c.Conns > c.Lines {
-		errs = append(errs, fmt.Errorf("-conns (%d) must not exceed -lines (%d): every connection sends at least one line", c.Conns, c.Lines))
-	}
-	if c.Workers < 1 || c.Workers > 64 {
-		errs = append(errs, fmt.Errorf("-workers must be between 1 and 64 (got %d)", c.Workers))
-	}
-	if c.GatewayBin == "" || c.WorkerBin == "" {
-		errs = append(errs, errors.New("-gateway-bin and -worker-bin must not be empty"))
-	}
-	if c.IdleConns < 1 || c.IdleConns > 1_000_000 {
-		errs = append(errs, fmt.Errorf("-idle-conns must be between 1 and 1000000 (got %d)", c.IdleConns))
-	}
-	if c.Clients < 1 || c.Clients > 10_000 {
-		errs = append(errs, fmt.Errorf("-clients must be between 1 and 10000 (got %d)", c.Clients))
-	}
-	if c.Duration < time.Second {
-		errs = append(errs, fmt.Errorf("-duration must be at least 1s (got %s)", c.Duration))
-	}
-	if _, _, _, err := c.natsSync(); err != nil {
-		errs = append(errs, err)
+	_, modeOK := modes[c.Mode]
+	_, corpusOK := corpusKinds[c.Corpus]
+	_, _, _, syncErr := c.natsSync()
+	errs := []error{syncErr}
+	for _, check := range []struct {
+		bad  bool
+		what string
+	}{
+		{!modeOK, fmt.Sprintf("-mode %q is unknown: use one of %s", c.Mode, strings.Join(modeNames(), ", "))},
+		{!corpusOK, fmt.Sprintf("-corpus %q is unknown: use one of %s", c.Corpus, strings.Join(slices.Sorted(maps.Keys(corpusKinds)), ", "))},
+		{c.Compress != "" && c.Compress != "xz", fmt.Sprintf("-compress %q is unknown: use xz, or leave it out to send plain lines", c.Compress)},
+		{(c.Compress != "" || c.Latency) && c.Conns != 1, fmt.Sprintf("-compress and -latency send over one connection: leave out -conns (got %d)", c.Conns)},
+		{c.Latency && (c.Mode != "e2e" || c.Spec != "" || c.Compress != ""), "-latency measures lone lines into the raw landing: use it with -mode e2e and without -compress"},
+		{c.Lines < 1, fmt.Sprintf("-lines must be at least 1 (got %d)", c.Lines)},
+		{c.Conns < 1 || c.Conns > 10_000, fmt.Sprintf("-conns must be between 1 and 10000 (got %d)", c.Conns)},
+		{c.Conns > c.Lines, fmt.Sprintf("-conns (%d) must not exceed -lines (%d): every connection sends at least one line", c.Conns, c.Lines)},
+		{c.Workers < 1 || c.Workers > 64, fmt.Sprintf("-workers must be between 1 and 64 (got %d)", c.Workers)},
+		{c.GatewayBin == "" || c.WorkerBin == "", "-gateway-bin and -worker-bin must not be empty"},
+		{c.IdleConns < 1 || c.IdleConns > 1_000_000, fmt.Sprintf("-idle-conns must be between 1 and 1000000 (got %d)", c.IdleConns)},
+		{c.Clients < 1 || c.Clients > 10_000, fmt.Sprintf("-clients must be between 1 and 10000 (got %d)", c.Clients)},
+		{c.Duration < time.Second, fmt.Sprintf("-duration must be at least 1s (got %s)", c.Duration)},
+	} {
+		if check.bad {
+			errs = append(errs, errors.New(check.what))
+		}
 	}
 	for _, kv := range c.ChildEnv {
 		name, _, _ := strings.Cut(kv, "=")
-		if flag, owned := harnessOwned[name]; owned {
-			if flag != "" {
-				errs = append(errs, fmt.Errorf("-env %s: set %s with %s", kv, name, flag))
-			} else {
-				errs = append(errs, fmt.Errorf("-env %s: the bench sets %s itself", kv, name))
-			}
+		if hint, owned := harnessOwned[name]; owned {
+			errs = append(errs, fmt.Errorf("-env %s: the bench sets %s itself%s", kv, name, hint))
 		}
 	}
 	return errors.Join(errs...)

@@ -5,15 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,8 +55,6 @@ var corpusKinds = map[string]corpusKind{
 	"small": {name: "small", about: "records of about 200 B, 1 % kept", lines: 2_000_000, estLineBytes: 260,
 		keepEvery: 100, gen: recordGen(200)},
 }
-
-func corpusNames() []string { return slices.Sorted(maps.Keys(corpusKinds)) }
 
 // recordWords are the words of a record's text. 36 words drawn uniformly
 // make xz (-6) compress 4 KB records 8–9×; 16 make it 11×, 64 make it 6×.
@@ -250,29 +245,24 @@ func newDump(ctx context.Context, c *corpus, pr *progress) (*dump, error) {
 		d.Bytes, d.Cached = info.Size(), true
 	} else {
 		pr.step("compressing %s with `%s` into %s (once: later runs of the same lines reuse it)", mib(int64(len(c.data))), d.Command, d.Path)
-		if err := os.MkdirAll(filepath.Dir(d.Path), 0o755); err != nil {
-			return nil, fmt.Errorf("create the dump's directory: %w", err)
-		}
-		tmp := d.Path + ".tmp"
-		out, err := os.Create(tmp)
-		if err != nil {
-			return nil, fmt.Errorf("create the dump: %w", err)
-		}
 		cmd := exec.CommandContext(ctx, xz, xzArgs...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(c.data), out, os.Stderr
-		err = errors.Join(cmd.Run(), out.Close())
+		cmd.Stdin, cmd.Stderr = bytes.NewReader(c.data), os.Stderr
+		out, err := cmd.Output()
+		tmp := d.Path + ".tmp"
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(d.Path), 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(tmp, out, 0o644)
+		}
 		if err == nil {
 			err = os.Rename(tmp, d.Path)
 		}
 		if err != nil {
 			os.Remove(tmp)
-			return nil, fmt.Errorf("compress the corpus with %s: %w", d.Command, err)
+			return nil, fmt.Errorf("compress the corpus with %s into %s: %w", d.Command, d.Path, err)
 		}
-		info, err := os.Stat(d.Path)
-		if err != nil {
-			return nil, fmt.Errorf("compress the corpus: %w", err)
-		}
-		d.Bytes = info.Size()
+		d.Bytes = int64(len(out))
 	}
 	if d.Ncat, err = exec.LookPath("ncat"); err == nil {
 		d.Sender = "ncat (" + d.Ncat + ")"
