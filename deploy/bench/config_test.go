@@ -6,8 +6,7 @@ import (
 )
 
 // TestParseFlagsWorkloads checks the defaults each workload brings: its
-// corpus's number of lines, and one connection for a dump or lone lines;
-// and that -pg and -env repeat.
+// corpus's number of lines, and one connection for a dump or lone lines.
 func TestParseFlagsWorkloads(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -76,19 +75,13 @@ func TestEffectiveSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	win, wc, err := effectiveSettings(cfg)
+	rep, err := newReport(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if win.Bytes != 16<<20 || win.Messages < 1 {
-		t.Fatalf("window = %+v, want the -env byte limit and the gateway's default message limit", win)
-	}
-	if wc.Concurrency != 3 || wc.BatchSize < 1 {
-		t.Fatalf("worker concurrency %d, batch %d; want 3 and the worker's default", wc.Concurrency, wc.BatchSize)
-	}
-	rep, err := newReport(cfg)
-	if s := rep.Setup; err != nil || s.WorkerConcurrency != 3 || s.defaultMark("WORKER_CONCURRENCY") != "" || s.defaultMark("WORKER_BATCH_SIZE") == "" {
-		t.Fatalf("setup %+v, %v; want concurrency 3 from -env and the default batch", s, err)
+	if s := rep.Setup; s.RawWindow.Bytes != 16<<20 || s.RawWindow.Messages < 1 || s.WorkerConcurrency != 3 || s.BatchSize < 1 ||
+		s.defaultMark("WORKER_CONCURRENCY") != "" || s.defaultMark("WORKER_BATCH_SIZE") == "" {
+		t.Fatalf("setup %+v; want the -env byte limit, the gateway's default line limit, concurrency 3 and the worker's default batch", s)
 	}
 }
 
