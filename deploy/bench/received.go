@@ -17,19 +17,12 @@ import (
 // pipeline's lines, for the latency of a table without received_at.
 const receivedPrefix = "bench-received."
 
-// seenLine is the identity and read time of one line, from its
-// republished headers.
-type seenLine struct {
-	conn uint64
-	line int64
-	at   string
-}
-
-// receivedCapture collects the headers the ingest stream republishes.
-// The stream is a work queue, so lines are gone once the workers
-// acknowledge them; republishing only their headers (a few hundred bytes
-// a line, to the bench, which hosts NATS) is what lets a table without
-// received_at be joined to the gateway's read times.
+// receivedCapture collects the headers the ingest stream republishes:
+// each line's gateway connection, number on it and read time. The stream
+// is a work queue, so lines are gone once the workers acknowledge them;
+// republishing only their headers (a few hundred bytes a frame, to the
+// bench, which hosts NATS) is what lets a table without received_at be
+// joined to the gateway's read times.
 type receivedCapture struct {
 	sub *nats.Subscription
 
@@ -38,38 +31,48 @@ type receivedCapture struct {
 	bad  error
 }
 
-// captureReceived subscribes to the republished headers of source's
-// lines, then has the ingest stream republish them.
-func captureReceived(ctx context.Context, h *harness, source string) (rc *receivedCapture, err error) {
-	rc = &receivedCapture{}
-	defer func() {
-		if err != nil {
-			rc.close()
-			err = fmt.Errorf("have stream %s republish headers: %w", topology.StreamName, err)
-		}
-	}()
-	if rc.sub, err = h.nc.Subscribe(receivedPrefix+source, rc.add); err != nil {
-		return nil, err
-	}
-	if err := rc.sub.SetPendingLimits(-1, -1); err != nil {
-		return nil, err
-	}
-	if err := h.nc.FlushTimeout(readyTimeout); err != nil {
-		return nil, err
-	}
-	st, err := h.js.Stream(ctx, topology.StreamName)
-	if err != nil {
-		return nil, err
-	}
-	cfg := st.CachedInfo().Config
-	cfg.RePublish = &jetstream.RePublish{Source: topology.Subject(source), Destination: receivedPrefix + source, HeadersOnly: true}
-	_, err = h.js.UpdateStream(ctx, cfg)
-	return rc, err
+type seenLine struct {
+	conn uint64
+	line int64
+	at   string
 }
 
+// captureReceived subscribes to the republished headers of source's
+// lines, then has the ingest stream republish them.
+func captureReceived(ctx context.Context, h *harness, source string) (*receivedCapture, error) {
+	rc := &receivedCapture{}
+	st, err := h.js.Stream(ctx, topology.StreamName)
+	if err == nil {
+		rc.sub, err = h.nc.Subscribe(receivedPrefix+source, rc.add)
+	}
+	if err == nil {
+		err = rc.sub.SetPendingLimits(-1, -1)
+	}
+	if err == nil {
+		err = h.nc.FlushTimeout(readyTimeout)
+	}
+	if err == nil {
+		cfg := st.CachedInfo().Config
+		cfg.RePublish = &jetstream.RePublish{Source: topology.Subject(source), Destination: receivedPrefix + source, HeadersOnly: true}
+		_, err = h.js.UpdateStream(ctx, cfg)
+	}
+	if err != nil {
+		rc.close()
+		return nil, fmt.Errorf("have stream %s republish headers: %w", topology.StreamName, err)
+	}
+	return rc, nil
+}
+
+// add records the lines of one republished frame: one header stands for
+// Jetline-Lines lines from Jetline-Line on, all read by the time its
+// first was.
 func (rc *receivedCapture) add(m *nats.Msg) {
 	conn, err1 := strconv.ParseUint(m.Header.Get(topology.HeaderConn), 10, 64)
 	line, err2 := strconv.ParseInt(m.Header.Get(topology.HeaderLine), 10, 64)
+	lines, err := strconv.Atoi(m.Header.Get(topology.HeaderLines))
+	if err != nil || lines < 1 {
+		lines = 1
+	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if err1 != nil || err2 != nil {
@@ -78,15 +81,8 @@ func (rc *receivedCapture) add(m *nats.Msg) {
 		}
 		return
 	}
-	// A frame's lines were all read by the time its first was: one
-	// header stands for Jetline-Lines lines from Jetline-Line on.
-	lines, err := strconv.Atoi(m.Header.Get(topology.HeaderLines))
-	if err != nil || lines < 1 {
-		lines = 1
-	}
-	at := m.Header.Get(topology.HeaderReceivedAt)
 	for k := range lines {
-		rc.seen = append(rc.seen, seenLine{conn: conn, line: line + int64(k), at: at})
+		rc.seen = append(rc.seen, seenLine{conn: conn, line: line + int64(k), at: m.Header.Get(topology.HeaderReceivedAt)})
 	}
 }
 
@@ -97,13 +93,13 @@ func (rc *receivedCapture) add(m *nats.Msg) {
 // its first line.
 func (rc *receivedCapture) readTimes(ctx context.Context, n int, receipts []sent, spans []span, keys []string) (map[string]time.Time, int, error) {
 	var seen []seenLine
-	var bad error
+	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		rc.mu.Lock()
-		seen, bad = rc.seen, rc.bad
+		seen, err = rc.seen, rc.bad
 		rc.mu.Unlock()
-		if bad != nil {
-			return nil, 0, bad
+		if err != nil {
+			return nil, 0, err
 		}
 		if len(seen) >= n || time.Now().After(deadline) {
 			break
