@@ -200,9 +200,9 @@ func (b *bench) childEnv(extra ...string) []string {
 // together, create the table.
 func (r *e2eRun) startPrograms(ctx context.Context) error {
 	h, cfg, first := r.b.h, r.b.cfg, r.exp.Tables[0].Table
-	pipeline, listener := "WORKER_TABLE="+first, ""
+	pipeline := "WORKER_TABLE=" + first
 	if r.exp.Spec != "" {
-		pipeline, listener = "WORKER_PIPELINES="+r.exp.Spec, r.exp.Source+"="
+		pipeline = "WORKER_PIPELINES=" + r.exp.Spec
 	}
 	addrs, err := freeAddrs(cfg.Workers + 2)
 	if err != nil {
@@ -218,7 +218,8 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if r.workers = append(r.workers, c); i > 0 && i < cfg.Workers-1 {
+		r.workers = append(r.workers, c)
+		if i > 0 && i < cfg.Workers-1 {
 			continue
 		}
 		if err := poll(ctx, "workers ready", r.programs, func() (bool, error) {
@@ -231,14 +232,19 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 				return false, nil
 			}
 			var exists bool
-			err := r.db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", first).Scan(&exists)
-			return exists, err
+			if err := r.db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", first).Scan(&exists); err != nil {
+				return false, fmt.Errorf("check table %s: %w", first, err)
+			}
+			return exists, nil
 		}); err != nil {
 			return err
 		}
 	}
-	listen := addrs[cfg.Workers]
-	r.gatewayHealth, listener = addrs[cfg.Workers+1], listener+listen
+	listen, listener := addrs[cfg.Workers], addrs[cfg.Workers]
+	if r.exp.Spec != "" {
+		listener = r.exp.Source + "=" + listen // the source's own listener
+	}
+	r.gatewayHealth = addrs[cfg.Workers+1]
 	r.b.pr.step("starting the gateway on %s (%s)", listener, h.binaries.Gateway.Path)
 	if r.gateway, err = r.b.startChild("gateway", h.binaries.Gateway.Path, r.b.childEnv(pipeline,
 		"GATEWAY_LISTEN="+listener, "GATEWAY_HEALTH_ADDR="+r.gatewayHealth, "GATEWAY_INSTANCE=bench-gateway")); err != nil {
