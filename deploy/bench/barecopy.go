@@ -9,44 +9,27 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// goalCopyRatio is the raw landing's end-to-end rate as a multiple of one
-// bare COPY of the same lines: Postgres bounds the raw landing, and frames
-// leave the broker so little of the CPU that the workers' parallel COPYs
-// should carry well over one backend's.
-const goalCopyRatio = 1.7
-
-// copyGoalText states the goal against the bare COPY.
-const copyGoalText = "raw landing end to end ≥ 1.7× one bare COPY"
-
 // bareCopyTable is the fresh table the bare COPY fills. It is stored like
 // the raw landing's events (line_id text primary key, payload jsonb
 // COMPRESSION lz4), so that the two differ only in what comes before
 // Postgres, not in what Postgres does with a row.
 const bareCopyTable = "bench_bare_copy"
 
-// copyResult is one bare COPY of the corpus: one connection, one COPY
-// statement (its own transaction), no gateway, NATS or workers.
-type copyResult struct {
-	rate
-	// PostgresCPUSeconds is the CPU time of Postgres's processes during
-	// the COPY and its commit.
-	PostgresCPUSeconds float64 `json:"postgres_cpu_seconds"`
-}
-
 // bareCopy COPYs every line of the corpus as (line_id, payload jsonb) into
 // a fresh [bareCopyTable] over the run's connection, with pgx's binary
 // CopyFrom as the workers use, and times it from the start of the COPY to
-// its commit. It checkpoints first, so that the COPY, like the end-to-end
-// run before it, starts with no WAL pending a checkpoint.
-func (r *e2eRun) bareCopy(ctx context.Context) (copyResult, error) {
+// its commit, with the CPU time of Postgres's processes. It checkpoints
+// first, so that the COPY, like the end-to-end run before it, starts with
+// no WAL pending a checkpoint.
+func (r *e2eRun) bareCopy(ctx context.Context) (*rate, error) {
 	b := r.b
 	c := b.corpus
 	if _, err := r.db.Exec(ctx, fmt.Sprintf(`CREATE TABLE %s (line_id text PRIMARY KEY, payload jsonb COMPRESSION lz4 NOT NULL)`,
 		pgx.Identifier{bareCopyTable}.Sanitize())); err != nil {
-		return copyResult{}, fmt.Errorf("create %s: %w", bareCopyTable, err)
+		return nil, fmt.Errorf("create %s: %w", bareCopyTable, err)
 	}
 	if _, err := r.db.Exec(ctx, "CHECKPOINT"); err != nil {
-		return copyResult{}, fmt.Errorf("checkpoint before the bare copy: %w", err)
+		return nil, fmt.Errorf("checkpoint before the bare copy: %w", err)
 	}
 	settle()
 	b.pr.step("bare COPY: %s lines (%s) as jsonb into %s over one connection", thousands(int64(c.Len())), mib(c.PayloadBytes()), bareCopyTable)
@@ -60,13 +43,13 @@ func (r *e2eRun) bareCopy(ctx context.Context) (copyResult, error) {
 		}))
 	elapsed := time.Since(start)
 	if err != nil {
-		return copyResult{}, fmt.Errorf("bare copy into %s: %w", bareCopyTable, err)
+		return nil, fmt.Errorf("bare copy into %s: %w", bareCopyTable, err)
 	}
 	if n != int64(c.Len()) {
-		return copyResult{}, fmt.Errorf("bare copy stored %d rows of %d lines", n, c.Len())
+		return nil, fmt.Errorf("bare copy stored %d rows of %d lines", n, c.Len())
 	}
-	res := copyResult{rate: newRate(c.Len(), c.PayloadBytes(), elapsed),
-		PostgresCPUSeconds: (postgresCPU(b.h.pgDir) - pgBefore).Seconds()}
+	res := newRate(c.Len(), c.PayloadBytes(), elapsed)
+	res.CPUSeconds = (postgresCPU(b.h.pgDir) - pgBefore).Seconds()
 	b.pr.step("bare COPY: %s lines/s, %.1f MiB/s in %.1fs", thousands(int64(res.LinesPerSec)), res.MiBPerSec, res.Seconds)
-	return res, nil
+	return &res, nil
 }

@@ -15,111 +15,85 @@ import (
 // end) takes a minute or two on a 2-core machine; -latency sends
 // DefaultLoneLines.
 const (
-	DefaultCorpus       = "tweets"
-	DefaultLoneLines    = 100
-	DefaultConns        = 4
-	DefaultWorkers      = 2
-	DefaultGatewayBin   = ".data/bin/gateway"
-	DefaultWorkerBin    = ".data/bin/worker"
-	DefaultSeed         = 1
-	DefaultStallTimeout = time.Minute
-	DefaultSpec         = "deploy/pipelines/tweets.yaml"
-	DefaultIdleConns    = 10_000
-	DefaultClients      = 32
-	DefaultDuration     = 10 * time.Second
+	DefaultCorpus     = "tweets"
+	DefaultLoneLines  = 100
+	DefaultConns      = 4
+	DefaultWorkers    = 2
+	DefaultGatewayBin = ".data/bin/gateway"
+	DefaultWorkerBin  = ".data/bin/worker"
+	DefaultSpec       = "deploy/pipelines/tweets.yaml"
+	DefaultIdleConns  = 10_000
+	DefaultClients    = 32
+	DefaultDuration   = 10 * time.Second
 )
 
-// Config is what one bench run measures and with what. [parseFlags] fills it
-// from the command line.
+// seed seeds the line generator, so that every run of a corpus sends the
+// same bytes and its dump is made once.
+const seed = 1
+
+// stallTimeout fails a run when no row lands and no line is acknowledged
+// for this long.
+const stallTimeout = time.Minute
+
+// Config is what one bench run measures and with what: the flags, which
+// [parseFlags] fills in and whose usage strings give the defaults.
 type Config struct {
-	// Mode selects the measurement; see [modes]. Defaults to "e2e".
-	Mode string
-	// Spec is the pipeline spec file the typed mode runs the workers with.
-	// Empty (the default) means the corpus's own: [DefaultSpec] for
+	// Mode selects the measurement (see [modes]); "typed" is the e2e mode
+	// through a pipeline, Spec or the corpus's own: [DefaultSpec] for
 	// tweets, one generated into the run's directory for the others.
-	Spec string
-	// Corpus names the kind of lines generated, a key of [corpusKinds].
-	// Defaults to [DefaultCorpus].
+	Mode, Spec string
+	// Corpus names the kind of lines generated, a key of [corpusKinds],
+	// and Lines how many; Lines defaults to the corpus's own number, or
+	// [DefaultLoneLines] with Latency.
 	Corpus string
+	Lines  int
 	// Compress, when "xz", sends the corpus as one file compressed with
 	// `xz -T2` over one connection, with ncat, and measures `xz -dc` of
-	// it as the floor. Empty sends it plain.
+	// it as the floor. Latency, in the e2e mode, replaces the stream by
+	// lone lines: each sent over one open connection only once the row of
+	// the one before is visible, for the latency of an idle pipeline.
 	Compress string
-	// Latency, in the e2e mode, replaces the stream by lone lines: each
-	// sent over one open connection only once the row of the one before
-	// is visible, for the line-to-row latency of an idle pipeline.
-	Latency bool
-	// Lines is how many lines are generated and sent. Defaults to the
-	// corpus's own number, or [DefaultLoneLines] with Latency.
-	Lines int
+	Latency  bool
 	// Conns is how many TCP connections send the lines, and how many
-	// publishers the raw publish runs. Defaults to [DefaultConns], or 1
-	// with Compress or Latency, which send over one connection.
-	Conns int
-	// Workers is how many worker processes run. Defaults to
-	// [DefaultWorkers].
-	Workers int
-	// WorkerConcurrency is passed as WORKER_CONCURRENCY; 0 leaves the
-	// worker's default.
-	WorkerConcurrency int
-	// BatchSize is passed as WORKER_BATCH_SIZE; 0 leaves the worker's
-	// default.
-	BatchSize int
-	// GatewayBin and WorkerBin are the programs to run. When a path does
-	// not exist the program is built from source into the run's temporary
-	// directory.
-	GatewayBin string
-	WorkerBin  string
-	// Seed seeds the tweet generator, so runs send the same bytes.
-	// Defaults to [DefaultSeed].
-	Seed uint64
-	// PGSettings override the bench's Postgres settings (see
-	// [postgresSettings]); durability settings cannot be turned off.
-	PGSettings map[string]string
+	// publishers the raw publish runs: 1 with Compress or Latency.
+	// Workers is how many worker processes run.
+	Conns, Workers int
+	// GatewayBin and WorkerBin are the programs to run, as `make build`
+	// leaves them.
+	GatewayBin, WorkerBin string
 	// ChildEnv holds extra NAME=VALUE variables for the gateway and the
-	// workers, such as GATEWAY_INFLIGHT_LINES=8192.
+	// workers, such as GATEWAY_INFLIGHT_LINES=8192 or WORKER_BATCH_SIZE=100.
 	ChildEnv []string
 	// NATSSync is JetStream's fsync setting for the run: "" keeps the
 	// server default (every 2m), "always" fsyncs every write as
 	// deploy/nats/ does in production, a duration sets the interval.
 	NATSSync string
-	// StallTimeout fails the run when no row lands for this long.
-	// Defaults to [DefaultStallTimeout].
-	StallTimeout time.Duration
 	// JSON writes the report as JSON to standard output, and the text
 	// report to standard error.
 	JSON bool
-	// Verbose logs the harness's own steps (servers started, stopped).
-	Verbose bool
-
-	// IdleConns is how many idle connections the connections mode opens
-	// to measure the gateway's memory per connection. Defaults to
-	// [DefaultIdleConns].
-	IdleConns int
-	// Clients is how many clients the connections mode runs at once to
-	// measure the plain and TLS connection rates. Defaults to
-	// [DefaultClients].
-	Clients int
-	// Duration is how long each connection rate is measured. Defaults to
-	// [DefaultDuration].
-	Duration time.Duration
+	// IdleConns, Clients and Duration are the connections mode's: how
+	// many idle connections it opens to measure the gateway's memory per
+	// connection, how many clients measure the plain and TLS connection
+	// rates at once, and for how long each.
+	IdleConns, Clients int
+	Duration           time.Duration
 }
 
 // parseFlags parses args (without the program name) into a Config.
 func parseFlags(args []string) (Config, error) {
-	cfg := Config{PGSettings: map[string]string{}}
+	var cfg Config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./deploy/bench [flags]\n\n"+
 			"Measures jetline end to end on this machine: raw JetStream publish rate, then\n"+
 			"NDJSON over TCP → gateway → JetStream → workers → Postgres, with real servers.\n\nModes:\n")
-		for _, m := range modes {
-			fmt.Fprintf(fs.Output(), "  %-11s %s\n", m.name, m.about)
+		for _, name := range modeNames() {
+			fmt.Fprintf(fs.Output(), "  %-11s %s\n", name, modes[name])
 		}
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", ")+" (typed: e2e through a pipeline)")
+	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
 	fs.StringVar(&cfg.Spec, "spec", "", "pipeline spec `file` of -mode typed, and -mode e2e through it (default: "+DefaultSpec+" for tweets, a generated one for the other corpora)")
 	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: tweets (~6 KB statuses, 400,000 lines), archive (~4 KB records with values of their own, 100,000), small (~200 B records, 2,000,000)")
 	fs.StringVar(&cfg.Compress, "compress", "", "`xz`: send the corpus as one xz -T2 file with `ncat host port < dump.xz`, and measure xz -dc of it as the floor")
@@ -127,20 +101,9 @@ func parseFlags(args []string) (Config, error) {
 	fs.IntVar(&cfg.Lines, "lines", 0, "number of lines to send (default: the corpus's, see -corpus; 100 with -latency)")
 	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "concurrent TCP connections (and raw publishers); 1 with -compress or -latency")
 	fs.IntVar(&cfg.Workers, "workers", DefaultWorkers, "worker processes")
-	fs.IntVar(&cfg.WorkerConcurrency, "worker-concurrency", 0, "WORKER_CONCURRENCY for each worker (0: the worker's default)")
-	fs.IntVar(&cfg.BatchSize, "batch", 0, "WORKER_BATCH_SIZE (0: the worker's default)")
-	fs.StringVar(&cfg.GatewayBin, "gateway-bin", DefaultGatewayBin, "gateway `program`; built from source if missing")
-	fs.StringVar(&cfg.WorkerBin, "worker-bin", DefaultWorkerBin, "worker `program`; built from source if missing")
-	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the line generator")
-	fs.Func("pg", "extra Postgres setting `name=value` (repeatable), e.g. -pg wal_buffers=64MB", func(s string) error {
-		name, value, ok := strings.Cut(s, "=")
-		if name = strings.TrimSpace(name); !ok || name == "" {
-			return fmt.Errorf("%q is not name=value", s)
-		}
-		cfg.PGSettings[name] = strings.TrimSpace(value)
-		return nil
-	})
-	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_LINES=8192", func(s string) error {
+	fs.StringVar(&cfg.GatewayBin, "gateway-bin", DefaultGatewayBin, "gateway `program` (make build makes it)")
+	fs.StringVar(&cfg.WorkerBin, "worker-bin", DefaultWorkerBin, "worker `program` (make build makes it)")
+	fs.Func("env", "extra `NAME=VALUE` for the gateway and workers (repeatable), e.g. -env GATEWAY_INFLIGHT_LINES=8192 -env WORKER_BATCH_SIZE=100", func(s string) error {
 		name, _, ok := strings.Cut(s, "=")
 		if !ok || name == "" {
 			return fmt.Errorf("%q is not NAME=VALUE", s)
@@ -149,9 +112,7 @@ func parseFlags(args []string) (Config, error) {
 		return nil
 	})
 	fs.StringVar(&cfg.NATSSync, "nats-sync", "", "JetStream fsync: `always` or an interval such as 1s (empty: the server default, 2m)")
-	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", DefaultStallTimeout, "fail when no row lands for this long")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON on stdout (the text report goes to stderr)")
-	fs.BoolVar(&cfg.Verbose, "v", false, "log the harness's own steps")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", DefaultIdleConns, "idle connections held open by -mode connections")
 	fs.IntVar(&cfg.Clients, "clients", DefaultClients, "concurrent clients of the connection rates of -mode connections")
 	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "how long -mode connections measures each connection rate")
@@ -181,98 +142,53 @@ func (c Config) typed() bool { return c.Mode == "typed" || c.Spec != "" }
 
 // Validate reports what is wrong with c, in terms of the flags.
 func (c Config) Validate() error {
-	var errs []error
-	if _, ok := findMode(c.Mode); !ok {
-		errs = append(errs, fmt.Errorf("-mode %q is unknown: use one of %s", c.Mode, strings.Join(modeNames(), ", ")))
-	}
-	if _, ok := corpusKinds[c.Corpus]; !ok {
-		errs = append(errs, fmt.Errorf("-corpus %q is unknown: use one of %s", c.Corpus, strings.Join(corpusNames(), ", ")))
-	}
-	if c.Compress != "" && c.Compress != "xz" {
-		errs = append(errs, fmt.Errorf("-compress %q is unknown: use xz, or leave it out to send plain lines", c.Compress))
-	}
-	if (c.Compress != "" || c.Latency) && c.Conns != 1 {
-		errs = append(errs, fmt.Errorf("-compress and -latency send over one connection: leave out -conns (got %d)", c.Conns))
-	}
-	if c.Latency && (c.Mode != "e2e" || c.Spec != "" || c.Compress != "") {
-		errs = append(errs, errors.New("-latency measures lone lines into the raw landing: use it with -mode e2e and without -compress"))
-	}
-	if c.Lines < 1 {
-		errs = append(errs, fmt.Errorf("-lines must be at least 1 (got %d)", c.Lines))
-	}
-	if c.Conns < 1 || c.Conns > 10_000 {
-		errs = append(errs, fmt.Errorf("-conns must be between 1 and 10000 (got %d)", c.Conns))
-	}
-	if c.Conns > c.Lines {
-		errs = append(errs, fmt.Errorf("-conns (%d) must not exceed -lines (%d): every connection sends at least one line", c.Conns, c.Lines))
-	}
-	if c.Workers < 1 || c.Workers > 64 {
-		errs = append(errs, fmt.Errorf("-workers must be between 1 and 64 (got %d)", c.Workers))
-	}
-	if c.WorkerConcurrency < 0 || c.WorkerConcurrency > 64 {
-		errs = append(errs, fmt.Errorf("-worker-concurrency must be between 0 (the worker's default) and 64 (got %d)", c.WorkerConcurrency))
-	}
-	if c.BatchSize < 0 || c.BatchSize > 10_000 {
-		errs = append(errs, fmt.Errorf("-batch must be between 0 (the worker's default) and 10000 (got %d)", c.BatchSize))
-	}
-	if c.GatewayBin == "" || c.WorkerBin == "" {
-		errs = append(errs, errors.New("-gateway-bin and -worker-bin must not be empty"))
-	}
-	if c.IdleConns < 1 || c.IdleConns > 1_000_000 {
-		errs = append(errs, fmt.Errorf("-idle-conns must be between 1 and 1000000 (got %d)", c.IdleConns))
-	}
-	if c.Clients < 1 || c.Clients > 10_000 {
-		errs = append(errs, fmt.Errorf("-clients must be between 1 and 10000 (got %d)", c.Clients))
-	}
-	if c.Duration < time.Second {
-		errs = append(errs, fmt.Errorf("-duration must be at least 1s (got %s)", c.Duration))
-	}
-	if c.StallTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("-stall-timeout must be at least 1s (got %s)", c.StallTimeout))
-	}
-	if _, _, err := c.natsSync(); err != nil {
-		errs = append(errs, err)
-	}
-	for _, name := range slices.Sorted(maps.Keys(c.PGSettings)) {
-		if err := checkPGSetting(name, c.PGSettings[name]); err != nil {
-			errs = append(errs, err)
+	_, modeOK := modes[c.Mode]
+	_, corpusOK := corpusKinds[c.Corpus]
+	_, _, _, syncErr := c.natsSync()
+	errs := []error{syncErr}
+	for _, check := range []struct {
+		bad  bool
+		what string
+	}{
+		{!modeOK, fmt.Sprintf("-mode %q is unknown: use one of %s", c.Mode, strings.Join(modeNames(), ", "))},
+		{!corpusOK, fmt.Sprintf("-corpus %q is unknown: use one of %s", c.Corpus, strings.Join(slices.Sorted(maps.Keys(corpusKinds)), ", "))},
+		{c.Compress != "" && c.Compress != "xz", fmt.Sprintf("-compress %q is unknown: use xz, or leave it out to send plain lines", c.Compress)},
+		{(c.Compress != "" || c.Latency) && c.Conns != 1, fmt.Sprintf("-compress and -latency send over one connection: leave out -conns (got %d)", c.Conns)},
+		{c.Latency && (c.Mode != "e2e" || c.Spec != "" || c.Compress != ""), "-latency measures lone lines into the raw landing: use it with -mode e2e and without -compress"},
+		{c.Lines < 1, fmt.Sprintf("-lines must be at least 1 (got %d)", c.Lines)},
+		{c.Conns < 1 || c.Conns > 10_000, fmt.Sprintf("-conns must be between 1 and 10000 (got %d)", c.Conns)},
+		{c.Conns > c.Lines, fmt.Sprintf("-conns (%d) must not exceed -lines (%d): every connection sends at least one line", c.Conns, c.Lines)},
+		{c.Workers < 1 || c.Workers > 64, fmt.Sprintf("-workers must be between 1 and 64 (got %d)", c.Workers)},
+		{c.GatewayBin == "" || c.WorkerBin == "", "-gateway-bin and -worker-bin must not be empty"},
+		{c.IdleConns < 1 || c.IdleConns > 1_000_000, fmt.Sprintf("-idle-conns must be between 1 and 1000000 (got %d)", c.IdleConns)},
+		{c.Clients < 1 || c.Clients > 10_000, fmt.Sprintf("-clients must be between 1 and 10000 (got %d)", c.Clients)},
+		{c.Duration < time.Second, fmt.Sprintf("-duration must be at least 1s (got %s)", c.Duration)},
+	} {
+		if check.bad {
+			errs = append(errs, errors.New(check.what))
 		}
 	}
 	for _, kv := range c.ChildEnv {
 		name, _, _ := strings.Cut(kv, "=")
-		if flag, owned := harnessOwned[name]; owned {
-			if flag != "" {
-				errs = append(errs, fmt.Errorf("-env %s: set %s with %s", kv, name, flag))
-			} else {
-				errs = append(errs, fmt.Errorf("-env %s: the bench sets %s itself", kv, name))
-			}
+		if hint, owned := harnessOwned[name]; owned {
+			errs = append(errs, fmt.Errorf("-env %s: the bench sets %s itself%s", kv, name, hint))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// natsSync returns the embedded server's fsync options for -nats-sync.
-func (c Config) natsSync() (always bool, interval time.Duration, err error) {
+// natsSync returns the embedded server's fsync options for -nats-sync,
+// and their description for the report.
+func (c Config) natsSync() (always bool, interval time.Duration, text string, err error) {
 	switch c.NATSSync {
 	case "":
-		return false, 0, nil
+		return false, 0, "fsync every 2m (server default sync_interval)", nil
 	case "always":
-		return true, 0, nil
+		return true, 0, "fsync every write (sync_interval: always)", nil
 	}
 	d, err := time.ParseDuration(c.NATSSync)
 	if err != nil || d <= 0 {
-		return false, 0, fmt.Errorf("-nats-sync %q: use always or a positive duration such as 1s", c.NATSSync)
+		return false, 0, "", fmt.Errorf("-nats-sync %q: use always or a positive duration such as 1s", c.NATSSync)
 	}
-	return false, d, nil
-}
-
-// natsSyncText describes the -nats-sync setting for the report.
-func (c Config) natsSyncText() string {
-	switch c.NATSSync {
-	case "":
-		return "fsync every 2m (server default sync_interval)"
-	case "always":
-		return "fsync every write (sync_interval: always)"
-	}
-	return "fsync every " + c.NATSSync
+	return false, d, "fsync every " + c.NATSSync, nil
 }

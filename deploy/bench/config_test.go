@@ -6,8 +6,7 @@ import (
 )
 
 // TestParseFlagsWorkloads checks the defaults each workload brings: its
-// corpus's number of lines, and one connection for a dump or lone lines;
-// and that -pg and -env repeat.
+// corpus's number of lines, and one connection for a dump or lone lines.
 func TestParseFlagsWorkloads(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -32,14 +31,6 @@ func TestParseFlagsWorkloads(t *testing.T) {
 	}
 }
 
-func TestParseFlagsRepeatable(t *testing.T) {
-	t.Parallel()
-	cfg, err := parseFlags([]string{"-pg", "wal_buffers=64MB", "-pg", "wal_compression = lz4", "-env", "A=1", "-env", "B=2"})
-	if err != nil || cfg.PGSettings["wal_buffers"] != "64MB" || cfg.PGSettings["wal_compression"] != "lz4" || strings.Join(cfg.ChildEnv, " ") != "A=1 B=2" {
-		t.Fatalf("pg settings %v, child env %v, %v", cfg.PGSettings, cfg.ChildEnv, err)
-	}
-}
-
 func TestParseFlagsRejects(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -56,14 +47,11 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"no lines", []string{"-lines", "0"}, "-lines"},
 		{"more conns than lines", []string{"-lines", "3", "-conns", "4"}, "-conns"},
 		{"no workers", []string{"-workers", "0"}, "-workers"},
-		{"batch too big", []string{"-batch", "20000"}, "-batch"},
-		{"fsync off", []string{"-pg", "fsync=off"}, "durability"},
-		{"async commit", []string{"-pg", "synchronous_commit=off"}, "durable"},
-		{"port", []string{"-pg", "port=5432"}, "set by the bench"},
 		{"owned env", []string{"-env", "NATS_URL=nats://elsewhere:4222"}, "sets NATS_URL itself"},
-		{"env with a flag", []string{"-env", "WORKER_BATCH_SIZE=100"}, "with -batch"},
 		{"env without value", []string{"-env", "JUSTANAME"}, "NAME=VALUE"},
 		{"stray argument", []string{"extra"}, "unexpected arguments"},
+		{"removed flag", []string{"-batch", "100"}, "not defined"},
+		{"bad fsync", []string{"-nats-sync", "sometimes"}, "-nats-sync"},
 		{"no idle connections", []string{"-mode", "connections", "-idle-conns", "0"}, "-idle-conns"},
 		{"no clients", []string{"-mode", "connections", "-clients", "0"}, "-clients"},
 		{"short rates", []string{"-mode", "connections", "-duration", "500ms"}, "-duration"},
@@ -79,21 +67,21 @@ func TestParseFlagsRejects(t *testing.T) {
 	}
 }
 
+// TestEffectiveSettings checks that repeated -env settings reach both
+// programs' configurations and the report's setup.
 func TestEffectiveSettings(t *testing.T) {
 	t.Parallel()
-	cfg, err := parseFlags([]string{"-worker-concurrency", "3", "-env", "GATEWAY_INFLIGHT_BYTES=16777216"})
+	cfg, err := parseFlags([]string{"-env", "WORKER_CONCURRENCY=3", "-env", "GATEWAY_INFLIGHT_BYTES=16777216"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	win, wc, err := effectiveSettings(cfg)
+	rep, err := newReport(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if win.Bytes != 16<<20 || win.Messages < 1 {
-		t.Fatalf("window = %+v, want the -env byte limit and the gateway's default message limit", win)
-	}
-	if wc.Concurrency != 3 || wc.BatchSize < 1 {
-		t.Fatalf("worker concurrency %d, batch %d; want 3 and the worker's default", wc.Concurrency, wc.BatchSize)
+	if s := rep.Setup; s.RawWindow.Bytes != 16<<20 || s.RawWindow.Messages < 1 || s.WorkerConcurrency != 3 || s.BatchSize < 1 ||
+		s.defaultMark("WORKER_CONCURRENCY") != "" || s.defaultMark("WORKER_BATCH_SIZE") == "" {
+		t.Fatalf("setup %+v; want the -env byte limit, the gateway's default line limit, concurrency 3 and the worker's default batch", s)
 	}
 }
 

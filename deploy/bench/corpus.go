@@ -5,18 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jetline/jetline/shared/devkit/tweetgen"
@@ -59,8 +55,6 @@ var corpusKinds = map[string]corpusKind{
 	"small": {name: "small", about: "records of about 200 B, 1 % kept", lines: 2_000_000, estLineBytes: 260,
 		keepEvery: 100, gen: recordGen(200)},
 }
-
-func corpusNames() []string { return slices.Sorted(maps.Keys(corpusKinds)) }
 
 // recordWords are the words of a record's text. 36 words drawn uniformly
 // make xz (-6) compress 4 KB records 8–9×; 16 make it 11×, 64 make it 6×.
@@ -127,48 +121,34 @@ type corpus struct {
 	ends []int // ends[i] is the offset just past line i's newline
 }
 
-// newCorpus generates n lines of kind k from seed.
+// newCorpus generates n lines of kind k from seed, chunk by chunk, a
+// chunk on each core at once. Generators run at most two chunks per core
+// ahead of assembly, which bounds the memory held besides the corpus.
 func newCorpus(k corpusKind, seed uint64, n int) *corpus {
-	chunks := (n + chunkLines - 1) / chunkLines
-	results := make([]chan []byte, chunks)
-	for i := range results {
-		results[i] = make(chan []byte, 1)
+	chunks := make([]chan []byte, (n+chunkLines-1)/chunkLines)
+	for j := range chunks {
+		chunks[j] = make(chan []byte, 1)
 	}
-	workers := runtime.GOMAXPROCS(0)
-	// Generators may run at most this many chunks ahead of assembly, which
-	// bounds the memory held besides the corpus itself.
-	ahead := make(chan struct{}, 2*workers)
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for j := range jobs {
-				lines := min(chunkLines, n-j*chunkLines)
-				results[j] <- k.gen(seed*0x9e3779b97f4a7c15+uint64(j), firstTweetID+int64(j)*chunkLines, lines)
-			}
-		})
-	}
+	ahead := make(chan struct{}, 2*runtime.GOMAXPROCS(0))
 	go func() {
 		for j := range chunks {
 			ahead <- struct{}{}
-			jobs <- j
+			go func() {
+				chunks[j] <- k.gen(seed*0x9e3779b97f4a7c15+uint64(j), firstTweetID+int64(j)*chunkLines, min(chunkLines, n-j*chunkLines))
+			}()
 		}
-		close(jobs)
 	}()
-
 	c := &corpus{kind: k, data: make([]byte, 0, n*k.estLineBytes), ends: make([]int, 0, n)}
 	for j := range chunks {
-		chunk := <-results[j]
+		chunk := <-chunks[j]
 		<-ahead
-		base := len(c.data)
-		c.data = append(c.data, chunk...)
 		for i, b := range chunk {
 			if b == '\n' {
-				c.ends = append(c.ends, base+i+1)
+				c.ends = append(c.ends, len(c.data)+i+1)
 			}
 		}
+		c.data = append(c.data, chunk...)
 	}
-	wg.Wait()
 	return c
 }
 
@@ -238,10 +218,9 @@ type dump struct {
 	// is missing and the bench sends the file itself.
 	Sender string `json:"sender"`
 	Ncat   string `json:"-"`
-	// Floor is `xz -dc` of the file into /dev/null: the rate no reader of
-	// the dump can beat on one core.
-	Floor           rate    `json:"floor"`
-	FloorCPUSeconds float64 `json:"floor_cpu_seconds"`
+	// Floor is `xz -dc` of the file into /dev/null, with xz's CPU time:
+	// the rate no reader of the dump can beat on one core.
+	Floor rate `json:"floor"`
 }
 
 // newDump compresses c with xz into the bench's cache directory, or finds
@@ -266,35 +245,30 @@ func newDump(ctx context.Context, c *corpus, pr *progress) (*dump, error) {
 		d.Bytes, d.Cached = info.Size(), true
 	} else {
 		pr.step("compressing %s with `%s` into %s (once: later runs of the same lines reuse it)", mib(int64(len(c.data))), d.Command, d.Path)
-		if err := os.MkdirAll(filepath.Dir(d.Path), 0o755); err != nil {
-			return nil, fmt.Errorf("create the dump's directory: %w", err)
-		}
-		tmp := d.Path + ".tmp"
-		out, err := os.Create(tmp)
-		if err != nil {
-			return nil, fmt.Errorf("create the dump: %w", err)
-		}
 		cmd := exec.CommandContext(ctx, xz, xzArgs...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(c.data), out, os.Stderr
-		err = errors.Join(cmd.Run(), out.Close())
+		cmd.Stdin, cmd.Stderr = bytes.NewReader(c.data), os.Stderr
+		out, err := cmd.Output()
+		tmp := d.Path + ".tmp"
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(d.Path), 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(tmp, out, 0o644)
+		}
 		if err == nil {
 			err = os.Rename(tmp, d.Path)
 		}
 		if err != nil {
 			os.Remove(tmp)
-			return nil, fmt.Errorf("compress the corpus with %s: %w", d.Command, err)
+			return nil, fmt.Errorf("compress the corpus with %s into %s: %w", d.Command, d.Path, err)
 		}
-		info, err := os.Stat(d.Path)
-		if err != nil {
-			return nil, fmt.Errorf("compress the corpus: %w", err)
-		}
-		d.Bytes = info.Size()
+		d.Bytes = int64(len(out))
 	}
 	if d.Ncat, err = exec.LookPath("ncat"); err == nil {
 		d.Sender = "ncat (" + d.Ncat + ")"
 	} else {
 		d.Sender = "the bench's own io.Copy (ncat not found; apt-get install ncat)"
-		pr.warn("ncat not found: the bench sends the dump itself")
+		pr.step("warning: ncat not found: the bench sends the dump itself")
 	}
 	return d, nil
 }
@@ -311,6 +285,6 @@ func (d *dump) measureFloor(ctx context.Context, c *corpus) error {
 		return fmt.Errorf("xz -dc %s: %w", d.Path, err)
 	}
 	d.Floor = newRate(c.Len(), int64(len(c.data)), time.Since(start))
-	d.FloorCPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	d.Floor.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	return nil
 }

@@ -72,6 +72,6 @@ func testCorpus(t *testing.T, k corpusKind, minAvg, maxAvg int64) {
 		t.Fatal(err)
 	}
 	if want := n / k.keepEvery; exp.Kept < want || exp.Kept > want+1 || exp.Rejected != 0 || exp.rows() != int64(exp.Kept) {
-		t.Fatalf("the %s pipeline kept %d, rejected %d (%s), %d rows; want about %d kept, none rejected", k.name, exp.Kept, exp.Rejected, exp.rejectedText(), exp.rows(), want)
+		t.Fatalf("the %s pipeline kept %d, rejected %d (%s), %d rows; want about %d kept, none rejected", k.name, exp.Kept, exp.Rejected, exp.linesText(), exp.rows(), want)
 	}
 }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -10,22 +13,26 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/jetline/jetline/worker"
 	pipespec "github.com/jetline/jetline/worker/pipeline"
 )
 
-// expected is what a pipeline spec makes of the corpus, worked out in the
+// expected is what the workers run and what it makes of the corpus: the
+// raw landing (see [rawExpected]), or a pipeline spec worked out in the
 // bench's own process with worker/pipeline, independently of the running
-// workers. It is read-only once built.
+// workers. Only the measurement fills in its tables' Rows, DistinctKeys
+// and RowsPerSec.
 type expected struct {
-	// Spec is the spec file and Source its source.
-	Spec   string `json:"spec"`
-	Source string `json:"source"`
+	// Spec is the spec file, empty for the raw landing, and Source its
+	// source.
+	Spec   string `json:"spec,omitempty"`
+	Source string `json:"source,omitempty"`
 	// Tables is what each table must hold once every line is stored, in
 	// the spec's order; a delete entry stands for the tombstone table it
-	// fills. Tables[0] is the spec's first table, whose rows the latency
-	// is measured on.
-	Tables []tableExpect `json:"tables"`
+	// fills. Tables[0] is the one the latency is measured on.
+	Tables []table `json:"tables"`
 	// Kept, Filtered and Rejected count the lines by outcome;
 	// RejectedBy counts the rejected ones by reason.
 	Kept       int            `json:"kept"`
@@ -46,17 +53,22 @@ type expected struct {
 	rowPerLine bool
 }
 
-// tableExpect is what one table must hold.
-type tableExpect struct {
+// table is one table of a run: what it must hold, then what it held.
+type table struct {
 	// Table is "name" or "schema.name"; Key names its key columns.
 	Table string   `json:"table"`
 	Key   []string `json:"key"`
-	// Rows is how many rows it holds at the end: the distinct keys of the
+	// Want is how many rows it holds at the end: the distinct keys of the
 	// rows the kept lines make in it, less the keys a delete entry
 	// tombstones. Most is how many it may hold on the way, before the
 	// deletes of keys already stored.
-	Rows int64 `json:"rows"`
-	Most int64 `json:"most"`
+	Want int64 `json:"expected_rows"`
+	Most int64 `json:"most_rows"`
+	// Rows and DistinctKeys are its count(*) and count(DISTINCT key) at
+	// the end; both must equal Want.
+	Rows         int64   `json:"rows"`
+	DistinctKeys int64   `json:"distinct_keys"`
+	RowsPerSec   float64 `json:"rows_per_sec"`
 
 	// keySet holds the keys of the rows it holds at the end; nil when
 	// they are not known in advance. distinct is what tells its rows'
@@ -68,6 +80,38 @@ type tableExpect struct {
 // keySep separates the values of a composite key in its text form.
 const keySep = "\x1f"
 
+// rawExpected is what the raw landing, the workers' default pipeline,
+// makes of n lines: a row each of events (line_id, seq, source,
+// received_at, payload jsonb), none of two lines with one status id (each
+// line of the corpus has its own). Its keys, line ids, are the gateway's
+// to choose, so rows are not checked against them.
+func rawExpected(n int) *expected {
+	return &expected{Kept: n, receivedAt: "received_at", rowPerLine: true,
+		Tables: []table{{Table: "events", Key: []string{"line_id"}, Want: int64(n), Most: int64(n), distinct: "payload->'id'"}}}
+}
+
+// ident returns the table as an SQL identifier.
+func (t *table) ident() string { return pgx.Identifier(strings.Split(t.Table, ".")).Sanitize() }
+
+// distinctSQL is what count(DISTINCT …) counts to tell the table's rows'
+// lines apart.
+func (t *table) distinctSQL() string {
+	if t.distinct != "" {
+		return t.distinct
+	}
+	return "(" + keyList(t.Key, "") + ")"
+}
+
+// keyList returns the columns of key as SQL identifiers, each followed by
+// suffix, separated by commas.
+func keyList(key []string, suffix string) string {
+	cols := make([]string, len(key))
+	for i, k := range key {
+		cols[i] = pgx.Identifier{k}.Sanitize() + suffix
+	}
+	return strings.Join(cols, ", ")
+}
+
 // qualified returns t's name as a spec writes it.
 func qualified(t worker.Table) string {
 	if t.Schema == "" {
@@ -76,10 +120,34 @@ func qualified(t worker.Table) string {
 	return t.Schema + "." + t.Name
 }
 
+// loadSpec works out what the run's spec (-spec, or the corpus's own)
+// makes of the corpus.
+func loadSpec(b *bench) (*expected, error) {
+	spec := cmp.Or(b.cfg.Spec, DefaultSpec)
+	if k := b.corpus.kind; b.cfg.Spec == "" && k.keepEvery > 0 {
+		spec = filepath.Join(b.h.dir, k.name+".yaml")
+		if err := os.WriteFile(spec, []byte(k.spec()), 0o644); err != nil {
+			return nil, fmt.Errorf("write the %s pipeline: %w", k.name, err)
+		}
+	}
+	spec, err := filepath.Abs(spec)
+	if err != nil {
+		return nil, fmt.Errorf("resolve -spec %s: %w", spec, err)
+	}
+	b.pr.step("working out what %s makes of the corpus (in-process, worker/pipeline)", spec)
+	exp, err := expect(spec, b.corpus)
+	if err != nil {
+		return nil, fmt.Errorf("load -spec: %w", err)
+	}
+	b.pr.step("expected: %s; %s; in %.1fs", exp.linesText(), exp.tablesText(), exp.Seconds)
+	return exp, nil
+}
+
 // expect loads the spec at path and runs its transform over every line
-// of c, as the workers will. A table with tombstones holds, at the end,
-// none of the keys the spec's delete entries for it delete, whatever the
-// order the lines come in, and its tombstone table holds those keys.
+// of c, as the workers will, a share of the lines on each core. A table
+// with tombstones holds, at the end, none of the keys the spec's delete
+// entries for it delete, whatever the order the lines come in, and its
+// tombstone table holds those keys.
 func expect(path string, c *corpus) (*expected, error) {
 	start := time.Now()
 	p, err := pipespec.Load(path)
@@ -90,23 +158,23 @@ func expect(path string, c *corpus) (*expected, error) {
 	e := &expected{Spec: path, Source: spec.Source, RejectedBy: map[string]int{}, keys: make([]string, c.Len())}
 	keyIdx := make([][]int, len(tables))
 	deletes := map[int]int{} // a delete entry's table → the table it deletes from
-	for t, table := range tables {
+	for t, tbl := range tables {
 		if len(spec.Tables[t].Key) == 0 {
-			return nil, fmt.Errorf("spec %s: table %s has no key: the typed mode tells which line a row came from by its key", path, qualified(table))
+			return nil, fmt.Errorf("spec %s: table %s has no key: the typed mode tells which line a row came from by its key", path, qualified(tbl))
 		}
-		keyIdx[t] = make([]int, len(table.Key))
-		for i, k := range table.Key {
-			keyIdx[t][i] = slices.IndexFunc(table.Columns, func(col worker.Column) bool { return col.Name == k })
-			if keyIdx[t][i] < 0 {
-				return nil, fmt.Errorf("spec %s: table %s: key column %s is not among the columns", path, qualified(table), k)
+		for _, k := range tbl.Key {
+			i := slices.IndexFunc(tbl.Columns, func(col worker.Column) bool { return col.Name == k })
+			if i < 0 {
+				return nil, fmt.Errorf("spec %s: table %s: key column %s is not among the columns", path, qualified(tbl), k)
 			}
+			keyIdx[t] = append(keyIdx[t], i)
 		}
-		name := qualified(table)
-		if table.Delete {
+		name := qualified(tbl)
+		if tbl.Delete {
 			deletes[t] = slices.IndexFunc(tables, func(o worker.Table) bool { return !o.Delete && qualified(o) == name })
 			name = qualified(tables[deletes[t]].TombstoneTable())
 		}
-		e.Tables = append(e.Tables, tableExpect{Table: name, Key: table.Key})
+		e.Tables = append(e.Tables, table{Table: name, Key: tbl.Key, keySet: map[string]struct{}{}})
 	}
 	for _, col := range spec.Tables[0].Columns {
 		if col.Meta == pipespec.MetaReceivedAt {
@@ -115,63 +183,50 @@ func expect(path string, c *corpus) (*expected, error) {
 		}
 	}
 
-	// Lines are split in one run per core; each run counts on its own.
-	type tally struct {
-		kept, filtered int
-		rejectedBy     map[string]int
-		keys           []map[string]struct{} // by table
-	}
-	spans := c.Split(min(runtime.GOMAXPROCS(0), c.Len()))
-	tallies := make([]tally, len(spans))
 	now := time.Now()
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for si, sp := range spans {
+	for _, sp := range c.Split(min(runtime.GOMAXPROCS(0), c.Len())) {
 		wg.Go(func() {
-			t := tally{rejectedBy: map[string]int{}, keys: make([]map[string]struct{}, len(tables))}
-			for ti := range t.keys {
-				t.keys[ti] = map[string]struct{}{}
+			part := &expected{RejectedBy: map[string]int{}, Tables: make([]table, len(tables))}
+			for ti := range part.Tables {
+				part.Tables[ti].keySet = map[string]struct{}{}
 			}
 			rows := worker.NewRows(tables)
 			for i := sp.First; i < sp.First+sp.N; i++ {
 				rows.Reset()
 				line := worker.Line{Seq: uint64(i + 1), Source: spec.Source, ReceivedAt: now, Data: c.Line(i)}
-				res := rows.Transform(p, &line, 0)
-				switch res.Outcome {
+				switch res := rows.Transform(p, &line, 0); res.Outcome {
 				case worker.Insert:
-					t.kept++
+					part.Kept++
 					for ti := range tables {
 						for ri, row := range rows.Table(ti).Rows {
 							k := keyText(row, keyIdx[ti])
-							t.keys[ti][k] = struct{}{}
+							part.Tables[ti].keySet[k] = struct{}{}
 							if ti == 0 && ri == 0 {
-								e.keys[i] = k
+								e.keys[i] = k // each run writes lines of its own
 							}
 						}
 					}
 				case worker.Filter:
-					t.filtered++
+					part.Filtered++
 				default:
-					t.rejectedBy[res.Reason]++
+					part.RejectedBy[res.Reason]++
+					part.Rejected++
 				}
 			}
-			tallies[si] = t
+			mu.Lock()
+			defer mu.Unlock()
+			e.Kept, e.Filtered, e.Rejected = e.Kept+part.Kept, e.Filtered+part.Filtered, e.Rejected+part.Rejected
+			for reason, n := range part.RejectedBy {
+				e.RejectedBy[reason] += n
+			}
+			for ti := range tables {
+				maps.Copy(e.Tables[ti].keySet, part.Tables[ti].keySet)
+			}
 		})
 	}
 	wg.Wait()
-	for ti := range e.Tables {
-		e.Tables[ti].keySet = map[string]struct{}{}
-	}
-	for _, t := range tallies {
-		e.Kept += t.kept
-		e.Filtered += t.filtered
-		for reason, n := range t.rejectedBy {
-			e.RejectedBy[reason] += n
-			e.Rejected += n
-		}
-		for ti, keys := range t.keys {
-			maps.Copy(e.Tables[ti].keySet, keys)
-		}
-	}
 	for ti := range e.Tables {
 		e.Tables[ti].Most = int64(len(e.Tables[ti].keySet))
 	}
@@ -181,7 +236,7 @@ func expect(path string, c *corpus) (*expected, error) {
 		}
 	}
 	for ti := range e.Tables {
-		e.Tables[ti].Rows = int64(len(e.Tables[ti].keySet))
+		e.Tables[ti].Want = int64(len(e.Tables[ti].keySet))
 	}
 	e.Seconds = time.Since(start).Seconds()
 	return e, nil
@@ -191,7 +246,7 @@ func expect(path string, c *corpus) (*expected, error) {
 func (e *expected) rows() int64 {
 	var n int64
 	for _, t := range e.Tables {
-		n += t.Rows
+		n += t.Want
 	}
 	return n
 }
@@ -215,30 +270,28 @@ func keyText(row []any, idx []int) string {
 	return strings.Join(parts, keySep)
 }
 
-// rejectedText lists the rejection reasons with their counts, most
-// frequent first.
-func (e *expected) rejectedText() string {
-	if e.Rejected == 0 {
-		return "none"
-	}
+// linesText says what the spec made of the lines: kept, filtered and
+// rejected, with the rejection reasons most frequent first.
+func (e *expected) linesText() string {
 	reasons := slices.SortedFunc(maps.Keys(e.RejectedBy), func(a, b string) int {
 		if d := e.RejectedBy[b] - e.RejectedBy[a]; d != 0 {
 			return d
 		}
 		return strings.Compare(a, b)
 	})
-	parts := make([]string, len(reasons))
+	why := make([]string, len(reasons))
 	for i, r := range reasons {
-		parts[i] = fmt.Sprintf("%s %s", r, thousands(int64(e.RejectedBy[r])))
+		why[i] = r + " " + thousands(int64(e.RejectedBy[r]))
 	}
-	return strings.Join(parts, ", ")
+	return fmt.Sprintf("%s kept, %s filtered, %s rejected (%s)", thousands(int64(e.Kept)), thousands(int64(e.Filtered)),
+		thousands(int64(e.Rejected)), cmp.Or(strings.Join(why, ", "), "none"))
 }
 
 // tablesText lists the tables with their keys and expected rows.
 func (e *expected) tablesText() string {
 	parts := make([]string, len(e.Tables))
 	for i, t := range e.Tables {
-		parts[i] = fmt.Sprintf("%s (key %s, %s rows)", t.Table, strings.Join(t.Key, ", "), thousands(t.Rows))
+		parts[i] = fmt.Sprintf("%s (key %s, %s rows)", t.Table, strings.Join(t.Key, ", "), thousands(t.Want))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -4,20 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetline/jetline/shared/devkit/childproc"
 	"github.com/jetline/jetline/shared/devkit/embeddednats"
 	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
@@ -27,91 +27,82 @@ import (
 // on): it is part of what is measured. Commit timestamps give each row's
 // commit time for the latency; a large max_wal_size and a long
 // checkpoint_timeout keep checkpoints out of a run of a minute or two, as
-// they would be spread thin on a tuned production server.
-var postgresSettings = map[string]string{
-	"fsync":                  "on",
-	"synchronous_commit":     "on",
-	"track_commit_timestamp": "on",
-	"max_wal_size":           "4GB",
-	"checkpoint_timeout":     "30min",
-}
-
-// reportedSettings are the Postgres settings the report shows, whatever
-// their source, so that a reader sees what the numbers were measured with.
-var reportedSettings = []string{
-	"fsync", "synchronous_commit", "full_page_writes", "track_commit_timestamp",
-	"max_wal_size", "checkpoint_timeout", "shared_buffers", "wal_buffers",
-	"wal_compression", "wal_writer_delay", "commit_delay", "default_toast_compression",
-}
-
-// checkPGSetting refuses -pg settings that would weaken durability, which
-// would make the numbers meaningless for the product.
-func checkPGSetting(name, value string) error {
-	off := func() bool {
-		switch strings.ToLower(value) {
-		case "off", "false", "no", "0":
-			return true
-		}
-		return false
-	}
-	switch strings.ToLower(name) {
-	case "fsync", "full_page_writes":
-		if off() {
-			return fmt.Errorf("-pg %s=%s would weaken durability; the bench measures with it on", name, value)
-		}
-	case "synchronous_commit":
-		if off() {
-			return fmt.Errorf("-pg synchronous_commit=%s would acknowledge lines before their rows are durable; the bench measures with it on", value)
-		}
-	case "port", "track_commit_timestamp":
-		return fmt.Errorf("-pg %s is set by the bench", name)
-	}
-	return nil
-}
+// they would be spread thin on a tuned production server. The report shows
+// reportedSettings, whatever their source.
+var (
+	postgresSettings = map[string]string{"fsync": "on", "synchronous_commit": "on", "track_commit_timestamp": "on",
+		"max_wal_size": "4GB", "checkpoint_timeout": "30min"}
+	reportedSettings = []string{"fsync", "synchronous_commit", "full_page_writes", "track_commit_timestamp",
+		"max_wal_size", "checkpoint_timeout", "shared_buffers", "wal_buffers",
+		"wal_compression", "wal_writer_delay", "commit_delay", "default_toast_compression"}
+)
 
 // harnessOwned are the child variables the bench sets itself, which -env
-// must not override, with the flag that sets them where there is one.
+// must not override, with a hint where a flag sets them.
 var harnessOwned = map[string]string{
 	"NATS_URL": "", "DATABASE_URL": "", "LOG_FORMAT": "",
 	"GATEWAY_LISTEN": "", "GATEWAY_HEALTH_ADDR": "", "GATEWAY_INSTANCE": "",
-	"WORKER_HEALTH_ADDR": "", "WORKER_INSTANCE": "", "WORKER_TABLE": "", "WORKER_PIPELINES": "-spec",
-	"WORKER_CONCURRENCY": "-worker-concurrency", "WORKER_BATCH_SIZE": "-batch",
+	"WORKER_HEALTH_ADDR": "", "WORKER_INSTANCE": "", "WORKER_TABLE": "", "WORKER_PIPELINES": ": choose the spec with -spec",
 }
 
+// Children exit within childStopTimeout of SIGTERM or their process group
+// is killed: the programs' own shutdown timeouts are 30 s, but after a run
+// they have nothing left to flush. A child's last tailLines output lines
+// go into the error of an exit nobody asked for.
+const (
+	childStopTimeout = 20 * time.Second
+	tailLines        = 20
+)
+
 // harness is the environment of one run: a temporary directory, an
-// embedded NATS server and a private Postgres, and the programs under test.
-// [startHarness] builds it; [harness.close] tears all of it down.
+// embedded NATS server and a private Postgres, and the programs under
+// test and their running children. [startHarness] builds it;
+// [harness.close] tears all of it down.
 type harness struct {
-	dir  string // temporary root, removed by close
-	nats *embeddednats.Server
-	nc   *nats.Conn
-	js   jetstream.JetStream
-
+	dir      string // temporary root, removed by close
+	nats     *embeddednats.Server
+	nc       *nats.Conn
+	js       jetstream.JetStream
 	pg       *privatepg.Server
-	pgDir    string    // resolved data directory, to find its processes
-	pgFacts  []setting // reportedSettings as the server reports them
-	pgVer    string
-	natsVer  string
+	pgDir    string // resolved data directory, to find its processes
 	binaries binaries
-
 	children []*child
 }
 
-// setting is one server setting as reported by the server.
-type setting struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
+// binaries are the programs under test, by absolute path.
+type binaries struct {
+	Gateway binary `json:"gateway"`
+	Worker  binary `json:"worker"`
 }
 
-// startHarness creates the temporary directory, starts NATS and Postgres,
-// and finds or builds the programs. On error everything started is torn
-// down again.
-func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *progress) (started *harness, err error) {
-	dir, err := os.MkdirTemp("", "jetline-bench-")
-	if err != nil {
+type binary struct {
+	Path string `json:"path"`
+}
+
+// startHarness finds the programs, creates the temporary directory,
+// starts NATS and Postgres, and notes their versions and settings in rep.
+// On error everything started is torn down again.
+func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *progress, rep *Report) (started *harness, err error) {
+	var h harness
+	for _, p := range []struct {
+		bin        *binary
+		name, path string
+	}{{&h.binaries.Gateway, "gateway", cfg.GatewayBin}, {&h.binaries.Worker, "worker", cfg.WorkerBin}} {
+		info, err := os.Stat(p.path)
+		if err == nil && info.IsDir() {
+			err = errors.New("a directory, not a program")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("-%s-bin %s: %w: run make build, which makes .data/bin/%s, or name the program to run", p.name, p.path, err, p.name)
+		}
+		if p.bin.Path, err = filepath.Abs(p.path); err != nil {
+			return nil, err
+		}
+	}
+	rep.Binaries = h.binaries
+	if h.dir, err = os.MkdirTemp("", "jetline-bench-"); err != nil {
 		return nil, fmt.Errorf("create temporary directory: %w", err)
 	}
-	h := &harness{dir: dir}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, h.close(context.WithoutCancel(ctx)))
@@ -120,134 +111,59 @@ func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *prog
 	}()
 	// Postgres runs as an unprivileged user when we are root, and must be
 	// able to reach its data directory inside.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return h, fmt.Errorf("make %s searchable: %w", dir, err)
+	if err := os.Chmod(h.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("make %s searchable: %w", h.dir, err)
 	}
 
-	pr.step("starting NATS (embedded, JetStream file store in %s)", dir)
-	syncAlways, syncInterval, _ := cfg.natsSync()
-	h.nats, err = embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(dir, "nats"),
+	pr.step("starting NATS (embedded, JetStream file store in %s)", h.dir)
+	syncAlways, syncInterval, syncText, _ := cfg.natsSync()
+	h.nats, err = embeddednats.Start(embeddednats.Options{Port: -1, StoreDir: filepath.Join(h.dir, "nats"),
 		SyncAlways: syncAlways, SyncInterval: syncInterval}, logger)
 	if err != nil {
-		return h, fmt.Errorf("start nats: %w", err)
+		return nil, fmt.Errorf("start nats: %w", err)
 	}
+	rep.NATS = natsFacts{Store: "embedded, JetStream file store, " + syncText}
 	if vz, err := h.nats.Varz(nil); err == nil {
-		h.natsVer = vz.Version
+		rep.NATS.Version = vz.Version
 	}
-	h.nc, err = nats.Connect(h.nats.ClientURL(), nats.Name("jetline-bench"))
-	if err != nil {
-		return h, fmt.Errorf("connect to nats: %w", err)
+	if h.nc, err = nats.Connect(h.nats.ClientURL(), nats.Name("jetline-bench")); err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	if h.js, err = jetstream.New(h.nc); err != nil {
-		return h, fmt.Errorf("open jetstream: %w", err)
+		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
 
-	settings := maps.Clone(postgresSettings)
-	maps.Copy(settings, cfg.PGSettings)
 	pr.step("starting Postgres (private, fsync on)")
-	h.pg, err = privatepg.Start(ctx, privatepg.Options{Dir: filepath.Join(dir, "pg", "data"), Settings: settings}, logger)
-	if err != nil {
-		return h, err // privatepg's errors say what to do
+	dataDir := filepath.Join(h.dir, "pg", "data")
+	if h.pg, err = privatepg.Start(ctx, privatepg.Options{Dir: dataDir, Settings: postgresSettings}, logger); err != nil {
+		return nil, err // privatepg's errors say what to do
 	}
-	if h.pgDir, err = filepath.EvalSymlinks(filepath.Join(dir, "pg", "data")); err != nil {
-		return h, fmt.Errorf("resolve postgres data directory: %w", err)
+	if h.pgDir, err = filepath.EvalSymlinks(dataDir); err != nil {
+		return nil, fmt.Errorf("resolve postgres data directory: %w", err)
 	}
-	if err := h.readPGFacts(ctx, slices.Collect(maps.Keys(cfg.PGSettings))); err != nil {
-		return h, err
-	}
-
-	for _, p := range []struct {
-		bin        *binary
-		name, path string
-	}{{&h.binaries.Gateway, "gateway", cfg.GatewayBin}, {&h.binaries.Worker, "worker", cfg.WorkerBin}} {
-		if *p.bin, err = findBinary(ctx, p.name, p.path, filepath.Join(dir, "bin"), pr); err != nil {
-			return h, err
-		}
-	}
-	return h, nil
-}
-
-// binary is one program under test.
-type binary struct {
-	// Path is the absolute path of the executable.
-	Path string `json:"path"`
-	// Built is true when the bench built it from source for this run.
-	Built bool `json:"built"`
-}
-
-// binaries are the programs under test.
-type binaries struct {
-	Gateway binary `json:"gateway"`
-	Worker  binary `json:"worker"`
-}
-
-func (b binary) describe() string {
-	if b.Built {
-		return "built from source"
-	}
-	return b.Path
-}
-
-// findBinary returns the program at path, or, when there is none, builds
-// the module's program of that name into buildDir. Whether a program
-// given is up to date is the caller's business: `make bench` builds them
-// first, and go build knows what is stale.
-func findBinary(ctx context.Context, name, path, buildDir string, pr *progress) (binary, error) {
-	info, err := os.Stat(path)
-	switch {
-	case err == nil && info.IsDir():
-		return binary{}, fmt.Errorf("-%s-bin %s is a directory, not a program", name, path)
-	case err == nil:
-		abs, err := filepath.Abs(path)
-		return binary{Path: abs}, err
-	case !errors.Is(err, fs.ErrNotExist):
-		return binary{}, fmt.Errorf("check -%s-bin %s: %w", name, path, err)
-	}
-	pkg := fmt.Sprintf("github.com/jetline/jetline/%s/cmd/%s", name, name)
-	out := filepath.Join(buildDir, name)
-	pr.step("%s not found; building %s", path, pkg)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return binary{}, fmt.Errorf("build %s (run the bench from inside the jetline module, with go on PATH): %w", pkg, err)
-	}
-	return binary{Path: out, Built: true}, nil
-}
-
-// readPGFacts records the server's version and the values of
-// reportedSettings and of the settings given with -pg, as the server
-// reports them.
-func (h *harness) readPGFacts(ctx context.Context, extra []string) error {
 	conn, err := pgx.Connect(ctx, h.pg.URL())
 	if err != nil {
-		return fmt.Errorf("connect to postgres: %w", err)
+		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&h.pgVer); err != nil {
-		return fmt.Errorf("read postgres version: %w", err)
+	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&rep.Postgres.Version); err != nil {
+		return nil, fmt.Errorf("read postgres version: %w", err)
 	}
-	names := slices.Clone(reportedSettings)
-	for _, name := range slices.Sorted(slices.Values(extra)) {
-		if !slices.Contains(names, name) {
-			names = append(names, name)
+	for _, name := range reportedSettings {
+		s := setting{Name: name}
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&s.Value); err != nil {
+			return nil, fmt.Errorf("read postgres setting %s: %w", name, err)
 		}
+		rep.Postgres.Settings = append(rep.Postgres.Settings, s)
 	}
-	for _, name := range names {
-		var v string
-		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
-			return fmt.Errorf("read postgres setting %s: %w", name, err)
-		}
-		h.pgFacts = append(h.pgFacts, setting{Name: name, Value: v})
-	}
-	return nil
+	return &h, nil
 }
 
 // close stops the children that still run, then Postgres and NATS, and
 // removes the temporary directory. It is safe on a partly started harness
 // and safe to call twice.
 func (h *harness) close(ctx context.Context) error {
-	var errs []error
-	errs = append(errs, stopChildren(h.children, childStopTimeout))
+	errs := []error{stopChildren(h.children)}
 	h.children = nil
 	if h.nc != nil {
 		h.nc.Close()
@@ -255,9 +171,7 @@ func (h *harness) close(ctx context.Context) error {
 	}
 	if h.pg != nil {
 		stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if err := h.pg.Stop(stopCtx); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, h.pg.Stop(stopCtx))
 		cancel()
 		h.pg = nil
 	}
@@ -271,5 +185,127 @@ func (h *harness) close(ctx context.Context) error {
 		}
 		h.dir = ""
 	}
+	return errors.Join(errs...)
+}
+
+// child is a gateway or worker process. Its output goes, line by line and
+// prefixed with its name, to the bench's standard error; its last lines
+// are kept for the error when it exits unexpectedly. Methods are safe for
+// concurrent use.
+type child struct {
+	name, prefix string
+	pid          int
+	proc         *childproc.Process
+	out          io.Writer
+
+	mu   sync.Mutex
+	tail []string
+}
+
+// startChild starts path with env added to the bench's environment less
+// the variables that configure jetline (so the programs run with their
+// defaults plus what the bench sets, not with whatever the caller's shell
+// holds), in its own process group and killed if the bench dies (see
+// [childproc.Start]), and adds it to the harness's children, which
+// [bench.stopPrograms] and [harness.close] stop.
+func (b *bench) startChild(name, path string, env []string) (*child, error) {
+	cmd := exec.Command(path)
+	cmd.Env = append(childEnviron(os.Environ()), env...)
+	c := &child{name: name, prefix: fmt.Sprintf("%-9s| ", name), out: b.stderr}
+	w := childproc.NewPrefixWriter(c.prefix, c)
+	proc, err := childproc.Start(cmd, func(r io.Reader) {
+		_, _ = io.Copy(w, r)
+		_ = w.Flush()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start %s (%s): %w", name, path, err)
+	}
+	c.proc, c.pid = proc, proc.Pid()
+	b.h.children = append(b.h.children, c)
+	return c, nil
+}
+
+// childEnviron drops from env the variables that configure jetline.
+func childEnviron(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "GATEWAY_"), strings.HasPrefix(name, "WORKER_"), strings.HasPrefix(name, "INGEST_"),
+			strings.HasPrefix(name, "NATS_"), strings.HasPrefix(name, "LOG_"), name == "DATABASE_URL":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// Write is given one prefixed output line at a time by the child's
+// [childproc.PrefixWriter]; it keeps the line, unprefixed, in the tail and
+// writes it to the bench's output. A failed write is dropped rather than
+// returned: stopping to read would block the child.
+func (c *child) Write(line []byte) (int, error) {
+	c.mu.Lock()
+	c.tail = append(c.tail, strings.TrimSuffix(strings.TrimPrefix(string(line), c.prefix), "\n"))
+	c.tail = c.tail[max(0, len(c.tail)-tailLines):]
+	c.mu.Unlock()
+	_, _ = c.out.Write(line)
+	return len(line), nil
+}
+
+// exited returns the error of the first of cs that has exited, with its
+// last output lines, or nil.
+func exited(cs []*child) error {
+	for _, c := range cs {
+		if !c.proc.Exited() {
+			continue
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		status := "status 0"
+		if err := c.proc.Err(); err != nil {
+			status = err.Error()
+		}
+		if len(c.tail) == 0 {
+			return fmt.Errorf("%s (pid %d) exited unexpectedly: %s", c.name, c.pid, status)
+		}
+		return fmt.Errorf("%s (pid %d) exited unexpectedly: %s; last output:\n  %s", c.name, c.pid, status, strings.Join(c.tail, "\n  "))
+	}
+	return nil
+}
+
+// stopPrograms fails if one of the harness's children has exited on its
+// own, and otherwise stops them all; what names them in the progress.
+func (b *bench) stopPrograms(what string) error {
+	cs := b.h.children
+	if err := exited(cs); err != nil {
+		return err
+	}
+	b.pr.step("stopping %s (SIGTERM)", what)
+	b.h.children = nil
+	if err := stopChildren(cs); err != nil {
+		return fmt.Errorf("stop %s: %w", what, err)
+	}
+	return nil
+}
+
+// stopChildren stops cs in parallel with SIGTERM, killing a child after
+// childStopTimeout (see [childproc.Process.Terminate]), and waits for all
+// of them. An exit with a non-zero status after SIGTERM is an error too; a
+// child that had exited already is left to [exited] to report.
+func stopChildren(cs []*child) error {
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		if c.proc.Exited() {
+			continue
+		}
+		wg.Go(func() {
+			if errs[i] = c.proc.Terminate(context.Background(), childStopTimeout); errs[i] == nil && c.proc.Err() != nil {
+				errs[i] = fmt.Errorf("%s (pid %d) exited with %v after SIGTERM", c.name, c.pid, c.proc.Err())
+			}
+		})
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }

@@ -16,6 +16,19 @@ const clockTick = 10 * time.Millisecond
 // senders, in the usage table.
 const benchProcName = "bench (NATS + senders)"
 
+// procUsage is one process's (or process group's) share of the run.
+type procUsage struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid,omitempty"`
+	// CPUSeconds is user plus system time during the window; Cores is
+	// that divided by the window (1.0 = one core busy throughout).
+	CPUSeconds float64 `json:"cpu_seconds"`
+	Cores      float64 `json:"cores"`
+	// PeakRSS is VmHWM in bytes, read just before stopping; 0 when not
+	// measured.
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
+}
+
 // usageSample is the CPU time used so far by each program, Postgres and
 // the bench itself, and the machine's.
 type usageSample struct {
@@ -69,28 +82,30 @@ func usage(before, after usageSample, programs []*child) []procUsage {
 // rss returns the resident set size (VmRSS) of pid and its peak (VmHWM),
 // in bytes.
 func rss(pid int) (cur, peak int64, err error) {
+	var st procfs.ProcStatus
 	p, err := procfs.NewProc(pid)
 	if err == nil {
-		var s procfs.ProcStatus
-		if s, err = p.NewStatus(); err == nil {
-			return int64(s.VmRSS), int64(s.VmHWM), nil
-		}
+		st, err = p.NewStatus()
 	}
-	return 0, 0, fmt.Errorf("read status of pid %d: %w", pid, err)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read status of pid %d: %w", pid, err)
+	}
+	return int64(st.VmRSS), int64(st.VmHWM), nil
 }
 
 // cpuTime returns the CPU time pid has used, user plus system, including
 // that of its children that have exited and been reaped (so a postmaster
 // accounts for its finished backends).
 func cpuTime(pid int) (time.Duration, error) {
+	var st procfs.ProcStat
 	p, err := procfs.NewProc(pid)
 	if err == nil {
-		var s procfs.ProcStat
-		if s, err = p.Stat(); err == nil {
-			return time.Duration(int64(s.UTime)+int64(s.STime)+int64(s.CUTime)+int64(s.CSTime)) * clockTick, nil
-		}
+		st, err = p.Stat()
 	}
-	return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
+	}
+	return time.Duration(int64(st.UTime)+int64(st.STime)+int64(st.CUTime)+int64(st.CSTime)) * clockTick, nil
 }
 
 // postgresCPU returns the CPU time of the processes working in dir,
@@ -108,12 +123,9 @@ func postgresCPU(dir string) time.Duration {
 }
 
 // machineTicks is the machine-wide CPU time split of /proc/stat, in
-// seconds.
-type machineTicks struct {
-	total, idle, iowait float64
-}
+// seconds, as readMachineTicks reads its aggregate "cpu" line.
+type machineTicks struct{ total, idle, iowait float64 }
 
-// readMachineTicks reads the aggregate "cpu" line of /proc/stat.
 func readMachineTicks() (machineTicks, error) {
 	st, err := procFS().Stat()
 	if err != nil {

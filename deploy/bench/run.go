@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,58 +21,17 @@ import (
 	"github.com/jetline/jetline/worker"
 )
 
-// mode is one kind of measurement. Every mode runs on the same harness
-// (NATS, Postgres, the programs) and corpus, and fills its part of the
-// report; a new mode is one more entry in [modes].
-type mode struct {
-	name  string
-	about string
-	// goal is what the mode measures against, printed before it starts;
-	// empty for modes that send lines, whose goal depends on the
-	// workload (see [lineGoal]).
-	goal string
-	// lines says the mode sends the generated lines, so the run
-	// generates them first.
-	lines bool
-	run   func(ctx context.Context, b *bench) error
+// modes are the measurements -mode chooses from, with what each
+// measures. Every mode runs on the same harness (NATS, Postgres, the
+// programs) and fills its part of the report; all but connections send
+// generated lines.
+var modes = map[string]string{
+	"e2e":         "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres (with -latency: lone lines)",
+	"typed":       "the e2e mode through a pipeline spec (-spec, or the corpus's own) into its tables",
+	"connections": "gateway memory per idle connection, then plain and TLS connections per second (one line each; no workers)",
 }
 
-// modes are the measurements the bench can make, the default first.
-var modes = []mode{
-	{
-		name:  "e2e",
-		about: "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres (with -latency: lone lines; with -spec, or as -mode typed: through that pipeline into its typed table)",
-		lines: true,
-		run:   runE2E,
-	},
-	{
-		name:  "connections",
-		about: "gateway memory per idle connection, then plain and TLS connections per second (one line each; no workers)",
-		goal:  connGoalText,
-		run:   runConnections,
-	},
-}
-
-// findMode returns the mode of -mode name; typed is the e2e mode through
-// a pipeline.
-func findMode(name string) (mode, bool) {
-	if name == "typed" {
-		name = "e2e"
-	}
-	i := slices.IndexFunc(modes, func(m mode) bool { return m.name == name })
-	if i < 0 {
-		return mode{}, false
-	}
-	return modes[i], true
-}
-
-func modeNames() []string {
-	names := make([]string, len(modes))
-	for i, m := range modes {
-		names[i] = m.name
-	}
-	return names
-}
+func modeNames() []string { return slices.Sorted(maps.Keys(modes)) }
 
 // backgroundWarn is the load of other processes, in cores, above which the
 // run warns that its numbers are skewed.
@@ -95,74 +55,63 @@ type bench struct {
 // everything down and writes the report. It fails only when the run
 // itself fails; missing the goal is reported, not an error.
 func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) {
-	m, ok := findMode(cfg.Mode)
-	if !ok {
-		return fmt.Errorf("unknown mode %q", cfg.Mode)
-	}
-	level := slog.LevelWarn
-	if cfg.Verbose {
-		level = slog.LevelInfo
+	measure, lines := runE2E, cfg.Mode != "connections"
+	if !lines {
+		measure = runConnections
 	}
 	// The bench's log, its progress and its children's output share stderr.
 	stderr = &childproc.SyncWriter{W: stderr}
-	logger := logging.New(logging.Config{Format: "auto", Level: level}, stderr).With("component", "bench")
-	pr := newProgress(stderr)
+	logger := logging.New(logging.Config{Format: "auto", Level: slog.LevelWarn}, stderr).With("component", "bench")
+	pr := &progress{w: stderr, start: time.Now()}
 	rep, err := newReport(cfg)
 	if err != nil {
 		return err
 	}
 	b := &bench{cfg: cfg, pr: pr, stderr: stderr, report: rep}
 
-	pr.step("jetline bench, mode %s: %s", m.name, m.about)
+	pr.step("jetline bench, mode %s: %s", cfg.Mode, modes[cfg.Mode])
 	if rep.Machine.BackgroundCores, err = backgroundLoad(time.Second, rep.Machine.CPUs); err != nil {
 		return err
 	}
 	pr.step("machine: %s", rep.Machine.summary())
 	if rep.Machine.BackgroundCores > backgroundWarn {
-		pr.warn("other processes keep %.2f cores busy: the numbers will be low and noisy", rep.Machine.BackgroundCores)
+		pr.step("warning: other processes keep %.2f cores busy: the numbers will be low and noisy", rep.Machine.BackgroundCores)
 	}
-	if m.lines {
+	if lines {
 		pr.step("goal: %s", rep.Goal.Text)
 		kind := corpusKinds[cfg.Corpus]
-		pr.step("generating %s %s lines: %s (seed %d)", thousands(int64(cfg.Lines)), kind.name, kind.about, cfg.Seed)
+		pr.step("generating %s %s lines: %s (seed %d)", thousands(int64(cfg.Lines)), kind.name, kind.about, seed)
 		start := time.Now()
-		c := newCorpus(kind, cfg.Seed, cfg.Lines)
-		rep.Corpus = corpusFacts{Kind: kind.name, Lines: c.Len(), PayloadBytes: c.PayloadBytes(),
-			AvgLineBytes: c.PayloadBytes() / int64(c.Len()), Seed: cfg.Seed, GenerationSec: time.Since(start).Seconds()}
-		b.corpus = c
-		pr.step("generated %s in %s, %s bytes per line on average", mib(b.corpus.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
+		b.corpus = newCorpus(kind, seed, cfg.Lines)
+		c := b.corpus
+		rep.Corpus.Kind, rep.Corpus.Lines, rep.Corpus.PayloadBytes, rep.Corpus.Seed = kind.name, c.Len(), c.PayloadBytes(), seed
+		rep.Corpus.AvgLineBytes, rep.Corpus.GenerationSec = c.PayloadBytes()/int64(c.Len()), time.Since(start).Seconds()
+		pr.step("generated %s in %s, %s bytes per line on average", mib(c.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
 		if cfg.Compress != "" {
-			if b.dump, err = newDump(ctx, b.corpus, pr); err != nil {
+			if b.dump, err = newDump(ctx, c, pr); err != nil {
 				return err
 			}
 			rep.Dump = b.dump
-			pr.step("dump: %s, %.1f× smaller, sent by %s", mib(b.dump.Bytes), float64(len(b.corpus.data))/float64(b.dump.Bytes), b.dump.Sender)
+			pr.step("dump: %s, %.1f× smaller, sent by %s", mib(b.dump.Bytes), float64(len(c.data))/float64(b.dump.Bytes), b.dump.Sender)
 		}
 	} else {
-		pr.step("%s", m.goal)
+		pr.step("%s", connGoalText)
 	}
 
-	b.h, err = startHarness(ctx, cfg, logger, pr)
-	if err != nil {
+	if b.h, err = startHarness(ctx, cfg, logger, pr, rep); err != nil {
 		return err
 	}
-	rep.Postgres = pgFacts{Version: b.h.pgVer, Settings: b.h.pgFacts}
-	rep.NATS = natsFacts{Version: b.h.natsVer, Store: "embedded, JetStream file store, " + cfg.natsSyncText()}
-	rep.Binaries = b.h.binaries
 	pr.step("postgres %s: %s", rep.Postgres.Version, rep.Postgres.settingsLine())
 	pr.step("nats %s: %s", rep.NATS.Version, rep.NATS.Store)
-
-	runErr := m.run(ctx, b)
+	runErr := measure(ctx, b)
 	pr.step("stopping Postgres and NATS, removing the temporary directory")
-	closeErr := b.h.close(context.WithoutCancel(ctx))
-	if err := errors.Join(runErr, closeErr); err != nil {
+	if err := errors.Join(runErr, b.h.close(context.WithoutCancel(ctx))); err != nil {
 		return err
 	}
-	rep.RunSeconds = pr.Elapsed().Seconds()
-	if m.lines {
+	rep.RunSeconds = time.Since(pr.start).Seconds()
+	if lines {
 		rep.judge()
 	}
-
 	if cfg.JSON {
 		if err := rep.writeText(stderr); err != nil {
 			return err
@@ -172,38 +121,20 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	return rep.writeText(stdout)
 }
 
-// measureRaw measures what end to end is compared with into the report:
-// the raw JetStream publish rate of the corpus, and with a dump its
-// `xz -dc` floor.
-func measureRaw(ctx context.Context, b *bench) error {
-	// A stream queues at most 100,000 messages it has not stored yet
-	// (nats-server's default) and refuses more with 429 "too many
-	// requests"; the gateway's window counts lines, which it sends as a
-	// few frames, but the raw publishers send a message per line.
-	win := b.report.Setup.RawWindow
-	win.Messages = min(win.Messages, rawQueueMsgs/b.cfg.Conns)
-	b.pr.step("raw publish: %s lines from %d publishers, at most %d lines / %s in flight each",
-		thousands(int64(b.corpus.Len())), b.cfg.Conns, win.Messages, mib(win.Bytes))
-	settle()
-	raw, err := measurePublish(ctx, b.h.nc, b.corpus, b.cfg.Conns, win)
-	if err != nil {
-		return fmt.Errorf("raw publish: %w", err)
-	}
-	b.report.Raw = &raw
-	b.pr.step("raw publish: %s lines/s, %.1f MiB/s in %.1fs", thousands(int64(raw.LinesPerSec)), raw.MiBPerSec, raw.Seconds)
-	if d := b.dump; d != nil {
-		settle()
-		if err := d.measureFloor(ctx, b.corpus); err != nil {
-			return err
-		}
-		b.pr.step("floor: xz -dc %s > /dev/null: %.1f MiB/s of decompressed output in %.2fs", mib(d.Bytes), d.Floor.MiBPerSec, d.Floor.Seconds)
-	}
-	return nil
+// progress writes what the run is doing, stamped with the time since it
+// began, so that a minute-long run is not silent. Safe for concurrent use.
+type progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	start time.Time
 }
 
-// rawQueueMsgs bounds the raw publishers' messages in flight, all
-// together, below the stream's queue of 100,000.
-const rawQueueMsgs = 50_000
+// step reports a step of the run.
+func (p *progress) step(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "[%6.1fs] %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, args...))
+}
 
 // settle writes dirty pages out before a measurement, so that the kernel
 // flushing what came before (the corpus, an earlier run, the raw publish
@@ -212,7 +143,7 @@ func settle() { syscall.Sync() }
 
 // effectiveSettings returns the gateway's in-flight window and the
 // workers' settings that the children will run with: the programs' own
-// defaults, overridden by the flags and -env.
+// defaults, overridden by -env.
 func effectiveSettings(cfg Config) (window, worker.Config, error) {
 	vars := map[string]string{}
 	for _, kv := range cfg.ChildEnv {
@@ -220,18 +151,12 @@ func effectiveSettings(cfg Config) (window, worker.Config, error) {
 		vars[name] = value
 	}
 	var gc gateway.Config
-	if err := env.ParseWithOptions(&gc, env.Options{Environment: maps.Clone(vars)}); err != nil {
-		return window{}, worker.Config{}, fmt.Errorf("gateway settings from -env: %w", err)
-	}
-	if cfg.WorkerConcurrency > 0 {
-		vars["WORKER_CONCURRENCY"] = fmt.Sprint(cfg.WorkerConcurrency)
-	}
-	if cfg.BatchSize > 0 {
-		vars["WORKER_BATCH_SIZE"] = fmt.Sprint(cfg.BatchSize)
-	}
 	var wc worker.Config
+	if err := env.ParseWithOptions(&gc, env.Options{Environment: vars}); err != nil {
+		return window{}, wc, fmt.Errorf("gateway settings from -env: %w", err)
+	}
 	if err := env.ParseWithOptions(&wc, env.Options{Environment: vars}); err != nil {
-		return window{}, worker.Config{}, fmt.Errorf("worker settings from -env: %w", err)
+		return window{}, wc, fmt.Errorf("worker settings from -env: %w", err)
 	}
 	return window{Messages: gc.InflightLines, Bytes: gc.InflightBytes}, wc, nil
 }

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,23 +18,37 @@ import (
 	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
 
-// runReport runs the bench with args on a few hundred lines, building the
-// programs from source, and returns its JSON report and its output. It
-// skips in -short mode, and where Postgres is missing outside CI.
+// runReport runs the bench with args on the programs `make build` made,
+// in a temporary directory of its own, and returns its JSON report and its
+// output; it fails if the run leaves a file behind there. It skips in
+// -short mode, and where Postgres or the programs are missing outside CI.
 func runReport(t *testing.T, args ...string) (r Report, stdout, stderr string) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("builds the programs and starts real servers")
+		t.Skip("starts the programs and real servers")
 	}
-	missing := filepath.Join(t.TempDir(), "missing")
-	cfg, err := parseFlags(append(args, "-gateway-bin", missing+"/gateway", "-worker-bin", missing+"/worker",
-		"-json", "-stall-timeout", "30s"))
+	bin := filepath.Join("..", "..", ".data", "bin")
+	cfg, err := parseFlags(append(args, "-gateway-bin", filepath.Join(bin, "gateway"), "-worker-bin", filepath.Join(bin, "worker"), "-json"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Postgres, run as an unprivileged user when we are root, must reach
+	// its data directory inside.
+	tmp, err := os.MkdirTemp("", "jetline-bench-test-")
+	if err == nil {
+		err = os.Chmod(tmp, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	t.Setenv("TMPDIR", tmp)
 	var out, errOut bytes.Buffer
 	err = run(t.Context(), cfg, &out, &errOut)
-	if errors.Is(err, privatepg.ErrNoBinaries) && os.Getenv("CI") != "true" {
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("the run left %d files behind in %s", len(left), tmp)
+	}
+	if _, statErr := os.Stat(cfg.WorkerBin); (errors.Is(err, privatepg.ErrNoBinaries) || statErr != nil) && os.Getenv("CI") != "true" {
 		t.Skip(err)
 	}
 	if err != nil {
@@ -43,94 +60,111 @@ func runReport(t *testing.T, args ...string) (r Report, stdout, stderr string) {
 	return r, out.String(), errOut.String()
 }
 
-// TestRunE2E runs the whole bench on a few hundred lines, building the
-// programs from source, and checks the report and that nothing is left
-// behind.
-func TestRunE2E(t *testing.T) {
-	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))
-	r, stdout, stderr := runReport(t, "-lines", "600", "-conns", "3", "-workers", "2", "-batch", "100")
-	if r.Raw == nil || r.Raw.Lines != 600 || r.Raw.LinesPerSec <= 0 {
-		t.Errorf("raw publish = %+v", r.Raw)
-	}
-	e := r.E2E
-	if e == nil {
-		t.Fatalf("no end-to-end result:\n%s", stdout)
-	}
-	if e.EndToEnd.Lines != 600 || e.EndToEnd.LinesPerSec <= 0 || e.DistinctLines != 600 || e.Ingest.Seconds > e.EndToEnd.Seconds {
-		t.Errorf("end to end = %+v, ingest %+v", e.EndToEnd, e.Ingest)
-	}
-	if e.LatencyP50 <= 0 || e.LatencyP99 < e.LatencyP50 {
-		t.Errorf("latency p50 %v, p99 %v", e.LatencyP50, e.LatencyP99)
-	}
-	if c := r.Copy; c == nil || c.Lines != 600 || c.LinesPerSec <= 0 || c.PostgresCPUSeconds <= 0 ||
-		r.CopyGoal == nil || r.CopyGoal.Measured != r.CopyRatio || r.CopyRatio <= 0 {
-		t.Errorf("bare copy = %+v, ratio %v, goal %+v", r.Copy, r.CopyRatio, r.CopyGoal)
-	}
-	if r.Ratio <= 0 || !r.Binaries.Gateway.Built || !r.Binaries.Worker.Built || r.Setup.BatchSize != 100 {
-		t.Errorf("report = %+v", r)
-	}
-	names := map[string]bool{}
-	for _, p := range e.Processes {
-		names[p.Name] = true
-		if p.Name != "postgres" && p.Name != benchProcName && p.PeakRSS <= 0 {
-			t.Errorf("%s: no peak RSS", p.Name)
-		}
-	}
-	for _, want := range []string{"gateway", "worker-1", "worker-2", "postgres"} {
-		if !names[want] {
-			t.Errorf("process table lacks %s: %+v", want, e.Processes)
-		}
-	}
-	for _, s := range []string{"fsync=on", "synchronous_commit=on", "track_commit_timestamp=on"} {
-		if !strings.Contains(r.Postgres.settingsLine(), s) {
-			t.Errorf("postgres settings %q lack %s", r.Postgres.settingsLine(), s)
-		}
-	}
-	if !strings.Contains(stderr, "goal: end to end ≥ 0.5× raw publish") || !strings.Contains(stderr, "e2e / bare COPY") {
-		t.Errorf("text report missing from stderr:\n%s", stderr)
-	}
-
-	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "jetline-bench-*"))
-	if len(after) > len(before) {
-		t.Errorf("temporary directories left behind: %v (before: %v)", after, before)
-	}
-	if kids := children(t); len(kids) > 0 {
-		t.Errorf("processes left behind: %v", kids)
-	}
-}
-
-// TestRunDump sends an xz-compressed archive corpus through its own
-// pipeline and checks the floor, the receipt of the dump and the goal.
-func TestRunDump(t *testing.T) {
+// TestRun runs every workload that sends lines through the real programs
+// and servers, a few hundred lines each, and checks the report: every
+// table holds exactly the rows its pipeline makes, the rates, latency and
+// goal are measured, and nothing is left behind.
+func TestRun(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // where the dump is kept
-	r, _, stderr := runReport(t, "-mode", "typed", "-corpus", "archive", "-compress", "xz", "-lines", "1500", "-workers", "1")
-	d := r.Dump
-	if d == nil || d.Bytes <= 0 || d.Floor.Seconds <= 0 || d.Floor.Lines != 1500 || d.Cached {
-		t.Fatalf("dump = %+v", d)
-	}
-	if r.E2E == nil || r.Typed == nil || r.Typed.Rows != r.Typed.Expected.rows() || r.Typed.Rows < 2 || r.Setup.Conns != 1 {
-		t.Fatalf("end to end = %+v, typed %+v", r.E2E, r.Typed)
-	}
-	if r.Goal.Text != "end to end ≥ 0.8× the xz -dc floor" || r.Goal.Measured <= 0 {
-		t.Errorf("goal = %+v", r.Goal)
-	}
-	for _, want := range []string{"xz -dc floor", "e2e / xz floor", "frames/s"} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("text report lacks %q:\n%s", want, stderr)
-		}
+	typed := []string{"-mode", "typed", "-lines", "500", "-conns", "2", "-workers", "2"}
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		goal   string
+		tables int
+		text   []string
+		check  func(t *testing.T, r Report)
+	}{
+		{"raw", []string{"-lines", "600", "-conns", "3", "-workers", "2", "-env", "WORKER_BATCH_SIZE=100"}, "end to end ≥ 0.5× raw publish", 1,
+			[]string{"e2e / bare COPY", "600 rows, 600 distinct lines, 3 receipts ok", "WORKER_BATCH_SIZE 100,"}, func(t *testing.T, r Report) {
+				if c := r.Copy; c == nil || c.Lines != 600 || c.LinesPerSec <= 0 || c.CPUSeconds <= 0 || r.CopyGoal == nil || r.CopyGoal.Measured != r.CopyRatio || r.CopyRatio <= 0 {
+					t.Errorf("bare copy = %+v, ratio %v, goal %+v", r.Copy, r.CopyRatio, r.CopyGoal)
+				}
+				if r.Goal.Measured != r.Ratio || r.Setup.BatchSize != 100 || r.E2E.Expected.Tables[0].DistinctKeys != 600 {
+					t.Errorf("goal %+v, ratio %v, setup %+v", r.Goal, r.Ratio, r.Setup)
+				}
+				for _, s := range []string{"fsync=on", "synchronous_commit=on", "track_commit_timestamp=on"} {
+					if !strings.Contains(r.Postgres.settingsLine(), s) {
+						t.Errorf("postgres settings %q lack %s", r.Postgres.settingsLine(), s)
+					}
+				}
+			}},
+		{"tweets", append([]string{"-spec", "../pipelines/tweets.yaml"}, typed...), "through a pipeline end to end ≥ 1.0× raw publish", 1,
+			[]string{"rows stored", "filtered", "exactly once", "count(DISTINCT id)"}, nil},
+		{"tweets-full", append([]string{"-spec", "../pipelines/tweets-full.yaml"}, typed...), "through a pipeline end to end ≥ 1.0× raw publish", 5,
+			[]string{"rows stored", "live.tweets_tombstones: count(*) 0 = count(DISTINCT id) 0 = expected 0"}, nil},
+		{"small", append([]string{"-corpus", "small"}, typed...), "end to end ≥ 400,000 lines/s", 1, []string{"rows stored"}, func(t *testing.T, r Report) {
+			if r.Goal.Measured != r.E2E.EndToEnd.LinesPerSec {
+				t.Errorf("goal %+v, end to end %+v", r.Goal, r.E2E.EndToEnd)
+			}
+		}},
+		{"dump", []string{"-mode", "typed", "-corpus", "archive", "-compress", "xz", "-lines", "1500", "-workers", "1"}, "end to end ≥ 0.8× the xz -dc floor", 1,
+			[]string{"xz -dc floor", "e2e / xz floor"}, func(t *testing.T, r Report) {
+				if d := r.Dump; d == nil || d.Bytes <= 0 || d.Floor.Lines != 1500 || d.Floor.CPUSeconds <= 0 || d.Cached || r.Setup.Conns != 1 ||
+					r.Goal.Measured != d.Floor.Seconds/r.E2E.EndToEnd.Seconds {
+					t.Errorf("dump = %+v, goal %+v", d, r.Goal)
+				}
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, stdout, stderr := runReport(t, tt.args...)
+			e := r.E2E
+			if e == nil || len(e.Expected.Tables) != tt.tables {
+				t.Fatalf("no result of %d tables:\n%s", tt.tables, stdout)
+			}
+			x, n := e.Expected, r.Corpus.Lines
+			if r.Raw == nil || r.Raw.Lines != n || r.Raw.LinesPerSec <= 0 || r.Ratio <= 0 || x.Kept+x.Filtered+x.Rejected != n || x.Kept == 0 {
+				t.Errorf("raw publish = %+v, ratio %v, expected %+v", r.Raw, r.Ratio, x)
+			}
+			for _, tr := range x.Tables {
+				if tr.Rows != tr.Want || tr.DistinctKeys != tr.Want || tr.RowsPerSec <= 0 && tr.Want > 0 {
+					t.Errorf("table %s: %d rows, %d distinct keys, %v rows/s; want %d rows", tr.Table, tr.Rows, tr.DistinctKeys, tr.RowsPerSec, tr.Want)
+				}
+			}
+			if e.Rows != x.rows() || e.EndToEnd.Lines != n || e.RowsPerSec <= 0 || e.Ingest.Seconds > e.EndToEnd.Seconds+drainPoll.Seconds() || e.Frames <= 0 {
+				t.Errorf("rows %d of %d; end to end %+v, ingest %+v, frames %d", e.Rows, x.rows(), e.EndToEnd, e.Ingest, e.Frames)
+			}
+			if e.LatencySamples != int(x.Tables[0].Rows) || e.LatencyP50 <= 0 || e.LatencyP99 < e.LatencyP50 {
+				t.Errorf("latency p50 %v, p99 %v over %d rows (%s)", e.LatencyP50, e.LatencyP99, e.LatencySamples, e.Latency)
+			}
+			names := map[string]bool{}
+			for _, p := range e.Processes {
+				names[p.Name] = true
+				if p.Name != "postgres" && p.Name != benchProcName && p.PeakRSS <= 0 {
+					t.Errorf("%s: no peak RSS", p.Name)
+				}
+			}
+			if !names["gateway"] || !names["worker-1"] || !names["postgres"] || !filepath.IsAbs(r.Binaries.Worker.Path) {
+				t.Errorf("processes %+v, programs %+v", e.Processes, r.Binaries)
+			}
+			if r.Goal.Text != tt.goal || r.Goal.Measured <= 0 {
+				t.Errorf("goal = %+v, want %q", r.Goal, tt.goal)
+			}
+			for _, want := range append(tt.text, "goal: "+tt.goal, "frames/s") {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("text report lacks %q:\n%s", want, stderr)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, r)
+			}
+			if kids := children(t); len(kids) > 0 {
+				t.Errorf("processes left behind: %v", kids)
+			}
+		})
 	}
 }
 
 // TestRunLone sends lone lines and checks their latency is reported and
 // judged.
 func TestRunLone(t *testing.T) {
-	r, _, _ := runReport(t, "-latency", "-lines", "5", "-workers", "1")
+	r, _, stderr := runReport(t, "-latency", "-lines", "5", "-workers", "1")
 	l := r.Lone
 	if l == nil || l.Lines != 5 || l.P50 <= 0 || l.P99 < l.P50 || l.Max < l.P99 || r.Raw != nil {
 		t.Fatalf("lone = %+v, raw %+v", l, r.Raw)
 	}
-	if r.Goal.Measured != l.P99 || r.Goal.Note != "" {
-		t.Errorf("goal = %+v", r.Goal)
+	if r.Goal.Measured != l.P99 || r.Goal.Note != "" || !strings.Contains(stderr, "lone-line latency") {
+		t.Errorf("goal = %+v\n%s", r.Goal, stderr)
 	}
 }
 
@@ -149,4 +183,65 @@ func children(t *testing.T) []string {
 		}
 	}
 	return out
+}
+
+// TestExpectTweetsFull works out what the tweets-full spec makes of its
+// sample: a tweet sent twice, users in several tweets, a hashtag twice in
+// a tweet, deletes before and after their tweets, a line rejected.
+func TestExpectTweetsFull(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../samples/tweets-full.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &corpus{data: data}
+	for i, b := range data {
+		if b == '\n' {
+			c.ends = append(c.ends, i+1)
+		}
+	}
+	exp, err := expect("../pipelines/tweets-full.yaml", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exp.Kept != 7 || exp.Rejected != 1 || exp.Filtered != 0 {
+		t.Errorf("kept %d, rejected %d (%s), filtered %d; want 7, 1, 0", exp.Kept, exp.Rejected, exp.linesText(), exp.Filtered)
+	}
+	type counts struct{ rows, most int64 }
+	want := map[string]counts{
+		"live.tweets":            {2, 4}, // 1001 and 1006; 1002 and 1005 deleted
+		"live.users":             {2, 2},
+		"live.tweet_hashtags":    {3, 3}, // Go and go are one tag
+		"live.tweet_mentions":    {2, 2},
+		"live.tweets_tombstones": {2, 2},
+	}
+	got := map[string]counts{}
+	for _, x := range exp.Tables {
+		got[x.Table] = counts{x.Want, x.Most}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("tables = %v, want %v", got, want)
+	}
+	if exp.Tables[0].Table != "live.tweets" || exp.keys[0] != "1001" || exp.keys[3] != "" {
+		t.Errorf("first table %s, line keys %q", exp.Tables[0].Table, exp.keys)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		xs   []float64
+		p    float64
+		want float64
+	}{
+		{[]float64{3}, 0.99, 3},
+		{[]float64{4, 1, 3, 2}, 0.5, 2.5},
+		{[]float64{10, 0}, 0.99, 9.9},
+		{[]float64{5, 1, 9}, 0, 1},
+	}
+	for _, tt := range tests {
+		if got := percentile(slices.Clone(tt.xs), tt.p); math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("percentile(%v, %v) = %v, want %v", tt.xs, tt.p, got, tt.want)
+		}
+	}
 }

@@ -17,19 +17,14 @@ import (
 	"github.com/jetline/jetline/gateway"
 )
 
-// dialTimeout bounds connecting to the gateway.
-const dialTimeout = 10 * time.Second
-
-// sent is what one sending connection got back.
+// sent is what one sending connection, numbered Conn from 1, got back:
+// the gateway's receipt, when, or why the connection failed or its
+// receipt is wrong.
 type sent struct {
-	// Conn is the sender's 1-based number.
-	Conn int
-	// Receipt is the gateway's receipt.
+	Conn    int
 	Receipt gateway.Receipt
-	// At is when the receipt arrived.
-	At time.Time
-	// Err is why the connection failed, or why its receipt is wrong.
-	Err error
+	At      time.Time
+	Err     error
 }
 
 // senders are open connections to the gateway, each with its share of the
@@ -55,7 +50,7 @@ func dialSenders(ctx context.Context, b *bench, spans []span) (*senders, error) 
 	if s.dump != nil && s.dump.Ncat != "" {
 		return s, nil
 	}
-	d := net.Dialer{Timeout: dialTimeout}
+	d := net.Dialer{Timeout: 10 * time.Second}
 	for i := range spans {
 		conn, err := d.DialContext(ctx, "tcp", s.addr)
 		if err != nil {
@@ -89,10 +84,15 @@ func (s *senders) start(ctx context.Context) (time.Time, <-chan sent) {
 	return t0, out
 }
 
-// send sends sp on connection i and checks the receipt.
+// send sends sp (or the dump) on connection i, half-closes it and checks
+// the receipt.
 func (s *senders) send(ctx context.Context, i int, sp span) sent {
 	res := sent{Conn: i + 1}
 	data := s.c.Bytes(sp)
+	wire := int64(len(data))
+	if s.dump != nil {
+		wire = s.dump.Bytes
+	}
 	var line []byte
 	var err error
 	if s.dump != nil && s.dump.Ncat != "" {
@@ -105,15 +105,11 @@ func (s *senders) send(ctx context.Context, i int, sp span) sent {
 		err = json.Unmarshal(line, &res.Receipt)
 	}
 	if err == nil {
-		wire := int64(len(data))
-		if s.dump != nil {
-			wire = s.dump.Bytes
-		}
 		err = checkReceipt(res.Receipt, sp.N, wire)
-		if d := s.dump; err == nil && d != nil && (res.Receipt.Compression != d.Format || res.Receipt.BytesDecompressed != int64(len(data))) {
-			err = fmt.Errorf("receipt is wrong: compression %q with %d bytes decompressed, sent %s of %d bytes",
-				res.Receipt.Compression, res.Receipt.BytesDecompressed, d.Format, len(data))
-		}
+	}
+	if d := s.dump; err == nil && d != nil && (res.Receipt.Compression != d.Format || res.Receipt.BytesDecompressed != int64(len(data))) {
+		err = fmt.Errorf("receipt is wrong: compression %q with %d bytes decompressed, sent %s of %d bytes",
+			res.Receipt.Compression, res.Receipt.BytesDecompressed, d.Format, len(data))
 	}
 	if err != nil {
 		res.Err = fmt.Errorf("sender %d: %w (receipt %q)", res.Conn, err, line)
@@ -121,12 +117,11 @@ func (s *senders) send(ctx context.Context, i int, sp span) sent {
 	return res
 }
 
-// write sends sp (or the dump) on conn, half-closes it and returns the
+// write writes sp (or the dump) to conn, half-closes it and returns the
 // receipt line.
 func (s *senders) write(ctx context.Context, conn *net.TCPConn, sp span) ([]byte, error) {
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	var err error
 	switch {
 	case s.dump != nil:
@@ -144,11 +139,11 @@ func (s *senders) write(ctx context.Context, conn *net.TCPConn, sp span) ([]byte
 	default:
 		_, err = conn.Write(s.c.Bytes(sp))
 	}
+	if err == nil {
+		err = conn.CloseWrite()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("write: %w", err)
-	}
-	if err := conn.CloseWrite(); err != nil {
-		return nil, fmt.Errorf("half-close: %w", err)
 	}
 	line, err := bufio.NewReader(conn).ReadBytes('\n')
 	if err != nil {
@@ -169,8 +164,8 @@ func (d *dump) sendNcat(ctx context.Context, addr string) ([]byte, error) {
 		return nil, fmt.Errorf("open the dump: %w", err)
 	}
 	defer in.Close()
-	cmd := exec.CommandContext(ctx, d.Ncat, host, port)
 	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, d.Ncat, host, port)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return stdout.Bytes(), fmt.Errorf("ncat %s %s < %s: %w: %s", host, port, d.Path, err, bytes.TrimSpace(stderr.Bytes()))
