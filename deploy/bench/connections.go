@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -22,13 +21,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/procfs"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/jetline/jetline/gateway"
 	"github.com/jetline/jetline/shared/contract/topology"
@@ -41,158 +39,118 @@ import (
 // is written once JetStream has acknowledged the line, so no worker runs:
 // lines stay in the stream.
 
-// Goals of the connections mode: the most gateway RSS one idle connection
-// may add, the plain connections per second to reach, and the TLS
-// handshakes per second to reach with an ECDSA P-256 certificate and no
-// session resumption.
-const (
-	goalIdleBytes   = 16 << 10
-	goalPlainPerSec = 5_000
-	goalTLSPerSec   = 1_000
-	connGoalText    = "goals: ≤ 16 KiB gateway RSS per idle connection, ≥ 5,000 plain connections/s, ≥ 1,000 TLS handshakes/s (ECDSA P-256)"
-)
+// connGoals are the connections mode's goals, in the order
+// [Report.setConnections] measures them.
+var connGoals = []goal{
+	newGoal("gateway RSS per idle connection ≤ 16 KiB", 16<<10, true, kib),
+	newGoal("plain connections ≥ 5,000/s", 5_000, false, perSec),
+	newGoal("TLS handshakes ≥ 1,000/s (ECDSA P-256, full)", 1_000, false, perSec),
+}
 
-// Timing and sizing of the connections mode.
+const connGoalText = "goals: ≤ 16 KiB gateway RSS per idle connection, ≥ 5,000 plain connections/s, ≥ 1,000 TLS handshakes/s (ECDSA P-256)"
+
 const (
 	// idleSettle is how long the gateway is left alone once every idle
 	// connection is accepted, so each session has reached its first read
 	// before RSS is read.
 	idleSettle = time.Second
-	// idleDialers is how many goroutines open the idle connections.
-	idleDialers = 16
-	// fdHeadroom is what the bench needs besides its client connections:
-	// NATS, its clients, Postgres connections, files.
+	// fdHeadroom is the open files the bench needs besides its client
+	// connections: NATS, its clients, Postgres connections, files.
 	fdHeadroom = 256
-	// exchangeTimeout bounds one client connection, from connect to
-	// receipt.
+	// exchangeTimeout bounds one client connection, connect to receipt.
 	exchangeTimeout = 10 * time.Second
-	// maxErrorKinds is how many kinds of client errors the report lists.
-	maxErrorKinds = 8
 	// sourceAddrCount is how many loopback addresses the clients connect
-	// from. A client closes first (it half-closes before the gateway
-	// answers), so each of its connections holds its local port in
-	// TIME_WAIT for a minute; one address has about 28,000 ephemeral
-	// ports, 100 have enough for 46,000 connections a second.
+	// from, 127.0.0.2 and up (all of 127.0.0.0/8 is the loopback
+	// interface on Linux). A client closes first (it half-closes before
+	// the gateway answers), so each of its connections holds its local
+	// port in TIME_WAIT for a minute; one address has about 28,000
+	// ephemeral ports, 100 have enough for 46,000 connections a second.
 	sourceAddrCount = 100
 )
 
-// connectionsResult is what the connections mode found and what with.
+// connectionsResult is what the connections mode found and what with: the
+// bench's limits on open files and the gateway's soft one, the
+// GATEWAY_MAX_CONNECTIONS the gateway ran with unless -env overrode it,
+// /proc/loadavg at the start and the gateway's VmHWM at the end.
 type connectionsResult struct {
-	IdleConns       int     `json:"idle_conns"`
-	Clients         int     `json:"clients"`
-	DurationSeconds float64 `json:"duration_seconds"`
-	// SourceAddrs are the clients' local addresses, 127.0.0.2 and up: all
-	// of 127.0.0.0/8 is the loopback interface on Linux.
-	SourceAddrs string `json:"source_addrs"`
-	// MaxConnections is the GATEWAY_MAX_CONNECTIONS the gateway ran with
-	// unless -env overrode it.
-	MaxConnections int `json:"max_connections"`
-	// OpenFiles and OpenFilesHard are the bench's limits on open files
-	// (the soft one raised to the hard one), GatewayOpenFiles the
-	// gateway's soft limit.
-	OpenFiles        uint64 `json:"open_files"`
-	OpenFilesHard    uint64 `json:"open_files_hard"`
-	GatewayOpenFiles uint64 `json:"gateway_open_files"`
-	// LoadAvg is /proc/loadavg's 1, 5 and 15 minute load when the mode
-	// started.
-	LoadAvg string `json:"load_avg"`
-	// GatewayPeakRSS is the gateway's VmHWM at the end.
-	GatewayPeakRSS int64 `json:"gateway_peak_rss_bytes"`
-
-	Idle  idleResult  `json:"idle"`
-	Plain *rateResult `json:"plain,omitempty"`
-	TLS   *rateResult `json:"tls,omitempty"`
-
-	Goals []goal `json:"goals"`
+	IdleConns        int         `json:"idle_conns"`
+	Clients          int         `json:"clients"`
+	DurationSeconds  float64     `json:"duration_seconds"`
+	SourceAddrs      string      `json:"source_addrs"`
+	MaxConnections   int         `json:"max_connections"`
+	OpenFiles        uint64      `json:"open_files"`
+	OpenFilesHard    uint64      `json:"open_files_hard"`
+	GatewayOpenFiles uint64      `json:"gateway_open_files"`
+	LoadAvg          string      `json:"load_avg"`
+	GatewayPeakRSS   int64       `json:"gateway_peak_rss_bytes"`
+	Idle             idleResult  `json:"idle"`
+	Plain            *rateResult `json:"plain,omitempty"`
+	TLS              *rateResult `json:"tls,omitempty"`
+	Goals            []goal      `json:"goals"`
 }
 
-// idleResult is the gateway's memory with many idle connections open.
+// idleResult is the gateway with IdleConns idle connections: the seconds
+// from the first dial to holding them all, and from closing them to having
+// ended every session; its VmRSS before, with them (settled) and after;
+// its go_goroutines on /metrics before and with them, or -1 when it serves
+// none.
 type idleResult struct {
-	Conns int `json:"conns"`
-	// AcceptSeconds runs from the first dial to the gateway holding every
-	// connection open.
-	AcceptSeconds float64 `json:"accept_seconds"`
-	// RSSBefore and RSSAfter are the gateway's VmRSS before the first
-	// connection and once every connection is accepted and has settled;
-	// RSSClosed is after they are all closed again.
-	RSSBefore int64 `json:"rss_before_bytes"`
-	RSSAfter  int64 `json:"rss_after_bytes"`
-	RSSClosed int64 `json:"rss_closed_bytes"`
-	// BytesPerConn is (RSSAfter − RSSBefore) / Conns.
-	BytesPerConn float64 `json:"bytes_per_conn"`
-	// GoroutinesBefore and GoroutinesAfter are the gateway's go_goroutines
-	// from its /metrics, or -1 when it serves none.
-	GoroutinesBefore int `json:"goroutines_before"`
-	GoroutinesAfter  int `json:"goroutines_after"`
-	// CloseSeconds runs from closing the connections to the gateway
-	// having ended every session; the gateway then still serves.
-	CloseSeconds float64 `json:"close_seconds"`
+	AcceptSeconds    float64 `json:"accept_seconds"`
+	CloseSeconds     float64 `json:"close_seconds"`
+	RSSBefore        int64   `json:"rss_before_bytes"`
+	RSSAfter         int64   `json:"rss_after_bytes"`
+	RSSClosed        int64   `json:"rss_closed_bytes"`
+	BytesPerConn     float64 `json:"bytes_per_conn"`
+	GoroutinesBefore int     `json:"goroutines_before"`
+	GoroutinesAfter  int     `json:"goroutines_after"`
 }
 
-// rateResult is what one connection rate measurement found.
+// rateResult is one connection rate, plain or TLS, over Seconds from the
+// first connect to the last receipt. Of the Attempted connections, OK got
+// a correct receipt; the others failed for the causes Errors counts. The
+// percentiles are of a correct connection's seconds to its receipt and to
+// the end of its TLS handshake. Accepted is how many connections the
+// gateway numbered meanwhile and StoredLines how many lines the ingest
+// stream gained (see [mark]). OtherCores is the busy time of all but the
+// gateway and the bench (the clients and NATS): other processes, and
+// kernel work charged to no process, such as part of the loopback TCP.
 type rateResult struct {
-	// Name is "plain" or "TLS".
-	Name    string `json:"name"`
-	Clients int    `json:"clients"`
-	// Seconds runs from the first connect to the last client's last
-	// receipt.
-	Seconds float64 `json:"seconds"`
-	// Attempted connections, of which OK got a correct receipt and Failed
-	// did not; Errors groups the failures by cause.
-	Attempted int64        `json:"attempted"`
-	OK        int64        `json:"ok"`
-	Failed    int64        `json:"failed"`
-	Errors    []errorCount `json:"errors,omitempty"`
-	// PerSec is OK / Seconds.
-	PerSec float64 `json:"per_sec"`
-	// P50 and P99 are percentiles, in seconds, of a correct connection's
-	// time from connect to receipt; HandshakeP50 and HandshakeP99 of its
-	// time from connect to the end of the TLS handshake.
-	P50          float64 `json:"p50_seconds"`
-	P99          float64 `json:"p99_seconds"`
-	HandshakeP50 float64 `json:"handshake_p50_seconds,omitempty"`
-	HandshakeP99 float64 `json:"handshake_p99_seconds,omitempty"`
-	// Protocol is the negotiated TLS version and key exchange.
-	Protocol string `json:"protocol,omitempty"`
-	// Accepted is how many connections the gateway numbered meanwhile
-	// (from the connection numbers of two receipts around the
-	// measurement), and StoredLines how many lines the ingest stream
-	// gained.
-	Accepted    int64 `json:"accepted"`
-	StoredLines int64 `json:"stored_lines"`
-	// CPU use during the measurement: the gateway, the bench process (the
-	// clients and NATS), the machine, and the busy time of everything
-	// else, in cores: other processes, and kernel work charged to no
-	// process, such as part of the loopback TCP traffic.
-	GatewayCPUSeconds float64 `json:"gateway_cpu_seconds"`
-	GatewayCores      float64 `json:"gateway_cores"`
-	BenchCPUSeconds   float64 `json:"bench_cpu_seconds"`
-	BenchCores        float64 `json:"bench_cores"`
-	BusyPct           float64 `json:"machine_busy_pct"`
-	OtherCores        float64 `json:"other_cores"`
+	Name              string           `json:"name"`
+	Seconds           float64          `json:"seconds"`
+	Attempted         int64            `json:"attempted"`
+	OK                int64            `json:"ok"`
+	Errors            map[string]int64 `json:"errors,omitempty"`
+	PerSec            float64          `json:"per_sec"`
+	P50               float64          `json:"p50_seconds"`
+	P99               float64          `json:"p99_seconds"`
+	HandshakeP50      float64          `json:"handshake_p50_seconds,omitempty"`
+	HandshakeP99      float64          `json:"handshake_p99_seconds,omitempty"`
+	Protocol          string           `json:"protocol,omitempty"`
+	Accepted          int64            `json:"accepted"`
+	StoredLines       int64            `json:"stored_lines"`
+	GatewayCPUSeconds float64          `json:"gateway_cpu_seconds"`
+	BenchCPUSeconds   float64          `json:"bench_cpu_seconds"`
+	BusyPct           float64          `json:"machine_busy_pct"`
+	OtherCores        float64          `json:"other_cores"`
 }
-
-// errorCount is how many connections failed with one kind of error.
-type errorCount struct {
-	Kind  string `json:"kind"`
-	Count int64  `json:"count"`
-}
-
-// gatewayCPUPerConn returns the gateway's CPU time per correct connection
-// in microseconds.
-func (r rateResult) gatewayCPUPerConn() float64 { return perLine(r.GatewayCPUSeconds, int(r.OK)) }
 
 // connRun is one run of the connections mode in progress.
 type connRun struct {
-	b       *bench
-	gateway *child
-	// plainAddr, tlsAddr and healthAddr are where the gateway listens.
-	plainAddr, tlsAddr, healthAddr string
-	// tlsClient trusts the run's self-signed certificate.
-	tlsClient *tls.Config
-	// dialers connect from the source addresses, in turn.
-	dialers []net.Dialer
-	res     connectionsResult
+	b          *bench
+	gateway    *child
+	plain, tls listener
+	healthAddr string
+	dialers    []net.Dialer // one per source address
+	res        connectionsResult
+}
+
+// listener is one of the gateway's listeners and how a client reaches it:
+// over TLS when tls is set, which trusts the run's certificate only and
+// keeps no session cache, so every connection makes a full, verified
+// handshake.
+type listener struct {
+	name, addr string
+	tls        *tls.Config
 }
 
 // runConnections is the connections mode: idle memory, then the plain and
@@ -201,33 +159,26 @@ func runConnections(ctx context.Context, b *bench) error {
 	cfg := b.cfg
 	r := &connRun{b: b, dialers: make([]net.Dialer, sourceAddrCount)}
 	for i := range r.dialers {
-		r.dialers[i] = net.Dialer{Timeout: exchangeTimeout, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, byte((i+2)>>8), byte(i+2))}}
+		r.dialers[i] = net.Dialer{Timeout: exchangeTimeout, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i+2))}}
 	}
-	// The connection cap leaves room for the idle connections and, as a
-	// client may connect again before the gateway has closed its last
-	// connection, for every client twice and the probes.
-	r.res = connectionsResult{
-		IdleConns: cfg.IdleConns, Clients: cfg.Clients, DurationSeconds: cfg.Duration.Seconds(),
-		SourceAddrs:    fmt.Sprintf("%s–%s", r.dialers[0].LocalAddr.(*net.TCPAddr).IP, r.dialers[len(r.dialers)-1].LocalAddr.(*net.TCPAddr).IP),
-		MaxConnections: cfg.IdleConns + 2*cfg.Clients + 100, LoadAvg: "unknown",
-	}
-	if l, err := procFS().LoadAvg(); err == nil {
-		r.res.LoadAvg = fmt.Sprintf("%.2f %.2f %.2f", l.Load1, l.Load5, l.Load15)
-	}
-	// Every client connection is a file: the soft limit goes up to the
-	// hard one.
+	// Every client connection is a file; Go raises the soft limit to the
+	// hard one as a program starts, the bench's and the gateway's alike.
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("read the open files limit: %w", err)
 	}
-	lim.Cur = lim.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return fmt.Errorf("raise the open files limit to %d: %w", lim.Max, err)
-	}
-	r.res.OpenFiles, r.res.OpenFilesHard = lim.Cur, lim.Max
-	if need := uint64(cfg.IdleConns + cfg.Clients + fdHeadroom); r.res.OpenFiles < need {
+	if need := uint64(cfg.IdleConns + cfg.Clients + fdHeadroom); lim.Cur < need {
 		return fmt.Errorf("-idle-conns %d needs about %d open files but this process may open %d (hard limit %d): lower -idle-conns or raise the hard limit (ulimit -Hn)",
-			cfg.IdleConns, need, r.res.OpenFiles, r.res.OpenFilesHard)
+			cfg.IdleConns, need, lim.Cur, lim.Max)
+	}
+	// The connection cap leaves room for the idle connections and, as a
+	// client may connect again before the gateway has closed its last
+	// connection, for every client twice and the probes.
+	r.res = connectionsResult{IdleConns: cfg.IdleConns, Clients: cfg.Clients, DurationSeconds: cfg.Duration.Seconds(),
+		SourceAddrs: fmt.Sprintf("127.0.0.2–127.0.0.%d", sourceAddrCount+1), MaxConnections: cfg.IdleConns + 2*cfg.Clients + 100,
+		OpenFiles: lim.Cur, OpenFilesHard: lim.Max, LoadAvg: "unknown"}
+	if l, err := procFS().LoadAvg(); err == nil {
+		r.res.LoadAvg = fmt.Sprintf("%.2f %.2f %.2f", l.Load1, l.Load5, l.Load15)
 	}
 	if err := r.startGateway(ctx); err != nil {
 		return err
@@ -236,17 +187,11 @@ func runConnections(ctx context.Context, b *bench) error {
 	if r.res.Idle, err = r.measureIdle(ctx); err != nil {
 		return fmt.Errorf("idle connections: %w", err)
 	}
-	for _, m := range []struct {
-		name, addr string
-		tls        *tls.Config
-		res        **rateResult
-	}{{"plain", r.plainAddr, nil, &r.res.Plain}, {"TLS", r.tlsAddr, r.tlsClient, &r.res.TLS}} {
-		settle()
-		rr, err := r.measureRate(ctx, m.name, m.addr, m.tls)
-		if err != nil {
-			return fmt.Errorf("%s connections: %w", m.name, err)
-		}
-		*m.res = &rr
+	if r.res.Plain, err = r.measureRate(ctx, r.plain); err != nil {
+		return fmt.Errorf("plain connections: %w", err)
+	}
+	if r.res.TLS, err = r.measureRate(ctx, r.tls); err != nil {
+		return fmt.Errorf("TLS connections: %w", err)
 	}
 	if _, r.res.GatewayPeakRSS, err = rss(r.gateway.pid); err != nil {
 		return err
@@ -264,37 +209,31 @@ func (r *connRun) programs() []*child { return []*child{r.gateway} }
 // source addresses. It is safe for concurrent use.
 func (r *connRun) dialer(i int) *net.Dialer { return &r.dialers[i%len(r.dialers)] }
 
-// startGateway starts the gateway with a plain listener and a TLS
-// listener with a fresh ECDSA P-256 certificate, and waits until it
-// accepts connections on both.
+// startGateway starts the gateway with a plain and a TLS listener and
+// waits until it accepts connections on both.
 func (r *connRun) startGateway(ctx context.Context) error {
-	h, cfg := r.b.h, r.b.cfg
+	h := r.b.h
 	addrs, err := freeAddrs(3)
 	if err != nil {
 		return err
 	}
-	r.plainAddr, r.healthAddr, r.tlsAddr = addrs[0], addrs[1], addrs[2]
-	certFile, keyFile, err := r.writeCertificate(filepath.Join(h.dir, "tls"))
+	certFile, keyFile, roots, err := writeCertificate(filepath.Join(h.dir, "tls"))
 	if err != nil {
 		return err
 	}
-	env := r.b.childEnv("GATEWAY_LISTEN="+r.plainAddr, "GATEWAY_HEALTH_ADDR="+r.healthAddr, "GATEWAY_INSTANCE=bench-gateway",
+	r.plain, r.healthAddr = listener{"plain", addrs[0], nil}, addrs[1]
+	r.tls = listener{"TLS", addrs[2], &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}
+	env := r.b.childEnv("GATEWAY_LISTEN="+r.plain.addr, "GATEWAY_HEALTH_ADDR="+r.healthAddr, "GATEWAY_INSTANCE=bench-gateway",
 		"GATEWAY_MAX_CONNECTIONS="+strconv.Itoa(r.res.MaxConnections),
-		"GATEWAY_TLS_LISTEN="+r.tlsAddr, "GATEWAY_TLS_CERT="+certFile, "GATEWAY_TLS_KEY="+keyFile)
-	r.b.pr.step("starting the gateway on %s, TLS %s (%s); no workers: a receipt needs only JetStream's acknowledgement", r.plainAddr, r.tlsAddr, h.binaries.Gateway.Path)
+		"GATEWAY_TLS_LISTEN="+r.tls.addr, "GATEWAY_TLS_CERT="+certFile, "GATEWAY_TLS_KEY="+keyFile)
+	r.b.pr.step("starting the gateway on %s, TLS %s (%s); no workers: a receipt needs only JetStream's acknowledgement", r.plain.addr, r.tls.addr, h.binaries.Gateway.Path)
 	if r.gateway, err = r.b.startChild("gateway", h.binaries.Gateway.Path, env); err != nil {
 		return err
 	}
-	// A connection (over TLS on the TLS listener) that sends nothing gets
-	// an "ok" receipt; a refused one means not yet.
-	for _, l := range []struct {
-		what, addr string
-		tls        *tls.Config
-	}{{"gateway listening", r.plainAddr, nil}, {"TLS listener", r.tlsAddr, r.tlsClient}} {
-		if err := poll(ctx, l.what, r.programs, func() (bool, error) {
-			_, err := exchange(ctx, r.dialer(0), l.addr, l.tls, nil, bufio.NewReader(nil))
-			var se *stageError
-			if errors.As(err, &se) && se.stage == "connect" {
+	for _, l := range []listener{r.plain, r.tls} {
+		if err := poll(ctx, "the gateway's "+l.name+" listener", r.programs, func() (bool, error) {
+			_, err := r.probe(ctx, l)
+			if errors.Is(err, syscall.ECONNREFUSED) { // not listening yet
 				return false, nil
 			}
 			return err == nil, err
@@ -302,99 +241,86 @@ func (r *connRun) startGateway(ctx context.Context) error {
 			return err
 		}
 	}
-	p, err := procfs.NewProc(r.gateway.pid)
+	p, err := procFS().Proc(r.gateway.pid)
 	var l procfs.ProcLimits
 	if err == nil {
 		l, err = p.Limits()
 	}
+	r.res.GatewayOpenFiles = min(l.OpenFiles, 1<<62) // unlimited is all ones
 	if err != nil {
 		return fmt.Errorf("read limits of pid %d: %w", r.gateway.pid, err)
-	}
-	r.res.GatewayOpenFiles = min(l.OpenFiles, 1<<62) // unlimited is all ones
-	if need := uint64(cfg.IdleConns + 64); r.res.GatewayOpenFiles < need {
-		return fmt.Errorf("the gateway may open %d files, too few for -idle-conns %d: lower -idle-conns or raise the hard limit (ulimit -Hn)", r.res.GatewayOpenFiles, cfg.IdleConns)
 	}
 	return nil
 }
 
 // writeCertificate writes into dir a fresh self-signed ECDSA P-256
-// certificate for 127.0.0.1 and its key, and makes the clients' TLS
-// configuration trust only it, with no session cache, so every connection
-// makes a full, verified handshake. It is valid for 90 days, so the
-// gateway does not warn that it expires soon (shared/devkit/testcert's
-// last an hour, and it needs a testing.TB).
-func (r *connRun) writeCertificate(dir string) (certFile, keyFile string, err error) {
+// certificate for 127.0.0.1 and its key, and returns a pool that trusts
+// only it. It is valid for 90 days, so the gateway does not warn that it
+// expires within a week (shared/devkit/testcert's last an hour, and need
+// a testing.TB).
+func writeCertificate(dir string) (certFile, keyFile string, roots *x509.CertPool, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", "", fmt.Errorf("generate ECDSA P-256 key: %w", err)
+		return "", "", nil, fmt.Errorf("generate ECDSA P-256 key: %w", err)
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: "jetline bench gateway"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return "", "", fmt.Errorf("create certificate: %w", err)
+		return "", "", nil, fmt.Errorf("create certificate: %w", err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	roots := x509.NewCertPool()
-	roots.AddCert(cert)
-	r.tlsClient = &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key) // fails only for key types it does not know
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	roots = x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	err = errors.Join(os.MkdirAll(dir, 0o700),
-		os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644),
-		os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
-	if err != nil {
-		return "", "", fmt.Errorf("write the certificate: %w", err)
+	if err := errors.Join(os.MkdirAll(dir, 0o700), os.WriteFile(certFile, certPEM, 0o644),
+		os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)); err != nil {
+		return "", "", nil, fmt.Errorf("write the certificate: %w", err)
 	}
-	return certFile, keyFile, nil
+	return certFile, keyFile, roots, nil
 }
 
 // measureIdle opens cfg.IdleConns connections that send nothing, waits
 // until the gateway holds them all (its open files), and reads how much
 // its resident set grew. Then it closes them, waits until the gateway has
 // ended every session, and checks it still answers.
-func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
-	pr, pid, n := r.b.pr, r.gateway.pid, r.b.cfg.IdleConns
-	res := idleResult{Conns: n}
-	// The open files must hold still for two polls, so that connections
-	// of the readiness probes have ended, and their sessions with them.
-	base, last := -1, -2
-	if err := r.waitFiles(ctx, "the gateway's open files to settle", func(open int) bool {
-		base, last = open, base
-		return base == last
+func (r *connRun) measureIdle(ctx context.Context) (res idleResult, err error) {
+	pr, pid, n := r.b.pr, r.gateway.pid, r.res.IdleConns
+	// The open files and the goroutines must hold still for two polls, so
+	// that the sessions of the readiness probes have ended: with 200
+	// connections, the goroutines went 34 → 233 when read once the files
+	// alone had settled.
+	var base int
+	last := [2]int{-1, -1}
+	if err := r.waitFiles(ctx, "the gateway's open files and goroutines to settle", func(open int) bool {
+		now := [2]int{open, r.goroutines(ctx)}
+		settled := now == last
+		last, base, res.GoroutinesBefore = now, open, now[1]
+		return settled
 	}); err != nil {
 		return res, err
 	}
-	res.GoroutinesBefore = r.goroutines(ctx)
-	var err error
 	if res.RSSBefore, _, err = rss(pid); err != nil {
 		return res, err
 	}
 	pr.step("idle: opening %s connections from %s that send nothing (gateway RSS %s)", thousands(int64(n)), r.res.SourceAddrs, mib(res.RSSBefore))
 	start := time.Now()
-	conns := make([]net.Conn, n)
-	defer closeConns(conns)
-	var next atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	for range idleDialers {
-		g.Go(func() error {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				c, err := r.dialer(i).DialContext(gctx, "tcp", r.plainAddr)
-				if err != nil {
-					return fmt.Errorf("open idle connection %d of %d: %w", i+1, n, err)
-				}
-				conns[i] = c
-			}
-			return nil
-		})
+	conns := make([]net.Conn, 0, n)
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		conns = nil
 	}
-	if err := g.Wait(); err != nil {
-		return res, err
+	defer closeAll()
+	for i := range n {
+		c, err := r.dialer(i).DialContext(ctx, "tcp", r.plain.addr)
+		if err != nil {
+			return res, fmt.Errorf("open idle connection %d of %d: %w", i+1, n, err)
+		}
+		conns = append(conns, c)
 	}
 	what := fmt.Sprintf("the gateway to accept every idle connection (with GATEWAY_MAX_CONNECTIONS %d unless -env set it)", r.res.MaxConnections)
 	if err := r.waitFiles(ctx, what, func(open int) bool { return open >= base+n }); err != nil {
@@ -415,7 +341,7 @@ func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 		thousands(int64(n)), res.AcceptSeconds, mib(res.RSSBefore), mib(res.RSSAfter), res.BytesPerConn/1024)
 
 	start = time.Now()
-	closeConns(conns)
+	closeAll()
 	if err := r.waitFiles(ctx, "the gateway to end the sessions of the closed idle connections", func(open int) bool { return open <= base }); err != nil {
 		return res, err
 	}
@@ -423,22 +349,11 @@ func (r *connRun) measureIdle(ctx context.Context) (idleResult, error) {
 	if res.RSSClosed, _, err = rss(pid); err != nil {
 		return res, err
 	}
-	if _, err := r.probe(ctx); err != nil {
+	if _, err := r.probe(ctx, r.plain); err != nil {
 		return res, fmt.Errorf("after closing the idle connections: %w", err)
 	}
 	pr.step("idle: closed; the gateway ended every session in %.1fs and still serves (RSS %s)", res.CloseSeconds, mib(res.RSSClosed))
 	return res, nil
-}
-
-// closeConns closes every connection of conns and forgets it; it is safe
-// to call twice.
-func closeConns(conns []net.Conn) {
-	for i, c := range conns {
-		if c != nil {
-			c.Close()
-			conns[i] = nil
-		}
-	}
 }
 
 // waitFiles polls the gateway's open file count until done accepts it,
@@ -459,8 +374,7 @@ func (r *connRun) waitFiles(ctx context.Context, what string, done func(open int
 	return nil
 }
 
-// goroutines returns the gateway's go_goroutines from its /metrics, or -1
-// when it serves no such metric.
+// goroutines returns the gateway's go_goroutines from its /metrics, or -1.
 func (r *connRun) goroutines(ctx context.Context) int {
 	if v, ok := scrapeSum(ctx, r.healthAddr, "go_goroutines"); ok {
 		return int(v)
@@ -468,24 +382,23 @@ func (r *connRun) goroutines(ctx context.Context) int {
 	return -1
 }
 
-// probe makes a connection to the plain listener that sends nothing and
-// returns the gateway's number for it, from its receipt. The gateway
-// numbers connections as it accepts them, so two probes bracket how many
-// it accepted in between.
-func (r *connRun) probe(ctx context.Context) (uint64, error) {
-	x, err := exchange(ctx, r.dialer(0), r.plainAddr, nil, nil, bufio.NewReader(nil))
+// probe makes a connection to l that sends nothing and returns the
+// gateway's number for it, from its "ok" receipt.
+func (r *connRun) probe(ctx context.Context, l listener) (uint64, error) {
+	x, err := exchange(ctx, r.dialer(0), l, nil, bufio.NewReader(nil))
 	if err != nil {
-		return 0, fmt.Errorf("probe connection to the gateway: %w", err)
+		return 0, fmt.Errorf("probe connection to the gateway's %s listener: %w", l.name, err)
 	}
 	return x.receipt.Conn, nil
 }
 
-// mark is the gateway's last connection number (see [connRun.probe]) and
-// the lines the ingest stream holds, at one moment.
+// mark is the gateway's last connection number and the lines the ingest
+// stream holds, at one moment. The gateway numbers connections as it
+// accepts them, so two marks bracket how many it accepted in between.
 type mark struct{ conn, stored uint64 }
 
 func (r *connRun) mark(ctx context.Context) (mark, error) {
-	conn, err := r.probe(ctx)
+	conn, err := r.probe(ctx, r.plain)
 	if err != nil {
 		return mark{}, err
 	}
@@ -496,74 +409,80 @@ func (r *connRun) mark(ctx context.Context) (mark, error) {
 	return mark{conn, st.CachedInfo().State.Msgs}, nil
 }
 
-// measureRate runs cfg.Clients clients against addr for cfg.Duration, each
-// opening one connection after the other (with a full TLS handshake when
-// tlsCfg is set), sending one line, half-closing and reading the receipt.
-// It fails when no connection succeeds, or when the stream's line count
-// contradicts the receipts.
-func (r *connRun) measureRate(ctx context.Context, name, addr string, tlsCfg *tls.Config) (rateResult, error) {
+// measureRate runs cfg.Clients clients against l for cfg.Duration, each
+// making one connection after the other that sends one line naming the
+// client and its sequence number. It fails when no connection succeeds,
+// or when the stream's line count contradicts the receipts.
+func (r *connRun) measureRate(ctx context.Context, l listener) (*rateResult, error) {
 	cfg, pr := r.b.cfg, r.b.pr
-	res := rateResult{Name: name, Clients: cfg.Clients}
 	how := "connect"
-	if tlsCfg != nil {
+	if l.tls != nil {
 		how = "connect → full TLS handshake"
 	}
-	pr.step("%s: %d clients for %s, each connection: %s → one line → half-close → receipt → close", name, cfg.Clients, cfg.Duration, how)
+	settle()
+	pr.step("%s: %d clients for %s, each connection: %s → one line → half-close → receipt → close", l.name, cfg.Clients, cfg.Duration, how)
 	first, err := r.mark(ctx)
 	if err != nil {
-		return res, fmt.Errorf("before: %w", err)
+		return nil, fmt.Errorf("before: %w", err)
 	}
 	before, err := sampleUsage(r.programs(), "")
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	tallies := make([]clientTally, cfg.Clients)
-	var ok atomic.Int64
+	res := &rateResult{Name: l.name, Errors: map[string]int64{}}
+	var mu sync.Mutex // guards res and the seconds of the correct connections
+	var total, handshake []float64
 	var wg sync.WaitGroup
-	deadline := before.at.Add(cfg.Duration)
-	for i := range tallies {
-		wg.Go(func() { tallies[i] = r.runClient(ctx, i, addr, tlsCfg, deadline, &ok) })
+	for id := range cfg.Clients {
+		wg.Go(func() {
+			br := bufio.NewReaderSize(nil, 1024)
+			var line []byte
+			for seq := 0; ctx.Err() == nil && time.Since(before.at) < cfg.Duration; seq++ {
+				line = fmt.Appendf(line[:0], `{"bench":"connections","client":%d,"seq":%d}`+"\n", id, seq)
+				x, err := exchange(ctx, r.dialer(id+seq*cfg.Clients), l, line, br)
+				mu.Lock()
+				res.Attempted++
+				if err != nil {
+					res.Errors[errKind(err)]++
+				} else {
+					res.OK++
+					total = append(total, x.total.Seconds())
+					if l.tls != nil {
+						handshake, res.Protocol = append(handshake, x.handshake.Seconds()), x.protocol
+					}
+				}
+				mu.Unlock()
+			}
+		})
 	}
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	tick := time.NewTicker(progressEvery)
-	for waiting := true; waiting; {
-		select {
-		case now := <-tick.C:
-			elapsed, n := now.Sub(before.at).Seconds(), ok.Load()
-			pr.step("  %5.1fs  %s: %9s connections ok, %7s/s", elapsed, name, thousands(n), thousands(int64(float64(n)/elapsed)))
-		case <-done:
-			waiting = false
-		}
-	}
-	tick.Stop()
+	wg.Wait()
 	after, err := sampleUsage(r.programs(), "")
 	if err == nil {
 		err = cmp.Or(ctx.Err(), exited(r.programs()))
 	}
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	last, err := r.mark(ctx)
 	if err != nil {
-		return res, fmt.Errorf("after: %w", err)
+		return nil, fmt.Errorf("after: %w", err)
 	}
-	res.merge(tallies)
 	res.Seconds = after.at.Sub(before.at).Seconds()
 	res.PerSec = float64(res.OK) / res.Seconds
-	res.Accepted = int64(last.conn) - int64(first.conn) - 1
-	res.StoredLines = int64(last.stored) - int64(first.stored)
+	if len(total) > 0 {
+		res.P50, res.P99 = percentile(total, 0.5), percentile(total, 0.99)
+	}
+	if len(handshake) > 0 {
+		res.HandshakeP50, res.HandshakeP99 = percentile(handshake, 0.5), percentile(handshake, 0.99)
+	}
+	res.Accepted, res.StoredLines = int64(last.conn)-int64(first.conn)-1, int64(last.stored)-int64(first.stored)
 	u := usage(before, after, r.programs())
-	res.GatewayCPUSeconds, res.GatewayCores = u[0].CPUSeconds, u[0].Cores
-	res.BenchCPUSeconds, res.BenchCores = u[1].CPUSeconds, u[1].Cores
+	res.GatewayCPUSeconds, res.BenchCPUSeconds = u[0].CPUSeconds, u[1].CPUSeconds
 	res.BusyPct, _ = busy(before.machine, after.machine)
-	res.OtherCores = max(0, res.BusyPct/100*float64(r.b.report.Machine.CPUs)-res.GatewayCores-res.BenchCores)
+	res.OtherCores = max(0, res.BusyPct/100*float64(r.b.report.Machine.CPUs)-u[0].Cores-u[1].Cores)
 	pr.step("%s: %s connections/s, %s ok, %s failed in %.1fs; p50 %s, p99 %s; gateway %.0f µs CPU per connection",
-		name, thousands(int64(res.PerSec)), thousands(res.OK), thousands(res.Failed), res.Seconds,
-		seconds(res.P50), seconds(res.P99), res.gatewayCPUPerConn())
+		l.name, thousands(int64(res.PerSec)), thousands(res.OK), thousands(res.Attempted-res.OK), res.Seconds,
+		seconds(res.P50), seconds(res.P99), perLine(res.GatewayCPUSeconds, int(res.OK)))
 	return res, res.check()
 }
 
@@ -572,10 +491,10 @@ func (r *connRun) measureRate(ctx context.Context, name, addr string, tlsCfg *tl
 // acknowledged, or more than were sent.
 func (r rateResult) check() error {
 	switch {
-	case r.OK == 0 && len(r.Errors) > 0:
-		return fmt.Errorf("no connection succeeded; %d failed with %s", r.Errors[0].Count, r.Errors[0].Kind)
-	case r.OK == 0:
+	case r.Attempted == 0:
 		return errors.New("no connection was made")
+	case r.OK == 0:
+		return fmt.Errorf("no connection succeeded; %d failed: %v", r.Attempted, r.Errors)
 	case r.StoredLines < r.OK:
 		return fmt.Errorf("%d receipts acknowledged a line but the stream gained only %d lines", r.OK, r.StoredLines)
 	case r.StoredLines > r.Attempted:
@@ -584,110 +503,35 @@ func (r rateResult) check() error {
 	return nil
 }
 
-// clientTally is what one client saw.
-type clientTally struct {
-	attempted, ok int64
-	// total and handshake are the times of correct connections, in
-	// seconds.
-	total, handshake []float64
-	errs             map[string]int64
+// exchanged is one correct connection: its receipt, its time from connect
+// to the receipt and to the end of the TLS handshake, whose version and
+// key exchange protocol names.
+type exchanged struct {
+	receipt          gateway.Receipt
+	total, handshake time.Duration
 	protocol         string
 }
 
-// runClient makes connections one after the other until deadline. Each
-// sends one line naming the client and its sequence number.
-func (r *connRun) runClient(ctx context.Context, id int, addr string, tlsCfg *tls.Config, deadline time.Time, ok *atomic.Int64) clientTally {
-	t := clientTally{errs: map[string]int64{}}
-	br := bufio.NewReaderSize(nil, 1024)
-	var line []byte
-	for seq := 0; ctx.Err() == nil && time.Now().Before(deadline); seq++ {
-		line = fmt.Appendf(line[:0], `{"bench":"connections","client":%d,"seq":%d}`+"\n", id, seq)
-		x, err := exchange(ctx, r.dialer(id+seq*r.b.cfg.Clients), addr, tlsCfg, line, br)
-		t.attempted++
-		if err != nil {
-			if ctx.Err() == nil {
-				t.errs[errKind(err)]++
-			}
-			continue
-		}
-		t.ok++
-		ok.Add(1)
-		t.total = append(t.total, x.total.Seconds())
-		if tlsCfg != nil {
-			t.handshake = append(t.handshake, x.handshake.Seconds())
-			t.protocol = x.protocol
-		}
-	}
-	return t
-}
-
-// merge adds up the clients' tallies into r.
-func (r *rateResult) merge(ts []clientTally) {
-	var total, handshake []float64
-	errs := map[string]int64{}
-	for _, t := range ts {
-		r.Attempted += t.attempted
-		r.OK += t.ok
-		total = append(total, t.total...)
-		handshake = append(handshake, t.handshake...)
-		for k, n := range t.errs {
-			errs[k] += n
-			r.Failed += n
-		}
-		r.Protocol = cmp.Or(t.protocol, r.Protocol)
-	}
-	if len(total) > 0 {
-		r.P50, r.P99 = percentile(total, 0.5), percentile(total, 0.99)
-	}
-	if len(handshake) > 0 {
-		r.HandshakeP50, r.HandshakeP99 = percentile(handshake, 0.5), percentile(handshake, 0.99)
-	}
-	for _, k := range slices.Sorted(maps.Keys(errs)) {
-		r.Errors = append(r.Errors, errorCount{Kind: k, Count: errs[k]})
-	}
-	slices.SortStableFunc(r.Errors, func(a, b errorCount) int { return cmp.Compare(b.Count, a.Count) })
-	r.Errors = r.Errors[:min(len(r.Errors), maxErrorKinds)]
-}
-
-// exchanged is one correct connection.
-type exchanged struct {
-	receipt gateway.Receipt
-	// total runs from connect to receipt, handshake from connect to the
-	// end of the TLS handshake.
-	total, handshake time.Duration
-	// protocol is the TLS version and key exchange.
-	protocol string
-}
-
-// stageError is a connection's error with the step it failed at.
-type stageError struct {
-	stage string
-	err   error
-}
-
-func (e *stageError) Error() string { return e.stage + ": " + e.err.Error() }
-func (e *stageError) Unwrap() error { return e.err }
-
-// exchange makes one connection as ncat would: connect (and, with tlsCfg,
-// a TLS handshake), write line, half-close, read the receipt, close. It
-// fails unless the receipt says the line, or nothing when line is empty,
-// was stored. br is reused to read the receipt.
-func exchange(ctx context.Context, d *net.Dialer, addr string, tlsCfg *tls.Config, line []byte, br *bufio.Reader) (exchanged, error) {
-	var x exchanged
+// exchange makes one connection to l as ncat would: connect (and a TLS
+// handshake), write line, half-close, read the receipt, close. It fails
+// unless the receipt says the line, or nothing when line is empty, was
+// stored; its error starts with the step that failed. br is reused to read
+// the receipt.
+func exchange(ctx context.Context, d *net.Dialer, l listener, line []byte, br *bufio.Reader) (x exchanged, err error) {
 	start := time.Now()
-	raw, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return x, &stageError{"connect", err}
+	raw, err := d.DialContext(ctx, "tcp", l.addr)
+	if err == nil {
+		defer raw.Close()
+		err = raw.SetDeadline(start.Add(exchangeTimeout))
 	}
-	defer raw.Close()
-	if err := raw.SetDeadline(start.Add(exchangeTimeout)); err != nil {
-		return x, &stageError{"connect", err}
+	if err != nil {
+		return x, fmt.Errorf("connect: %w", err)
 	}
 	conn, closeWrite := raw, raw.(*net.TCPConn).CloseWrite
-	if tlsCfg != nil {
-		tc := tls.Client(raw, tlsCfg)
+	if l.tls != nil {
+		tc := tls.Client(raw, l.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return x, &stageError{"TLS handshake", err}
+			return x, fmt.Errorf("TLS handshake: %w", err)
 		}
 		x.handshake = time.Since(start)
 		st := tc.ConnectionState()
@@ -696,46 +540,114 @@ func exchange(ctx context.Context, d *net.Dialer, addr string, tlsCfg *tls.Confi
 		// gateway reads as the end of the input.
 		conn, closeWrite = tc, tc.CloseWrite
 	}
-	if len(line) > 0 {
-		if _, err := conn.Write(line); err != nil {
-			return x, &stageError{"write", err}
-		}
+	if _, err := conn.Write(line); err != nil {
+		return x, fmt.Errorf("write: %w", err)
 	}
 	if err := closeWrite(); err != nil {
-		return x, &stageError{"half-close", err}
+		return x, fmt.Errorf("half-close: %w", err)
 	}
 	br.Reset(conn)
 	got, err := br.ReadSlice('\n')
 	if err != nil {
-		return x, &stageError{"read receipt", err}
+		return x, fmt.Errorf("read receipt: %w", err)
 	}
 	if err := json.Unmarshal(got, &x.receipt); err != nil {
-		return x, &stageError{"receipt", fmt.Errorf("%q is not a receipt: %w", got, err)}
-	}
-	if err := checkReceipt(x.receipt, min(len(line), 1), int64(len(line))); err != nil {
-		return x, &stageError{"receipt", err}
+		return x, fmt.Errorf("receipt: %q is not a receipt: %w", got, err)
 	}
 	x.total = time.Since(start)
+	if err := checkReceipt(x.receipt, min(len(line), 1), int64(len(line))); err != nil {
+		return x, fmt.Errorf("receipt: %w", err)
+	}
 	return x, nil
 }
 
-// errKind reduces err to the step it failed at and its cause, without
-// addresses or ports, so that the errors of many connections group.
+// errKind reduces an error of [exchange] to the step it failed at and its
+// cause, without addresses or ports, so that the errors of many
+// connections group.
 func errKind(err error) string {
-	stage := "connection"
-	var se *stageError
-	if errors.As(err, &se) {
-		stage = se.stage
-	}
+	step, _, _ := strings.Cut(err.Error(), ": ")
 	var errno syscall.Errno
 	var ne net.Error
 	switch {
 	case errors.As(err, &errno):
-		return stage + ": " + errno.Error()
+		return step + ": " + errno.Error()
 	case errors.As(err, &ne) && ne.Timeout():
-		return stage + ": timed out"
+		return step + ": timed out"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return stage + ": connection closed early"
+		return step + ": connection closed early"
 	}
 	return err.Error()
+}
+
+// setConnections records the connections mode's result and measures it
+// against [connGoals].
+func (r *Report) setConnections(res connectionsResult) {
+	res.Goals = slices.Clone(connGoals)
+	r.Goal = goal{Text: connGoalText, Met: true}
+	for i, v := range []float64{res.Idle.BytesPerConn, res.Plain.PerSec, res.TLS.PerSec} {
+		res.Goals[i].measure(v)
+		r.Goal.Met = r.Goal.Met && res.Goals[i].Met
+	}
+	r.Connections = &res
+}
+
+// writeText writes what the connections mode measured, and its goals.
+func (c *connectionsResult) writeText(b *strings.Builder, cpus int) {
+	i, n := c.Idle, float64(c.IdleConns)
+	fmt.Fprintf(b, "\n%-18s %s held open, accepted in %.1fs; gateway RSS %s → %s: %s per connection\n",
+		"idle connections", thousands(int64(n)), i.AcceptSeconds, mib(i.RSSBefore), mib(i.RSSAfter), kib(i.BytesPerConn))
+	if i.GoroutinesBefore >= 0 && i.GoroutinesAfter >= 0 {
+		fmt.Fprintf(b, "%-18s gateway goroutines %s → %s (%.1f per connection)\n", "",
+			thousands(int64(i.GoroutinesBefore)), thousands(int64(i.GoroutinesAfter)), float64(i.GoroutinesAfter-i.GoroutinesBefore)/n)
+	} else {
+		fmt.Fprintf(b, "%-18s gateway goroutines not known (the gateway serves no go_goroutines on /metrics)\n", "")
+	}
+	fmt.Fprintf(b, "%-18s all closed: every session ended in %.1fs, RSS %s, gateway still serving; peak RSS of the run %s\n", "",
+		i.CloseSeconds, mib(i.RSSClosed), mib(c.GatewayPeakRSS))
+
+	rates := []*rateResult{c.Plain, c.TLS}
+	fmt.Fprintf(b, "\n%-10s %10s %10s %8s %9s %9s   (%d clients; connect → one line → half-close → receipt → close)\n",
+		"rate", "conns/s", "ok", "failed", "p50", "p99", c.Clients)
+	for _, rr := range rates {
+		extra := ""
+		if rr.HandshakeP50 > 0 {
+			extra = fmt.Sprintf("   handshake p50 %s, p99 %s", millis(rr.HandshakeP50), millis(rr.HandshakeP99))
+		}
+		fmt.Fprintf(b, "%-10s %10s %10s %8s %9s %9s%s\n", rr.Name, thousands(int64(rr.PerSec)), thousands(rr.OK),
+			thousands(rr.Attempted-rr.OK), millis(rr.P50), millis(rr.P99), extra)
+	}
+	for _, rr := range rates {
+		fmt.Fprintf(b, "%-10s %s: %s connections in %.1fs, the gateway numbered %s, %s receipts ok, %s lines stored\n",
+			"checked", rr.Name, thousands(rr.Attempted), rr.Seconds, thousands(rr.Accepted), thousands(rr.OK), thousands(rr.StoredLines))
+		// The eight most frequent kinds, most frequent first.
+		kinds := slices.SortedFunc(maps.Keys(rr.Errors), func(a, b string) int { return cmp.Compare(rr.Errors[b], rr.Errors[a]) })
+		for _, k := range kinds[:min(len(kinds), 8)] {
+			fmt.Fprintf(b, "%-10s %s: %s × %s\n", "errors", rr.Name, thousands(rr.Errors[k]), k)
+		}
+	}
+	row := func(name string, cell func(*rateResult) string) {
+		fmt.Fprintf(b, "%-24s %24s %24s\n", name, cell(c.Plain), cell(c.TLS))
+	}
+	cpu := func(seconds float64, rr *rateResult) string {
+		return fmt.Sprintf("%.2f cores, %.0f µs/conn", seconds/rr.Seconds, perLine(seconds, int(rr.OK)))
+	}
+	b.WriteString("\n")
+	row("CPU", func(rr *rateResult) string { return rr.Name })
+	row("gateway", func(rr *rateResult) string { return cpu(rr.GatewayCPUSeconds, rr) })
+	row("bench (clients + NATS)", func(rr *rateResult) string { return cpu(rr.BenchCPUSeconds, rr) })
+	row("other (not these two)", func(rr *rateResult) string { return fmt.Sprintf("%.2f cores", rr.OtherCores) })
+	row("machine busy", func(rr *rateResult) string { return fmt.Sprintf("%.0f%% of %d CPUs", rr.BusyPct, cpus) })
+	for _, rr := range rates {
+		if us := perLine(rr.GatewayCPUSeconds, int(rr.OK)); us > 0 {
+			fmt.Fprintf(b, "CPU ceiling: the gateway alone, at %.0f µs per %s connection, would carry %s connections/s on %d CPUs; here the clients and NATS share them\n",
+				us, rr.Name, thousands(int64(float64(cpus)*1e6/us)), cpus)
+		}
+		if rr.OtherCores > backgroundWarn {
+			fmt.Fprintf(b, "WARNING: %.2f cores went to other processes or the kernel (its share of loopback TCP included) during %s; its rate is skewed low\n", rr.OtherCores, rr.Name)
+		}
+	}
+	fmt.Fprintf(b, "\n%-46s %14s %8s   %s\n", "goal", "measured", "/goal", "verdict")
+	for _, g := range c.Goals {
+		fmt.Fprintf(b, "%-46s %14s %7.2f×   %s\n", g.Text, g.unit(g.Measured), g.Ratio, g.verdict())
+	}
 }

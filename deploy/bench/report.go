@@ -230,30 +230,6 @@ func newReport(cfg Config) (*Report, error) {
 	}, nil
 }
 
-// setConnections records the connections mode's result and checks it
-// against the goals.
-func (r *Report) setConnections(res connectionsResult) {
-	idle := newGoal("gateway RSS per idle connection ≤ 16 KiB", goalIdleBytes, true, kib)
-	idle.measure(res.Idle.BytesPerConn)
-	res.Goals = []goal{idle}
-	for _, g := range []struct {
-		goal
-		rr *rateResult
-	}{
-		{newGoal("plain connections ≥ 5,000/s", goalPlainPerSec, false, perSec), res.Plain},
-		{newGoal("TLS handshakes ≥ 1,000/s (ECDSA P-256, full)", goalTLSPerSec, false, perSec), res.TLS},
-	} {
-		if g.rr != nil {
-			g.measure(g.rr.PerSec)
-		} else {
-			g.Note = "not run"
-		}
-		res.Goals = append(res.Goals, g.goal)
-	}
-	r.Connections = &res
-	r.Goal = goal{Text: connGoalText, Met: res.Goals[0].Met && res.Goals[1].Met && res.Goals[2].Met}
-}
-
 func (r *Report) writeJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -454,76 +430,6 @@ func (e *e2eResult) writeUsage(b *strings.Builder, cpus int) {
 	}
 	if e.OtherCores > backgroundWarn {
 		fmt.Fprintf(b, "WARNING: %.2f cores went to work outside this run; its rates are skewed low\n", e.OtherCores)
-	}
-}
-
-// writeText writes what the connections mode measured, and its goals.
-func (c *connectionsResult) writeText(b *strings.Builder, cpus int) {
-	i := c.Idle
-	fmt.Fprintf(b, "\n%-18s %s held open, accepted in %.1fs; gateway RSS %s → %s: %s per connection\n",
-		"idle connections", thousands(int64(i.Conns)), i.AcceptSeconds, mib(i.RSSBefore), mib(i.RSSAfter), kib(i.BytesPerConn))
-	if i.GoroutinesBefore >= 0 && i.GoroutinesAfter >= 0 {
-		fmt.Fprintf(b, "%-18s gateway goroutines %s → %s (%.1f per connection)\n", "",
-			thousands(int64(i.GoroutinesBefore)), thousands(int64(i.GoroutinesAfter)), float64(i.GoroutinesAfter-i.GoroutinesBefore)/float64(i.Conns))
-	} else {
-		fmt.Fprintf(b, "%-18s gateway goroutines not known (the gateway serves no go_goroutines on /metrics)\n", "")
-	}
-	fmt.Fprintf(b, "%-18s all closed: every session ended in %.1fs, RSS %s, gateway still serving; peak RSS of the run %s\n", "",
-		i.CloseSeconds, mib(i.RSSClosed), mib(c.GatewayPeakRSS))
-
-	rates := slices.DeleteFunc([]*rateResult{c.Plain, c.TLS}, func(rr *rateResult) bool { return rr == nil })
-	if len(rates) > 0 {
-		fmt.Fprintf(b, "\n%-10s %10s %10s %8s %9s %9s   (%d clients; connect → one line → half-close → receipt → close)\n",
-			"rate", "conns/s", "ok", "failed", "p50", "p99", c.Clients)
-		for _, rr := range rates {
-			extra := ""
-			if rr.HandshakeP50 > 0 {
-				extra = fmt.Sprintf("   handshake p50 %s, p99 %s", millis(rr.HandshakeP50), millis(rr.HandshakeP99))
-			}
-			fmt.Fprintf(b, "%-10s %10s %10s %8s %9s %9s%s\n", rr.Name, thousands(int64(rr.PerSec)), thousands(rr.OK),
-				thousands(rr.Failed), millis(rr.P50), millis(rr.P99), extra)
-		}
-		for _, rr := range rates {
-			fmt.Fprintf(b, "%-10s %s: %s connections in %.1fs, the gateway numbered %s, %s receipts ok, %s lines stored\n",
-				"checked", rr.Name, thousands(rr.Attempted), rr.Seconds, thousands(rr.Accepted), thousands(rr.OK), thousands(rr.StoredLines))
-			for _, e := range rr.Errors {
-				fmt.Fprintf(b, "%-10s %s: %s × %s\n", "errors", rr.Name, thousands(e.Count), e.Kind)
-			}
-		}
-		cpuRow := func(name string, cell func(*rateResult) string) {
-			fmt.Fprintf(b, "%-24s", name)
-			for _, rr := range rates {
-				fmt.Fprintf(b, " %24s", cell(rr))
-			}
-			b.WriteString("\n")
-		}
-		b.WriteString("\n")
-		cpuRow("CPU", func(rr *rateResult) string { return rr.Name })
-		cpuRow("gateway", func(rr *rateResult) string {
-			return fmt.Sprintf("%.2f cores, %.0f µs/conn", rr.GatewayCores, rr.gatewayCPUPerConn())
-		})
-		cpuRow("bench (clients + NATS)", func(rr *rateResult) string {
-			return fmt.Sprintf("%.2f cores, %.0f µs/conn", rr.BenchCores, perLine(rr.BenchCPUSeconds, int(rr.OK)))
-		})
-		cpuRow("other (not these two)", func(rr *rateResult) string { return fmt.Sprintf("%.2f cores", rr.OtherCores) })
-		cpuRow("machine busy", func(rr *rateResult) string { return fmt.Sprintf("%.0f%% of %d CPUs", rr.BusyPct, cpus) })
-		for _, rr := range rates {
-			if us := rr.gatewayCPUPerConn(); us > 0 {
-				fmt.Fprintf(b, "CPU ceiling: the gateway alone, at %.0f µs per %s connection, would carry %s connections/s on %d CPUs; here the clients and NATS share them\n",
-					us, rr.Name, thousands(int64(float64(cpus)*1e6/us)), cpus)
-			}
-			if rr.OtherCores > backgroundWarn {
-				fmt.Fprintf(b, "WARNING: %.2f cores went to other processes or the kernel (its share of loopback TCP included) during %s; its rate is skewed low\n", rr.OtherCores, rr.Name)
-			}
-		}
-	}
-	fmt.Fprintf(b, "\n%-46s %14s %8s   %s\n", "goal", "measured", "/goal", "verdict")
-	for _, g := range c.Goals {
-		if g.Note != "" {
-			fmt.Fprintf(b, "%-46s %14s %8s   %s\n", g.Text, "-", "-", g.verdict())
-		} else {
-			fmt.Fprintf(b, "%-46s %14s %7.2f×   %s\n", g.Text, g.unit(g.Measured), g.Ratio, g.verdict())
-		}
 	}
 }
 
