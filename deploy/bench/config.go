@@ -95,7 +95,7 @@ func parseFlags(args []string) (Config, error) {
 	}
 	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
 	fs.StringVar(&cfg.Spec, "spec", "", "pipeline spec `file` of -mode typed, and -mode e2e through it (default: "+DefaultSpec+" for tweets, a generated one for the other corpora)")
-	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: tweets (~6 KB statuses, 400,000 lines), archive (~4 KB records with values of their own, 100,000), small (~200 B records, 2,000,000)")
+	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: tweets (~6 KB statuses, 400,000 lines), feed (the tweets as a live feed: users who come again, mentions, delete notices; 400,000), archive (~4 KB records with values of their own, 100,000), small (~200 B records, 2,000,000)")
 	fs.StringVar(&cfg.Compress, "compress", "", "`xz`: send the corpus as one xz -T2 file with `ncat host port < dump.xz`, and measure xz -dc of it as the floor")
 	fs.BoolVar(&cfg.Latency, "latency", false, "-mode e2e: send the lines one at a time over one connection, each once the row of the one before is visible")
 	fs.IntVar(&cfg.Lines, "lines", 0, "number of lines to send (default: the corpus's, see -corpus; 100 with -latency)")

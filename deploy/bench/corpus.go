@@ -48,6 +48,13 @@ type corpusKind struct {
 var corpusKinds = map[string]corpusKind{
 	"tweets": {name: "tweets", about: "Twitter-API statuses of about 6 KB (shared/devkit/tweetgen)", lines: 400_000, estLineBytes: 6300,
 		gen: func(seed uint64, firstID int64, n int) []byte { return tweetgen.New(seed, firstID).Lines(n) }},
+	// The tweets as a live feed, for deploy/pipelines/tweets-full.yaml:
+	// each of the 20,000 users writes about 20 of 400,000 lines, and a
+	// delete notice comes before or after its tweet.
+	"feed": {name: "feed", about: "the tweets as a live feed: authors and mentions from 20,000 users, 1 % delete notices (shared/devkit/tweetgen)", lines: 400_000, estLineBytes: 6300,
+		gen: func(seed uint64, firstID int64, n int) []byte {
+			return tweetgen.NewFeed(seed, firstID, tweetgen.FeedOptions{Users: 20_000, DeleteEvery: 100}).Lines(n)
+		}},
 	// xz -6 compresses 4 KB records about 8.5×: each line has its own
 	// ids, counts and text, as an archive's do.
 	"archive": {name: "archive", about: "archive records of about 4 KB, every one with its own values (xz: about 8×), 0.15 % kept", lines: 100_000, estLineBytes: 4200,

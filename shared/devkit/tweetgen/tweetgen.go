@@ -17,6 +17,7 @@ type Generator struct {
 	rng  *rand.Rand
 	next int64
 	buf  []byte
+	feed FeedOptions
 }
 
 // New returns a generator whose output depends only on seed. Status ids
@@ -25,12 +26,42 @@ func New(seed uint64, firstID int64) *Generator {
 	return &Generator{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), next: firstID}
 }
 
+// FeedOptions make a generator's lines a live feed's, the input
+// deploy/pipelines/tweets-full.yaml is written for, where New's statuses
+// each have an author of their own and mention no one.
+type FeedOptions struct {
+	// Users is the pool the authors and mentioned users are drawn from,
+	// so that each comes again, with another follower count.
+	Users int
+	// DeleteEvery makes one line in DeleteEvery, on average, a delete
+	// notice, {"delete":{"status":{"id":…,"user_id":…},…}}, of a status
+	// among the last 1,000 ids or of one of the next 1,000, which it
+	// reaches before the status does. 0: none.
+	DeleteEvery int
+}
+
+// poolBase is the first user id of a feed's pool.
+const poolBase = 1 << 40
+
+// NewFeed returns a generator of a live feed whose output depends only on
+// seed: statuses as New's, but by authors of the pool, most mentioning
+// one or two of its users, and delete notices among them. Status ids
+// start at firstID and increase by one per status; a delete notice takes
+// none.
+func NewFeed(seed uint64, firstID int64, o FeedOptions) *Generator {
+	g := New(seed, firstID)
+	g.feed = o
+	return g
+}
+
 // Status describes the last generated line, for tests that check rows.
 type Status struct {
 	ID        int64
 	Retweet   bool
 	Lang      string
 	CreatedAt time.Time
+	// Delete is set on a delete notice, of status ID.
+	Delete bool
 }
 
 var (
@@ -48,6 +79,9 @@ var (
 // the status's description.
 func (g *Generator) Line(dst []byte) ([]byte, Status) {
 	r := g.rng
+	if n := g.feed.DeleteEvery; n > 0 && r.IntN(n) == 0 {
+		return g.deleteNotice(dst)
+	}
 	id := g.next
 	g.next++
 	st := Status{
@@ -100,12 +134,45 @@ func (g *Generator) Line(dst []byte) ([]byte, Status) {
 		b = strconv.AppendInt(b, int64(i*10+8), 10)
 		b = append(b, `]}`...)
 	}
-	b = append(b, `],"urls":[],"user_mentions":[],"symbols":[]},"favorited":false,"retweeted":false,"filter_level":"low","lang":"`...)
+	b = append(b, `],"urls":[],"user_mentions":[`...)
+	if g.feed.Users > 0 {
+		for i, n := 0, r.IntN(3); i < n; i++ {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			uid := poolBase + r.Int64N(int64(g.feed.Users))
+			b = append(b, `{"screen_name":"u`...)
+			b = strconv.AppendInt(b, uid%1000000, 36)
+			b = append(b, `","id":`...)
+			b = strconv.AppendInt(b, uid, 10)
+			b = append(b, `,"id_str":"`...)
+			b = strconv.AppendInt(b, uid, 10)
+			b = append(b, `","indices":[0,8]}`...)
+		}
+	}
+	b = append(b, `],"symbols":[]},"favorited":false,"retweeted":false,"filter_level":"low","lang":"`...)
 	b = append(b, st.Lang...)
 	b = append(b, `","timestamp_ms":"`...)
 	b = strconv.AppendInt(b, st.CreatedAt.UnixMilli(), 10)
 	b = append(b, `"}`...)
 	return b, st
+}
+
+// deleteNotice appends a delete notice, as the Twitter stream sent them,
+// of a status among the last or the next 1,000.
+func (g *Generator) deleteNotice(b []byte) ([]byte, Status) {
+	r := g.rng
+	id := g.next - 1000 + r.Int64N(2000)
+	b = append(b, `{"delete":{"status":{"id":`...)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `,"id_str":"`...)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `","user_id":`...)
+	b = strconv.AppendInt(b, poolBase+r.Int64N(int64(max(g.feed.Users, 1))), 10)
+	b = append(b, `},"timestamp_ms":"`...)
+	b = strconv.AppendInt(b, baseTime.Add(time.Duration(g.next%31_000_000)*time.Second).UnixMilli(), 10)
+	b = append(b, `"}}`...)
+	return b, Status{ID: id, Delete: true}
 }
 
 // Lines returns n lines joined by "\n", with a trailing newline.
@@ -150,6 +217,9 @@ func (g *Generator) text(b []byte, lang string) []byte {
 func (g *Generator) user(b []byte, key string) []byte {
 	r := g.rng
 	uid := r.Int64N(1 << 40)
+	if g.feed.Users > 0 {
+		uid = poolBase + uid%int64(g.feed.Users)
+	}
 	b = append(b, '"')
 	b = append(b, key...)
 	b = append(b, `":{"id":`...)
