@@ -41,7 +41,9 @@ type Config struct {
 	// Mode selects the measurement (see [modes]); "typed" is the e2e mode
 	// through a pipeline, Spec or the corpus's own: [DefaultSpec] for
 	// tweets, one generated into the run's directory for the others.
-	Mode, Spec string
+	// Against, in the typed mode, is a second spec the same lines are
+	// run through after, for the ratio of the two (live feeds' goal).
+	Mode, Spec, Against string
 	// Corpus names the kind of lines generated, a key of [corpusKinds],
 	// and Lines how many; Lines defaults to the corpus's own number, or
 	// [DefaultLoneLines] with Latency.
@@ -94,6 +96,7 @@ func parseFlags(args []string) (Config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Mode, "mode", "e2e", "what to measure: "+strings.Join(modeNames(), ", "))
+	fs.StringVar(&cfg.Against, "against", "", "pipeline spec `file` to run the same lines through after the typed run, and judge the typed run against (≥ 0.8×), e.g. "+DefaultSpec)
 	fs.StringVar(&cfg.Spec, "spec", "", "pipeline spec `file` of -mode typed, and -mode e2e through it (default: "+DefaultSpec+" for tweets, a generated one for the other corpora)")
 	fs.StringVar(&cfg.Corpus, "corpus", DefaultCorpus, "lines to send: tweets (~6 KB statuses, 400,000 lines), feed (the tweets as a live feed: users who come again, mentions, delete notices; 400,000), archive (~4 KB records with values of their own, 100,000), small (~200 B records, 2,000,000)")
 	fs.StringVar(&cfg.Compress, "compress", "", "`xz`: send the corpus as one xz -T2 file with `ncat host port < dump.xz`, and measure xz -dc of it as the floor")
@@ -155,6 +158,7 @@ func (c Config) Validate() error {
 		{c.Compress != "" && c.Compress != "xz", fmt.Sprintf("-compress %q is unknown: use xz, or leave it out to send plain lines", c.Compress)},
 		{(c.Compress != "" || c.Latency) && c.Conns != 1, fmt.Sprintf("-compress and -latency send over one connection: leave out -conns (got %d)", c.Conns)},
 		{c.Latency && (c.Mode != "e2e" || c.Spec != "" || c.Compress != ""), "-latency measures lone lines into the raw landing: use it with -mode e2e and without -compress"},
+		{c.Against != "" && (!c.typed() || c.Compress != ""), "-against compares two pipelines on the same plain lines: use it with -mode typed (or -spec) and without -compress"},
 		{c.Lines < 1, fmt.Sprintf("-lines must be at least 1 (got %d)", c.Lines)},
 		{c.Conns < 1 || c.Conns > 10_000, fmt.Sprintf("-conns must be between 1 and 10000 (got %d)", c.Conns)},
 		{c.Conns > c.Lines, fmt.Sprintf("-conns (%d) must not exceed -lines (%d): every connection sends at least one line", c.Conns, c.Lines)},

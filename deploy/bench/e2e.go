@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -85,8 +86,12 @@ type loneResult struct {
 // e2eRun is one end-to-end measurement in progress: the programs running
 // exp's pipeline, and the bench's connection to their Postgres.
 type e2eRun struct {
-	b             *bench
-	exp           *expected
+	b   *bench
+	exp *expected
+	// instance is the gateway's GATEWAY_INSTANCE, "bench-gateway" when
+	// empty: a second run's gateway needs a name of its own, or the
+	// stream would take its frames for duplicates of the first run's.
+	instance      string
 	gateway       *child
 	gatewayHealth string
 	workers       []*child
@@ -103,7 +108,7 @@ type e2eRun struct {
 func runE2E(ctx context.Context, b *bench) (err error) {
 	r := &e2eRun{b: b, exp: rawExpected(b.corpus.Len())}
 	if b.cfg.typed() {
-		if r.exp, err = loadSpec(b); err != nil {
+		if r.exp, err = loadSpec(b, b.cfg.Spec); err != nil {
 			return err
 		}
 	} else if !b.cfg.Latency {
@@ -116,12 +121,7 @@ func runE2E(ctx context.Context, b *bench) (err error) {
 	}
 	settle()
 	defer func() {
-		if r.db != nil {
-			r.db.Close(context.WithoutCancel(ctx))
-		}
-		if r.rc != nil {
-			r.rc.close()
-		}
+		r.close(ctx)
 		if err != nil {
 			err = fmt.Errorf("end to end: %w", err)
 		}
@@ -155,7 +155,42 @@ func runE2E(ctx context.Context, b *bench) (err error) {
 			return err
 		}
 	}
-	return b.stopPrograms("the gateway and the workers")
+	if err := b.stopPrograms("the gateway and the workers"); err != nil || b.cfg.Against == "" {
+		return err
+	}
+	b.report.Against, err = runAgainst(ctx, b)
+	return err
+}
+
+// runAgainst runs the lines end to end once more, through -against's
+// spec on programs of their own, for the ratio of the run's spec to it on
+// the same lines in the same run.
+func runAgainst(ctx context.Context, b *bench) (*e2eResult, error) {
+	exp, err := loadSpec(b, b.cfg.Against)
+	if err != nil {
+		return nil, err
+	}
+	r := &e2eRun{b: b, exp: exp, instance: "bench-gateway-against"}
+	defer r.close(ctx)
+	settle()
+	if err := r.startPrograms(ctx); err != nil {
+		return nil, err
+	}
+	res, err := r.send(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return res, b.stopPrograms("the -against run's gateway and workers")
+}
+
+// close closes what the run holds besides its programs.
+func (r *e2eRun) close(ctx context.Context) {
+	if r.db != nil {
+		r.db.Close(context.WithoutCancel(ctx))
+	}
+	if r.rc != nil {
+		r.rc.close()
+	}
 }
 
 // scrapeSum returns the sum of the series of metric name, whatever their
@@ -247,7 +282,7 @@ func (r *e2eRun) startPrograms(ctx context.Context) error {
 	r.gatewayHealth = addrs[cfg.Workers+1]
 	r.b.pr.step("starting the gateway on %s (%s)", listener, h.binaries.Gateway.Path)
 	if r.gateway, err = r.b.startChild("gateway", h.binaries.Gateway.Path, r.b.childEnv(pipeline,
-		"GATEWAY_LISTEN="+listener, "GATEWAY_HEALTH_ADDR="+r.gatewayHealth, "GATEWAY_INSTANCE=bench-gateway")); err != nil {
+		"GATEWAY_LISTEN="+listener, "GATEWAY_HEALTH_ADDR="+r.gatewayHealth, "GATEWAY_INSTANCE="+cmp.Or(r.instance, "bench-gateway"))); err != nil {
 		return err
 	}
 	r.b.gatewayAddr = listen

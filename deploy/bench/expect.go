@@ -120,11 +120,11 @@ func qualified(t worker.Table) string {
 	return t.Schema + "." + t.Name
 }
 
-// loadSpec works out what the run's spec (-spec, or the corpus's own)
-// makes of the corpus.
-func loadSpec(b *bench) (*expected, error) {
-	spec := cmp.Or(b.cfg.Spec, DefaultSpec)
-	if k := b.corpus.kind; b.cfg.Spec == "" && k.keepEvery > 0 {
+// loadSpec works out what the spec in file (-spec or -against; empty:
+// the corpus's own) makes of the corpus.
+func loadSpec(b *bench, file string) (*expected, error) {
+	spec := cmp.Or(file, DefaultSpec)
+	if k := b.corpus.kind; file == "" && k.keepEvery > 0 {
 		spec = filepath.Join(b.h.dir, k.name+".yaml")
 		if err := os.WriteFile(spec, []byte(k.spec()), 0o644); err != nil {
 			return nil, fmt.Errorf("write the %s pipeline: %w", k.name, err)

@@ -33,6 +33,8 @@ func lineGoal(cfg Config) goal {
 		return newGoal("end to end ≥ 0.8× the xz -dc floor", 0.8, false, times)
 	case cfg.Corpus == "small":
 		return newGoal("end to end ≥ 400,000 lines/s", 400_000, false, perSec)
+	case cfg.Against != "":
+		return newGoal("end to end ≥ 0.8× the same lines through -against "+cfg.Against, 0.8, false, times)
 	case cfg.typed():
 		return newGoal("through a pipeline end to end ≥ 1.0× raw publish", 1.0, false, times)
 	}
@@ -54,7 +56,12 @@ func (r *Report) judge() {
 	if r.Raw != nil && r.Raw.LinesPerSec > 0 {
 		r.Ratio = e.EndToEnd.LinesPerSec / r.Raw.LinesPerSec
 	}
+	if a := r.Against; a != nil && a.EndToEnd.LinesPerSec > 0 {
+		r.AgainstRatio = e.EndToEnd.LinesPerSec / a.EndToEnd.LinesPerSec
+	}
 	switch {
+	case r.Against != nil:
+		r.Goal.measure(r.AgainstRatio)
 	case r.Dump != nil:
 		r.Goal.measure(r.Dump.Floor.Seconds / e.EndToEnd.Seconds)
 	case r.Corpus.Kind == "small":
@@ -146,6 +153,10 @@ type Report struct {
 	Copy      *rate   `json:"bare_copy,omitempty"`
 	CopyRatio float64 `json:"e2e_to_copy_ratio,omitempty"`
 	CopyGoal  *goal   `json:"copy_goal,omitempty"`
+	// Against is the run of the same lines through -against's spec, after
+	// the run's own; AgainstRatio the run's end-to-end rate over its.
+	Against      *e2eResult `json:"against,omitempty"`
+	AgainstRatio float64    `json:"e2e_to_against_ratio,omitempty"`
 }
 
 // machine is what the numbers were measured on; BackgroundCores is how
@@ -341,6 +352,10 @@ func (r *Report) writeLines(b *strings.Builder) {
 		if d := r.Dump; d != nil {
 			line("e2e / xz floor", "%9.2f×   (of the time xz -dc takes)", d.Floor.Seconds/e.EndToEnd.Seconds)
 		}
+		if a := r.Against; a != nil {
+			row("against", a.EndToEnd, fmt.Sprintf("the same lines end to end through %s, after this run; %.0f µs CPU/line in all", a.Expected.Spec, perLine(a.cpuSeconds(), a.EndToEnd.Lines)))
+			line("e2e / against", "%9.2f×", r.AgainstRatio)
+		}
 		if typed {
 			e.writeTables(b, line, r.Setup.Conns)
 		} else {
@@ -406,16 +421,24 @@ func (e *e2eResult) writeTables(b *strings.Builder, line func(name, format strin
 
 // writeUsage writes the table of each process's CPU and memory, and what
 // they add up to.
+// cpuSeconds returns the CPU time the run's processes used.
+func (e *e2eResult) cpuSeconds() float64 {
+	var total float64
+	for _, p := range e.Processes {
+		total += p.CPUSeconds
+	}
+	return total
+}
+
 func (e *e2eResult) writeUsage(b *strings.Builder, cpus int) {
 	fmt.Fprintf(b, "\n%-24s %8s %7s %10s %10s   (first byte → last row, %.1fs)\n", "process", "CPU s", "cores", "µs/line", "peak RSS", e.WindowSeconds)
-	var total, most float64
+	total, most := e.cpuSeconds(), 0.0
 	var top string
 	for _, p := range e.Processes {
 		rss := "-"
 		if p.PeakRSS > 0 {
 			rss = mib(p.PeakRSS)
 		}
-		total += p.CPUSeconds
 		if p.CPUSeconds > most {
 			top, most = p.Name, p.CPUSeconds
 		}
