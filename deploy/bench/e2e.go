@@ -366,7 +366,9 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 	res.EndBasis = "consumer drained"
 	if lastCommit != nil {
 		res.DrainedAfterCommit = d.drainedAt.Sub(*lastCommit).Seconds()
-		if exp.rowPerLine || !d.busyAt.After(*lastCommit) {
+		// A last commit before the last receipt leaves the lines sent
+		// after it, all filtered, to end the run.
+		if exp.rowPerLine || !d.busyAt.After(*lastCommit) && !lastCommit.Before(lastReceipt) {
 			end, res.EndBasis = *lastCommit, "last commit"
 		}
 	}
