@@ -4,10 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -49,19 +46,17 @@ func buildPrograms() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create build directory: %w", err)
 	}
-	build := []string{"build", "-o", dir + string(filepath.Separator)}
 	var race []string
 	if raceEnabled {
 		race = []string{"-race"}
 	}
-	for _, args := range [][]string{
-		slices.Concat(build, race, []string{"github.com/jetline/jetline/gateway/cmd/gateway", "github.com/jetline/jetline/worker/cmd/worker"}),
-		slices.Concat(build, []string{"github.com/nats-io/nats-server/v2"}),
-	} {
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			os.RemoveAll(dir)
-			return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
+	err = testenv.Build(dir, race, "github.com/jetline/jetline/gateway/cmd/gateway", "github.com/jetline/jetline/worker/cmd/worker")
+	if err == nil {
+		err = testenv.Build(dir, nil, "github.com/nats-io/nats-server/v2")
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", err
 	}
 	programs.gateway = filepath.Join(dir, "gateway")
 	programs.worker = filepath.Join(dir, "worker")

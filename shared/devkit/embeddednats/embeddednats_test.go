@@ -52,11 +52,15 @@ func TestStartRestartKeepsStream(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
+	// A request sent while the client reconnects can go unanswered: each
+	// try waits 2 s at most, so that the next is sent.
 	var info *jetstream.StreamInfo
-	testenv.Eventually(t, 10*time.Second, "the stream after restart", func() error {
-		s, err := js.Stream(ctx, topology.StreamName)
+	testenv.Eventually(t, 20*time.Second, "the stream after restart", func() error {
+		tryCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		s, err := js.Stream(tryCtx, topology.StreamName)
 		if err == nil {
-			info, err = s.Info(ctx)
+			info, err = s.Info(tryCtx)
 		}
 		return err
 	})
