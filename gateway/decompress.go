@@ -162,11 +162,10 @@ type decompressor struct {
 	// program's Close; nil when src's reads do not block for long.
 	interrupt func()
 
-	dec     io.Reader
-	program bool // dec is a decoding program
-	close   func()
-	n       int64 // decompressed bytes returned
-	err     error // sticky
+	dec   io.Reader
+	close func()
+	n     int64 // decompressed bytes returned
+	err   error // sticky
 }
 
 // newDecompressor returns a decompressor of format reading src, which
@@ -199,7 +198,7 @@ func (d *decompressor) open() error {
 		// [systemDecoders]). Neither it nor the Go decoder caps the
 		// dictionary a stream declares.
 		if pd := d.programs.start(d.format, d.src, d.interrupt); pd != nil {
-			d.dec, d.close, d.program = pd, pd.Close, true
+			d.dec, d.close = pd, pd.Close
 			break
 		}
 		// Reads concatenated streams and padding. The library offers no
@@ -255,11 +254,12 @@ func (d *decompressor) Read(p []byte) (n int, err error) {
 		p = p[:rem]
 	}
 	n, err = d.dec.Read(p)
+	_, program := d.dec.(*programDecoder)
 	// A Go decoder returns one step's output at a time (gzip 32 KiB), and
 	// the framer closes a frame where a read ends: while compressed input
 	// is already buffered, decode on into p, for frames as large as the
 	// input allows. The program decoder gathers its output itself.
-	for err == nil && n > 0 && n < len(p) && d.src.Buffered() > 0 && !d.program {
+	for err == nil && n > 0 && n < len(p) && d.src.Buffered() > 0 && !program {
 		var k int
 		k, err = d.dec.Read(p[n:])
 		if k == 0 && err == nil {

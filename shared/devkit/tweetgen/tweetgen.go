@@ -141,8 +141,8 @@ func (g *Generator) Line(dst []byte) ([]byte, Status) {
 				b = append(b, ',')
 			}
 			uid := poolBase + r.Int64N(int64(g.feed.Users))
-			b = append(b, `{"screen_name":"u`...)
-			b = strconv.AppendInt(b, uid%1000000, 36)
+			b = append(b, `{"screen_name":"`...)
+			b = appendScreenName(b, uid)
 			b = append(b, `","id":`...)
 			b = strconv.AppendInt(b, uid, 10)
 			b = append(b, `,"id_str":"`...)
@@ -230,8 +230,8 @@ func (g *Generator) user(b []byte, key string) []byte {
 	b = append(b, words[r.IntN(len(words))]...)
 	b = append(b, ` user `...)
 	b = strconv.AppendInt(b, uid%100000, 10)
-	b = append(b, `","screen_name":"u`...)
-	b = strconv.AppendInt(b, uid%1000000, 36)
+	b = append(b, `","screen_name":"`...)
+	b = appendScreenName(b, uid)
 	b = append(b, `","location":"`...)
 	b = appendRuneEscaped(b, jaRunes[r.IntN(len(jaRunes))])
 	b = append(b, ` city","url":null,"description":"`...)
@@ -252,6 +252,12 @@ func (g *Generator) user(b []byte, key string) []byte {
 	b = strconv.AppendInt(b, uid, 10)
 	b = append(b, `\/1500000000","default_profile":true,"default_profile_image":false,"following":null,"follow_request_sent":null,"notifications":null}`...)
 	return b
+}
+
+// appendScreenName writes the screen name of user uid, the same wherever
+// the user appears.
+func appendScreenName(b []byte, uid int64) []byte {
+	return strconv.AppendInt(append(b, 'u'), uid%1000000, 36)
 }
 
 const hexDigits = "0123456789abcdef"
