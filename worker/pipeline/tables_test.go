@@ -65,6 +65,13 @@ type feed struct {
 
 func newFeed(t *testing.T) *feed {
 	t.Helper()
+	return newFeedConns(t, 0)
+}
+
+// newFeedConns is newFeed with a pool of at most conns connections (0:
+// pgxpool's default).
+func newFeedConns(t *testing.T, conns int32) *feed {
+	t.Helper()
 	spec, err := pipeline.ParseSpec("feed.yaml", []byte(feedSpec))
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +80,14 @@ func newFeed(t *testing.T) *feed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := pgxpool.New(t.Context(), testenv.Postgres(t))
+	cfg, err := pgxpool.ParseConfig(testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conns > 0 {
+		cfg.MaxConns = conns
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,6 +295,62 @@ func TestTablesDeletesStick(t *testing.T) {
 	_, results = f.write(t, `{"delete":{"status":{}}}`)
 	if results[0].Outcome != worker.Reject || !strings.Contains(results[0].Detail, "tweets: column id") {
 		t.Errorf("delete without an id: %+v, want a reject naming the table and column", results[0])
+	}
+}
+
+// TestTablesDeletesProbeByKey: a batch with deletes finds each deleted
+// key, and checks each stored row against the tombstones, through the
+// tables' primary keys, never by reading the whole table: the tweets and
+// tombstone tables, filled beforehand, are not scanned once.
+//
+// Postgres counts scans per table (pg_stat_user_tables.seq_scan) in the
+// backend and publishes them up to a second later. The pool has one
+// connection, and after the write that connection scans a table of its
+// own, probe: once probe's scan shows, everything before it does too.
+func TestTablesDeletesProbeByKey(t *testing.T) {
+	t.Parallel()
+	f := newFeedConns(t, 1)
+	ctx := t.Context()
+	for _, sql := range []string{
+		`INSERT INTO tweets (id, text, retweets) SELECT g, 'tweet ' || g, 0 FROM generate_series(1, 50000) g`,
+		`INSERT INTO tweets_tombstones (id) SELECT 1000000 + g FROM generate_series(1, 20000) g`,
+		`CREATE TABLE probe (n int)`,
+	} {
+		if _, err := f.pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probes := 0
+	scans := func() (tweets, tombstones int64) {
+		t.Helper()
+		probes++
+		if _, err := f.pool.Exec(ctx, `SELECT sum(n) FROM probe`); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 10*time.Second, "probe's scan to show in pg_stat_user_tables", func() error {
+			var probe int64
+			err := f.pool.QueryRow(ctx, `SELECT
+				(SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'probe'::regclass),
+				(SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'tweets'::regclass),
+				(SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'tweets_tombstones'::regclass)`).Scan(&probe, &tweets, &tombstones)
+			if err == nil && probe != int64(probes) {
+				err = fmt.Errorf("probe scanned %d times, want %d", probe, probes)
+			}
+			return err
+		})
+		return tweets, tombstones
+	}
+	tweets0, tombs0 := scans()
+	lines := []string{`{"delete":{"status":{"id":17}}}`, `{"delete":{"status":{"id":40001}}}`}
+	for id := 60001; id <= 60200; id++ {
+		lines = append(lines, tweet(id, 1, "ann", 1, "x"))
+	}
+	res, _ := f.write(t, append(lines, tweet(1000005, 1, "bob", 1))...)
+	if res.Tables[3].Deleted != 2 || res.Tables[0].Inserted != 200 || res.Tables[0].Suppressed != 1 {
+		t.Fatalf("deleted %d, inserted %d, suppressed %d; want 2, 200 and 1", res.Tables[3].Deleted, res.Tables[0].Inserted, res.Tables[0].Suppressed)
+	}
+	if tweets, tombs := scans(); tweets != tweets0 || tombs != tombs0 {
+		t.Errorf("the write scanned tweets %d and tweets_tombstones %d times, want 0 and 0 (found by key)", tweets-tweets0, tombs-tombs0)
 	}
 }
 
