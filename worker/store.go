@@ -332,6 +332,13 @@ func (s *PostgresStore) Tables() []Table {
 // the greatest by version (else the last) is written, and except the rows
 // of the lines in skip. Rows left out of an Update table count as
 // Unchanged.
+//
+// An Update table's rows are listed in key order, and written in that
+// order. Batches that update the same keys (a user in many lines, spread
+// over concurrent workers) then lock those rows in the same order and
+// wait for one another; in stream order, two of them could each hold a
+// row the other wants next, and Postgres would break the deadlock after
+// deadlock_timeout (1 s) by failing one, which the worker retries.
 func (s *PostgresStore) pick(rows *Rows, skip map[int]bool) (sel [][]int, unchanged []int) {
 	sel = make([][]int, len(s.tables))
 	unchanged = make([]int, len(s.tables))
@@ -364,10 +371,10 @@ func (s *PostgresStore) pick(rows *Rows, skip map[int]bool) (sel [][]int, unchan
 				unchanged[t]++
 			}
 		}
+		slices.Sort(order)
 		for _, k := range order {
 			sel[t] = append(sel[t], best[k])
 		}
-		slices.Sort(sel[t])
 	}
 	return sel, unchanged
 }
@@ -630,11 +637,8 @@ func (s *PostgresStore) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return nil
 }
 
-// picked feeds the rows sel of tr to COPY.
+// picked feeds the rows sel of tr to COPY, in sel's order.
 func picked(tr *TableRows, sel []int) pgx.CopyFromSource {
-	if len(sel) == len(tr.Rows) {
-		return pgx.CopyFromRows(tr.Rows)
-	}
 	i := -1
 	return pgx.CopyFromFunc(func() ([]any, error) {
 		if i++; i < len(sel) {
