@@ -351,6 +351,39 @@ func TestTablesDeletesStick(t *testing.T) {
 	}
 }
 
+// TestTablesDeleteRacesItsRow: a batch storing tweets and another
+// deleting the same tweets, stored at the same time round after round,
+// leave no tweet that has a tombstone, whichever commits first. Each
+// must see what the other committed, not miss it because neither had
+// committed when it looked.
+func TestTablesDeleteRacesItsRow(t *testing.T) {
+	t.Parallel()
+	f := newFeed(t)
+	const perRound = 100
+	for round := range 30 {
+		var tweets, deletes []string
+		for i := range perRound {
+			id := round*perRound + i + 1
+			tweets = append(tweets, tweet(id, 0, "ann", 1))
+			deletes = append(deletes, fmt.Sprintf(`{"delete":{"status":{"id":%d}}}`, id))
+		}
+		a, _ := f.transform(tweets...)
+		b, _ := f.transform(deletes...)
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, rows := range []*worker.Rows{a, b} {
+			wg.Go(func() { _, errs[i] = f.store.Write(t.Context(), rows) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	if got := f.query(t, `SELECT count(*), (SELECT count(*) FROM tweets_tombstones) FROM tweets`); got != fmt.Sprintf("0|%d", 30*perRound) {
+		t.Errorf("tweets and tombstones %s, want 0|%d: every tweet deleted", got, 30*perRound)
+	}
+}
+
 // TestTablesDeletesProbeByKey: a batch with deletes finds each deleted
 // key, and checks each stored row against the tombstones, through the
 // tables' primary keys, never by reading the whole table: the tweets and
