@@ -129,6 +129,18 @@ func (f *feed) transform(lines ...string) (*worker.Rows, []worker.Result) {
 	return rows, results
 }
 
+// writeAtOnce stores each batch in a goroutine of its own, all at the
+// same time, as concurrent workers would, and returns their errors.
+func (f *feed) writeAtOnce(t *testing.T, batches ...*worker.Rows) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(batches))
+	for i, rows := range batches {
+		wg.Go(func() { _, errs[i] = f.store.Write(t.Context(), rows) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // query returns the rows of sql, each as its columns joined by "|",
 // joined by ", ".
 func (f *feed) query(t *testing.T, sql string) string {
@@ -298,14 +310,7 @@ func TestTablesUpsertsDoNotDeadlock(t *testing.T) {
 		return rows
 	}
 	for round := range 20 {
-		a, b := batch(round, false), batch(round, true)
-		var wg sync.WaitGroup
-		errs := make([]error, 2)
-		for i, rows := range []*worker.Rows{a, b} {
-			wg.Go(func() { _, errs[i] = f.store.Write(t.Context(), rows) })
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
+		if err := f.writeAtOnce(t, batch(round, false), batch(round, true)); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 	}
@@ -369,13 +374,7 @@ func TestTablesDeleteRacesItsRow(t *testing.T) {
 		}
 		a, _ := f.transform(tweets...)
 		b, _ := f.transform(deletes...)
-		var wg sync.WaitGroup
-		errs := make([]error, 2)
-		for i, rows := range []*worker.Rows{a, b} {
-			wg.Go(func() { _, errs[i] = f.store.Write(t.Context(), rows) })
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
+		if err := f.writeAtOnce(t, a, b); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 	}
