@@ -32,15 +32,11 @@ import (
 	"github.com/jetline/jetline/shared/contract/topology"
 )
 
-// The connections mode measures what a gateway costs per connection rather
-// than per line: the memory an idle connection holds, and how many short
-// connections (connect, one line, half-close, receipt, close) it serves
-// per second, in plain TCP and with a full TLS handshake each. A receipt
-// is written once JetStream has acknowledged the line, so no worker runs:
-// lines stay in the stream.
-
-// connGoals are the connections mode's goals, in the order
-// [Report.setConnections] measures them.
+// The connections mode measures what a gateway costs per connection: the
+// memory an idle one holds, and how many short ones (connect, one line,
+// half-close, receipt, close) it serves per second, plain and with a full
+// TLS handshake. A receipt needs only JetStream's acknowledgement, so no
+// worker runs. connGoals are in the order [Report.setConnections] measures.
 var connGoals = []goal{
 	newGoal("gateway RSS per idle connection ≤ 16 KiB", 16<<10, true, kib),
 	newGoal("plain connections ≥ 5,000/s", 5_000, false, perSec),
@@ -50,27 +46,23 @@ var connGoals = []goal{
 const connGoalText = "goals: ≤ 16 KiB gateway RSS per idle connection, ≥ 5,000 plain connections/s, ≥ 1,000 TLS handshakes/s (ECDSA P-256)"
 
 const (
-	// idleSettle is how long the gateway is left alone once every idle
-	// connection is accepted, so each session has reached its first read
-	// before RSS is read.
+	// idleSettle lets every idle session reach its first read before RSS
+	// is read.
 	idleSettle = time.Second
 	// fdHeadroom is the open files the bench needs besides its client
-	// connections: NATS, its clients, Postgres connections, files.
+	// connections (NATS, Postgres, files).
 	fdHeadroom = 256
 	// exchangeTimeout bounds one client connection, connect to receipt.
 	exchangeTimeout = 10 * time.Second
-	// sourceAddrCount is how many loopback addresses the clients connect
-	// from, 127.0.0.2 and up (all of 127.0.0.0/8 is the loopback
-	// interface on Linux). A client closes first (it half-closes before
-	// the gateway answers), so each of its connections holds its local
-	// port in TIME_WAIT for a minute; one address has about 28,000
-	// ephemeral ports, 100 have enough for 46,000 connections a second.
+	// sourceAddrCount is how many loopback addresses (127.0.0.2 and up)
+	// the clients connect from. A client closes first, so each connection
+	// holds its local port in TIME_WAIT for a minute; one address has
+	// about 28,000 ephemeral ports, 100 enough for 46,000 connections/s.
 	sourceAddrCount = 100
 )
 
-// connectionsResult is what the connections mode found and what with: the
-// bench's limits on open files and the gateway's soft one, the
-// GATEWAY_MAX_CONNECTIONS the gateway ran with unless -env overrode it,
+// connectionsResult is what the connections mode found and what with:
+// open-file limits, GATEWAY_MAX_CONNECTIONS unless -env overrode it,
 // /proc/loadavg at the start and the gateway's VmHWM at the end.
 type connectionsResult struct {
 	IdleConns        int         `json:"idle_conns"`
@@ -89,11 +81,9 @@ type connectionsResult struct {
 	Goals            []goal      `json:"goals"`
 }
 
-// idleResult is the gateway with IdleConns idle connections: the seconds
-// from the first dial to holding them all, and from closing them to having
-// ended every session; its VmRSS before, with them (settled) and after;
-// its go_goroutines on /metrics before and with them, or -1 when it serves
-// none.
+// idleResult is the gateway with IdleConns idle connections: seconds to
+// accept them all and to end every session once closed; VmRSS before, with
+// them and after; go_goroutines before and with them, or -1 when unserved.
 type idleResult struct {
 	AcceptSeconds    float64 `json:"accept_seconds"`
 	CloseSeconds     float64 `json:"close_seconds"`
@@ -107,13 +97,11 @@ type idleResult struct {
 
 // rateResult is one connection rate, plain or TLS, over Seconds from the
 // first connect to the last receipt. Of the Attempted connections, OK got
-// a correct receipt; the others failed for the causes Errors counts. The
-// percentiles are of a correct connection's seconds to its receipt and to
-// the end of its TLS handshake. Accepted is how many connections the
-// gateway numbered meanwhile and StoredLines how many lines the ingest
-// stream gained (see [mark]). OtherCores is the busy time of all but the
-// gateway and the bench (the clients and NATS): other processes, and
-// kernel work charged to no process, such as part of the loopback TCP.
+// a correct receipt; Errors counts the others' causes. The percentiles are
+// of a correct connection's seconds to its receipt and handshake. Accepted
+// is how many the gateway numbered meanwhile, StoredLines how many lines
+// the stream gained. OtherCores is the busy time of all but the gateway and
+// the bench: other processes, and kernel work such as loopback TCP.
 type rateResult struct {
 	Name              string           `json:"name"`
 	Seconds           float64          `json:"seconds"`
@@ -144,10 +132,9 @@ type connRun struct {
 	res        connectionsResult
 }
 
-// listener is one of the gateway's listeners and how a client reaches it:
-// over TLS when tls is set, which trusts the run's certificate only and
-// keeps no session cache, so every connection makes a full, verified
-// handshake.
+// listener is one of the gateway's listeners: over TLS when tls is set,
+// which trusts the run's certificate only and keeps no session cache, so
+// every connection makes a full, verified handshake.
 type listener struct {
 	name, addr string
 	tls        *tls.Config
@@ -205,8 +192,8 @@ func runConnections(ctx context.Context, b *bench) error {
 
 func (r *connRun) programs() []*child { return []*child{r.gateway} }
 
-// dialer returns the dialer of the i-th connection, going round the
-// source addresses. It is safe for concurrent use.
+// dialer returns the i-th connection's dialer, going round the source
+// addresses.
 func (r *connRun) dialer(i int) *net.Dialer { return &r.dialers[i%len(r.dialers)] }
 
 // startGateway starts the gateway with a plain and a TLS listener and
@@ -253,11 +240,10 @@ func (r *connRun) startGateway(ctx context.Context) error {
 	return nil
 }
 
-// writeCertificate writes into dir a fresh self-signed ECDSA P-256
-// certificate for 127.0.0.1 and its key, and returns a pool that trusts
-// only it. It is valid for 90 days, so the gateway does not warn that it
-// expires within a week (shared/devkit/testcert's last an hour, and need
-// a testing.TB).
+// writeCertificate writes into dir a self-signed ECDSA P-256 certificate
+// for 127.0.0.1 and its key, and returns a pool that trusts only it. It is
+// valid for 90 days, so the gateway does not warn that it expires soon
+// (shared/devkit/testcert's last an hour, and need a testing.TB).
 func writeCertificate(dir string) (certFile, keyFile string, roots *x509.CertPool, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -288,14 +274,19 @@ func writeCertificate(dir string) (certFile, keyFile string, roots *x509.CertPoo
 // ended every session, and checks it still answers.
 func (r *connRun) measureIdle(ctx context.Context) (res idleResult, err error) {
 	pr, pid, n := r.b.pr, r.gateway.pid, r.res.IdleConns
+	goroutines := func() int { // -1 when the gateway serves no go_goroutines
+		if v, ok := scrapeSum(ctx, r.healthAddr, "go_goroutines"); ok {
+			return int(v)
+		}
+		return -1
+	}
 	// The open files and the goroutines must hold still for two polls, so
-	// that the sessions of the readiness probes have ended: with 200
-	// connections, the goroutines went 34 → 233 when read once the files
-	// alone had settled.
+	// that the readiness probes' sessions have ended: with 200 connections,
+	// the goroutines went 34 → 233 when read once the files alone settled.
 	var base int
 	last := [2]int{-1, -1}
 	if err := r.waitFiles(ctx, "the gateway's open files and goroutines to settle", func(open int) bool {
-		now := [2]int{open, r.goroutines(ctx)}
+		now := [2]int{open, goroutines()}
 		settled := now == last
 		last, base, res.GoroutinesBefore = now, open, now[1]
 		return settled
@@ -335,7 +326,7 @@ func (r *connRun) measureIdle(ctx context.Context) (res idleResult, err error) {
 	if res.RSSAfter, _, err = rss(pid); err != nil {
 		return res, err
 	}
-	res.GoroutinesAfter = r.goroutines(ctx)
+	res.GoroutinesAfter = goroutines()
 	res.BytesPerConn = float64(res.RSSAfter-res.RSSBefore) / float64(n)
 	pr.step("idle: %s connections accepted in %.1fs; gateway RSS %s → %s, %.1f KiB per connection",
 		thousands(int64(n)), res.AcceptSeconds, mib(res.RSSBefore), mib(res.RSSAfter), res.BytesPerConn/1024)
@@ -374,39 +365,28 @@ func (r *connRun) waitFiles(ctx context.Context, what string, done func(open int
 	return nil
 }
 
-// goroutines returns the gateway's go_goroutines from its /metrics, or -1.
-func (r *connRun) goroutines(ctx context.Context) int {
-	if v, ok := scrapeSum(ctx, r.healthAddr, "go_goroutines"); ok {
-		return int(v)
-	}
-	return -1
-}
-
 // probe makes a connection to l that sends nothing and returns the
 // gateway's number for it, from its "ok" receipt.
-func (r *connRun) probe(ctx context.Context, l listener) (uint64, error) {
+func (r *connRun) probe(ctx context.Context, l listener) (int64, error) {
 	x, err := exchange(ctx, r.dialer(0), l, nil, bufio.NewReader(nil))
 	if err != nil {
 		return 0, fmt.Errorf("probe connection to the gateway's %s listener: %w", l.name, err)
 	}
-	return x.receipt.Conn, nil
+	return int64(x.receipt.Conn), nil
 }
 
-// mark is the gateway's last connection number and the lines the ingest
-// stream holds, at one moment. The gateway numbers connections as it
-// accepts them, so two marks bracket how many it accepted in between.
-type mark struct{ conn, stored uint64 }
-
-func (r *connRun) mark(ctx context.Context) (mark, error) {
-	conn, err := r.probe(ctx, r.plain)
-	if err != nil {
-		return mark{}, err
+// mark returns the gateway's last connection number and the lines the
+// ingest stream holds. The gateway numbers connections as it accepts them,
+// so two marks bracket how many it accepted and how many lines it stored.
+func (r *connRun) mark(ctx context.Context) (conn, stored int64, err error) {
+	if conn, err = r.probe(ctx, r.plain); err != nil {
+		return 0, 0, err
 	}
 	st, err := r.b.h.js.Stream(ctx, topology.StreamName)
 	if err != nil {
-		return mark{}, fmt.Errorf("read stream %s: %w", topology.StreamName, err)
+		return 0, 0, fmt.Errorf("read stream %s: %w", topology.StreamName, err)
 	}
-	return mark{conn, st.CachedInfo().State.Msgs}, nil
+	return conn, int64(st.CachedInfo().State.Msgs), nil
 }
 
 // measureRate runs cfg.Clients clients against l for cfg.Duration, each
@@ -421,7 +401,7 @@ func (r *connRun) measureRate(ctx context.Context, l listener) (*rateResult, err
 	}
 	settle()
 	pr.step("%s: %d clients for %s, each connection: %s → one line → half-close → receipt → close", l.name, cfg.Clients, cfg.Duration, how)
-	first, err := r.mark(ctx)
+	firstConn, firstStored, err := r.mark(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("before: %w", err)
 	}
@@ -463,7 +443,7 @@ func (r *connRun) measureRate(ctx context.Context, l listener) (*rateResult, err
 	if err != nil {
 		return nil, err
 	}
-	last, err := r.mark(ctx)
+	lastConn, lastStored, err := r.mark(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("after: %w", err)
 	}
@@ -475,7 +455,7 @@ func (r *connRun) measureRate(ctx context.Context, l listener) (*rateResult, err
 	if len(handshake) > 0 {
 		res.HandshakeP50, res.HandshakeP99 = percentile(handshake, 0.5), percentile(handshake, 0.99)
 	}
-	res.Accepted, res.StoredLines = int64(last.conn)-int64(first.conn)-1, int64(last.stored)-int64(first.stored)
+	res.Accepted, res.StoredLines = lastConn-firstConn-1, lastStored-firstStored
 	u := usage(before, after, r.programs())
 	res.GatewayCPUSeconds, res.BenchCPUSeconds = u[0].CPUSeconds, u[1].CPUSeconds
 	res.BusyPct, _ = busy(before.machine, after.machine)

@@ -14,17 +14,13 @@ import (
 	"golang.org/x/text/message"
 )
 
-// copyGoalText states the raw landing's goal against one bare COPY of the
-// same lines: Postgres bounds the raw landing, and frames leave the broker
-// so little of the CPU that the workers' parallel COPYs should carry well
-// over one backend's.
+// copyGoalText is the raw landing's goal against one bare COPY of the same
+// lines: Postgres bounds the raw landing, and frames leave the broker so
+// little CPU that the workers' parallel COPYs should beat one backend's.
 const copyGoalText = "raw landing end to end ≥ 1.7× one bare COPY"
 
-// lineGoal returns the goal of a run of cfg that sends lines, by workload,
-// which [Report.judge] measures: the end-to-end rate as a share of the raw
-// publish rate (raw landing, or through a pipeline), of a dump as a share
-// of the `xz -dc` floor, of small lines in lines/s, and the p99 of a lone
-// line's wait for its row.
+// lineGoal returns the goal of a run of cfg that sends lines, by workload;
+// [Report.judge] measures it.
 func lineGoal(cfg Config) goal {
 	switch {
 	case cfg.Latency:
@@ -41,8 +37,8 @@ func lineGoal(cfg Config) goal {
 	return newGoal("end to end ≥ 0.5× raw publish", 0.5, false, times)
 }
 
-// judge works out the ratios of a run that sends lines and measures it
-// against its goal, and the raw landing against its bare COPY.
+// judge works out a run's ratios and measures it against its goal, and the
+// raw landing against its bare COPY.
 func (r *Report) judge() {
 	e := r.E2E
 	if e == nil || e.EndToEnd.Seconds <= 0 {
@@ -77,29 +73,25 @@ func (r *Report) judge() {
 	}
 }
 
-// goal is one goal of a run and how the run did: each of the connections
-// mode's, or the one of a run that sends lines.
+// goal is one goal of a run and how the run did. Measured must not exceed
+// Goal when AtMost, else reach it; Measured is in the goal's unit, which
+// formats it, and Ratio is Measured / Goal. Both are 0 and Note says why
+// when it was not measured.
 type goal struct {
-	Text string  `json:"text"`
-	Goal float64 `json:"goal"`
-	// AtMost is true when Measured must not exceed Goal, false when it
-	// must reach it.
-	AtMost bool `json:"at_most"`
-	// Measured is in the goal's unit; Ratio is Measured / Goal. Both are
-	// 0 and Note says why when it was not measured.
+	Text     string  `json:"text"`
+	Goal     float64 `json:"goal"`
+	AtMost   bool    `json:"at_most"`
 	Measured float64 `json:"measured"`
 	Ratio    float64 `json:"ratio"`
 	Met      bool    `json:"met"`
 	Note     string  `json:"note,omitempty"`
-	// unit formats Measured for the text report.
-	unit func(float64) string
+	unit     func(float64) string
 }
 
 func newGoal(text string, target float64, atMost bool, unit func(float64) string) goal {
 	return goal{Text: text, Goal: target, AtMost: atMost, unit: unit}
 }
 
-// measure records the measured value v.
 func (g *goal) measure(v float64) {
 	g.Measured, g.Ratio = v, v/g.Goal
 	g.Met = v >= g.Goal
@@ -256,23 +248,17 @@ func (r *Report) writeText(w io.Writer) error {
 	fact := func(name, format string, args ...any) {
 		fmt.Fprintf(tw, "%s\t%s\n", name, fmt.Sprintf(format, args...))
 	}
-	env := strings.Join(r.Setup.ChildEnv, " ")
+	env, programs := strings.Join(r.Setup.ChildEnv, " "), "gateway "+r.Binaries.Gateway.Path
 	if c := r.Connections; c != nil {
 		fact("machine", "%s; load average %s", r.Machine.summary(), c.LoadAvg)
 		fact("limits", "open files: bench %s (hard %s), gateway %s; GATEWAY_MAX_CONNECTIONS %s",
 			thousands(int64(c.OpenFiles)), thousands(int64(c.OpenFilesHard)), thousands(int64(c.GatewayOpenFiles)), thousands(int64(c.MaxConnections)))
 		fact("clients", "from %s, %d at a time for %s per rate, one line per connection; no workers (a receipt needs only JetStream's acknowledgement)",
 			c.SourceAddrs, c.Clients, time.Duration(c.DurationSeconds*float64(time.Second)))
-		if c.TLS != nil {
-			fact("tls", "self-signed ECDSA P-256 certificate, verified; a full handshake per connection (no session resumption); %s", c.TLS.Protocol)
-		} else {
-			fact("tls", "not measured (not run)")
-		}
+		fact("tls", "self-signed ECDSA P-256 certificate, verified; a full handshake per connection (no session resumption); %s", c.TLS.Protocol)
 		if env != "" {
 			fact("extra env", "%s", env)
 		}
-		fact("nats", "%s, %s", r.NATS.Version, r.NATS.Store)
-		fact("programs", "gateway %s", r.Binaries.Gateway.Path)
 	} else {
 		s := r.Setup
 		fact("machine", "%s", r.Machine.summary())
@@ -290,9 +276,10 @@ func (r *Report) writeText(w io.Writer) error {
 			fact("", "extra env %s", env)
 		}
 		fact("postgres", "%s, %s", r.Postgres.Version, r.Postgres.settingsLine())
-		fact("nats", "%s, %s", r.NATS.Version, r.NATS.Store)
-		fact("programs", "gateway %s, worker %s", r.Binaries.Gateway.Path, r.Binaries.Worker.Path)
+		programs += ", worker " + r.Binaries.Worker.Path
 	}
+	fact("nats", "%s, %s", r.NATS.Version, r.NATS.Store)
+	fact("programs", "%s", programs)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -326,13 +313,12 @@ func (r *Report) writeLines(b *strings.Builder) {
 		row("xz -dc floor", d.Floor, fmt.Sprintf("xz -dc dump > /dev/null, MiB/s of decompressed output; %.0f µs CPU/line", perLine(d.Floor.CPUSeconds, d.Floor.Lines)))
 	}
 	if e != nil {
-		typed := e.Expected.Spec != ""
-		row("gateway ingest", e.Ingest, "first byte sent → last receipt")
+		typed, end := e.Expected.Spec != "", "last row committed"
 		if typed {
-			row("end to end", e.EndToEnd, "first byte sent → "+e.EndBasis)
-		} else {
-			row("end to end", e.EndToEnd, "first byte sent → last row committed")
+			end = e.EndBasis
 		}
+		row("gateway ingest", e.Ingest, "first byte sent → last receipt")
+		row("end to end", e.EndToEnd, "first byte sent → "+end)
 		if e.Frames < 0 {
 			b.WriteString("frames/s: n/a (gateway exports no frame counter)\n")
 		} else if e.Frames > 0 {
@@ -419,8 +405,6 @@ func (e *e2eResult) writeTables(b *strings.Builder, line func(name, format strin
 	line("", "%d receipts ok, %s redelivered", conns, thousands(int64(e.Redelivered)))
 }
 
-// writeUsage writes the table of each process's CPU and memory, and what
-// they add up to.
 // cpuSeconds returns the CPU time the run's processes used.
 func (e *e2eResult) cpuSeconds() float64 {
 	var total float64
@@ -430,6 +414,8 @@ func (e *e2eResult) cpuSeconds() float64 {
 	return total
 }
 
+// writeUsage writes the table of each process's CPU and memory, and what
+// they add up to.
 func (e *e2eResult) writeUsage(b *strings.Builder, cpus int) {
 	fmt.Fprintf(b, "\n%-24s %8s %7s %10s %10s   (first byte → last row, %.1fs)\n", "process", "CPU s", "cores", "µs/line", "peak RSS", e.WindowSeconds)
 	total, most := e.cpuSeconds(), 0.0
