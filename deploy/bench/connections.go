@@ -269,9 +269,8 @@ func writeCertificate(dir string) (certFile, keyFile string, roots *x509.CertPoo
 }
 
 // measureIdle opens cfg.IdleConns connections that send nothing, waits
-// until the gateway holds them all (its open files), and reads how much
-// its resident set grew. Then it closes them, waits until the gateway has
-// ended every session, and checks it still answers.
+// until the gateway holds them all (its open files) and reads how much its
+// RSS grew; then closes them, waits for every session to end, and probes.
 func (r *connRun) measureIdle(ctx context.Context) (res idleResult, err error) {
 	pr, pid, n := r.b.pr, r.gateway.pid, r.res.IdleConns
 	goroutines := func() int { // -1 when the gateway serves no go_goroutines
@@ -390,9 +389,8 @@ func (r *connRun) mark(ctx context.Context) (conn, stored int64, err error) {
 }
 
 // measureRate runs cfg.Clients clients against l for cfg.Duration, each
-// making one connection after the other that sends one line naming the
-// client and its sequence number. It fails when no connection succeeds,
-// or when the stream's line count contradicts the receipts.
+// making one connection after the other that sends one line. It fails as
+// [rateResult.check] says.
 func (r *connRun) measureRate(ctx context.Context, l listener) (*rateResult, error) {
 	cfg, pr := r.b.cfg, r.b.pr
 	how := "connect"
@@ -467,8 +465,7 @@ func (r *connRun) measureRate(ctx context.Context, l listener) (*rateResult, err
 }
 
 // check reports what makes the measurement meaningless: no connection
-// succeeded, or the ingest stream gained fewer lines than the receipts
-// acknowledged, or more than were sent.
+// succeeded, or the stream gained fewer lines than receipts or connections.
 func (r rateResult) check() error {
 	switch {
 	case r.Attempted == 0:
@@ -483,9 +480,9 @@ func (r rateResult) check() error {
 	return nil
 }
 
-// exchanged is one correct connection: its receipt, its time from connect
-// to the receipt and to the end of the TLS handshake, whose version and
-// key exchange protocol names.
+// exchanged is one correct connection: its receipt, its time to the
+// receipt and to the end of the TLS handshake, and that handshake's version
+// and key exchange.
 type exchanged struct {
 	receipt          gateway.Receipt
 	total, handshake time.Duration
@@ -493,10 +490,9 @@ type exchanged struct {
 }
 
 // exchange makes one connection to l as ncat would: connect (and a TLS
-// handshake), write line, half-close, read the receipt, close. It fails
-// unless the receipt says the line, or nothing when line is empty, was
-// stored; its error starts with the step that failed. br is reused to read
-// the receipt.
+// handshake), write line, half-close, read the receipt into br, close. It
+// fails unless the receipt says line (or nothing, when empty) was stored;
+// its error starts with the step that failed.
 func exchange(ctx context.Context, d *net.Dialer, l listener, line []byte, br *bufio.Reader) (x exchanged, err error) {
 	start := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", l.addr)
@@ -541,9 +537,8 @@ func exchange(ctx context.Context, d *net.Dialer, l listener, line []byte, br *b
 	return x, nil
 }
 
-// errKind reduces an error of [exchange] to the step it failed at and its
-// cause, without addresses or ports, so that the errors of many
-// connections group.
+// errKind reduces an error of [exchange] to its step and cause, without
+// addresses or ports, so that the errors of many connections group.
 func errKind(err error) string {
 	step, _, _ := strings.Cut(err.Error(), ": ")
 	var errno syscall.Errno
