@@ -35,14 +35,12 @@ const framesMetric = "jetline_gateway_frames_published_total"
 // e2eResult is what the end-to-end measurement found, into the raw
 // landing or through a spec. Times are in seconds.
 type e2eResult struct {
-	// Expected is what the workers ran and what the corpus makes in each
-	// of its tables, which hold what each table held at the end.
+	// Expected is what the workers ran, what the corpus makes in each table
+	// and what each held at the end.
 	Expected *expected `json:"expected"`
-	// Ingest runs from the first byte sent to the last receipt, EndToEnd
-	// to EndBasis: "last commit" (the last row's commit timestamp) or
-	// "consumer drained" (the first poll that found nothing pending or
-	// unacknowledged, when the consumer was still busy after the last
-	// commit: the last lines were filtered).
+	// Ingest runs from the first byte sent to the last receipt, EndToEnd to
+	// EndBasis: "last commit", or "consumer drained" (the first poll that
+	// found nothing pending, when the last lines were filtered).
 	Ingest             rate    `json:"ingest"`
 	EndToEnd           rate    `json:"end_to_end"`
 	EndBasis           string  `json:"end_basis"`
@@ -50,19 +48,17 @@ type e2eResult struct {
 	Rows               int64   `json:"rows"`
 	RowsPerSec         float64 `json:"rows_per_sec"`
 	// LatencyP50 and LatencyP99 are of a first table's row's commit time
-	// minus the time the gateway read its line, over LatencySamples rows;
-	// Latency says how that was measured, or why it was not.
+	// minus its line's gateway read time; Latency says how, or why not.
 	LatencyP50     float64 `json:"latency_p50_seconds"`
 	LatencyP99     float64 `json:"latency_p99_seconds"`
 	LatencySamples int     `json:"latency_samples"`
 	Latency        string  `json:"latency"`
 	Redelivered    uint64  `json:"redelivered"`
-	// Frames is how many frames of lines the gateway had acknowledged,
-	// from its /metrics; -1 when it exports no frame counter.
+	// Frames is the gateway's acknowledged frames, from its /metrics; -1
+	// when it exports no frame counter.
 	Frames int64 `json:"frames"`
-	// The CPU figures cover WindowSeconds; OtherCores is the machine's
-	// busy time not used by the run's processes: much above zero means
-	// the numbers are skewed low.
+	// The CPU figures cover WindowSeconds; OtherCores is the machine's busy
+	// time not used by the run's processes: above zero skews the numbers low.
 	WindowSeconds float64     `json:"window_seconds"`
 	Processes     []procUsage `json:"processes"`
 	BusyPct       float64     `json:"machine_busy_pct"`
@@ -284,9 +280,9 @@ func startE2E(ctx context.Context, b *bench, exp *expected, instance string) (r 
 	})
 }
 
-// send sends the corpus, waits until the consumer has drained, and checks
-// that every table holds the rows the spec makes, each once; then it reads
-// the rates, the latency and the CPU used.
+// send sends the corpus, waits until the consumer has drained, checks every
+// table holds the rows the spec makes, each once, and reads the rates, the
+// latency and the CPU used.
 func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 	b, exp, n, bytes := r.b, r.exp, r.b.corpus.Len(), r.b.corpus.PayloadBytes()
 	res := &e2eResult{Expected: exp}
@@ -561,10 +557,8 @@ const bareCopyTable = "bench_bare_copy"
 // CPU time. It checkpoints first, so that, like the end-to-end run before
 // it, the COPY starts with no WAL pending a checkpoint.
 func (r *e2eRun) bareCopy(ctx context.Context) (*rate, error) {
-	b := r.b
-	c := b.corpus
-	if _, err := r.db.Exec(ctx, fmt.Sprintf(`CREATE TABLE %s (line_id text PRIMARY KEY, payload jsonb COMPRESSION lz4 NOT NULL)`,
-		pgx.Identifier{bareCopyTable}.Sanitize())); err != nil {
+	b, c := r.b, r.b.corpus
+	if _, err := r.db.Exec(ctx, "CREATE TABLE "+bareCopyTable+" (line_id text PRIMARY KEY, payload jsonb COMPRESSION lz4 NOT NULL)"); err != nil {
 		return nil, fmt.Errorf("create %s: %w", bareCopyTable, err)
 	}
 	if _, err := r.db.Exec(ctx, "CHECKPOINT"); err != nil {
@@ -605,8 +599,8 @@ func percentile(xs []float64, p float64) float64 {
 	return xs[lo] + (pos-float64(lo))*(xs[lo+1]-xs[lo])
 }
 
-// lone sends the corpus over one connection a line at a time, each once
-// the row of the one before is visible, and measures each line's wait.
+// lone sends the corpus over one connection a line at a time, each once the
+// row of the one before is visible, and measures each line's wait.
 func (r *e2eRun) lone(ctx context.Context) (*loneResult, error) {
 	b, n := r.b, r.b.corpus.Len()
 	snd, err := dialSenders(ctx, b, b.corpus.Split(1))
@@ -634,9 +628,8 @@ func (r *e2eRun) lone(ctx context.Context) (*loneResult, error) {
 	if s := <-results; s.Err != nil {
 		return nil, s.Err
 	}
-	lr := &loneResult{Lines: n, P50: percentile(lat, 0.5), P99: percentile(lat, 0.99)}
-	lr.Max = lat[len(lat)-1] // sorted by percentile
-	return lr, nil
+	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99) // sorts lat
+	return &loneResult{Lines: n, P50: p50, P99: p99, Max: lat[len(lat)-1]}, nil
 }
 
 // poll calls check every 100 ms until it reports done, fails, one of the
