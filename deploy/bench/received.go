@@ -13,16 +13,13 @@ import (
 	"github.com/jetline/jetline/shared/contract/topology"
 )
 
-// receivedPrefix is where the ingest stream republishes the headers of a
-// pipeline's lines, for the latency of a table without received_at.
+// receivedPrefix is where the ingest stream republishes its lines' headers.
 const receivedPrefix = "bench-received."
 
-// receivedCapture collects the headers the ingest stream republishes:
-// each line's gateway connection, number on it and read time. The stream
-// is a work queue, so lines are gone once the workers acknowledge them;
-// republishing only their headers (a few hundred bytes a frame, to the
-// bench, which hosts NATS) is what lets a table without received_at be
-// joined to the gateway's read times.
+// receivedCapture collects each line's gateway connection, number on it and
+// read time from the headers the ingest stream republishes, for the latency
+// of a table without received_at: the stream is a work queue, so its lines
+// are gone once acknowledged. The headers are a few hundred bytes a frame.
 type receivedCapture struct {
 	sub *nats.Subscription
 
@@ -37,8 +34,8 @@ type seenLine struct {
 	at   string
 }
 
-// captureReceived subscribes to the republished headers of source's
-// lines, then has the ingest stream republish them.
+// captureReceived subscribes to the headers of source's lines, then has the
+// ingest stream republish them.
 func captureReceived(ctx context.Context, h *harness, source string) (*receivedCapture, error) {
 	rc := &receivedCapture{}
 	st, err := h.js.Stream(ctx, topology.StreamName)
@@ -63,9 +60,8 @@ func captureReceived(ctx context.Context, h *harness, source string) (*receivedC
 	return rc, nil
 }
 
-// add records the lines of one republished frame: one header stands for
-// Jetline-Lines lines from Jetline-Line on, all read by the time its
-// first was.
+// add records one frame's lines: Jetline-Lines of them from Jetline-Line
+// on, all read by the time its first was.
 func (rc *receivedCapture) add(m *nats.Msg) {
 	conn, err1 := strconv.ParseUint(m.Header.Get(topology.HeaderConn), 10, 64)
 	line, err2 := strconv.ParseInt(m.Header.Get(topology.HeaderLine), 10, 64)
@@ -86,11 +82,10 @@ func (rc *receivedCapture) add(m *nats.Msg) {
 	}
 }
 
-// readTimes waits until the headers of n lines have arrived, or a few
-// seconds, and returns the earliest gateway read time of a line of each
-// key (keys[i] is line i's, "" for none), and how many lines' headers
-// arrived. A sender's receipt names its gateway connection, and spans
-// its first line.
+// readTimes waits up to 5s for n lines' headers and returns the earliest
+// read time of a line of each key (keys[i] is line i's, "" for none) and
+// how many arrived. receipts name the senders' gateway connections; spans,
+// their first lines.
 func (rc *receivedCapture) readTimes(ctx context.Context, n int, receipts []sent, spans []span, keys []string) (map[string]time.Time, int, error) {
 	var seen []seenLine
 	var err error
@@ -98,10 +93,7 @@ func (rc *receivedCapture) readTimes(ctx context.Context, n int, receipts []sent
 		rc.mu.Lock()
 		seen, err = rc.seen, rc.bad
 		rc.mu.Unlock()
-		if err != nil {
-			return nil, 0, err
-		}
-		if len(seen) >= n || time.Now().After(deadline) {
+		if err != nil || len(seen) >= n || time.Now().After(deadline) {
 			break
 		}
 		select {
@@ -109,6 +101,9 @@ func (rc *receivedCapture) readTimes(ctx context.Context, n int, receipts []sent
 			return nil, 0, ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+	if err != nil {
+		return nil, 0, err
 	}
 	first := map[uint64]int{} // gateway connection → first corpus line
 	for _, s := range receipts {

@@ -21,10 +21,7 @@ import (
 	"github.com/jetline/jetline/worker"
 )
 
-// modes are the measurements -mode chooses from, with what each
-// measures. Every mode runs on the same harness (NATS, Postgres, the
-// programs) and fills its part of the report; all but connections send
-// generated lines.
+// modes are the measurements -mode chooses from, with what each measures.
 var modes = map[string]string{
 	"e2e":         "raw JetStream publish rate, then the same lines end to end: TCP → gateway → JetStream → workers → Postgres (with -latency: lone lines)",
 	"typed":       "the e2e mode through a pipeline spec (-spec, or the corpus's own) into its tables",
@@ -34,7 +31,7 @@ var modes = map[string]string{
 func modeNames() []string { return slices.Sorted(maps.Keys(modes)) }
 
 // backgroundWarn is the load of other processes, in cores, above which the
-// run warns that its numbers are skewed.
+// numbers are skewed.
 const backgroundWarn = 0.2
 
 // bench is the state of one run that modes share.
@@ -46,14 +43,12 @@ type bench struct {
 	dump   *dump // the corpus compressed, with -compress
 	h      *harness
 	report *Report
-
 	// gatewayAddr is where the running gateway listens.
 	gatewayAddr string
 }
 
-// run generates the corpus, starts the harness, runs the mode, tears
-// everything down and writes the report. It fails only when the run
-// itself fails; missing the goal is reported, not an error.
+// run generates the corpus, starts the harness, runs the mode, tears it
+// down and writes the report. Missing the goal is reported, not an error.
 func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) {
 	measure, lines := runE2E, cfg.Mode != "connections"
 	if !lines {
@@ -82,10 +77,10 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		kind := corpusKinds[cfg.Corpus]
 		pr.step("generating %s %s lines: %s (seed %d)", thousands(int64(cfg.Lines)), kind.name, kind.about, seed)
 		start := time.Now()
-		b.corpus = newCorpus(kind, seed, cfg.Lines)
-		c := b.corpus
+		c := newCorpus(kind, seed, cfg.Lines)
+		b.corpus, rep.Corpus.GenerationSec = c, time.Since(start).Seconds()
 		rep.Corpus.Kind, rep.Corpus.Lines, rep.Corpus.PayloadBytes, rep.Corpus.Seed = kind.name, c.Len(), c.PayloadBytes(), seed
-		rep.Corpus.AvgLineBytes, rep.Corpus.GenerationSec = c.PayloadBytes()/int64(c.Len()), time.Since(start).Seconds()
+		rep.Corpus.AvgLineBytes = c.PayloadBytes() / int64(c.Len())
 		pr.step("generated %s in %s, %s bytes per line on average", mib(c.PayloadBytes()), time.Since(start).Round(10*time.Millisecond), thousands(rep.Corpus.AvgLineBytes))
 		if cfg.Compress != "" {
 			if b.dump, err = newDump(ctx, c, pr); err != nil {
@@ -121,15 +116,14 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	return rep.writeText(stdout)
 }
 
-// progress writes what the run is doing, stamped with the time since it
-// began, so that a minute-long run is not silent. Safe for concurrent use.
+// progress writes the run's steps stamped with the time since it began, so
+// that a minute-long run is not silent. Safe for concurrent use.
 type progress struct {
 	mu    sync.Mutex
 	w     io.Writer
 	start time.Time
 }
 
-// step reports a step of the run.
 func (p *progress) step(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -137,13 +131,11 @@ func (p *progress) step(format string, args ...any) {
 }
 
 // settle writes dirty pages out before a measurement, so that the kernel
-// flushing what came before (the corpus, an earlier run, the raw publish
-// stream) does not steal from it.
+// flushing what came before does not steal from it.
 func settle() { syscall.Sync() }
 
-// effectiveSettings returns the gateway's in-flight window and the
-// workers' settings that the children will run with: the programs' own
-// defaults, overridden by -env.
+// effectiveSettings returns the gateway's in-flight window and the workers'
+// settings the children run with: their defaults, overridden by -env.
 func effectiveSettings(cfg Config) (window, worker.Config, error) {
 	vars := map[string]string{}
 	for _, kv := range cfg.ChildEnv {
