@@ -68,12 +68,12 @@ type harness struct {
 
 // binaries are the programs under test, by absolute path.
 type binaries struct {
-	Gateway struct {
-		Path string `json:"path"`
-	} `json:"gateway"`
-	Worker struct {
-		Path string `json:"path"`
-	} `json:"worker"`
+	Gateway binary `json:"gateway"`
+	Worker  binary `json:"worker"`
+}
+
+type binary struct {
+	Path string `json:"path"`
 }
 
 // startHarness finds the programs, starts NATS and Postgres in a new
@@ -82,9 +82,9 @@ type binaries struct {
 func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *progress, rep *Report) (started *harness, err error) {
 	var h harness
 	for _, p := range []struct {
-		abs        *string
+		bin        *binary
 		name, path string
-	}{{&h.binaries.Gateway.Path, "gateway", cfg.GatewayBin}, {&h.binaries.Worker.Path, "worker", cfg.WorkerBin}} {
+	}{{&h.binaries.Gateway, "gateway", cfg.GatewayBin}, {&h.binaries.Worker, "worker", cfg.WorkerBin}} {
 		info, err := os.Stat(p.path)
 		if err == nil && info.IsDir() {
 			err = errors.New("a directory, not a program")
@@ -92,7 +92,7 @@ func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *prog
 		if err != nil {
 			return nil, fmt.Errorf("-%s-bin %s: %w: run make build, which makes .data/bin/%s, or name the program to run", p.name, p.path, err, p.name)
 		}
-		if *p.abs, err = filepath.Abs(p.path); err != nil {
+		if p.bin.Path, err = filepath.Abs(p.path); err != nil {
 			return nil, err
 		}
 	}
