@@ -10,10 +10,8 @@ import (
 	"time"
 )
 
-// Defaults of the flags. The default of -lines is the corpus's own (see
-// [corpusKinds]), sized so that a whole run (corpus, raw publish, end to
-// end) takes a minute or two on a 2-core machine; -latency sends
-// DefaultLoneLines.
+// Defaults of the flags; -lines defaults to the corpus's own (see
+// [corpusKinds]), sized for a run of a minute or two on 2 cores.
 const (
 	DefaultCorpus     = "tweets"
 	DefaultLoneLines  = 100
@@ -28,55 +26,37 @@ const (
 )
 
 // seed seeds the line generator, so that every run of a corpus sends the
-// same bytes and its dump is made once.
-const seed = 1
+// same bytes and its dump is made once. A run fails when no row lands and
+// no line is acknowledged for stallTimeout.
+const (
+	seed         = 1
+	stallTimeout = time.Minute
+)
 
-// stallTimeout fails a run when no row lands and no line is acknowledged
-// for this long.
-const stallTimeout = time.Minute
-
-// Config is what one bench run measures and with what: the flags, which
-// [parseFlags] fills in and whose usage strings give the defaults.
+// Config is one bench run: the flags, which [parseFlags] fills in; their
+// usage strings say what each does and its default.
 type Config struct {
-	// Mode selects the measurement (see [modes]); "typed" is the e2e mode
-	// through a pipeline, Spec or the corpus's own: [DefaultSpec] for
-	// tweets, one generated into the run's directory for the others.
-	// Against, in the typed mode, is a second spec the same lines are
-	// run through after, for the ratio of the two (live feeds' goal).
+	// Mode is a key of [modes]; Spec and Against are -spec and -against.
 	Mode, Spec, Against string
-	// Corpus names the kind of lines generated, a key of [corpusKinds],
-	// and Lines how many; Lines defaults to the corpus's own number, or
-	// [DefaultLoneLines] with Latency.
+	// Corpus is a key of [corpusKinds]; Lines defaults to its own number,
+	// or [DefaultLoneLines] with Latency.
 	Corpus string
 	Lines  int
-	// Compress, when "xz", sends the corpus as one file compressed with
-	// `xz -T2` over one connection, with ncat, and measures `xz -dc` of
-	// it as the floor. Latency, in the e2e mode, replaces the stream by
-	// lone lines: each sent over one open connection only once the row of
-	// the one before is visible, for the latency of an idle pipeline.
+	// Compress ("xz") and Latency send over one connection, so Conns
+	// defaults to 1 with them.
 	Compress string
 	Latency  bool
-	// Conns is how many TCP connections send the lines, and how many
-	// publishers the raw publish runs: 1 with Compress or Latency.
-	// Workers is how many worker processes run.
-	Conns, Workers int
-	// GatewayBin and WorkerBin are the programs to run, as `make build`
-	// leaves them.
+	Conns    int
+	Workers  int
+	// GatewayBin and WorkerBin are the programs, as `make build` leaves them.
 	GatewayBin, WorkerBin string
-	// ChildEnv holds extra NAME=VALUE variables for the gateway and the
-	// workers, such as GATEWAY_INFLIGHT_LINES=8192 or WORKER_BATCH_SIZE=100.
+	// ChildEnv holds the -env NAME=VALUE pairs for the gateway and workers.
 	ChildEnv []string
-	// NATSSync is JetStream's fsync setting for the run: "" keeps the
-	// server default (every 2m), "always" fsyncs every write as
-	// deploy/nats/ does in production, a duration sets the interval.
+	// NATSSync is -nats-sync: "" keeps the server default (2m), "always"
+	// fsyncs every write as deploy/nats/ does in production.
 	NATSSync string
-	// JSON writes the report as JSON to standard output, and the text
-	// report to standard error.
-	JSON bool
-	// IdleConns, Clients and Duration are the connections mode's: how
-	// many idle connections it opens to measure the gateway's memory per
-	// connection, how many clients measure the plain and TLS connection
-	// rates at once, and for how long each.
+	JSON     bool
+	// IdleConns, Clients and Duration are -mode connections' settings.
 	IdleConns, Clients int
 	Duration           time.Duration
 }

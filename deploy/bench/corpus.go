@@ -20,26 +20,21 @@ import (
 
 // Corpus generation is split into chunks of chunkLines lines, each from a
 // generator of its own, so that it runs on every core and still depends
-// only on the seed and the number of lines.
+// only on the seed and the number of lines. firstTweetID is the status (or
+// record) id of the first line.
 const (
-	chunkLines = 4096
-	// firstTweetID is the status id (or record id) of the first line.
+	chunkLines   = 4096
 	firstTweetID = 1_000_000_000
 )
 
 // corpusKind is one shape of generated lines (-corpus).
 type corpusKind struct {
-	name  string
-	about string
-	// lines is the default of -lines.
-	lines int
+	name, about string
+	lines       int // the default of -lines
 	// estLineBytes is a little over the average line, to size the buffer
-	// once.
-	estLineBytes int
-	// keepEvery, when not 0, gives the kind a pipeline of its own (see
-	// [corpusKind.spec]) that keeps the lines whose id is a multiple of
-	// it; 0 uses [DefaultSpec].
-	keepEvery int
+	// once. keepEvery, when not 0, gives the kind a pipeline of its own
+	// (see [corpusKind.spec]); 0 uses [DefaultSpec].
+	estLineBytes, keepEvery int
 	// gen returns n lines, each followed by '\n', with ids from firstID.
 	gen func(seed uint64, firstID int64, n int) []byte
 }
@@ -102,9 +97,9 @@ func recordGen(size int) func(seed uint64, firstID int64, n int) []byte {
 	}
 }
 
-// spec returns the pipeline spec of a kind with keepEvery: source and
-// table named after the kind, keyed by id, keeping the lines whose id is
-// a multiple of keepEvery, with the gateway's read time for the latency.
+// spec returns the pipeline of a kind with keepEvery: source and table
+// named after the kind, keyed by id, keeping the lines whose id is a
+// multiple of keepEvery, with the gateway's read time for the latency.
 func (k corpusKind) spec() string {
 	return fmt.Sprintf(`source: %[1]s
 table: %[1]s
@@ -120,8 +115,7 @@ columns:
 }
 
 // corpus is the lines of a run, generated once and sent by every
-// measurement: one buffer of lines, each followed by '\n'. It is read-only
-// once built and safe for concurrent use.
+// measurement, each followed by '\n'. It is read-only once built.
 type corpus struct {
 	kind corpusKind
 	data []byte
@@ -159,7 +153,6 @@ func newCorpus(k corpusKind, seed uint64, n int) *corpus {
 	return c
 }
 
-// Len returns the number of lines.
 func (c *corpus) Len() int { return len(c.ends) }
 
 // start returns the offset of line i.
@@ -178,9 +171,7 @@ func (c *corpus) Line(i int) []byte { return c.data[c.start(i) : c.ends[i]-1] }
 func (c *corpus) PayloadBytes() int64 { return int64(len(c.data) - len(c.ends)) }
 
 // span is a run of consecutive lines.
-type span struct {
-	First, N int
-}
+type span struct{ First, N int }
 
 // Split divides the lines into k runs of nearly equal length, in order.
 func (c *corpus) Split(k int) []span {
@@ -198,8 +189,7 @@ func (c *corpus) Split(k int) []span {
 	return spans
 }
 
-// Bytes returns the lines of s with their newlines, as a sender writes
-// them.
+// Bytes returns the lines of s with their newlines.
 func (c *corpus) Bytes(s span) []byte {
 	if s.N == 0 {
 		return nil
@@ -219,8 +209,7 @@ type dump struct {
 	Command string `json:"command"`
 	Path    string `json:"path"`
 	Bytes   int64  `json:"bytes"`
-	// Cached is true when an earlier run had made the same file.
-	Cached bool `json:"cached"`
+	Cached  bool   `json:"cached"` // an earlier run had made the same file
 	// Sender is what sends the file; Ncat is ncat's path, empty when it
 	// is missing and the bench sends the file itself.
 	Sender string `json:"sender"`

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,54 +24,45 @@ import (
 // workers. Only the measurement fills in its tables' Rows, DistinctKeys
 // and RowsPerSec.
 type expected struct {
-	// Spec is the spec file, empty for the raw landing, and Source its
-	// source.
+	// Spec is the spec file, empty for the raw landing.
 	Spec   string `json:"spec,omitempty"`
 	Source string `json:"source,omitempty"`
-	// Tables is what each table must hold once every line is stored, in
-	// the spec's order; a delete entry stands for the tombstone table it
-	// fills. Tables[0] is the one the latency is measured on.
-	Tables []table `json:"tables"`
-	// Kept, Filtered and Rejected count the lines by outcome;
-	// RejectedBy counts the rejected ones by reason.
+	// Tables, in the spec's order, is what each table must hold once every
+	// line is stored; a delete entry stands for the tombstone table it
+	// fills. The latency is measured on Tables[0].
+	Tables     []table        `json:"tables"`
 	Kept       int            `json:"kept"`
 	Filtered   int            `json:"filtered"`
 	Rejected   int            `json:"rejected"`
 	RejectedBy map[string]int `json:"rejected_by,omitempty"`
-	// Seconds is how long working it out took.
-	Seconds float64 `json:"seconds"`
+	Seconds    float64        `json:"seconds"` // spent working it out
 
 	// receivedAt is the column of Tables[0] holding the line's
-	// received_at, or "".
+	// received_at, or "". keys[i] is the key (see [keyText]) of the row
+	// line i makes in Tables[0], or "" for none. rowPerLine says every
+	// line is one row, so the last commit ends the run.
 	receivedAt string
-	// keys[i] is the key, in text form (see [keyText]), of the row line i
-	// makes in Tables[0], or "" when it makes none.
-	keys []string
-	// rowPerLine says every line is one row, so the last commit ends the
-	// run.
+	keys       []string
 	rowPerLine bool
 }
 
 // table is one table of a run: what it must hold, then what it held.
 type table struct {
-	// Table is "name" or "schema.name"; Key names its key columns.
-	Table string   `json:"table"`
+	Table string   `json:"table"` // "name" or "schema.name"
 	Key   []string `json:"key"`
 	// Want is how many rows it holds at the end: the distinct keys of the
-	// rows the kept lines make in it, less the keys a delete entry
-	// tombstones. Most is how many it may hold on the way, before the
-	// deletes of keys already stored.
+	// rows the kept lines make in it, less those a delete entry
+	// tombstones. Most is how many it may hold before the deletes.
 	Want int64 `json:"expected_rows"`
 	Most int64 `json:"most_rows"`
-	// Rows and DistinctKeys are its count(*) and count(DISTINCT key) at
-	// the end; both must equal Want.
+	// Rows and DistinctKeys, its count(*) and count(DISTINCT key) at the
+	// end, must both equal Want.
 	Rows         int64   `json:"rows"`
 	DistinctKeys int64   `json:"distinct_keys"`
 	RowsPerSec   float64 `json:"rows_per_sec"`
 
-	// keySet holds the keys of the rows it holds at the end; nil when
-	// they are not known in advance. distinct is what tells its rows'
-	// lines apart, its key when empty.
+	// keySet holds the keys of its rows at the end, nil when not known in
+	// advance; distinct tells its rows' lines apart, its key when empty.
 	keySet   map[string]struct{}
 	distinct string
 }
@@ -90,11 +80,9 @@ func rawExpected(n int) *expected {
 		Tables: []table{{Table: "events", Key: []string{"line_id"}, Want: int64(n), Most: int64(n), distinct: "payload->'id'"}}}
 }
 
-// ident returns the table as an SQL identifier.
 func (t *table) ident() string { return pgx.Identifier(strings.Split(t.Table, ".")).Sanitize() }
 
-// distinctSQL is what count(DISTINCT …) counts to tell the table's rows'
-// lines apart.
+// distinctSQL is what count(DISTINCT …) counts to tell its rows apart.
 func (t *table) distinctSQL() string {
 	if t.distinct != "" {
 		return t.distinct
@@ -110,14 +98,6 @@ func keyList(key []string, suffix string) string {
 		cols[i] = pgx.Identifier{k}.Sanitize() + suffix
 	}
 	return strings.Join(cols, ", ")
-}
-
-// qualified returns t's name as a spec writes it.
-func qualified(t worker.Table) string {
-	if t.Schema == "" {
-		return t.Name
-	}
-	return t.Schema + "." + t.Name
 }
 
 // loadSpec works out what the spec in file (-spec or -against; empty:
@@ -159,28 +139,25 @@ func expect(path string, c *corpus) (*expected, error) {
 	keyIdx := make([][]int, len(tables))
 	deletes := map[int]int{} // a delete entry's table → the table it deletes from
 	for t, tbl := range tables {
+		name := strings.Join(tbl.Ident(), ".")
 		if len(spec.Tables[t].Key) == 0 {
-			return nil, fmt.Errorf("spec %s: table %s has no key: the typed mode tells which line a row came from by its key", path, qualified(tbl))
+			return nil, fmt.Errorf("spec %s: table %s has no key: the typed mode tells which line a row came from by its key", path, name)
 		}
 		for _, k := range tbl.Key {
 			i := slices.IndexFunc(tbl.Columns, func(col worker.Column) bool { return col.Name == k })
 			if i < 0 {
-				return nil, fmt.Errorf("spec %s: table %s: key column %s is not among the columns", path, qualified(tbl), k)
+				return nil, fmt.Errorf("spec %s: table %s: key column %s is not among the columns", path, name, k)
 			}
 			keyIdx[t] = append(keyIdx[t], i)
 		}
-		name := qualified(tbl)
 		if tbl.Delete {
-			deletes[t] = slices.IndexFunc(tables, func(o worker.Table) bool { return !o.Delete && qualified(o) == name })
-			name = qualified(tables[deletes[t]].TombstoneTable())
+			deletes[t] = slices.IndexFunc(tables, func(o worker.Table) bool { return !o.Delete && strings.Join(o.Ident(), ".") == name })
+			name = strings.Join(tables[deletes[t]].TombstoneTable().Ident(), ".")
 		}
 		e.Tables = append(e.Tables, table{Table: name, Key: tbl.Key, keySet: map[string]struct{}{}})
 	}
-	for _, col := range spec.Tables[0].Columns {
-		if col.Meta == pipespec.MetaReceivedAt {
-			e.receivedAt = col.Name
-			break
-		}
+	if i := slices.IndexFunc(spec.Tables[0].Columns, func(col pipespec.ColumnSpec) bool { return col.Meta == pipespec.MetaReceivedAt }); i >= 0 {
+		e.receivedAt = spec.Tables[0].Columns[i].Name
 	}
 
 	now := time.Now()
@@ -188,10 +165,7 @@ func expect(path string, c *corpus) (*expected, error) {
 	var wg sync.WaitGroup
 	for _, sp := range c.Split(min(runtime.GOMAXPROCS(0), c.Len())) {
 		wg.Go(func() {
-			part := &expected{RejectedBy: map[string]int{}, Tables: make([]table, len(tables))}
-			for ti := range part.Tables {
-				part.Tables[ti].keySet = map[string]struct{}{}
-			}
+			part, keys := &expected{RejectedBy: map[string]int{}}, make([][]string, len(tables))
 			rows := worker.NewRows(tables)
 			for i := sp.First; i < sp.First+sp.N; i++ {
 				rows.Reset()
@@ -202,7 +176,7 @@ func expect(path string, c *corpus) (*expected, error) {
 					for ti := range tables {
 						for ri, row := range rows.Table(ti).Rows {
 							k := keyText(row, keyIdx[ti])
-							part.Tables[ti].keySet[k] = struct{}{}
+							keys[ti] = append(keys[ti], k)
 							if ti == 0 && ri == 0 {
 								e.keys[i] = k // each run writes lines of its own
 							}
@@ -221,8 +195,10 @@ func expect(path string, c *corpus) (*expected, error) {
 			for reason, n := range part.RejectedBy {
 				e.RejectedBy[reason] += n
 			}
-			for ti := range tables {
-				maps.Copy(e.Tables[ti].keySet, part.Tables[ti].keySet)
+			for ti, ks := range keys {
+				for _, k := range ks {
+					e.Tables[ti].keySet[k] = struct{}{}
+				}
 			}
 		})
 	}
@@ -256,16 +232,7 @@ func (e *expected) rows() int64 {
 func keyText(row []any, idx []int) string {
 	parts := make([]string, len(idx))
 	for i, j := range idx {
-		switch v := row[j].(type) {
-		case int64:
-			parts[i] = strconv.FormatInt(v, 10)
-		case int32:
-			parts[i] = strconv.FormatInt(int64(v), 10)
-		case string:
-			parts[i] = v
-		default:
-			parts[i] = fmt.Sprint(v)
-		}
+		parts[i] = fmt.Sprint(row[j]) // integers in decimal, text as is
 	}
 	return strings.Join(parts, keySep)
 }
@@ -274,10 +241,7 @@ func keyText(row []any, idx []int) string {
 // rejected, with the rejection reasons most frequent first.
 func (e *expected) linesText() string {
 	reasons := slices.SortedFunc(maps.Keys(e.RejectedBy), func(a, b string) int {
-		if d := e.RejectedBy[b] - e.RejectedBy[a]; d != 0 {
-			return d
-		}
-		return strings.Compare(a, b)
+		return cmp.Or(e.RejectedBy[b]-e.RejectedBy[a], strings.Compare(a, b))
 	})
 	why := make([]string, len(reasons))
 	for i, r := range reasons {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,13 +23,11 @@ import (
 	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
 
-// postgresSettings are the bench's Postgres settings on top of privatepg's
-// defaults. Durability stays as in production (fsync and synchronous_commit
-// on): it is part of what is measured. Commit timestamps give each row's
-// commit time for the latency; a large max_wal_size and a long
-// checkpoint_timeout keep checkpoints out of a run of a minute or two, as
-// they would be spread thin on a tuned production server. The report shows
-// reportedSettings, whatever their source.
+// postgresSettings are the bench's Postgres settings on top of privatepg's.
+// Durability stays as in production (fsync, synchronous_commit): it is part
+// of what is measured. Commit timestamps give the latency; max_wal_size and
+// checkpoint_timeout keep checkpoints out of a run of a minute or two, as a
+// tuned server spreads them thin. The report shows reportedSettings.
 var (
 	postgresSettings = map[string]string{"fsync": "on", "synchronous_commit": "on", "track_commit_timestamp": "on",
 		"max_wal_size": "4GB", "checkpoint_timeout": "30min"}
@@ -54,10 +53,8 @@ const (
 	tailLines        = 20
 )
 
-// harness is the environment of one run: a temporary directory, an
-// embedded NATS server and a private Postgres, and the programs under
-// test and their running children. [startHarness] builds it;
-// [harness.close] tears all of it down.
+// harness is one run's temporary directory, embedded NATS, private
+// Postgres and running children; [harness.close] tears it down.
 type harness struct {
 	dir      string // temporary root, removed by close
 	nats     *embeddednats.Server
@@ -79,9 +76,9 @@ type binary struct {
 	Path string `json:"path"`
 }
 
-// startHarness finds the programs, creates the temporary directory,
-// starts NATS and Postgres, and notes their versions and settings in rep.
-// On error everything started is torn down again.
+// startHarness finds the programs, starts NATS and Postgres in a new
+// temporary directory and notes their versions and settings in rep. On
+// error everything started is torn down again.
 func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *progress, rep *Report) (started *harness, err error) {
 	var h harness
 	for _, p := range []struct {
@@ -159,9 +156,8 @@ func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *prog
 	return &h, nil
 }
 
-// close stops the children that still run, then Postgres and NATS, and
-// removes the temporary directory. It is safe on a partly started harness
-// and safe to call twice.
+// close stops the children, Postgres and NATS, and removes the temporary
+// directory; it is safe on a partly started harness and twice.
 func (h *harness) close(ctx context.Context) error {
 	errs := []error{stopChildren(h.children)}
 	h.children = nil
@@ -188,10 +184,9 @@ func (h *harness) close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// child is a gateway or worker process. Its output goes, line by line and
-// prefixed with its name, to the bench's standard error; its last lines
-// are kept for the error when it exits unexpectedly. Methods are safe for
-// concurrent use.
+// child is a gateway or worker process. Its output lines go, prefixed with
+// its name, to the bench's standard error; its last tailLines are kept for
+// the error when it exits unexpectedly. Methods are safe for concurrent use.
 type child struct {
 	name, prefix string
 	pid          int
@@ -204,10 +199,8 @@ type child struct {
 
 // startChild starts path with env added to the bench's environment less
 // the variables that configure jetline (so the programs run with their
-// defaults plus what the bench sets, not with whatever the caller's shell
-// holds), in its own process group and killed if the bench dies (see
-// [childproc.Start]), and adds it to the harness's children, which
-// [bench.stopPrograms] and [harness.close] stop.
+// defaults plus what the bench sets, not what the caller's shell holds),
+// under [childproc.Start], and adds it to the harness's children.
 func (b *bench) startChild(name, path string, env []string) (*child, error) {
 	cmd := exec.Command(path)
 	cmd.Env = append(childEnviron(os.Environ()), env...)
@@ -227,22 +220,15 @@ func (b *bench) startChild(name, path string, env []string) (*child, error) {
 
 // childEnviron drops from env the variables that configure jetline.
 func childEnviron(env []string) []string {
-	var out []string
-	for _, kv := range env {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
 		name, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(name, "GATEWAY_"), strings.HasPrefix(name, "WORKER_"), strings.HasPrefix(name, "INGEST_"),
-			strings.HasPrefix(name, "NATS_"), strings.HasPrefix(name, "LOG_"), name == "DATABASE_URL":
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
+		return name == "DATABASE_URL" || slices.ContainsFunc([]string{"GATEWAY_", "WORKER_", "INGEST_", "NATS_", "LOG_"},
+			func(p string) bool { return strings.HasPrefix(name, p) })
+	})
 }
 
 // Write is given one prefixed output line at a time by the child's
-// [childproc.PrefixWriter]; it keeps the line, unprefixed, in the tail and
-// writes it to the bench's output. A failed write is dropped rather than
+// [childproc.PrefixWriter]. A failed write is dropped rather than
 // returned: stopping to read would block the child.
 func (c *child) Write(line []byte) (int, error) {
 	c.mu.Lock()
@@ -289,9 +275,8 @@ func (b *bench) stopPrograms(what string) error {
 	return nil
 }
 
-// stopChildren stops cs in parallel with SIGTERM, killing a child after
-// childStopTimeout (see [childproc.Process.Terminate]), and waits for all
-// of them. An exit with a non-zero status after SIGTERM is an error too; a
+// stopChildren stops cs at once with SIGTERM, killing a child after
+// childStopTimeout, and fails on a non-zero exit status after SIGTERM; a
 // child that had exited already is left to [exited] to report.
 func stopChildren(cs []*child) error {
 	errs := make([]error, len(cs))

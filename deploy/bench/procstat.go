@@ -38,9 +38,7 @@ type usageSample struct {
 }
 
 // sampleUsage reads the CPU time of programs, of the processes working in
-// pgDir (every postgres process works in its data directory, and its
-// backends are in sessions of their own) unless it is empty, and of the
-// bench.
+// pgDir unless it is empty (see [postgresCPU]), and of the bench.
 func sampleUsage(programs []*child, pgDir string) (usageSample, error) {
 	s := usageSample{cpu: map[string]time.Duration{}}
 	var err error
@@ -82,23 +80,23 @@ func usage(before, after usageSample, programs []*child) []procUsage {
 // rss returns the resident set size (VmRSS) of pid and its peak (VmHWM),
 // in bytes.
 func rss(pid int) (cur, peak int64, err error) {
-	var st procfs.ProcStatus
-	p, err := procfs.NewProc(pid)
+	st, err := procFS().Proc(pid)
+	var status procfs.ProcStatus
 	if err == nil {
-		st, err = p.NewStatus()
+		status, err = st.NewStatus()
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
-	return int64(st.VmRSS), int64(st.VmHWM), nil
+	return int64(status.VmRSS), int64(status.VmHWM), nil
 }
 
 // cpuTime returns the CPU time pid has used, user plus system, including
 // that of its children that have exited and been reaped (so a postmaster
 // accounts for its finished backends).
 func cpuTime(pid int) (time.Duration, error) {
+	p, err := procFS().Proc(pid)
 	var st procfs.ProcStat
-	p, err := procfs.NewProc(pid)
 	if err == nil {
 		st, err = p.Stat()
 	}
@@ -108,8 +106,9 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(int64(st.UTime)+int64(st.STime)+int64(st.CUTime)+int64(st.CSTime)) * clockTick, nil
 }
 
-// postgresCPU returns the CPU time of the processes working in dir,
-// skipping those that have gone.
+// postgresCPU returns the CPU time of the processes working in dir (every
+// postgres process works in its data directory, and its backends are in
+// sessions of their own), skipping those that have gone.
 func postgresCPU(dir string) time.Duration {
 	procs, _ := procfs.AllProcs()
 	var total time.Duration
@@ -122,8 +121,8 @@ func postgresCPU(dir string) time.Duration {
 	return total
 }
 
-// machineTicks is the machine-wide CPU time split of /proc/stat, in
-// seconds, as readMachineTicks reads its aggregate "cpu" line.
+// machineTicks is the machine-wide CPU time split of /proc/stat's
+// aggregate "cpu" line, in seconds. Guest time is already counted in user.
 type machineTicks struct{ total, idle, iowait float64 }
 
 func readMachineTicks() (machineTicks, error) {
@@ -132,7 +131,6 @@ func readMachineTicks() (machineTicks, error) {
 		return machineTicks{}, fmt.Errorf("read /proc/stat: %w", err)
 	}
 	c := st.CPUTotal
-	// Guest time is already counted in user.
 	return machineTicks{total: c.User + c.Nice + c.System + c.Idle + c.Iowait + c.IRQ + c.SoftIRQ + c.Steal, idle: c.Idle, iowait: c.Iowait}, nil
 }
 

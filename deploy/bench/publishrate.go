@@ -14,14 +14,13 @@ import (
 	"github.com/jetline/jetline/shared/contract/topology"
 )
 
-// The raw publish goes to a stream of its own, configured like the ingest
-// stream, which is deleted afterwards so the end-to-end run starts on an
-// empty server. A stream queues at most 100,000 messages it has not
-// stored yet (nats-server's default) and refuses more with 429 "too many
-// requests"; the gateway's window counts lines, which it sends as a few
-// frames, but the raw publishers send a message per line, so they hold at
-// most rawQueueMsgs in flight together. No acknowledgement should come
-// near rawAckTimeout on an idle local server; stampEvery lines share one
+// The raw publish goes to a stream of its own, deleted afterwards so the
+// end-to-end run starts on an empty server. A stream queues at most
+// 100,000 unstored messages (nats-server's default) and refuses more with
+// 429; the gateway's window counts lines, which it sends as a few frames,
+// but the raw publishers send a message per line, so they hold at most
+// rawQueueMsgs in flight together. No acknowledgement comes near
+// rawAckTimeout on an idle local server. stampEvery lines share one
 // Jetline-Received-At value, as lines of one read do in the gateway.
 const (
 	rawStream     = "BENCH_RAW"
@@ -32,11 +31,10 @@ const (
 	stampEvery    = 64
 )
 
-// rate is the outcome of moving some lines: how many, how many payload
-// bytes (without newlines), in how long, and for the references, the CPU
-// time of what did it (the bench process, which hosts NATS and the
-// publishers, for the raw publish; Postgres's processes for the bare
-// COPY; xz for its floor) and the machine's CPU busy share.
+// rate is the outcome of moving some lines: how many, their payload bytes
+// (without newlines), in how long, and for the references the CPU time of
+// what did it (the bench process for the raw publish, Postgres for the
+// bare COPY, xz for its floor) and the machine's CPU busy share.
 type rate struct {
 	Lines        int     `json:"lines"`
 	PayloadBytes int64   `json:"payload_bytes"`
@@ -47,6 +45,7 @@ type rate struct {
 	BusyPct      float64 `json:"machine_busy_pct,omitempty"`
 }
 
+// newRate returns the rate of lines lines of bytes bytes in d.
 func newRate(lines int, bytes int64, d time.Duration) rate {
 	secs := d.Seconds()
 	r := rate{Lines: lines, PayloadBytes: bytes, Seconds: secs}
@@ -58,15 +57,14 @@ func newRate(lines int, bytes int64, d time.Duration) rate {
 }
 
 // window is the gateway's per-connection in-flight limit, which the raw
-// publishers apply too so that both are measured with the same pipelining.
+// publishers apply too, for the same pipelining.
 type window struct {
 	Messages int   `json:"messages"`
 	Bytes    int64 `json:"bytes"`
 }
 
-// measureRaw measures what end to end is compared with into the report:
-// the raw JetStream publish rate of the corpus, and with a dump its
-// `xz -dc` floor.
+// measureRaw measures what end to end is compared with: the raw
+// JetStream publish rate of the corpus, and with a dump its `xz -dc` floor.
 func measureRaw(ctx context.Context, b *bench) error {
 	c, conns, win := b.corpus, b.cfg.Conns, b.report.Setup.RawWindow
 	win.Messages = min(win.Messages, rawQueueMsgs/conns)
@@ -91,9 +89,8 @@ func measureRaw(ctx context.Context, b *bench) error {
 
 // measurePublish publishes every line of c into a fresh stream configured
 // like the ingest stream, from conns publishers on one NATS connection as
-// the gateway's sessions do, each with its own in-flight window and the
-// gateway's headers, and waits for every acknowledgement. It then checks
-// the stream holds every line and deletes it.
+// the gateway's sessions do, waits for every acknowledgement, checks the
+// stream holds every line and deletes it.
 func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, win window) (_ *rate, err error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(conns*win.Messages), jetstream.WithPublishAsyncTimeout(rawAckTimeout))
 	if err != nil {
@@ -138,9 +135,9 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 	return &res, nil
 }
 
-// publishSpan publishes the lines of s as connection conn of the gateway
-// would: asynchronously, at most win in flight, acknowledgements taken in
-// order.
+// publishSpan publishes the lines of s as the gateway's connection conn
+// would: asynchronously with its headers, at most win in flight,
+// acknowledgements taken in order.
 func publishSpan(ctx context.Context, js jetstream.JetStream, c *corpus, s span, conn string, win window) error {
 	type pending struct {
 		ack  jetstream.PubAckFuture

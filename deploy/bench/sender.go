@@ -28,18 +28,15 @@ type sent struct {
 }
 
 // senders are open connections to the gateway, each with its share of the
-// lines, ready to send them as ncat would: write everything, half-close,
-// read the receipt. A dump is sent by ncat itself, which connects when
-// started.
+// lines (see [senders.send]).
 type senders struct {
 	addr  string
 	conns []*net.TCPConn // nil when ncat sends a dump
 	spans []span
 	c     *corpus
 	dump  *dump
-	// each, when set, makes the lines lone: they are written one at a
-	// time, and each is followed by a call of each with its index and
-	// when it was written, which returns before the next is written.
+	// each, when set, makes the lines lone: each is written on its own,
+	// then each is called with its index and write time before the next.
 	each func(i int, written time.Time) error
 }
 
@@ -84,8 +81,9 @@ func (s *senders) start(ctx context.Context) (time.Time, <-chan sent) {
 	return t0, out
 }
 
-// send sends sp (or the dump) on connection i, half-closes it and checks
-// the receipt.
+// send sends sp (or the dump) on connection i as ncat would: write
+// everything, half-close, read the receipt; then it checks the receipt.
+// A dump with ncat found is sent by `ncat host port < dump` itself.
 func (s *senders) send(ctx context.Context, i int, sp span) sent {
 	res := sent{Conn: i + 1}
 	data := s.c.Bytes(sp)
@@ -195,6 +193,7 @@ func checkReceipt(r gateway.Receipt, lines int, bytes int64) error {
 	return nil
 }
 
+// close closes the connections not sent on.
 func (s *senders) close() {
 	for _, c := range s.conns {
 		c.Close()
