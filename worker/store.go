@@ -572,8 +572,8 @@ func (s *PostgresStore) lockTombstoned(ctx context.Context, tx pgx.Tx, sel [][]i
 		case !writes:
 			continue
 		}
-		lock = "SELECT " + lock + "($1::int4, hashtext($2)), set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
-		if _, err := tx.Exec(ctx, lock, tombLockClass, target.ident.Sanitize()); err != nil {
+		sql := "SELECT " + lock + "($1::int4, hashtext($2)), set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+		if _, err := tx.Exec(ctx, sql, tombLockClass, target.ident.Sanitize()); err != nil {
 			return fmt.Errorf("lock %s against concurrent deletes: %w", target.ident.Sanitize(), err)
 		}
 	}
