@@ -88,7 +88,7 @@ func TestClusterLeaderKilledFollowerLost(t *testing.T) {
 	send := func(plans []*plan) chan result {
 		ch := make(chan result, 1)
 		go func() {
-			r, n, err := sendResumingAll(gw, plans, seed)
+			r, n, err := sendResumingAll(gw, plans, seed, nil)
 			ch <- result{r, n, err}
 		}()
 		return ch

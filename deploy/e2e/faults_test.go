@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -295,15 +296,20 @@ func TestFaultNATSRestart(t *testing.T) {
 		err      error
 	}
 	sent := make(chan result, 1)
+	// The senders send a third of their input, then wait for hold to
+	// close: until then the gateway cannot publish every line.
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
 	go func() {
-		r, n, err := sendResumingAll(gw, plans, seed)
+		r, n, err := sendResumingAll(gw, plans, seed, hold)
 		sent <- result{r, n, err}
 	}()
 
-	// Restart while the gateway publishes and the workers store. The
-	// gateway is held still once a tenth of the input is in the stream:
-	// with up to GATEWAY_INFLIGHT_BYTES (8 MiB) of frames in flight per
-	// connection, much of the rest is still to come.
+	// Restart while the connections are open and the workers store: once
+	// a tenth of the input is in the stream and the workers have stored
+	// some, the gateway is held still, the senders send the rest into its
+	// sockets, and NATS restarts under it.
 	var published uint64
 	b.waitFor(t, drainTimeout, "a tenth of the lines to be stored in the stream", func() (bool, string) {
 		ci, err := b.consumerInfo(t)
@@ -314,13 +320,11 @@ func TestFaultNATSRestart(t *testing.T) {
 		return published >= uint64(want.lines)/10 && ci.AckFloor.Stream > 0,
 			fmt.Sprintf("%d lines in the stream, frames acknowledged up to %d", published, ci.AckFloor.Stream)
 	})
-	// Hold the gateway still while the workers catch up, and restart
-	// under it. Its publishes awaiting acknowledgement are then of lines
-	// stored and taken by the workers, whose acknowledgements the server
-	// could not deliver before it went down: the gateway publishes them
-	// again with the same message ids, and JetStream, its duplicate
-	// window rebuilt from a stream the workers emptied, stores them again.
-	published, _ = gw.published(t) // a stopped gateway cannot be asked
+	// Its publishes awaiting acknowledgement are then of lines stored
+	// and taken by the workers, whose acknowledgements the server could
+	// not deliver before it went down: the gateway publishes them again
+	// with the same message ids, and JetStream, its duplicate window
+	// rebuilt from a stream the workers emptied, stores them again.
 	if err := syscall.Kill(gw.pid(), syscall.SIGSTOP); err != nil {
 		t.Fatalf("stop the gateway: %v", err)
 	}
@@ -328,6 +332,7 @@ func TestFaultNATSRestart(t *testing.T) {
 	// good (cleanups run last-registered first).
 	resume := func() error { return syscall.Kill(gw.pid(), syscall.SIGCONT) }
 	t.Cleanup(func() { _ = resume() })
+	release()
 	b.waitFor(t, drainTimeout, "the workers to take every line in the stream", func() (bool, string) {
 		ci, err := b.consumerInfo(t)
 		if err != nil {

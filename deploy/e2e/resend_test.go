@@ -21,11 +21,14 @@ const maxResends = 5
 // new connection, until a receipt is ok. It returns every receipt, the
 // last one ok, and how many lines were sent again. An ok receipt must
 // count every line it was sent: stored, blank or too long. It does not use
-// t, so it may run in any goroutine.
-func sendResuming(addr string, p *plan, rng *rand.Rand) (receipts []receipt, resent int64, err error) {
+// t, so it may run in any goroutine. If hold is not nil, the first
+// attempt sends the first third of the input, then waits until hold is
+// closed before it sends the rest.
+func sendResuming(addr string, p *plan, rng *rand.Rand, hold <-chan struct{}) (receipts []receipt, resent int64, err error) {
 	data := p.data
 	for attempt := 0; ; attempt++ {
-		r, err := sendReadingReceipt(addr, data, rng)
+		r, err := sendReadingReceipt(addr, data, rng, hold)
+		hold = nil
 		if err != nil {
 			return receipts, resent, fmt.Errorf("attempt %d: %w", attempt+1, err)
 		}
@@ -53,8 +56,8 @@ func sendResuming(addr string, p *plan, rng *rand.Rand) (receipts []receipt, res
 
 // sendResumingAll runs sendResuming for every plan at once, each on the
 // listener of its source, and returns the receipts and lines sent again of
-// each.
-func sendResumingAll(gw *gatewayProc, plans []*plan, seed uint64) ([][]receipt, []int64, error) {
+// each. hold is as for sendResuming.
+func sendResumingAll(gw *gatewayProc, plans []*plan, seed uint64, hold <-chan struct{}) ([][]receipt, []int64, error) {
 	receipts := make([][]receipt, len(plans))
 	resent := make([]int64, len(plans))
 	errs := make([]error, len(plans))
@@ -62,7 +65,7 @@ func sendResumingAll(gw *gatewayProc, plans []*plan, seed uint64) ([][]receipt, 
 	for i, p := range plans {
 		wg.Go(func() {
 			var err error
-			receipts[i], resent[i], err = sendResuming(gw.addrs[p.source], p, rngFor(seed, 1000+i))
+			receipts[i], resent[i], err = sendResuming(gw.addrs[p.source], p, rngFor(seed, 1000+i), hold)
 			if err != nil {
 				errs[i] = fmt.Errorf("connection %d (%s, %d bytes): %w", i, p.source, len(p.data), err)
 			}
@@ -75,8 +78,9 @@ func sendResumingAll(gw *gatewayProc, plans []*plan, seed uint64) ([][]receipt, 
 // sendReadingReceipt sends data on a new connection to addr in writes of
 // random sizes, half-closes it and reads the receipt. If the gateway
 // stops reading and sends its receipt before the input is all sent (it
-// does on an error), the receipt is read all the same.
-func sendReadingReceipt(addr string, data []byte, rng *rand.Rand) (receipt, error) {
+// does on an error), the receipt is read all the same. If hold is not
+// nil, it waits for hold to be closed once a third of data is sent.
+func sendReadingReceipt(addr string, data []byte, rng *rand.Rand, hold <-chan struct{}) (receipt, error) {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return receipt{}, fmt.Errorf("dial gateway: %w", err)
@@ -87,7 +91,12 @@ func sendReadingReceipt(addr string, data []byte, rng *rand.Rand) (receipt, erro
 		return receipt{}, err
 	}
 	var werr error
+	holdAt := len(data) * 2 / 3 // what is left to send when it holds
 	for len(data) > 0 && werr == nil {
+		if hold != nil && len(data) <= holdAt {
+			<-hold
+			hold = nil
+		}
 		n := min(len(data), 1+rng.IntN(1<<rng.IntN(17)))
 		_, werr = conn.Write(data[:n])
 		data = data[n:]
