@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,20 +86,25 @@ func TestClusterLeaderKilledFollowerLost(t *testing.T) {
 		resent   []int64
 		err      error
 	}
-	send := func(plans []*plan) chan result {
+	send := func(plans []*plan, hold <-chan struct{}) chan result {
 		ch := make(chan result, 1)
 		go func() {
-			r, n, err := sendResumingAll(gw, plans, seed, nil)
+			r, n, err := sendResumingAll(gw, plans, seed, hold)
 			ch <- result{r, n, err}
 		}()
 		return ch
 	}
 	start := time.Now()
-	sent := send(before)
+	// The first senders send a third of their input, then wait for hold
+	// to close: until then the gateway cannot publish every line.
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
+	sent := send(before, hold)
 
 	// Kill the leader once a fifth of the input is in the stream and
-	// the workers are storing it: much is still to be read, published
-	// and stored.
+	// the workers are storing it, then let the senders go on: much is
+	// still to be read, published and stored.
 	var published uint64
 	b.waitFor(t, drainTimeout, "a fifth of the lines to be stored in the stream", func() (bool, string) {
 		published, _ = gw.published(t)
@@ -109,6 +115,7 @@ func TestClusterLeaderKilledFollowerLost(t *testing.T) {
 	killed := time.Now()
 	leader.kill(t)
 	ws[0].kill(t)
+	release()
 	if published >= uint64(want.lines) {
 		t.Fatalf("the leader died after the gateway had published every line; it tests nothing of the gateway")
 	}
@@ -141,7 +148,7 @@ func TestClusterLeaderKilledFollowerLost(t *testing.T) {
 	if first.err != nil {
 		t.Fatal(first.err)
 	}
-	second := <-send(after)
+	second := <-send(after, nil)
 	if second.err != nil {
 		t.Fatalf("with %s lost, two nodes of three: %v", lost.name, second.err)
 	}
