@@ -365,7 +365,8 @@ func (w *Worker) finish(logger *slog.Logger, b *batch, wr WriteResult, complete 
 
 // countSettled counts the lines of f, which is settled: stored, filtered,
 // rejected (without dead letters) or dead-lettered (counted when their
-// dead letter was stored).
+// dead letter was stored), and observes how long ago its first line was
+// read.
 func (w *Worker) countSettled(logger *slog.Logger, b *batch, f *frame) {
 	var lines, filtered, rejected, bytes uint64
 	for i := f.first; i < f.first+f.lines; i++ {
@@ -388,6 +389,9 @@ func (w *Worker) countSettled(logger *slog.Logger, b *batch, f *frame) {
 		}
 		lines++
 		bytes += uint64(len(it.line.Data))
+	}
+	if f.lines > 0 {
+		w.metrics.settled(b.items[f.first].line.ReceivedAt)
 	}
 	s := &w.stats
 	s.frames.Add(1)

@@ -23,6 +23,7 @@ const (
 	MetricLines               = "jetline_worker_lines_total"
 	MetricFrames              = "jetline_worker_frames_total"
 	MetricBatchDuration       = "jetline_worker_batch_duration_seconds"
+	MetricSettleLatency       = "jetline_worker_settle_latency_seconds"
 	MetricRowsInserted        = "jetline_worker_rows_inserted_total"
 	MetricRowsDuplicate       = "jetline_worker_rows_duplicate_total"
 	MetricRowsUpdated         = "jetline_worker_rows_updated_total"
@@ -62,6 +63,11 @@ var commonDeadLetterReasons = []string{ReasonInvalidJSON, deadletter.ReasonMaxDe
 // seconds, near the ack wait).
 var batchDurationBuckets = prometheus.ExponentialBuckets(0.001, 2, 16) // 1ms … 33s
 
+// settleLatencyBuckets span a lone line on an idle pipeline (a few
+// milliseconds) to a backlog worked off for minutes, each half again the
+// one before, so that a quantile read from them is within a quarter.
+var settleLatencyBuckets = prometheus.ExponentialBuckets(0.001, 1.5, 32) // 1ms … 291s
+
 // metrics are a worker's Prometheus metrics. Counting happens once per
 // batch, never per line: what [Worker.Stats] already counts is read at
 // scrape time, and the rest is resolved per route when the worker is made.
@@ -72,6 +78,7 @@ type metrics struct {
 	batches                  *prometheus.CounterVec
 	batchLines, batchFrames  prometheus.Histogram
 	batchDuration            prometheus.Histogram
+	settleLatency            prometheus.Histogram
 	inserted, duplicates     *prometheus.CounterVec
 	updated, unchanged       *prometheus.CounterVec
 	deleted, suppressed      *prometheus.CounterVec
@@ -110,6 +117,11 @@ func newMetrics(w *Worker, router *Router) *metrics {
 			Name:    MetricBatchDuration,
 			Help:    "Time from a batch being taken to its frames being settled (split, transform, store, commit, dead letters, ack).",
 			Buckets: batchDurationBuckets,
+		}),
+		settleLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    MetricSettleLatency,
+			Help:    "Time from the gateway reading a frame's first line (Jetline-Received-At; for another program's message, JetStream's timestamp) to the frame being settled: every line stored, filtered or dead-lettered, and the frame acknowledged. Across hosts it includes their clocks' difference.",
+			Buckets: settleLatencyBuckets,
 		}),
 		inserted:      counter(MetricRowsInserted, "Rows newly stored, by table.", "table"),
 		duplicates:    counter(MetricRowsDuplicate, "Rows skipped because their key was already stored (a redelivered or re-sent line), by table.", "table"),
@@ -199,7 +211,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.batches, m.batchLines, m.batchFrames, m.batchDuration,
+	return []prometheus.Collector{m.batches, m.batchLines, m.batchFrames, m.batchDuration, m.settleLatency,
 		m.inserted, m.duplicates, m.updated, m.unchanged, m.deleted, m.suppressed, m.filtered, m.storeFailures}
 }
 
@@ -238,6 +250,14 @@ func (tm *tableMetrics) add(c TableCounts) {
 		if x.c != nil && x.n > 0 {
 			x.c.Add(float64(x.n))
 		}
+	}
+}
+
+// settled observes the latency of a frame settled now whose first line
+// the gateway read at receivedAt.
+func (m *metrics) settled(receivedAt time.Time) {
+	if m != nil {
+		m.settleLatency.Observe(time.Since(receivedAt).Seconds())
 	}
 }
 

@@ -93,6 +93,9 @@ func TestMetricsCountLines(t *testing.T) {
 	}
 	url := metricstest.Serve(t, sharedmetrics.Handler(logger, w.Metrics(nb.js)))
 	before := metricstest.Scrape(t, url)
+	// Every line was read at about baseTime (receivedAt), long before it
+	// is settled.
+	sinceBefore := time.Since(baseTime).Seconds()
 
 	nb.publish(t, topology.DefaultSource, lines)
 	nb.publish(t, "picky", pickyLines)
@@ -113,6 +116,7 @@ func TestMetricsCountLines(t *testing.T) {
 
 	s := w.Stats()
 	after := metricstest.Scrape(t, url)
+	sinceAfter := time.Since(baseTime).Seconds()
 	want := map[string]float64{
 		`jetline_worker_rows_inserted_total{table="events"}`:                valid - dup,
 		`jetline_worker_rows_duplicate_total{table="events"}`:               dup,
@@ -127,6 +131,7 @@ func TestMetricsCountLines(t *testing.T) {
 		`jetline_worker_batch_lines_count`:                                  float64(s.Batches),
 		`jetline_worker_batch_lines_sum`:                                    float64(total),
 		`jetline_worker_batch_duration_seconds_count`:                       float64(s.Batches),
+		`jetline_worker_settle_latency_seconds_count`:                       float64(s.Frames),
 		`jetline_worker_store_failures_total{class="transient"}`:            0,
 		`jetline_worker_store_failures_total{class="permanent"}`:            0,
 	}
@@ -137,6 +142,11 @@ func TestMetricsCountLines(t *testing.T) {
 	}
 	if s.Batches == 0 {
 		t.Fatal("no batch counted")
+	}
+	// Each frame's latency is from its line's read time to its settling.
+	latency := `jetline_worker_settle_latency_seconds_sum`
+	if got, n := after[latency]-before[latency], float64(s.Frames); got < n*sinceBefore || got > n*sinceAfter {
+		t.Errorf("%s moved by %.0f s, want %v frames of %.0f to %.0f s each", latency, got, n, sinceBefore, sinceAfter)
 	}
 
 	// The JetStream numbers are cached for a few seconds; wait for the
