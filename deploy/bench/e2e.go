@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -29,8 +31,13 @@ const (
 	lonePoll      = time.Millisecond
 )
 
-// framesMetric counts the frames the gateway has had acknowledged, by source.
-const framesMetric = "jetline_gateway_frames_published_total"
+// framesMetric counts the frames the gateway has had acknowledged, by
+// source; settleMetric is the workers' histogram of the time from the
+// gateway reading a frame's first line to the frame settled.
+const (
+	framesMetric = "jetline_gateway_frames_published_total"
+	settleMetric = "jetline_worker_settle_latency_seconds"
+)
 
 // e2eResult is what the end-to-end measurement found, into the raw
 // landing or through a spec. Times are in seconds.
@@ -47,8 +54,9 @@ type e2eResult struct {
 	DrainedAfterCommit float64 `json:"drained_after_commit_seconds"`
 	Rows               int64   `json:"rows"`
 	RowsPerSec         float64 `json:"rows_per_sec"`
-	// LatencyP50 and LatencyP99 are of a first table's row's commit time
-	// minus its line's gateway read time; Latency says how, or why not.
+	// LatencyP50 and LatencyP99 are of the workers' settle latency
+	// (settleMetric) over the LatencySamples frames they settled in the
+	// run; Latency says how, or why not.
 	LatencyP50     float64 `json:"latency_p50_seconds"`
 	LatencyP99     float64 `json:"latency_p99_seconds"`
 	LatencySamples int     `json:"latency_samples"`
@@ -83,8 +91,8 @@ type e2eRun struct {
 	gateway       *child
 	gatewayHealth string
 	workers       []*child
+	workerHealth  []string
 	db            *pgx.Conn
-	rc            *receivedCapture // nil when the first table has received_at
 }
 
 // runE2E is the e2e mode: the raw publish rate, then the same lines end to
@@ -167,9 +175,6 @@ func (r *e2eRun) close(ctx context.Context) {
 	if r.db != nil {
 		r.db.Close(context.WithoutCancel(ctx))
 	}
-	if r.rc != nil {
-		r.rc.close()
-	}
 }
 
 // scrapeSum returns the sum of metric name's series, whatever their labels,
@@ -224,6 +229,7 @@ func startE2E(ctx context.Context, b *bench, exp *expected, instance string) (r 
 	if err != nil {
 		return r, err
 	}
+	r.workerHealth = addrs[:cfg.Workers]
 	if r.db, err = pgx.Connect(ctx, h.pg.URL()); err != nil {
 		return r, fmt.Errorf("connect to postgres: %w", err)
 	}
@@ -286,12 +292,6 @@ func startE2E(ctx context.Context, b *bench, exp *expected, instance string) (r 
 func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 	b, exp, n, bytes := r.b, r.exp, r.b.corpus.Len(), r.b.corpus.PayloadBytes()
 	res := &e2eResult{Expected: exp}
-	var err error
-	if exp.receivedAt == "" {
-		if r.rc, err = captureReceived(ctx, b.h, exp.Source); err != nil {
-			return nil, err
-		}
-	}
 	spans := b.corpus.Split(b.cfg.Conns)
 	snd, err := dialSenders(ctx, b, spans)
 	if err != nil {
@@ -301,6 +301,10 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 	cons, err := b.h.js.Consumer(ctx, topology.StreamName, topology.ConsumerName)
 	if err != nil {
 		return nil, fmt.Errorf("find consumer: %w", err)
+	}
+	settledBefore, err := r.settleBuckets(ctx)
+	if err != nil {
+		return nil, err
 	}
 	before, err := sampleUsage(r.programs(), b.h.pgDir)
 	if err != nil {
@@ -361,9 +365,14 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 			exp.Tables[i].RowsPerSec = float64(exp.Tables[i].Rows) / s
 		}
 	}
-	if err := r.latency(ctx, d.receipts, spans, res); err != nil {
+	if err := r.checkKeys(ctx); err != nil {
 		return nil, err
 	}
+	settledAfter, err := r.settleBuckets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.settleLatency(settledBefore, settledAfter)
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read consumer: %w", err)
@@ -493,61 +502,83 @@ func (r *e2eRun) countRows(ctx context.Context, drained bool, info *jetstream.Co
 	return sum, nil
 }
 
-// latency fills in the line→row latency of the first table's rows: from its
-// received_at column, else by joining each row by key to its line's read
-// time as the stream republished it. A row, in any table, whose key the
-// spec makes of no line fails the run.
-func (r *e2eRun) latency(ctx context.Context, receipts []sent, spans []span, res *e2eResult) error {
-	exp, n := r.exp, r.b.corpus.Len()
-	res.Latency = "row commit time − gateway read time of its line (Jetline-Received-At, from a headers-only republish of the ingest stream, joined by key)"
-	var read map[string]time.Time
-	if exp.receivedAt != "" {
-		res.Latency = fmt.Sprintf("row commit time − %s (the gateway's read time, stored by the spec)", exp.receivedAt)
-	} else {
-		var seen int
-		var err error
-		if read, seen, err = r.rc.readTimes(ctx, n, receipts, spans, exp.keys); err != nil {
-			return err
+// checkKeys fails the run if a table, any of them, holds a row whose key
+// the spec makes of no line.
+func (r *e2eRun) checkKeys(ctx context.Context) error {
+	for _, x := range r.exp.Tables {
+		if x.keySet == nil {
+			continue
 		}
-		if seen < n {
-			res.Latency += fmt.Sprintf("; only %d of %d lines' headers arrived", seen, n)
-		}
-	}
-	var lat []float64
-	for i, x := range exp.Tables {
-		received := "NULL::timestamptz"
-		if i == 0 && exp.receivedAt != "" {
-			received = pgx.Identifier{exp.receivedAt}.Sanitize()
-		}
-		rows, err := r.db.Query(ctx, fmt.Sprintf(`SELECT concat_ws(E'\x1f', %s), pg_xact_commit_timestamp(xmin), %s FROM %s`,
-			keyList(x.Key, "::text"), received, x.ident()))
+		rows, err := r.db.Query(ctx, fmt.Sprintf(`SELECT concat_ws(E'\x1f', %s) FROM %s`, keyList(x.Key, "::text"), x.ident()))
 		if err != nil {
-			return fmt.Errorf("read rows of %s: %w", x.Table, err)
+			return fmt.Errorf("read keys of %s: %w", x.Table, err)
 		}
 		var key string
-		var committed time.Time
-		var readAt *time.Time
-		if _, err = pgx.ForEachRow(rows, []any{&key, &committed, &readAt}, func() error {
-			if _, ok := x.keySet[key]; !ok && x.keySet != nil {
+		if _, err = pgx.ForEachRow(rows, []any{&key}, func() error {
+			if _, ok := x.keySet[key]; !ok {
 				return fmt.Errorf("%s holds a row with key %q, which the spec makes of no line", x.Table, strings.ReplaceAll(key, keySep, ", "))
-			}
-			if at, ok := read[key]; i == 0 && ok {
-				readAt = &at
-			}
-			if i == 0 && readAt != nil {
-				lat = append(lat, committed.Sub(*readAt).Seconds())
 			}
 			return nil
 		}); err != nil {
-			return fmt.Errorf("read rows of %s: %w", x.Table, err)
+			return fmt.Errorf("read keys of %s: %w", x.Table, err)
 		}
 	}
-	if res.LatencySamples = len(lat); len(lat) == 0 {
-		res.Latency = "not available: no row could be joined to its line's read time"
-		return nil
-	}
-	res.LatencyP50, res.LatencyP99 = percentile(lat, 0.5), percentile(lat, 0.99)
 	return nil
+}
+
+// settleBuckets returns the cumulative counts of the workers' settleMetric
+// buckets, summed over the workers, by upper bound.
+func (r *e2eRun) settleBuckets(ctx context.Context) (map[float64]float64, error) {
+	buckets := map[float64]float64{}
+	prefix := settleMetric + `_bucket{le="`
+	for _, addr := range r.workerHealth {
+		samples, err := metrics.Scrape(ctx, "http://"+addr+"/metrics")
+		if err != nil {
+			return nil, fmt.Errorf("read the settle latency of a worker: %w", err)
+		}
+		for series, v := range samples {
+			if le, ok := strings.CutPrefix(series, prefix); ok {
+				bound, err := strconv.ParseFloat(strings.TrimSuffix(le, `"}`), 64)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", series, err)
+				}
+				buckets[bound] += v
+			}
+		}
+	}
+	return buckets, nil
+}
+
+// settleLatency fills in the settle latency's p50 and p99 over the frames
+// settled between two [e2eRun.settleBuckets], each interpolated within
+// its bucket as Prometheus's histogram_quantile does.
+func (e *e2eResult) settleLatency(before, after map[float64]float64) {
+	bounds := slices.Sorted(maps.Keys(after))
+	if len(bounds) == 0 {
+		e.Latency = "not available: the workers export no " + settleMetric
+		return
+	}
+	total := after[math.Inf(1)] - before[math.Inf(1)]
+	if e.LatencySamples = int(total); total == 0 {
+		e.Latency = "not available: the workers settled no frame"
+		return
+	}
+	e.Latency = settleMetric + ": frame settled − gateway read time of its first line, over every frame"
+	quantile := func(q float64) float64 {
+		lower, below := 0.0, 0.0
+		for _, upper := range bounds {
+			n := after[upper] - before[upper]
+			if n >= q*total {
+				if math.IsInf(upper, 1) {
+					return lower
+				}
+				return lower + (upper-lower)*(q*total-below)/(n-below)
+			}
+			lower, below = upper, n
+		}
+		return lower
+	}
+	e.LatencyP50, e.LatencyP99 = quantile(0.5), quantile(0.99)
 }
 
 // bareCopyTable is the table the bare COPY fills, stored like the raw

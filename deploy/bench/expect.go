@@ -29,7 +29,7 @@ type expected struct {
 	Source string `json:"source,omitempty"`
 	// Tables, in the spec's order, is what each table must hold once every
 	// line is stored; a delete entry stands for the tombstone table it
-	// fills. The latency is measured on Tables[0].
+	// fills.
 	Tables     []table        `json:"tables"`
 	Kept       int            `json:"kept"`
 	Filtered   int            `json:"filtered"`
@@ -37,12 +37,8 @@ type expected struct {
 	RejectedBy map[string]int `json:"rejected_by,omitempty"`
 	Seconds    float64        `json:"seconds"` // spent working it out
 
-	// receivedAt is the column of Tables[0] holding the line's
-	// received_at, or "". keys[i] is the key (see [keyText]) of the row
-	// line i makes in Tables[0], or "" for none. rowPerLine says every
-	// line is one row, so the last commit ends the run.
-	receivedAt string
-	keys       []string
+	// rowPerLine says every line is one row, so the last commit ends the
+	// run.
 	rowPerLine bool
 }
 
@@ -76,7 +72,7 @@ const keySep = "\x1f"
 // line of the corpus has its own). Its keys, line ids, are the gateway's
 // to choose, so rows are not checked against them.
 func rawExpected(n int) *expected {
-	return &expected{Kept: n, receivedAt: "received_at", rowPerLine: true,
+	return &expected{Kept: n, rowPerLine: true,
 		Tables: []table{{Table: "events", Key: []string{"line_id"}, Want: int64(n), Most: int64(n), distinct: "payload->'id'"}}}
 }
 
@@ -135,7 +131,7 @@ func expect(path string, c *corpus) (*expected, error) {
 		return nil, err
 	}
 	spec, tables := p.Spec(), p.Tables()
-	e := &expected{Spec: path, Source: spec.Source, RejectedBy: map[string]int{}, keys: make([]string, c.Len())}
+	e := &expected{Spec: path, Source: spec.Source, RejectedBy: map[string]int{}}
 	keyIdx := make([][]int, len(tables))
 	deletes := map[int]int{} // a delete entry's table → the table it deletes from
 	for t, tbl := range tables {
@@ -156,9 +152,6 @@ func expect(path string, c *corpus) (*expected, error) {
 		}
 		e.Tables = append(e.Tables, table{Table: name, Key: tbl.Key, keySet: map[string]struct{}{}})
 	}
-	if i := slices.IndexFunc(spec.Tables[0].Columns, func(col pipespec.ColumnSpec) bool { return col.Meta == pipespec.MetaReceivedAt }); i >= 0 {
-		e.receivedAt = spec.Tables[0].Columns[i].Name
-	}
 
 	now := time.Now()
 	var mu sync.Mutex
@@ -174,12 +167,8 @@ func expect(path string, c *corpus) (*expected, error) {
 				case worker.Insert:
 					part.Kept++
 					for ti := range tables {
-						for ri, row := range rows.Table(ti).Rows {
-							k := keyText(row, keyIdx[ti])
-							keys[ti] = append(keys[ti], k)
-							if ti == 0 && ri == 0 {
-								e.keys[i] = k // each run writes lines of its own
-							}
+						for _, row := range rows.Table(ti).Rows {
+							keys[ti] = append(keys[ti], keyText(row, keyIdx[ti]))
 						}
 					}
 				case worker.Filter:

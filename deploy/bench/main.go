@@ -3,7 +3,7 @@
 // measures the raw JetStream publish rate of the lines, then sends them
 // through the gateway and the workers (as `make build` leaves them) to the
 // last row committed, and against one bare COPY of them. It reports the
-// rates and their ratio to the goal, frames/s, line-to-row latency, and each
+// rates and their ratio to the goal, frames/s, settle latency, and each
 // process's CPU per line and peak memory. -mode typed runs a pipeline spec
 // into its tables; -compress xz sends one xz file with ncat; -latency sends
 // lone lines; -mode connections measures the gateway per connection.

@@ -346,8 +346,7 @@ func (r *Report) writeLines(b *strings.Builder) {
 			e.writeTables(b, line, r.Setup.Conns)
 		} else {
 			b.WriteByte('\n')
-			line("line→row latency", "p50 %s, p99 %s (row commit time − gateway read time; includes the wait behind the backlog)",
-				seconds(e.LatencyP50), seconds(e.LatencyP99))
+			e.writeLatency(line)
 			line("checked", "%s rows, %s distinct lines, %d receipts ok, %s redelivered",
 				thousands(int64(e.EndToEnd.Lines)), thousands(e.Expected.Tables[0].DistinctKeys), r.Setup.Conns, thousands(int64(e.Redelivered)))
 		}
@@ -371,6 +370,16 @@ func (r *Report) writeLines(b *strings.Builder) {
 	}
 }
 
+// writeLatency writes the settle latency, or why there is none.
+func (e *e2eResult) writeLatency(line func(name, format string, args ...any)) {
+	if e.LatencySamples == 0 {
+		line("settle latency", "%s", e.Latency)
+		return
+	}
+	line("settle latency", "p50 %s, p99 %s over %s frames (%s; includes the wait behind the backlog)",
+		seconds(e.LatencyP50), seconds(e.LatencyP99), thousands(int64(e.LatencySamples)), e.Latency)
+}
+
 // writeTables writes a run through a spec's part of the text report: the
 // rows stored per table, what the spec made of the lines, how the end was
 // taken, the latency and the checks, each with line.
@@ -388,12 +397,7 @@ func (e *e2eResult) writeTables(b *strings.Builder, line func(name, format strin
 	line("pipeline", "%s → %s", x.Spec, x.tablesText())
 	line("lines", "%s; worked out in-process with worker/pipeline", x.linesText())
 	line("end of run", "%s (the consumer was seen drained %s after the last commit, polling every %s)", e.EndBasis, seconds(e.DrainedAfterCommit), drainPoll)
-	if e.LatencySamples > 0 {
-		line("line→row latency", "p50 %s, p99 %s over %s rows of %s (%s; includes the wait behind the backlog)",
-			seconds(e.LatencyP50), seconds(e.LatencyP99), thousands(int64(e.LatencySamples)), x.Tables[0].Table, e.Latency)
-	} else {
-		line("line→row latency", "%s", e.Latency)
-	}
+	e.writeLatency(line)
 	for _, t := range x.Tables {
 		name := ""
 		if len(x.Tables) > 1 {
