@@ -306,7 +306,7 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	before, err := sampleUsage(r.programs(), b.h.pgDir)
+	before, err := sampleUsage(r.programs(), b.h.pg)
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +318,7 @@ func (r *e2eRun) send(ctx context.Context) (*e2eResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	after, err := sampleUsage(r.programs(), b.h.pgDir)
+	after, err := sampleUsage(r.programs(), b.h.pg)
 	if err != nil {
 		return nil, err
 	}
@@ -599,7 +599,7 @@ func (r *e2eRun) bareCopy(ctx context.Context) (*rate, error) {
 	}
 	settle()
 	b.pr.step("bare COPY: %s lines (%s) as jsonb into %s over one connection", thousands(int64(c.Len())), mib(c.PayloadBytes()), bareCopyTable)
-	pgBefore := postgresCPU(b.h.pgDir)
+	pgBefore := postgresCPU(b.h.pg)
 	row := make([]any, 2)
 	start := time.Now()
 	n, err := r.db.CopyFrom(ctx, pgx.Identifier{bareCopyTable}, []string{"line_id", "payload"},
@@ -615,7 +615,7 @@ func (r *e2eRun) bareCopy(ctx context.Context) (*rate, error) {
 		return nil, fmt.Errorf("bare copy stored %d rows of %d lines", n, c.Len())
 	}
 	res := newRate(c.Len(), c.PayloadBytes(), elapsed)
-	res.CPUSeconds = (postgresCPU(b.h.pgDir) - pgBefore).Seconds()
+	res.CPUSeconds = (postgresCPU(b.h.pg) - pgBefore).Seconds()
 	b.pr.step("bare COPY: %s lines/s, %.1f MiB/s in %.1fs", thousands(int64(res.LinesPerSec)), res.MiBPerSec, res.Seconds)
 	return &res, nil
 }

@@ -61,7 +61,6 @@ type harness struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	pg       *privatepg.Server
-	pgDir    string // resolved data directory, to find its processes
 	binaries binaries
 	children []*child
 }
@@ -134,9 +133,6 @@ func startHarness(ctx context.Context, cfg Config, logger *slog.Logger, pr *prog
 	dataDir := filepath.Join(h.dir, "pg", "data")
 	if h.pg, err = privatepg.Start(ctx, privatepg.Options{Dir: dataDir, Settings: postgresSettings}, logger); err != nil {
 		return nil, err // privatepg's errors say what to do
-	}
-	if h.pgDir, err = filepath.EvalSymlinks(dataDir); err != nil {
-		return nil, fmt.Errorf("resolve postgres data directory: %w", err)
 	}
 	conn, err := pgx.Connect(ctx, h.pg.URL())
 	if err != nil {

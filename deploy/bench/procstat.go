@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/jetline/jetline/shared/devkit/privatepg"
 )
 
 // clockTick is the unit of CPU times in /proc/<pid>/stat: USER_HZ, 100 on
@@ -37,9 +39,9 @@ type usageSample struct {
 	machine machineTicks
 }
 
-// sampleUsage reads the CPU time of programs, of the processes working in
-// pgDir unless it is empty (see [postgresCPU]), and of the bench.
-func sampleUsage(programs []*child, pgDir string) (usageSample, error) {
+// sampleUsage reads the CPU time of programs, of pg's processes unless it
+// is nil, and of the bench.
+func sampleUsage(programs []*child, pg *privatepg.Server) (usageSample, error) {
 	s := usageSample{cpu: map[string]time.Duration{}}
 	var err error
 	if s.machine, err = readMachineTicks(); err != nil {
@@ -51,8 +53,8 @@ func sampleUsage(programs []*child, pgDir string) (usageSample, error) {
 			return s, err
 		}
 	}
-	if pgDir != "" {
-		s.cpu["postgres"] = postgresCPU(pgDir)
+	if pg != nil {
+		s.cpu["postgres"] = postgresCPU(pg)
 	}
 	s.cpu[benchProcName], err = cpuTime(os.Getpid())
 	return s, err
@@ -106,17 +108,13 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(int64(st.UTime)+int64(st.STime)+int64(st.CUTime)+int64(st.CSTime)) * clockTick, nil
 }
 
-// postgresCPU returns the CPU time of the processes working in dir (every
-// postgres process works in its data directory, and its backends are in
-// sessions of their own), skipping those that have gone.
-func postgresCPU(dir string) time.Duration {
-	procs, _ := procfs.AllProcs()
+// postgresCPU returns the CPU time of pg's processes, skipping those that
+// have gone.
+func postgresCPU(pg *privatepg.Server) time.Duration {
 	var total time.Duration
-	for _, p := range procs {
-		if cwd, err := p.Cwd(); err == nil && cwd == dir {
-			d, _ := cpuTime(p.PID)
-			total += d
-		}
+	for _, pid := range pg.Pids() {
+		d, _ := cpuTime(pid)
+		total += d
 	}
 	return total
 }

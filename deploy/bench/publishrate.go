@@ -107,7 +107,7 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 			err = errors.Join(err, fmt.Errorf("delete stream %s: %w", rawStream, derr))
 		}
 	}()
-	before, err := sampleUsage(nil, "")
+	before, err := sampleUsage(nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +118,7 @@ func measurePublish(ctx context.Context, nc *nats.Conn, c *corpus, conns int, wi
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	after, err := sampleUsage(nil, "")
+	after, err := sampleUsage(nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package privatepg
 
 import (
 	"os"
+	"path/filepath"
 
 	"github.com/prometheus/procfs"
 )
@@ -12,11 +13,15 @@ import (
 // backend calls setsid, so the process group holds only the postmaster, and
 // parentage is lost once the postmaster dies. Zombies are skipped: they
 // hold no shared memory, and in a container whose init does not reap
-// orphans they never go away.
+// orphans they never go away. The kernel reports working directories with
+// symbolic links resolved, so dir is resolved too.
 func dirProcs(dir string) []int {
 	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil
+	}
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = resolved
 	}
 	self := os.Getpid()
 	var pids []int

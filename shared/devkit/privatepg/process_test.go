@@ -26,7 +26,7 @@ func TestStopCutShort(t *testing.T) {
 	if !postmaster.Exited() || srv.Process() != nil {
 		t.Fatalf("after Stop, the postmaster's Exited() = %t and Process() = %v; want true and nil", postmaster.Exited(), srv.Process())
 	}
-	if pids := dirProcs(srv.opts.Dir); len(pids) > 0 {
+	if pids := srv.Pids(); len(pids) > 0 {
 		t.Fatalf("processes %v still alive after a Stop cut short", pids)
 	}
 	if err := srv.Restart(t.Context()); err != nil {

@@ -230,6 +230,11 @@ func (s *Server) Process() *childproc.Process {
 	return s.proc
 }
 
+// Pids returns the server's live processes, the postmaster and its
+// backends: those working in its data directory. It is empty while the
+// server is stopped, and on systems other than Linux.
+func (s *Server) Pids() []int { return dirProcs(s.opts.Dir) }
+
 // Restart stops postgres as [Server.Stop] does and starts it again on the
 // same data directory and port, waiting up to 30 s for connections. On a
 // stopped or killed server it just starts it, so a fault test can Stop,

@@ -132,11 +132,11 @@ func TestServerLifecycle(t *testing.T) {
 	}
 
 	// A crash: committed rows must survive crash recovery.
-	if len(dirProcs(srv.opts.Dir)) < 2 {
-		t.Fatalf("found %v working in %s, want the postmaster and its helpers", dirProcs(srv.opts.Dir), srv.opts.Dir)
+	if len(srv.Pids()) < 2 {
+		t.Fatalf("found %v working in %s, want the postmaster and its helpers", srv.Pids(), srv.opts.Dir)
 	}
 	srv.Kill()
-	if pids := dirProcs(srv.opts.Dir); len(pids) > 0 {
+	if pids := srv.Pids(); len(pids) > 0 {
 		t.Fatalf("processes %v still alive after Kill", pids)
 	}
 	srv.Kill() // No-op on a killed server.
@@ -183,7 +183,7 @@ func TestServerLifecycle(t *testing.T) {
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatalf("second stop: %v", err)
 	}
-	if pids := dirProcs(srv.opts.Dir); len(pids) > 0 {
+	if pids := srv.Pids(); len(pids) > 0 {
 		t.Fatalf("processes %v still alive after Stop", pids)
 	}
 	if c, err := pgx.Connect(ctx, srv.URL()); err == nil {
