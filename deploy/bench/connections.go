@@ -4,18 +4,12 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,6 +24,7 @@ import (
 
 	"github.com/jetline/jetline/gateway"
 	"github.com/jetline/jetline/shared/contract/topology"
+	"github.com/jetline/jetline/shared/devkit/testcert"
 )
 
 // The connections mode measures what a gateway costs per connection: the
@@ -199,15 +194,22 @@ func (r *connRun) startGateway(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	certFile, keyFile, roots, err := writeCertificate(filepath.Join(h.dir, "tls"))
+	// The certificate is valid for 90 days, so that the gateway does not
+	// warn that it expires soon.
+	dir := filepath.Join(h.dir, "tls")
+	ca, err := testcert.MakeCA(dir, "jetline-bench-ca", 90*24*time.Hour)
+	var cert testcert.Pair
+	if err == nil {
+		cert, err = ca.IssueInto(dir, "127.0.0.1")
+	}
 	if err != nil {
 		return err
 	}
 	r.plain, r.healthAddr = listener{"plain", addrs[0], nil}, addrs[1]
-	r.tls = listener{"TLS", addrs[2], &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}
+	r.tls = listener{"TLS", addrs[2], &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}
 	env := r.b.childEnv("GATEWAY_LISTEN="+r.plain.addr, "GATEWAY_HEALTH_ADDR="+r.healthAddr, "GATEWAY_INSTANCE=bench-gateway",
 		"GATEWAY_MAX_CONNECTIONS="+strconv.Itoa(r.res.MaxConnections),
-		"GATEWAY_TLS_LISTEN="+r.tls.addr, "GATEWAY_TLS_CERT="+certFile, "GATEWAY_TLS_KEY="+keyFile)
+		"GATEWAY_TLS_LISTEN="+r.tls.addr, "GATEWAY_TLS_CERT="+cert.CertFile, "GATEWAY_TLS_KEY="+cert.KeyFile)
 	r.b.pr.step("starting the gateway on %s, TLS %s (%s); no workers: a receipt needs only JetStream's acknowledgement", r.plain.addr, r.tls.addr, h.binaries.Gateway.Path)
 	if r.gateway, err = r.b.startChild("gateway", h.binaries.Gateway.Path, env); err != nil {
 		return err
@@ -233,34 +235,6 @@ func (r *connRun) startGateway(ctx context.Context) error {
 		return fmt.Errorf("read limits of pid %d: %w", r.gateway.pid, err)
 	}
 	return nil
-}
-
-// writeCertificate writes into dir a self-signed ECDSA P-256 certificate
-// for 127.0.0.1 and its key, and returns a pool that trusts only it. It is
-// valid for 90 days, so the gateway does not warn that it expires soon
-// (shared/devkit/testcert's last an hour, and need a testing.TB).
-func writeCertificate(dir string) (certFile, keyFile string, roots *x509.CertPool, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", nil, fmt.Errorf("generate ECDSA P-256 key: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", nil, fmt.Errorf("create certificate: %w", err)
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key) // fails only for key types it does not know
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	roots = x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := errors.Join(os.MkdirAll(dir, 0o700), os.WriteFile(certFile, certPEM, 0o644),
-		os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)); err != nil {
-		return "", "", nil, fmt.Errorf("write the certificate: %w", err)
-	}
-	return certFile, keyFile, roots, nil
 }
 
 // measureIdle opens cfg.IdleConns connections that send nothing, waits
@@ -398,7 +372,7 @@ func (r *connRun) measureRate(ctx context.Context, l listener) (*rateResult, err
 	if err != nil {
 		return nil, fmt.Errorf("before: %w", err)
 	}
-	before, err := sampleUsage(r.programs(), "")
+	before, err := sampleUsage(r.programs(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -429,7 +403,7 @@ func (r *connRun) measureRate(ctx context.Context, l listener) (*rateResult, err
 		})
 	}
 	wg.Wait()
-	after, err := sampleUsage(r.programs(), "")
+	after, err := sampleUsage(r.programs(), nil)
 	if err == nil {
 		err = cmp.Or(ctx.Err(), exited(r.programs()))
 	}

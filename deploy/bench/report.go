@@ -255,7 +255,7 @@ func (r *Report) writeText(w io.Writer) error {
 			thousands(int64(c.OpenFiles)), thousands(int64(c.OpenFilesHard)), thousands(int64(c.GatewayOpenFiles)), thousands(int64(c.MaxConnections)))
 		fact("clients", "from %s, %d at a time for %s per rate, one line per connection; no workers (a receipt needs only JetStream's acknowledgement)",
 			c.SourceAddrs, c.Clients, time.Duration(c.DurationSeconds*float64(time.Second)))
-		fact("tls", "self-signed ECDSA P-256 certificate, verified; a full handshake per connection (no session resumption); %s", c.TLS.Protocol)
+		fact("tls", "ECDSA P-256 certificate signed by a CA of the run's own, verified; a full handshake per connection (no session resumption); %s", c.TLS.Protocol)
 		if env != "" {
 			fact("extra env", "%s", env)
 		}

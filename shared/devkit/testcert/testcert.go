@@ -2,7 +2,8 @@
 // listeners and clients: a certificate authority and the certificates it
 // signs, all ECDSA P-256, valid from an hour ago to an hour from now, with
 // their PEM files in the test's temporary directories. Keys are made fresh
-// in every run; none is checked in.
+// in every run; none is checked in. [MakeCA] and [CA.IssueInto] do the same
+// outside a test, into a directory and for a lifetime of the caller's.
 //
 //	ca := testcert.NewCA(t, "server-ca")
 //	server := ca.Issue(t, "127.0.0.1")
@@ -18,6 +19,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -35,6 +38,8 @@ type CA struct {
 	// File is the path of a PEM file holding Cert, as a CA option
 	// (GATEWAY_TLS_CLIENT_CA, NATS_TLS_CA, sslrootcert) takes it.
 	File string
+
+	validFor time.Duration // of the certificates it issues
 }
 
 // Pair is a certificate signed by a [CA] and its private key.
@@ -51,19 +56,39 @@ type Pair struct {
 // certificate to a PEM file. It fails the test on any error.
 func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
-	key := newKey(t)
-	tmpl := template(t, name)
+	ca, err := MakeCA(t.TempDir(), name, time.Hour)
+	if err != nil {
+		t.Fatalf("testcert: %v", err)
+	}
+	return ca
+}
+
+// MakeCA makes a certificate authority with common name name whose
+// certificates, its own and those it issues, are valid from an hour ago
+// until validFor from now, and writes its certificate into dir as
+// name.pem.
+func MakeCA(dir, name string, validFor time.Duration) (*CA, error) {
+	ca := &CA{validFor: validFor}
+	tmpl, err := ca.template(name)
+	if err == nil {
+		ca.Key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		return nil, err
+	}
 	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("testcert: create CA certificate: %v", err)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ca.Key.PublicKey, ca.Key)
+	if err == nil {
+		ca.Cert, err = x509.ParseCertificate(der)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatalf("testcert: parse CA certificate: %v", err)
+	if err == nil {
+		ca.File, err = writePEM(dir, name+".pem", "CERTIFICATE", der)
 	}
-	return &CA{Cert: cert, Key: key, File: writePEM(t, name+".pem", "CERTIFICATE", der)}
+	if err != nil {
+		return nil, fmt.Errorf("make CA %s: %w", name, err)
+	}
+	return ca, nil
 }
 
 // Pool returns a certificate pool that trusts ca only.
@@ -80,8 +105,25 @@ func (ca *CA) Pool() *x509.CertPool {
 // (ncat) accept it for cn. It fails the test on any error.
 func (ca *CA) Issue(t testing.TB, cn string) Pair {
 	t.Helper()
-	key := newKey(t)
-	tmpl := template(t, cn)
+	p, err := ca.IssueInto(t.TempDir(), cn)
+	if err != nil {
+		t.Fatalf("testcert: %v", err)
+	}
+	return p
+}
+
+// IssueInto is [CA.Issue] writing the pair into dir, as cn.pem and
+// cn-key.pem.
+func (ca *CA) IssueInto(dir, cn string) (p Pair, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("issue a certificate for %s: %w", cn, err)
+		}
+	}()
+	tmpl, err := ca.template(cn)
+	if err != nil {
+		return p, err
+	}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
@@ -90,56 +132,46 @@ func (ca *CA) Issue(t testing.TB, cn string) Pair {
 		// checks those only, never the common name.
 		tmpl.DNSNames = []string{cn, "localhost"}
 	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return p, err
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
-		t.Fatalf("testcert: sign certificate for %s: %v", cn, err)
+		return p, err
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatalf("testcert: marshal key for %s: %v", cn, err)
+		return p, err
 	}
-	p := Pair{
-		CertFile: writePEM(t, cn+".pem", "CERTIFICATE", der),
-		KeyFile:  writePEM(t, cn+"-key.pem", "PRIVATE KEY", keyDER),
+	p.CertFile, err = writePEM(dir, cn+".pem", "CERTIFICATE", der)
+	if err == nil {
+		p.KeyFile, err = writePEM(dir, cn+"-key.pem", "PRIVATE KEY", keyDER)
 	}
-	if p.TLS, err = tls.LoadX509KeyPair(p.CertFile, p.KeyFile); err != nil {
-		t.Fatalf("testcert: load the pair just written for %s: %v", cn, err)
+	if err == nil {
+		p.TLS, err = tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
 	}
-	return p
+	return p, err
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("testcert: generate key: %v", err)
-	}
-	return key
-}
-
-// template is the part every certificate shares. The serial is random, so
-// no two certificates a client sees from one CA look alike.
-func template(t testing.TB, cn string) *x509.Certificate {
-	t.Helper()
+// template is the part every certificate of ca shares. The serial is
+// random, so no two certificates a client sees from one CA look alike.
+func (ca *CA) template(cn string) (*x509.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
 	if err != nil {
-		t.Fatalf("testcert: serial number: %v", err)
+		return nil, fmt.Errorf("serial number: %w", err)
 	}
 	return &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
+		NotAfter:     time.Now().Add(ca.validFor),
+	}, nil
 }
 
-// writePEM writes one PEM block to a file named name in a new temporary
-// directory, so names never collide, and returns its path.
-func writePEM(t testing.TB, name, kind string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatalf("testcert: %v", err)
-	}
-	return path
+// writePEM writes one PEM block to a file named name in dir, readable by
+// its owner only, and returns its path.
+func writePEM(dir, name, kind string, der []byte) (string, error) {
+	path := filepath.Join(dir, name)
+	return path, errors.Join(os.MkdirAll(dir, 0o700), os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600))
 }
