@@ -328,10 +328,18 @@ func (s *PostgresStore) Tables() []Table {
 }
 
 // pick lists, for each table, the indices of the rows to write: all of
-// them, except in a table with Update, where of the rows of one key only
-// the greatest by version (else the last) is written, and except the rows
-// of the lines in skip. Rows left out of an Update table count as
-// Unchanged.
+// them but the rows of the lines in skip, and but these, which it counts
+// in dropped:
+//
+//   - in a table with Update, of the rows of one key only the greatest by
+//     version (else the last) is written; the others count as Unchanged;
+//   - in a table filled by plain COPY, of the rows of one line with the
+//     same key (an exploded array that holds one element twice) only the
+//     first is written, and the others count as Duplicates, as ON CONFLICT
+//     DO NOTHING would count them. A second row would fail the COPY, and
+//     the whole batch would go again through the staging tables: with
+//     tweets-full.yaml's hashtags, nearly every batch did, and took the
+//     tombstone lock twice.
 //
 // An Update table's rows are listed in key order, and written in that
 // order. Batches that update the same keys (a user in many lines, spread
@@ -339,16 +347,31 @@ func (s *PostgresStore) Tables() []Table {
 // wait for one another; in stream order, two of them could each hold a
 // row the other wants next, and Postgres would break the deadlock after
 // deadlock_timeout (1 s) by failing one, which the worker retries.
-func (s *PostgresStore) pick(rows *Rows, skip map[int]bool) (sel [][]int, unchanged []int) {
+func (s *PostgresStore) pick(rows *Rows, skip map[int]bool) (sel [][]int, dropped []TableCounts) {
 	sel = make([][]int, len(s.tables))
-	unchanged = make([]int, len(s.tables))
+	dropped = make([]TableCounts, len(s.tables))
 	for t, w := range s.tables {
 		tr := rows.Table(t)
 		if !w.table.Update {
+			var lineKeys []string // of the rows picked of the line of row i
 			for i := range tr.Rows {
-				if !skip[tr.Lines[i]] {
-					sel[t] = append(sel[t], i)
+				if skip[tr.Lines[i]] {
+					continue
 				}
+				if w.direct && i > 0 && tr.Lines[i-1] == tr.Lines[i] {
+					if len(lineKeys) == 0 {
+						lineKeys = append(lineKeys, keyString(tr.Rows[i-1], w.keyCols))
+					}
+					k := keyString(tr.Rows[i], w.keyCols)
+					if slices.Contains(lineKeys, k) {
+						dropped[t].Duplicates++
+						continue
+					}
+					lineKeys = append(lineKeys, k)
+				} else {
+					lineKeys = lineKeys[:0]
+				}
+				sel[t] = append(sel[t], i)
 			}
 			continue
 		}
@@ -368,7 +391,7 @@ func (s *PostgresStore) pick(rows *Rows, skip map[int]bool) (sel [][]int, unchan
 				best[k] = i
 			}
 			if seen {
-				unchanged[t]++
+				dropped[t].Unchanged++
 			}
 		}
 		slices.Sort(order)
@@ -376,7 +399,7 @@ func (s *PostgresStore) pick(rows *Rows, skip map[int]bool) (sel [][]int, unchan
 			sel[t] = append(sel[t], best[k])
 		}
 	}
-	return sel, unchanged
+	return sel, dropped
 }
 
 // Write stores rows in one transaction; see [PostgresStore] for how. A
@@ -386,13 +409,13 @@ func (s *PostgresStore) Write(ctx context.Context, rows *Rows) (WriteResult, err
 	if rows.Len() == 0 {
 		return s.result(), nil
 	}
-	sel, unchanged := s.pick(rows, nil)
+	sel, dropped := s.pick(rows, nil)
 	res, err := s.attempt(ctx, rows, sel, true)
 	if isUniqueViolation(err) {
 		res, err = s.attempt(ctx, rows, sel, false)
 	}
 	if err == nil {
-		res.addUnchanged(unchanged)
+		res.addDropped(dropped)
 		return res, nil
 	}
 	if Classify(err) != RowData {
@@ -434,14 +457,14 @@ func (s *PostgresStore) Write(ctx context.Context, rows *Rows) (WriteResult, err
 			for _, re := range found {
 				skip[re.Line] = true
 			}
-			sel, unchanged = s.pick(rows, skip)
+			sel, dropped = s.pick(rows, skip)
 			continue
 		}
 		if err != nil {
 			return WriteResult{}, err
 		}
 		res.Rejected, res.Splits = rejected, splits
-		res.addUnchanged(unchanged)
+		res.addDropped(dropped)
 		return res, nil
 	}
 }
@@ -481,9 +504,10 @@ func (s *PostgresStore) result() WriteResult {
 	return WriteResult{Tables: make([]TableCounts, len(s.tables))}
 }
 
-func (r *WriteResult) addUnchanged(unchanged []int) {
-	for t, n := range unchanged {
-		r.Tables[t].Unchanged += n
+// addDropped counts the rows [PostgresStore.pick] left out.
+func (r *WriteResult) addDropped(dropped []TableCounts) {
+	for t, c := range dropped {
+		r.count(t, c)
 	}
 }
 

@@ -338,3 +338,45 @@ func transformOne(tf Transform, line *Line) ([]any, Result) {
 	}
 	return nil, res
 }
+
+// TestStorePickOneLinesDuplicates: of the rows one line makes in a table
+// filled by plain COPY, a second with the same key is left out and counted
+// as a duplicate, so that the COPY does not fail and send the batch through
+// the staging tables; rows of other lines with that key are kept (the
+// COPY's fallback deals with them); in a table with Update, one row per key
+// is kept, the newest by version.
+func TestStorePickOneLinesDuplicates(t *testing.T) {
+	tags := Table{Name: "tags", Key: []string{"tweet_id", "tag"},
+		Columns: []Column{{Name: "tweet_id", Type: "bigint"}, {Name: "tag", Type: "text"}}}
+	users := Table{Name: "users", Key: []string{"id"}, Update: true, Version: "followers",
+		Columns: []Column{{Name: "id", Type: "bigint"}, {Name: "followers", Type: "bigint"}}}
+	s, err := NewPostgresStore(nil, []Table{tags, users}, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := NewRows([]Table{tags, users})
+	for line, made := range [][][]any{
+		{{int64(1), "go"}, {int64(1), "sql"}, {int64(1), "go"}, {int64(1), "go"}},
+		{{int64(1), "go"}, {int64(2), "go"}},
+		{{int64(3), "sql"}},
+	} {
+		rows.begin(line)
+		for _, vals := range made {
+			copy(rows.Add(0), vals)
+		}
+		copy(rows.Add(1), []any{int64(7), int64(10 - line)})
+	}
+	sel, dropped := s.pick(rows, nil)
+	if want := []int{0, 1, 4, 5, 6}; !slices.Equal(sel[0], want) {
+		t.Errorf("tags: picked rows %v, want %v", sel[0], want)
+	}
+	if want := []int{0}; !slices.Equal(sel[1], want) {
+		t.Errorf("users: picked rows %v, want %v (the greatest version)", sel[1], want)
+	}
+	if want := []TableCounts{{Duplicates: 2}, {Unchanged: 2}}; !slices.Equal(dropped, want) {
+		t.Errorf("dropped %+v, want %+v", dropped, want)
+	}
+	if sel, dropped := s.pick(rows, map[int]bool{0: true}); !slices.Equal(sel[0], []int{4, 5, 6}) || dropped[0].Duplicates != 0 {
+		t.Errorf("with line 0 skipped: picked %v, dropped %+v; want [4 5 6] and no duplicates", sel[0], dropped[0])
+	}
+}
