@@ -204,8 +204,11 @@ func collapseSpaceFrom(s string) string {
 // cut in half.
 func truncate(n int) func(string) (string, bool) {
 	return func(s string) (string, bool) {
-		if len(s) <= n {
-			// A cluster is at least one byte.
+		if len(s) <= n || utf8.RuneCountInString(s) <= n {
+			// A cluster is at least one rune, and a rune at least one
+			// byte. Counting runes is cheap: 1.1 µs for a Japanese text
+			// of 165 runes (435 bytes) against 13.5 µs to find its
+			// clusters, and few texts have more than n runes.
 			return s, true
 		}
 		state, end := -1, 0
