@@ -93,6 +93,15 @@ func startTweetsFull(t *testing.T, n, batch int, prepare func(*pgxpool.Pool)) *t
 			}
 		})
 	}
+	// Each worker keeps one pull request open. Until all are, the first
+	// may take the whole of what is published next.
+	testenv.Eventually(t, 10*time.Second, "every worker pulling", func() error {
+		info, err := cons.Info(ctx)
+		if err == nil && info.NumWaiting < n {
+			err = fmt.Errorf("%d pull requests waiting, want %d", info.NumWaiting, n)
+		}
+		return err
+	})
 	return tf
 }
 
