@@ -177,8 +177,9 @@ type tableWriter struct {
 	// probe, in a table with Tombstones, returns the ordinals (from 1) of
 	// the keys, given as one array per key column, that are tombstoned.
 	probe string
-	// key builds a map key from a row's key values, for a table with
-	// Update, whose rows of one key in one batch must be one row.
+	// keyCols are the indices of the key's columns, whose values
+	// [keyString] makes a map key of (see [PostgresStore.pick]) and
+	// probe looks up; version is that of the version column, or -1.
 	keyCols []int
 	version int
 }
