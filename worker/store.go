@@ -545,10 +545,7 @@ func (s *PostgresStore) attempt(ctx context.Context, rows *Rows, sel [][]int, di
 			case direct && !w.table.Delete:
 				c, err = w.copyFirst(ctx, tx, rows.Table(t), sel[t])
 			default:
-				if _, err := tx.Exec(ctx, w.createStage); err != nil {
-					return fmt.Errorf("create staging table: %w", err)
-				}
-				c, err = w.stageAndMove(ctx, tx, rows.Table(t), sel[t])
+				c, err = w.viaStage(ctx, tx, rows.Table(t), sel[t])
 			}
 			if err != nil {
 				return err
@@ -738,10 +735,7 @@ func (w *tableWriter) copyFirst(ctx context.Context, tx pgx.Tx, tr *TableRows, s
 	if !isUniqueViolation(err) {
 		return c, fmt.Errorf("copy into %s: %w", w.ident.Sanitize(), err)
 	}
-	if _, err := tx.Exec(ctx, w.createStage); err != nil {
-		return c, fmt.Errorf("create staging table: %w", err)
-	}
-	moved, err := w.stageAndMove(ctx, tx, tr, sel)
+	moved, err := w.viaStage(ctx, tx, tr, sel)
 	moved.Suppressed += c.Suppressed
 	return moved, err
 }
@@ -778,6 +772,15 @@ func (w *tableWriter) untombstoned(ctx context.Context, tx pgx.Tx, tr *TableRows
 		}
 	}
 	return kept, nil
+}
+
+// viaStage creates the connection's staging table unless it has it, and
+// stores the rows sel through it.
+func (w *tableWriter) viaStage(ctx context.Context, tx pgx.Tx, tr *TableRows, sel []int) (TableCounts, error) {
+	if _, err := tx.Exec(ctx, w.createStage); err != nil {
+		return TableCounts{}, fmt.Errorf("create staging table: %w", err)
+	}
+	return w.stageAndMove(ctx, tx, tr, sel)
 }
 
 // stageAndMove COPYs rows into the staging table, then moves them.
